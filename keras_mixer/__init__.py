@@ -1,0 +1,21 @@
+"""keras_mixer: MLP-Mixer and its all-MLP successors for Keras 3."""
+
+from keras_mixer import errors, layers
+from keras_mixer.models import (
+    MIXER_VARIANTS,
+    MixerB16,
+    MixerB32,
+    MixerH14,
+    MixerL16,
+    MixerL32,
+    MixerS8,
+    MixerS16,
+    MixerS32,
+    MLPMixer,
+    create_model,
+    feature_extractor,
+    list_models,
+)
+from keras_mixer.preprocessing import decode_predictions, imagenet_labels, preprocess_input
+
+__version__ = "0.1.0"

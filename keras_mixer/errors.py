@@ -1,0 +1,9 @@
+"""The exceptions keras_mixer raises for bad input. Each subclasses ValueError, so generic handlers still work."""
+
+
+class KerasMixerError(ValueError):
+    """Base class: something given to keras_mixer (a file, a name, a shape) is not what it must be."""
+
+
+class WeightsError(KerasMixerError):
+    """A weights file or tag cannot be loaded into the model (missing, unknown, wrong keys or shapes)."""

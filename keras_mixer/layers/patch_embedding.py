@@ -1,0 +1,50 @@
+"""The Mixer stem: non-overlapping patches projected to tokens."""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_mixer")
+class PatchEmbedding(keras.layers.Layer):
+    """A convolution with kernel = stride = patch size (the official `stem`), flattened row-major to [batch, tokens, C].
+
+    The layer owns `kernel` (HWIO, as Flax stores it) and `bias` itself, so a layer named `stem` has exactly the
+    official variable paths `stem/kernel` and `stem/bias`.
+    """
+
+    def __init__(self, patch_size, hidden_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.patch_size = patch_size
+        self.hidden_dim = hidden_dim
+
+    def grid_shape(self, input_shape):
+        """The patch grid (rows, cols) for an NHWC input shape; raises if the image does not tile into patches."""
+        height, width = input_shape[1], input_shape[2]
+        if height is None or width is None:
+            raise ValueError("PatchEmbedding needs a static image height and width: the token count must be fixed")
+        if height % self.patch_size or width % self.patch_size:
+            raise ValueError(
+                f"Input size {height}x{width} is not a multiple of the patch size {self.patch_size}: "
+                f"height and width must both be divisible by {self.patch_size}"
+            )
+        return height // self.patch_size, width // self.patch_size
+
+    def build(self, input_shape):
+        self.grid_shape(input_shape)
+        p = self.patch_size
+        self.kernel = self.add_weight(
+            name="kernel", shape=(p, p, input_shape[-1], self.hidden_dim), initializer="glorot_uniform"
+        )
+        self.bias = self.add_weight(name="bias", shape=(self.hidden_dim,), initializer="zeros")
+
+    def call(self, images):
+        x = ops.conv(images, self.kernel, strides=self.patch_size, padding="valid") + self.bias
+        rows, cols = self.grid_shape(images.shape)
+        return ops.reshape(x, (-1, rows * cols, self.hidden_dim))
+
+    def compute_output_shape(self, input_shape):
+        rows, cols = self.grid_shape(input_shape)
+        return (input_shape[0], rows * cols, self.hidden_dim)
+
+    def get_config(self):
+        return {**super().get_config(), "patch_size": self.patch_size, "hidden_dim": self.hidden_dim}

@@ -1,0 +1,16 @@
+"""Model families. Importing this package registers every variant."""
+
+from keras_mixer.models.mlp_mixer import (
+    MIXER_VARIANTS,
+    MixerB16,
+    MixerB32,
+    MixerH14,
+    MixerL16,
+    MixerL32,
+    MixerS8,
+    MixerS16,
+    MixerS32,
+    MLPMixer,
+    feature_extractor,
+)
+from keras_mixer.models.registry import create_model, list_models
