@@ -127,7 +127,7 @@ def feature_extractor(model, as_grid=True):
         stem = next(layer for layer in model.layers if isinstance(layer, PatchEmbedding))
         rows, cols = stem.grid_shape(stem.input.shape)
         outputs = [keras.layers.Reshape((rows, cols, out.shape[-1]))(out) for out in outputs]
-    return keras.Model(model.inputs, outputs, name=f"{model.name}_features")
+    return keras.Model(model.input, outputs, name=f"{model.name}_features")
 
 
 def _variant_builder(variant, function_name):

@@ -1,0 +1,76 @@
+import keras
+import numpy as np
+import pytest
+from scipy.special import erf
+
+from keras_mixer import layers
+
+LAYER_CASES = [
+    (layers.LayerNorm(epsilon=1e-5), (2, 5, 6)),
+    (layers.DropPath(0.3, seed=1), (2, 5, 6)),
+    (layers.MlpBlock(7, gelu="exact", dropout_rate=0.1), (2, 5, 6)),
+    (layers.MixerBlock(4, 12, gelu="exact", drop_path_rate=0.2, dropout_rate=0.1, epsilon=1e-5), (2, 5, 6)),
+    (layers.PatchEmbedding(4, 6), (2, 8, 12, 3)),
+]
+
+
+@pytest.mark.parametrize("layer, shape", LAYER_CASES, ids=lambda c: type(c).__name__ if hasattr(c, "call") else "")
+def test_get_config_from_config_round_trip(layer, shape):
+    x = np.random.default_rng(0).normal(size=shape).astype("float32")
+    expected = keras.ops.convert_to_numpy(layer(x))
+    config = layer.get_config()
+    clone = type(layer).from_config(config)
+    assert clone.get_config() == config
+    clone.build(shape)
+    for source, target in zip(layer.weights, clone.weights):
+        assert source.path.split("/", 1)[1] == target.path.split("/", 1)[1]
+        target.assign(source)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(clone(x)), expected)
+
+
+def test_layer_norm_matches_keras_layer_normalization():
+    x = np.random.default_rng(0).normal(3.0, 2.0, (4, 9, 16)).astype("float32")
+    ours = layers.LayerNorm(epsilon=1e-6)
+    reference = keras.layers.LayerNormalization(epsilon=1e-6)
+    ours.build(x.shape)
+    reference.build(x.shape)
+    scale = np.random.default_rng(1).normal(1, 0.2, 16).astype("float32")
+    bias = np.random.default_rng(2).normal(0, 0.2, 16).astype("float32")
+    ours.scale.assign(scale), ours.bias.assign(bias)
+    reference.gamma.assign(scale), reference.beta.assign(bias)
+    np.testing.assert_allclose(ours(x), reference(x), atol=2e-6)
+
+
+@pytest.mark.parametrize("form", ["tanh", "exact"])
+def test_gelu_forms(form):
+    x = np.linspace(-5, 5, 101)
+    if form == "tanh":
+        expected = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+    else:
+        expected = 0.5 * x * (1 + erf(x / np.sqrt(2)))
+    got = keras.ops.convert_to_numpy(layers.gelu(x.astype("float32"), form))
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_drop_path_drops_whole_samples_and_rescales():
+    layer = layers.DropPath(0.25, seed=0)
+    x = np.ones((4000, 3, 5), "float32")
+    y = keras.ops.convert_to_numpy(layer(x, training=True))
+    per_sample = y.reshape(4000, -1)
+    # each sample is either all zero or all 1/keep
+    assert set(np.unique(per_sample)) <= {0.0, np.float32(1 / 0.75)}
+    assert np.all(per_sample.min(1) == per_sample.max(1))
+    dropped = np.mean(per_sample[:, 0] == 0.0)
+    assert abs(dropped - 0.25) < 0.03
+    assert abs(per_sample.mean() - 1.0) < 0.05  # expectation preserved
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x, training=False)), x)
+
+
+def test_drop_path_rejects_bad_rate():
+    with pytest.raises(ValueError, match="rate"):
+        layers.DropPath(1.0)
+
+
+def test_mixer_block_needs_static_tokens():
+    with pytest.raises(ValueError, match="static token count"):
+        layers.MixerBlock(4, 8).build((None, None, 6))

@@ -1,0 +1,55 @@
+import keras
+import numpy as np
+import pytest
+
+import keras_mixer
+from keras_mixer.errors import WeightsError
+
+TINY = dict(patch_size=4, hidden_dim=8, num_blocks=2, tokens_mlp_dim=6, channels_mlp_dim=12, input_shape=(16, 16, 3))
+
+
+def randomized_model(**kwargs):
+    model = keras_mixer.MLPMixer(**TINY, classes=5, **kwargs)
+    rng = np.random.default_rng(0)
+    for variable in model.weights:  # the head is zero-initialized; make every weight count
+        variable.assign(rng.normal(0, 0.3, variable.shape).astype("float32"))
+    return model
+
+
+@pytest.fixture
+def images():
+    return np.random.default_rng(1).uniform(-1, 1, (2, 16, 16, 3)).astype("float32")
+
+
+def test_keras_file_round_trip_in_safe_mode_without_custom_objects(tmp_path, images):
+    model = randomized_model(gelu="exact", drop_path_rate=0.1, dropout_rate=0.1)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    restored = keras.models.load_model(path, safe_mode=True)
+    np.testing.assert_array_equal(restored.predict(images, verbose=0), model.predict(images, verbose=0))
+    assert restored.get_layer("MixerBlock_1").get_config() == model.get_layer("MixerBlock_1").get_config()
+
+
+def test_weights_h5_round_trip_and_weights_argument(tmp_path, images):
+    model = randomized_model()
+    path = tmp_path / "m.weights.h5"
+    model.save_weights(path)
+    fresh = keras_mixer.MLPMixer(**TINY, classes=5)
+    assert not np.allclose(fresh.predict(images, verbose=0), model.predict(images, verbose=0))
+    fresh.load_weights(path)
+    np.testing.assert_array_equal(fresh.predict(images, verbose=0), model.predict(images, verbose=0))
+    loaded = keras_mixer.MLPMixer(**TINY, classes=5, weights=str(path))
+    np.testing.assert_array_equal(loaded.predict(images, verbose=0), model.predict(images, verbose=0))
+
+
+def test_weights_into_wrong_shape_is_a_clear_error(tmp_path):
+    path = tmp_path / "m.weights.h5"
+    randomized_model().save_weights(path)
+    with pytest.raises(WeightsError, match="could not load"):
+        keras_mixer.MLPMixer(**TINY, classes=7, weights=str(path))
+
+
+@pytest.mark.parametrize("weights, message", [("imagenet", "named pretrained"), ("missing.weights.h5", "not found")])
+def test_unavailable_weights_are_a_clear_error(weights, message):
+    with pytest.raises(WeightsError, match=message):
+        keras_mixer.MixerS32(weights=weights)
