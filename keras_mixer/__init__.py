@@ -16,6 +16,7 @@ from keras_mixer.models import (
     feature_extractor,
     list_models,
 )
+from keras_mixer.weights import list_pretrained
 from keras_mixer.preprocessing import decode_predictions, imagenet_labels, preprocess_input
 
 __version__ = "0.1.0"

@@ -14,6 +14,13 @@ def _demo(args):
     run_demo(args.output, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, verbose=verbose)
 
 
+def _convert(args):
+    from keras_mixer.models.mlp_mixer import convert_checkpoint
+
+    model = convert_checkpoint(args.input, args.output, gelu=args.gelu)
+    print(f"\nwrote {args.output}: {model.name}, {model.count_params():,} params, input {model.input_shape[1:]}")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="keras-mixer", description="MLP-Mixer models for Keras 3.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -24,6 +31,16 @@ def build_parser():
     demo.add_argument("--batch-size", type=int, default=64)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=_demo)
+
+    convert = commands.add_parser(
+        "convert", help="convert an official .npz or timm .pth/.safetensors Mixer checkpoint to .keras/.weights.h5"
+    )
+    convert.add_argument("input", help="checkpoint file (.npz, .pth, .bin, .safetensors)")
+    convert.add_argument("output", help="output file (.keras or .weights.h5)")
+    convert.add_argument(
+        "--gelu", choices=["tanh", "exact"], help="GELU form (default: tanh for official .npz, exact for timm files)"
+    )
+    convert.set_defaults(run=_convert)
     return parser
 
 

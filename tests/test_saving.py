@@ -49,7 +49,7 @@ def test_weights_into_wrong_shape_is_a_clear_error(tmp_path):
         keras_mixer.MLPMixer(**TINY, classes=7, weights=str(path))
 
 
-@pytest.mark.parametrize("weights, message", [("imagenet", "named pretrained"), ("missing.weights.h5", "not found")])
+@pytest.mark.parametrize("weights, message", [("imagenet21k", "no pretrained weights"), ("missing.weights.h5", "not found")])
 def test_unavailable_weights_are_a_clear_error(weights, message):
     with pytest.raises(WeightsError, match=message):
         keras_mixer.MixerS32(weights=weights)

@@ -11,6 +11,7 @@ from keras_mixer.models.mlp_mixer import (
     MixerS16,
     MixerS32,
     MLPMixer,
+    convert_checkpoint,
     feature_extractor,
 )
 from keras_mixer.models.registry import create_model, list_models

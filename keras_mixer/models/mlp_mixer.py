@@ -4,11 +4,17 @@ Layer and variable names follow the official Flax release (`stem`, `MixerBlock_{
 `pre_head_layer_norm`, `head`), so official checkpoints map by name.
 """
 
-import keras
+import math
+import re
 
+import keras
+import numpy as np
+
+from keras_mixer import weights as weights_lib
+from keras_mixer.errors import WeightsError
 from keras_mixer.layers import LayerNorm, MixerBlock, PatchEmbedding
 from keras_mixer.models.registry import register_variant
-from keras_mixer.weights import default_gelu_for, load_weights
+from keras_mixer.weights.token_resize import RESIZE_METHODS
 
 # name: (patch_size, hidden_dim, num_blocks, tokens_mlp_dim, channels_mlp_dim), the official configs
 # (vit_jax configs/models.py; S and H from big_vision models/mlp_mixer.py).
@@ -24,6 +30,145 @@ MIXER_VARIANTS = {
 }
 CONFIG_KEYS = ("patch_size", "hidden_dim", "num_blocks", "tokens_mlp_dim", "channels_mlp_dim")
 POOLING_MODES = (None, "avg", "max")
+TOKEN_MIXING = "MixerBlock_{}/token_mixing/Dense_{}/{}"
+
+
+# --- checkpoint filters: other layouts -> official names (which are our variable paths) -----------------------
+
+_TIMM_BLOCK_KEY = re.compile(r"blocks\.(\d+)\.(norm1|norm2|mlp_tokens\.fc1|mlp_tokens\.fc2|mlp_channels\.fc1|mlp_channels\.fc2)\.(weight|bias)")
+_TIMM_BLOCK_PARTS = {
+    "norm1": "LayerNorm_0", "norm2": "LayerNorm_1",
+    "mlp_tokens.fc1": "token_mixing/Dense_0", "mlp_tokens.fc2": "token_mixing/Dense_1",
+    "mlp_channels.fc1": "channel_mixing/Dense_0", "mlp_channels.fc2": "channel_mixing/Dense_1",
+}
+_TIMM_TOP_KEYS = {"stem.proj": "stem", "norm": "pre_head_layer_norm", "head": "head"}
+
+
+def timm_to_official(state_dict, source="checkpoint"):
+    """Maps a timm `MlpMixer` state_dict onto official names: conv OIHW -> HWIO, linear (out, in) -> (in, out),
+    norm `weight` -> `scale`."""
+    params = {}
+    for key, value in state_dict.items():
+        block = _TIMM_BLOCK_KEY.fullmatch(key)
+        module, _, kind = key.rpartition(".")
+        if block:
+            name = f"MixerBlock_{block[1]}/{_TIMM_BLOCK_PARTS[block[2]]}"
+        elif module in _TIMM_TOP_KEYS and kind in ("weight", "bias"):
+            name = _TIMM_TOP_KEYS[module]
+        else:
+            raise WeightsError(f"{source}: unexpected key {key!r} for a timm MLP-Mixer state_dict")
+        is_norm = "LayerNorm" in name or name == "pre_head_layer_norm"
+        if kind == "bias":
+            params[f"{name}/bias"] = value
+        elif is_norm:
+            params[f"{name}/scale"] = value
+        elif value.ndim == 4:
+            params[f"{name}/kernel"] = value.transpose(2, 3, 1, 0)
+        else:
+            params[f"{name}/kernel"] = value.T
+    return params
+
+
+def official_params(raw, source):
+    """Official-layout parameters from a checkpoint in official (`stem/kernel`) or timm (`stem.proj.weight`) layout."""
+    if "stem/kernel" in raw:
+        return dict(raw)
+    if "stem.proj.weight" in raw:
+        return timm_to_official(raw, source)
+    raise WeightsError(
+        f"{source}: not an MLP-Mixer checkpoint: no 'stem/kernel' (official) or 'stem.proj.weight' (timm) key; "
+        f"first keys: {sorted(raw)[:5]}"
+    )
+
+
+def fold_input_range(params, low, high):
+    """Rewrites the stem of a checkpoint trained on inputs in [low, high] so it takes our [-1, 1] inputs.
+
+    With x = a·z + c (a = (high-low)/2, c = (high+low)/2) and a valid, unpadded patch conv,
+    conv(x) = (a·K) * z + (b + c·ΣK): exact, so every Mixer takes `preprocess_input` the same way.
+    """
+    a, c = (high - low) / 2.0, (high + low) / 2.0
+    kernel = params["stem/kernel"]
+    return {**params, "stem/kernel": kernel * a, "stem/bias": params["stem/bias"] + c * kernel.sum(axis=(0, 1, 2))}
+
+
+def infer_config(params, source="checkpoint"):
+    """The MLPMixer arguments (config, input_shape, classes) that a checkpoint in official layout was built for."""
+    try:
+        patch, _, channels_in, hidden = params["stem/kernel"].shape
+        num_blocks = len([k for k in params if re.fullmatch(r"MixerBlock_\d+/LayerNorm_0/scale", k)])
+        tokens, tokens_mlp_dim = params[TOKEN_MIXING.format(0, 0, "kernel")].shape
+        channels_mlp_dim = params["MixerBlock_0/channel_mixing/Dense_0/kernel"].shape[1]
+    except (KeyError, ValueError) as error:
+        raise WeightsError(f"{source}: cannot infer the Mixer config ({error})") from error
+    side = _square_grid(tokens, source)[0] * patch
+    config = dict(zip(CONFIG_KEYS, (patch, hidden, num_blocks, tokens_mlp_dim, channels_mlp_dim)))
+    classes = params["head/kernel"].shape[1] if "head/kernel" in params else None
+    return config, (side, side, channels_in), classes
+
+
+def _square_grid(tokens, source):
+    side = math.isqrt(tokens)
+    if side * side != tokens:
+        raise WeightsError(f"{source}: {tokens} tokens is not a square patch grid; cannot tell the checkpoint's grid")
+    return side, side
+
+
+def variant_of(config):
+    """The registered variant name whose official config equals `config`, or None."""
+    values = tuple(config[k] for k in CONFIG_KEYS)
+    return next((name for name, v in MIXER_VARIANTS.items() if v == values), None)
+
+
+def read_mixer_checkpoint(weights, variant):
+    """(official-layout params, the GELU form it was trained with, a description of the source) for a released tag
+    or a checkpoint path. Official-layout files are the JAX releases (tanh GELU); timm-layout files default to
+    timm's exact GELU."""
+    if weights_lib.is_checkpoint_path(weights):
+        path = str(weights)
+        raw = weights_lib.read_checkpoint(path)
+        return official_params(raw, path), "tanh" if "stem/kernel" in raw else "exact", path
+    release = weights_lib.resolve(variant, weights)
+    if release.file_hash is None:
+        weights_lib.warn(f"{release.url} has no published hash; it is used unverified")
+    path = weights_lib.fetch(release.filename, release.url, release.file_hash)
+    params = official_params(weights_lib.read_checkpoint(path), path)
+    if release.input_range != (-1.0, 1.0):
+        params = fold_input_range(params, *release.input_range)
+    return params, release.gelu, f"{variant} weights {weights!r} ({path})"
+
+
+def fit_checkpoint(params, model, grid, token_mixing_resize, source):
+    """Adapts a checkpoint to the model: drops the head the model does not have (silently with include_top=False,
+    with a warning when the class count differs) and resizes the token-mixing MLPs to the model's token count."""
+    variables = {v.path: v for v in model.weights}
+    params = dict(params)
+    if "head/kernel" not in variables:
+        params = {k: v for k, v in params.items() if not k.startswith("head/")}
+    elif "head/kernel" in params and params["head/kernel"].shape != tuple(variables["head/kernel"].shape):
+        weights_lib.warn(
+            f"{source} has a {params['head/kernel'].shape[1]}-class head, the model {variables['head/kernel'].shape[1]}: "
+            "loaded everything but the head, which keeps its initialization"
+        )
+        params.update({k: keras.ops.convert_to_numpy(variables[k]) for k in ("head/kernel", "head/bias")})
+    old_tokens = params[TOKEN_MIXING.format(0, 0, "kernel")].shape[0]
+    if old_tokens == grid[0] * grid[1]:
+        return params
+    if token_mixing_resize not in RESIZE_METHODS:
+        raise WeightsError(
+            f"{source} was trained with {old_tokens} tokens, the model has {grid[0] * grid[1]} "
+            f"({grid[0]}x{grid[1]} patches): pass token_mixing_resize='block_diagonal' (the Mixer paper's "
+            "initialization; the grid must be an integer multiple) or 'interpolate' (bilinear over the patch grid, "
+            "not official)"
+        )
+    old_grid = _square_grid(old_tokens, source)
+    block = 0
+    while TOKEN_MIXING.format(block, 0, "kernel") in params:
+        keys = [TOKEN_MIXING.format(block, d, k) for d, k in ((0, "kernel"), (0, "bias"), (1, "kernel"), (1, "bias"))]
+        resized = RESIZE_METHODS[token_mixing_resize](*(params[k] for k in keys), old_grid, grid)
+        params.update(zip(keys, resized))
+        block += 1
+    return params
 
 
 def _image_input(input_tensor, input_shape):
@@ -51,6 +196,7 @@ def MLPMixer(
     drop_path_rate=0.0,
     dropout_rate=0.0,
     gelu=None,
+    token_mixing_resize=None,
     name="mlp_mixer",
 ):
     """Builds an MLP-Mixer from the official config fields plus the keras.applications arguments.
@@ -58,7 +204,10 @@ def MLPMixer(
     Args:
         patch_size, hidden_dim, num_blocks, tokens_mlp_dim, channels_mlp_dim: the official config, one to one.
         include_top: end with pre-head LayerNorm -> mean over tokens -> dropout -> `head` Dense (zero-initialized).
-        weights: None, or a local weights file (`.weights.h5`, `.keras`).
+        weights: None; a released tag ("imagenet", "imagenet1k", "imagenet21k", "sam", "gsam", timm's
+            "goog_in21k_ft_in1k", "goog_in21k", "miil_in21k_ft_in1k" — see `keras_mixer.list_pretrained`); or a local
+            file: an official `.npz`, a timm `.pth`/`.bin`/`.safetensors`, or a Keras `.weights.h5`/`.keras`.
+            Released files are cached under ~/.keras/keras_mixer; offline, put them in $KERAS_MIXER_WEIGHTS_DIR.
         input_tensor: optional Keras tensor (or backend tensor) to use as the image input.
         input_shape: (height, width, channels); default (224, 224, 3). Height and width must be multiples of
             `patch_size`; the token count (H/p)·(W/p) fixes the token-mixing MLP's width.
@@ -69,18 +218,31 @@ def MLPMixer(
         drop_path_rate: stochastic depth, rising linearly from 0 at the first block to this rate at the last.
         dropout_rate: dropout inside the MLPs and before the head.
         gelu: "tanh" (official checkpoints, Flax default) or "exact" (timm). Default: the form of the weights loaded.
+        token_mixing_resize: how to load a checkpoint trained with another token count: "block_diagonal" (the
+            Mixer paper's higher-resolution initialization: one copy of the token MLP per tile of the old grid, so
+            `tokens_mlp_dim` grows by the number of tiles) or "interpolate" (bilinear over the patch grid; not
+            official, works for smaller sizes too).
         name: model name.
     """
     if pooling not in POOLING_MODES:
         raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
-    gelu = gelu or default_gelu_for(weights)
     input_shape = tuple(input_shape or (224, 224, 3))
     if input_tensor is not None and input_tensor.shape[1:] is not None:
         input_shape = tuple(input_tensor.shape[1:])
-
-    images = _image_input(input_tensor, input_shape)
     stem = PatchEmbedding(patch_size, hidden_dim, name="stem")
     rows, cols = stem.grid_shape((None,) + input_shape)
+
+    checkpoint = None
+    if weights is not None and not weights_lib.is_keras_file(weights):
+        config = dict(zip(CONFIG_KEYS, (patch_size, hidden_dim, num_blocks, tokens_mlp_dim, channels_mlp_dim)))
+        checkpoint, trained_gelu, source = read_mixer_checkpoint(weights, variant_of(config))
+        gelu = gelu or trained_gelu
+        old_tokens = checkpoint[TOKEN_MIXING.format(0, 0, "kernel")].shape[0]
+        if token_mixing_resize == "block_diagonal" and (rows * cols) % old_tokens == 0:
+            tokens_mlp_dim *= rows * cols // old_tokens  # one copy of the token MLP per tile
+    gelu = gelu or "tanh"
+
+    images = _image_input(input_tensor, input_shape)
     x = stem(images)
     for i in range(num_blocks):
         x = MixerBlock(
@@ -108,8 +270,10 @@ def MLPMixer(
 
     inputs = keras.utils.get_source_inputs(images) if input_tensor is not None else images
     model = keras.Model(inputs, x, name=name)
-    if weights is not None:
-        load_weights(model, weights)
+    if checkpoint is not None:
+        weights_lib.assign_by_path(model, fit_checkpoint(checkpoint, model, (rows, cols), token_mixing_resize, source), source)
+    elif weights is not None:
+        weights_lib.load_keras_weights(model, weights)
     return model
 
 
@@ -130,6 +294,28 @@ def feature_extractor(model, as_grid=True):
     return keras.Model(model.input, outputs, name=f"{model.name}_features")
 
 
+def convert_checkpoint(source, destination, gelu=None):
+    """Converts an official `.npz` or timm `.pth`/`.safetensors` Mixer checkpoint to a Keras `.keras` model or
+    `.weights.h5` file (written atomically). The architecture is read off the checkpoint's shapes."""
+    from keras_mixer.io_utils import atomic_path
+
+    destination = str(destination)
+    if not weights_lib.is_keras_file(destination):
+        raise WeightsError(f"{destination}: the output must end in .keras or .weights.h5")
+    raw = weights_lib.read_checkpoint(source)
+    params = official_params(raw, str(source))
+    config, input_shape, classes = infer_config(params, str(source))
+    gelu = gelu or ("tanh" if "stem/kernel" in raw else "exact")
+    model = MLPMixer(
+        **config, input_shape=input_shape, include_top=classes is not None, classes=classes or 1000,
+        classifier_activation=None, gelu=gelu, name=variant_of(config) or "mlp_mixer",
+    )
+    weights_lib.assign_by_path(model, params, str(source), progress=True)
+    with atomic_path(destination) as tmp:
+        model.save(tmp) if destination.endswith(".keras") else model.save_weights(tmp)
+    return model
+
+
 def _variant_builder(variant, function_name):
     config = dict(zip(CONFIG_KEYS, MIXER_VARIANTS[variant]))
 
@@ -145,6 +331,7 @@ def _variant_builder(variant, function_name):
         drop_path_rate=0.0,
         dropout_rate=0.0,
         gelu=None,
+        token_mixing_resize=None,
     ):
         return MLPMixer(
             **config,
@@ -158,6 +345,7 @@ def _variant_builder(variant, function_name):
             drop_path_rate=drop_path_rate,
             dropout_rate=dropout_rate,
             gelu=gelu,
+            token_mixing_resize=token_mixing_resize,
             name=name or variant,
         )
 

@@ -1,28 +1,82 @@
-"""Loading weights into keras_mixer models: local Keras files now; named pretrained checkpoints are a registry to come."""
+"""Weight loading shared by every model family: readers, released-file fetching, and by-name assignment.
+
+Our variable paths are the official checkpoint names, so a checkpoint in official layout is assigned by path;
+each family's module holds the filter that maps other layouts (e.g. timm's) onto those names.
+"""
 
 import os
+import warnings
+
+import keras
+import numpy as np
 
 from keras_mixer.errors import WeightsError
+from keras_mixer.weights.download import fetch
+from keras_mixer.weights.formats import checkpoint_format, read_checkpoint
+from keras_mixer.weights.pretrained import PRETRAINED, list_pretrained, resolve
 
 KERAS_WEIGHT_SUFFIXES = (".weights.h5", ".keras")
 
 
-def default_gelu_for(weights):
-    """The GELU form the given weights were trained with: official checkpoints (and our default) use Flax's tanh form."""
-    return "tanh"
+def is_keras_file(weights):
+    return os.fspath(weights).endswith(KERAS_WEIGHT_SUFFIXES)
 
 
-def load_weights(model, weights):
-    """Loads `weights` (a local `.weights.h5` or `.keras` file) into `model`, raising `WeightsError` on any mismatch."""
-    path = os.fspath(weights)
-    if not path.endswith(KERAS_WEIGHT_SUFFIXES):
-        raise WeightsError(
-            f"weights={path!r}: expected None or a local file ending in {' or '.join(KERAS_WEIGHT_SUFFIXES)}; "
-            "named pretrained weights (e.g. 'imagenet') are not available in this version"
-        )
+def is_checkpoint_path(weights):
+    return checkpoint_format(weights) is not None
+
+
+def load_keras_weights(model, path):
+    """Loads a `.weights.h5` / `.keras` file saved from the same architecture."""
+    path = os.fspath(path)
     if not os.path.isfile(path):
         raise WeightsError(f"weights file not found: {path}")
     try:
         model.load_weights(path)
     except (ValueError, KeyError, OSError) as error:
         raise WeightsError(f"could not load {path} into {model.name!r}: {error}") from error
+
+
+def assign_by_path(model, params, source, progress=False):
+    """Assigns `params` ({variable path: array}) to `model`'s variables, all or nothing.
+
+    Every model variable must be present with its exact shape, and no parameter may be left over; otherwise a
+    WeightsError names the missing / unexpected keys or the key with expected vs actual shape.
+    """
+    variables = {v.path: v for v in model.weights}
+    missing = sorted(set(variables) - set(params))
+    unexpected = sorted(set(params) - set(variables))
+    if missing or unexpected:
+        parts = [f"missing keys {missing[:8]}" if missing else "", f"unexpected keys {unexpected[:8]}" if unexpected else ""]
+        raise WeightsError(f"{source} does not fit {model.name!r}: " + "; ".join(p for p in parts if p))
+    for path, variable in variables.items():
+        value = np.asarray(params[path])
+        if tuple(value.shape) != tuple(variable.shape):
+            raise WeightsError(
+                f"{source}: {path!r} has shape {tuple(value.shape)}, the model expects {tuple(variable.shape)}"
+            )
+        if not np.all(np.isfinite(value)):
+            raise WeightsError(f"{source}: {path!r} contains NaN or Inf")
+    bar = keras.utils.Progbar(len(variables), unit_name="tensor") if progress else None
+    for i, (path, variable) in enumerate(variables.items()):
+        variable.assign(np.asarray(params[path], dtype=variable.dtype))
+        if bar:
+            bar.update(i + 1)
+
+
+def warn(message):
+    warnings.warn(message, stacklevel=3)
+
+
+__all__ = [
+    "PRETRAINED",
+    "assign_by_path",
+    "checkpoint_format",
+    "fetch",
+    "is_checkpoint_path",
+    "is_keras_file",
+    "list_pretrained",
+    "load_keras_weights",
+    "read_checkpoint",
+    "resolve",
+]

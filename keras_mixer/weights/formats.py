@@ -1,0 +1,99 @@
+"""Readers for the checkpoint containers we accept. Each returns {name: float ndarray} or raises WeightsError.
+
+None of them executes code from the file: `.npz` is read with `allow_pickle=False`, `.pth` with
+`torch.load(weights_only=True)`, `.safetensors` by the safetensors library (no torch needed).
+"""
+
+import os
+import pickle
+import zipfile
+
+import numpy as np
+
+from keras_mixer.errors import WeightsError
+
+NPZ_SUFFIXES = (".npz",)
+TORCH_SUFFIXES = (".pth", ".pt", ".bin")
+SAFETENSORS_SUFFIXES = (".safetensors",)
+
+
+def checkpoint_format(path):
+    """'npz', 'torch', 'safetensors', or None for anything else (e.g. Keras files)."""
+    name = os.fspath(path).lower()
+    for fmt, suffixes in (("npz", NPZ_SUFFIXES), ("torch", TORCH_SUFFIXES), ("safetensors", SAFETENSORS_SUFFIXES)):
+        if name.endswith(suffixes):
+            return fmt
+    return None
+
+
+def _require_file(path):
+    if not os.path.isfile(path):
+        raise WeightsError(f"weights file not found: {path}")
+
+
+def _check_arrays(path, arrays):
+    for key, value in arrays.items():
+        if not np.issubdtype(value.dtype, np.floating):
+            raise WeightsError(f"{path}: {key!r} has dtype {value.dtype}, expected a floating-point array")
+    return arrays
+
+
+def read_npz(path):
+    """A flat `.npz` of '/'-joined Flax paths, as in the official vit_jax / big_vision releases."""
+    _require_file(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except ValueError as error:  # numpy refuses object arrays (pickles) without allow_pickle
+        raise WeightsError(f"{path}: refusing to load pickled data from an .npz ({error})") from error
+    except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, KeyError) as error:
+        raise WeightsError(f"{path}: not a readable .npz archive ({type(error).__name__}: {error})") from error
+    return _check_arrays(path, arrays)
+
+
+def read_torch(path):
+    """A PyTorch state_dict (`.pth`/`.bin`), possibly wrapped as {'state_dict': ...} or {'model': ...}."""
+    _require_file(path)
+    try:
+        import torch
+    except ImportError as error:
+        raise WeightsError(
+            f"{path}: reading PyTorch checkpoints needs torch (pip install torch), or convert it to .safetensors"
+        ) from error
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise WeightsError(f"{path}: refusing to unpickle anything but tensors (weights_only=True): {error}") from error
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: {error})") from error
+    for wrapper in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{path}: expected a state_dict mapping names to tensors")
+    arrays = {key: value.detach().float().numpy() if value.is_floating_point() else value.numpy()
+              for key, value in obj.items()}
+    return _check_arrays(path, arrays)
+
+
+def read_safetensors(path):
+    """A `.safetensors` file (read without torch)."""
+    _require_file(path)
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        arrays = load_file(path)
+    except (SafetensorError, OSError, ValueError) as error:
+        raise WeightsError(f"{path}: not a readable .safetensors file ({error})") from error
+    return _check_arrays(path, arrays)
+
+
+def read_checkpoint(path):
+    """Reads any supported checkpoint container by its suffix."""
+    path = os.fspath(path)
+    readers = {"npz": read_npz, "torch": read_torch, "safetensors": read_safetensors}
+    fmt = checkpoint_format(path)
+    if fmt is None:
+        raise WeightsError(f"{path}: unknown checkpoint format; expected one of .npz, .pth, .bin, .safetensors")
+    return readers[fmt](path)

@@ -1,0 +1,84 @@
+"""Logit parity with timm (the PyTorch reference) for timm checkpoints and the official .npz layout."""
+
+import keras
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+
+import keras_mixer
+from timm_reference import timm_logits, timm_mixer, to_official_npz_layout
+
+TOLERANCE = 1e-4
+
+
+def images(size, batch=2, seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, (batch, *size, 3)).astype("float32")
+
+
+def assert_parity(ours, reference, x):
+    delta = np.max(np.abs(ours.predict(x, verbose=0) - timm_logits(reference, x)))
+    print(f"max |delta| = {delta:.2e}")
+    assert delta <= TOLERANCE
+
+
+# (timm kwargs, our builder kwargs). Variants timm lacks (S/8, H/14) are built from MlpMixer's arguments.
+VARIANTS = {
+    "mixer_s32": (dict(name="mixer_s32_224"), {}),
+    "mixer_b16": (dict(name="mixer_b16_224"), {}),
+    "mixer_s16": (dict(name="mixer_s16_224"), {}),
+    "mixer_b32": (dict(name="mixer_b32_224"), {}),
+    "mixer_l32": (dict(name="mixer_l32_224"), {}),
+    "mixer_l16": (dict(name="mixer_l16_224"), {}),
+    "mixer_s8": (dict(patch_size=8, num_blocks=8, embed_dim=512), {}),
+    "mixer_h14": (dict(patch_size=14, num_blocks=32, embed_dim=1280), {}),
+}
+FAST = ["mixer_s32", "mixer_b16"]
+
+
+@pytest.mark.parametrize(
+    "variant", [v if v in FAST else pytest.param(v, marks=pytest.mark.slow) for v in VARIANTS]
+)
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_timm_checkpoint_parity(variant, suffix, tmp_path):
+    timm_kwargs, _ = VARIANTS[variant]
+    reference = timm_mixer(**timm_kwargs)
+    path = tmp_path / f"model{suffix}"
+    if suffix == ".pth":
+        torch.save(reference.state_dict(), path)
+    else:
+        safetensors.torch.save_file(reference.state_dict(), path)
+    ours = keras_mixer.create_model(variant, weights=str(path), classifier_activation=None)
+    assert ours.get_layer("MixerBlock_0").gelu == "exact"  # the default follows the weights' origin
+    assert_parity(ours, reference, images((224, 224), batch=1 if variant == "mixer_h14" else 2))
+    del ours, reference
+    keras.backend.clear_session()
+
+
+def test_non_224_config_parity(tmp_path):
+    reference = timm_mixer(img_size=(48, 64), patch_size=8, num_blocks=3, embed_dim=32, num_classes=7)
+    torch.save(reference.state_dict(), tmp_path / "tiny.pth")
+    ours = keras_mixer.MLPMixer(8, 32, 3, 16, 128, input_shape=(48, 64, 3), classes=7,
+                                classifier_activation=None, weights=str(tmp_path / "tiny.pth"))
+    assert_parity(ours, reference, images((48, 64)))
+
+
+@pytest.mark.parametrize("variant", ["mixer_s32", pytest.param("mixer_b16", marks=pytest.mark.slow)])
+def test_official_npz_layout_parity_with_tanh_gelu(variant, tmp_path):
+    reference = timm_mixer(**VARIANTS[variant][0], act="tanh")
+    np.savez(tmp_path / "official.npz", **to_official_npz_layout(reference.state_dict()))
+    ours = keras_mixer.create_model(variant, weights=str(tmp_path / "official.npz"), classifier_activation=None)
+    assert ours.get_layer("MixerBlock_0").gelu == "tanh"
+    assert_parity(ours, reference, images((224, 224)))
+
+
+def test_convert_cli_writes_an_equivalent_keras_model(tmp_path):
+    from keras_mixer.cli import main
+
+    reference = timm_mixer(img_size=32, patch_size=8, num_blocks=2, embed_dim=16, num_classes=5, act="tanh")
+    np.savez(tmp_path / "tiny.npz", **to_official_npz_layout(reference.state_dict()))
+    assert main(["convert", str(tmp_path / "tiny.npz"), str(tmp_path / "tiny.keras")]) == 0
+    model = keras.models.load_model(tmp_path / "tiny.keras")
+    assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 5)
+    assert_parity(model, reference, images((32, 32)))
+    assert main(["convert", str(tmp_path / "tiny.npz"), str(tmp_path / "tiny.txt")]) == 2

@@ -1,0 +1,261 @@
+"""Checkpoint reading errors, head/resolution adaptation, released-weights registry and downloads."""
+
+import hashlib
+import os
+import pickle
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+import torch
+
+import keras_mixer
+from keras_mixer.errors import WeightsError
+from keras_mixer.models.mlp_mixer import fold_input_range
+from keras_mixer.weights import fetch, resolve
+from mixer_reference import mixer_forward, random_params
+
+TINY = dict(patch_size=4, hidden_dim=8, num_blocks=2, tokens_mlp_dim=6, channels_mlp_dim=12)
+
+
+def tiny_params(tokens=4, classes=5, seed=0):
+    return random_params(np.random.default_rng(seed), 4, 3, 8, tokens, 6, 12, 2, classes)
+
+
+def tiny(size=8, **kwargs):
+    return keras_mixer.MLPMixer(**{**TINY, **kwargs.pop("config", {})}, input_shape=(size, size, 3),
+                                classifier_activation=None, **kwargs)
+
+
+def logits(model, x):
+    return keras.ops.convert_to_numpy(model(x))
+
+
+@pytest.fixture
+def npz(tmp_path):
+    def write(params, name="w.npz"):
+        path = tmp_path / name
+        np.savez(path, **params)
+        return str(path)
+    return write
+
+
+# --- malformed checkpoints: a clear error naming what is wrong --------------------------------------------------
+
+def test_missing_key(npz):
+    params = tiny_params()
+    del params["MixerBlock_1/LayerNorm_1/bias"]
+    with pytest.raises(WeightsError, match=r"missing keys \['MixerBlock_1/LayerNorm_1/bias'\]"):
+        tiny(classes=5, weights=npz(params))
+
+
+def test_extra_key(npz):
+    params = {**tiny_params(), "MixerBlock_2/LayerNorm_0/scale": np.ones(8, "float32")}
+    with pytest.raises(WeightsError, match=r"unexpected keys \['MixerBlock_2/LayerNorm_0/scale'\]"):
+        tiny(classes=5, weights=npz(params))
+
+
+def test_wrong_shape_names_key_and_shapes(npz):
+    params = tiny_params()
+    params["MixerBlock_0/channel_mixing/Dense_0/kernel"] = np.zeros((8, 13), "float32")
+    with pytest.raises(WeightsError, match=r"'MixerBlock_0/channel_mixing/Dense_0/kernel' has shape \(8, 13\), "
+                                           r"the model expects \(8, 12\)"):
+        tiny(classes=5, weights=npz(params))
+
+
+def test_wrong_dtype(npz):
+    params = tiny_params()
+    params["stem/bias"] = np.zeros(8, "int32")
+    with pytest.raises(WeightsError, match=r"'stem/bias' has dtype int32"):
+        tiny(classes=5, weights=npz(params))
+
+
+def test_nan_weights_are_refused(npz):
+    params = tiny_params()
+    params["head/bias"][0] = np.nan
+    with pytest.raises(WeightsError, match="'head/bias' contains NaN"):
+        tiny(classes=5, weights=npz(params))
+
+
+def test_not_a_mixer_checkpoint(npz):
+    with pytest.raises(WeightsError, match="not an MLP-Mixer checkpoint"):
+        tiny(classes=5, weights=npz({"conv1/kernel": np.zeros(3, "float32")}))
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".pth", ".safetensors"])
+def test_truncated_files(tmp_path, suffix):
+    import safetensors.torch
+
+    state = {"stem.proj.weight": torch.zeros(8, 3, 4, 4)}
+    full = tmp_path / f"full{suffix}"
+    if suffix == ".npz":
+        np.savez(full, **tiny_params())
+    elif suffix == ".pth":
+        torch.save(state, full)
+    else:
+        safetensors.torch.save_file(state, full)
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.raises(WeightsError, match="cut"):
+        tiny(classes=5, weights=str(cut))
+
+
+def test_pickle_inside_npz_is_refused(tmp_path):
+    path = tmp_path / "evil.npz"
+    np.savez(path, **{"stem/kernel": np.array([{"a": 1}], dtype=object)})
+    with pytest.raises(WeightsError, match="refusing to load pickled data"):
+        tiny(classes=5, weights=str(path))
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_pth_with_code_objects_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"stem.proj.weight": torch.zeros(1), "x": Payload()}, path)
+    with pytest.raises(WeightsError, match="refusing to unpickle"):
+        tiny(classes=5, weights=str(path))
+
+
+def test_unknown_suffix_and_missing_file(tmp_path):
+    with pytest.raises(WeightsError, match=r"no pretrained weights .*w\.txt' for mixer_s32.*must end in \.npz"):
+        keras_mixer.MixerS32(weights=str(tmp_path / "w.txt"))
+    with pytest.raises(WeightsError, match="not found"):
+        tiny(classes=5, weights=str(tmp_path / "w.npz"))
+
+
+# --- head and token count ----------------------------------------------------------------------------------------
+
+def test_other_class_count_loads_all_but_the_head(npz):
+    params = tiny_params(classes=5)
+    with pytest.warns(UserWarning, match="5-class head, the model 3"):
+        model = tiny(classes=3, weights=npz(params))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.get_layer("stem").kernel), params["stem/kernel"])
+    backbone = tiny(include_top=False, weights=npz(params))  # silently skips the head
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 8, 8, 3)).astype("float32")
+    expected = mixer_forward(params, x, 4, 2, "tanh", include_head=False).reshape(2, 2, 2, 8)
+    assert np.max(np.abs(logits(backbone, x) - expected)) < 1e-5
+
+
+def test_other_token_count_needs_an_explicit_choice(npz):
+    with pytest.raises(WeightsError, match="block_diagonal.*interpolate"):
+        tiny(size=16, classes=5, weights=npz(tiny_params()))
+
+
+def test_block_diagonal_resize_tiles_the_pretrained_model(npz):
+    """Property of the paper's construction with our contiguous-tile groups: on an image made of four 8x8 tiles,
+    the 16x16 model computes the 8x8 model on each tile independently, so (the head being linear after the mean)
+    its logits are the mean of the four tiles' logits, and its features are the tiles' features side by side."""
+    params = tiny_params(tokens=4)
+    small = tiny(classes=5, weights=npz(params))
+    large = tiny(size=16, classes=5, weights=npz(params), token_mixing_resize="block_diagonal")
+    assert large.get_layer("MixerBlock_0").tokens_mlp_dim == 4 * 6
+    tiles = np.random.default_rng(1).uniform(-1, 1, (4, 8, 8, 3)).astype("float32")
+    image = np.concatenate(
+        [np.concatenate([tiles[0], tiles[1]], axis=1), np.concatenate([tiles[2], tiles[3]], axis=1)], axis=0
+    )[None]
+    np.testing.assert_allclose(logits(large, image)[0], logits(small, tiles).mean(0), atol=1e-5)
+    same = np.tile(tiles[:1], (1, 2, 2, 1))
+    np.testing.assert_allclose(logits(large, same), logits(small, tiles[:1]), atol=1e-5)
+    grid_large = logits(keras_mixer.feature_extractor(large), image)
+    grid_small = logits(keras_mixer.feature_extractor(small), tiles)
+    np.testing.assert_allclose(grid_large[-1][0, :2, 2:], grid_small[-1][1], atol=1e-5)  # top-right tile
+
+
+def test_block_diagonal_needs_an_integer_multiple(npz):
+    with pytest.raises(WeightsError, match="integer multiple"):
+        tiny(size=12, classes=5, weights=npz(tiny_params()), token_mixing_resize="block_diagonal")
+
+
+@pytest.mark.parametrize("size", [4, 16])
+def test_interpolate_resize_to_smaller_and_larger_grids(npz, size):
+    model = tiny(size=size, classes=5, weights=npz(tiny_params(tokens=4)), token_mixing_resize="interpolate")
+    assert model.get_layer("MixerBlock_1").token_mixing.dense_0.kernel.shape == ((size // 4) ** 2, 6)
+
+
+def test_interpolate_2x_preserves_the_response_to_constant_tokens():
+    """Bilinear 2x upsampling (half-pixel centres) keeps each row's mean, so with W1 rescaled by S_old/S_new a
+    constant token sequence gives the same hidden units, and the output tokens keep their mean."""
+    from keras_mixer.weights.token_resize import interpolate
+
+    rng = np.random.default_rng(0)
+    w1, b1, w2, b2 = rng.normal(size=(9, 5)), rng.normal(size=5), rng.normal(size=(5, 9)), rng.normal(size=9)
+    n1, nb1, n2, nb2 = interpolate(w1, b1, w2, b2, (3, 3), (6, 6))
+    assert n1.shape == (36, 5) and n2.shape == (5, 36) and nb2.shape == (36,)
+    hidden_old, hidden_new = np.ones(9) @ w1 + b1, np.ones(36) @ n1 + nb1
+    np.testing.assert_allclose(hidden_new, hidden_old, atol=1e-5)  # resampled in float32
+    np.testing.assert_allclose((hidden_new @ n2 + nb2).mean(), (hidden_old @ w2 + b2).mean(), atol=1e-5)
+
+
+def test_fold_input_range_into_stem():
+    params = tiny_params()
+    z = np.random.default_rng(0).uniform(-1, 1, (2, 8, 8, 3))
+    folded = fold_input_range(params, 0.0, 1.0)
+    np.testing.assert_allclose(
+        mixer_forward(folded, z, 4, 2, "exact"), mixer_forward(params, (z + 1) / 2, 4, 2, "exact"), atol=1e-5
+    )
+
+
+# --- released weights and downloads -----------------------------------------------------------------------------
+
+def test_registry_tags_and_alias():
+    assert resolve("mixer_b16", "imagenet").tag == "miil_in21k_ft_in1k"
+    assert resolve("mixer_l16", "imagenet21k").classes == 21843
+    assert resolve("mixer_s8", "gsam").url.endswith("/gsam/Mixer-S_8.npz")
+    assert "imagenet" in keras_mixer.list_pretrained("mixer_s32")
+    with pytest.raises(WeightsError, match="no pretrained weights 'sam' for mixer_l16; available: goog_in21k, goog_in21k_ft_in1k, imagenet1k, imagenet21k, imagenet;"):
+        resolve("mixer_l16", "sam")
+    with pytest.raises(WeightsError, match="matches no released variant"):
+        tiny(classes=5, weights="imagenet")
+
+
+def sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_fetch_with_full_and_prefix_hashes(tmp_path):
+    release = tmp_path / "release.bin"
+    release.write_bytes(os.urandom(1000))
+    url, digest = release.as_uri(), sha256(release)
+    cache = tmp_path / "cache"
+    path = fetch("a.bin", url, digest, cache_dir=str(cache))
+    assert open(path, "rb").read() == release.read_bytes()
+    assert fetch("b.bin", url, digest[:8], cache_dir=str(cache))
+    with pytest.raises(WeightsError, match="does not match the published hash 00000000"):
+        fetch("c.bin", url, "00000000", cache_dir=str(cache))
+    assert not (cache / "keras_mixer" / "c.bin").exists()  # a bad download is not kept
+
+
+def test_corrupt_cache_entry_is_fetched_again(tmp_path):
+    release = tmp_path / "release.bin"
+    release.write_bytes(os.urandom(1000))
+    cache = tmp_path / "cache"
+    path = fetch("a.bin", release.as_uri(), sha256(release), cache_dir=str(cache))
+    with open(path, "r+b") as f:
+        f.write(b"corrupt")
+    path = fetch("a.bin", release.as_uri(), sha256(release), cache_dir=str(cache))
+    assert open(path, "rb").read() == release.read_bytes()
+
+
+def test_offline_error_says_where_to_put_the_file(tmp_path):
+    missing = (tmp_path / "nowhere.npz").as_uri()
+    with pytest.raises(WeightsError, match=r"Put x\.npz into .*offline"):
+        fetch("x.npz", missing, None, weights_dir=str(tmp_path / "offline"), cache_dir=str(tmp_path / "c"))
+
+
+def test_named_weights_from_the_offline_directory(tmp_path, monkeypatch):
+    """weights='gsam' for Mixer-S/32 read from $KERAS_MIXER_WEIGHTS_DIR: a full-size official-layout file."""
+    rng = np.random.default_rng(0)
+    params = random_params(rng, 32, 3, 512, 49, 256, 2048, 8, 1000)
+    offline = tmp_path / "offline"
+    offline.mkdir()
+    np.savez(offline / resolve("mixer_s32", "gsam").filename, **params)
+    monkeypatch.setenv("KERAS_MIXER_WEIGHTS_DIR", str(offline))
+    with pytest.warns(UserWarning, match="no published hash"):
+        model = keras_mixer.MixerS32(weights="imagenet", classifier_activation=None)
+    x = rng.uniform(-1, 1, (1, 224, 224, 3)).astype("float32")
+    expected = mixer_forward(params, x, 32, 8, "tanh")
+    assert np.max(np.abs(model.predict(x, verbose=0) - expected)) < 1e-4
