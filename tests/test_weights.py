@@ -229,14 +229,16 @@ def test_fetch_with_full_and_prefix_hashes(tmp_path):
     assert not (cache / "keras_mixer" / "c.bin").exists()  # a bad download is not kept
 
 
-def test_corrupt_cache_entry_is_fetched_again(tmp_path):
+@pytest.mark.parametrize("hash_length", [64, 8])
+def test_corrupt_cache_entry_is_fetched_again(tmp_path, hash_length):
     release = tmp_path / "release.bin"
     release.write_bytes(os.urandom(1000))
     cache = tmp_path / "cache"
-    path = fetch("a.bin", release.as_uri(), sha256(release), cache_dir=str(cache))
+    path = fetch("a.bin", release.as_uri(), sha256(release)[:hash_length], cache_dir=str(cache))
+    assert path.startswith(str(cache))
     with open(path, "r+b") as f:
         f.write(b"corrupt")
-    path = fetch("a.bin", release.as_uri(), sha256(release), cache_dir=str(cache))
+    path = fetch("a.bin", release.as_uri(), sha256(release)[:hash_length], cache_dir=str(cache))
     assert open(path, "rb").read() == release.read_bytes()
 
 

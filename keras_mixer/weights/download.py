@@ -40,19 +40,24 @@ def fetch(filename, url, file_hash=None, weights_dir=None, cache_dir=None):
             verify_hash(local, file_hash)
             return str(local)
     full_hash = file_hash if file_hash and len(file_hash) == 64 else None
-    try:
-        path = keras.utils.get_file(
-            filename, url, file_hash=full_hash, hash_algorithm="sha256", cache_subdir=CACHE_SUBDIR, cache_dir=cache_dir
-        )
-    except Exception as error:  # get_file raises bare Exception subclasses for every network failure
-        where = Path(weights_dir) if weights_dir else f"a folder named by ${WEIGHTS_DIR_ENV}"
-        raise WeightsError(
-            f"could not download {url} ({type(error).__name__}: {error}). Offline? Put {filename} into {where} "
-            f"(or into {Path(cache_dir or Path.home() / '.keras') / CACHE_SUBDIR})"
-        ) from error
-    try:
-        verify_hash(path, file_hash)
-    except WeightsError:
-        os.unlink(path)
-        raise
-    return path
+    if cache_dir:  # get_file silently falls back to /tmp/.keras when the folder does not exist yet
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    for attempt in range(2):  # a cached file that fails the prefix check is deleted and fetched once more
+        try:
+            path = keras.utils.get_file(
+                filename, url, file_hash=full_hash, hash_algorithm="sha256", cache_subdir=CACHE_SUBDIR,
+                cache_dir=cache_dir,
+            )
+        except Exception as error:  # get_file raises bare Exception subclasses for every network failure
+            where = Path(weights_dir) if weights_dir else f"a folder named by ${WEIGHTS_DIR_ENV}"
+            raise WeightsError(
+                f"could not download {url} ({type(error).__name__}: {error}). Offline? Put {filename} into {where} "
+                f"(or into {Path(cache_dir or Path.home() / '.keras') / CACHE_SUBDIR})"
+            ) from error
+        try:
+            verify_hash(path, file_hash)
+            return path
+        except WeightsError:
+            os.unlink(path)
+            if attempt:
+                raise
