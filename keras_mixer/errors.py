@@ -7,3 +7,7 @@ class KerasMixerError(ValueError):
 
 class WeightsError(KerasMixerError):
     """A weights file or tag cannot be loaded into the model (missing, unknown, wrong keys or shapes)."""
+
+
+class ExportError(KerasMixerError):
+    """A model cannot be exported, or an exported file cannot be read or run."""

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_mixer.layers import fake_quant
+
 
 @keras.saving.register_keras_serializable(package="keras_mixer")
 class LayerNorm(keras.layers.Layer):
@@ -13,19 +15,26 @@ class LayerNorm(keras.layers.Layer):
     form converts to MEAN, SUB, SQUARED_DIFFERENCE/MUL, RSQRT, MUL, ADD, all with int8 kernels.
     """
 
-    def __init__(self, epsilon=1e-6, **kwargs):
+    def __init__(self, epsilon=1e-6, quantize=False, **kwargs):
         super().__init__(**kwargs)
         self.epsilon = epsilon
+        self.quantize = quantize
+        self.output_quant = fake_quant.maybe_quantizer(quantize, "output_quant")
 
     def build(self, input_shape):
         channels = input_shape[-1]
         self.scale = self.add_weight(name="scale", shape=(channels,), initializer="ones")
         self.bias = self.add_weight(name="bias", shape=(channels,), initializer="zeros")
+        fake_quant.build_quantizers(self.output_quant)
 
-    def call(self, x):
+    def call(self, x, training=None):
         centered = ops.subtract(x, ops.mean(x, axis=-1, keepdims=True))
         variance = ops.mean(ops.square(centered), axis=-1, keepdims=True)
-        return centered * ops.rsqrt(variance + self.epsilon) * self.scale + self.bias
+        y = centered * ops.rsqrt(variance + self.epsilon) * self.scale + self.bias
+        return fake_quant.apply(self.output_quant, y, training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "epsilon": self.epsilon}
+        return {**super().get_config(), "epsilon": self.epsilon, "quantize": self.quantize}

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_mixer.layers import fake_quant
 from keras_mixer.layers.drop_path import DropPath
 from keras_mixer.layers.layer_norm import LayerNorm
 from keras_mixer.layers.mlp import MlpBlock
@@ -16,6 +17,7 @@ class MixerBlock(keras.layers.Layer):
         Y = U + GELU(LayerNorm(U) · W3) · W4          (channel mixing, shared across tokens)
 
     Sub-layer names follow the official Flax module (`LayerNorm_0`, `token_mixing`, `LayerNorm_1`, `channel_mixing`).
+    With `quantize`, every sub-layer and both residual sums are fake-quantized (quantization-aware training).
     """
 
     def __init__(
@@ -26,6 +28,7 @@ class MixerBlock(keras.layers.Layer):
         drop_path_rate=0.0,
         dropout_rate=0.0,
         epsilon=1e-6,
+        quantize=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -35,11 +38,14 @@ class MixerBlock(keras.layers.Layer):
         self.drop_path_rate = drop_path_rate
         self.dropout_rate = dropout_rate
         self.epsilon = epsilon
-        self.norm_0 = LayerNorm(epsilon, name="LayerNorm_0")
-        self.token_mixing = MlpBlock(tokens_mlp_dim, gelu, dropout_rate, name="token_mixing")
-        self.norm_1 = LayerNorm(epsilon, name="LayerNorm_1")
-        self.channel_mixing = MlpBlock(channels_mlp_dim, gelu, dropout_rate, name="channel_mixing")
+        self.quantize = quantize
+        self.norm_0 = LayerNorm(epsilon, quantize, name="LayerNorm_0")
+        self.token_mixing = MlpBlock(tokens_mlp_dim, gelu, dropout_rate, quantize, name="token_mixing")
+        self.norm_1 = LayerNorm(epsilon, quantize, name="LayerNorm_1")
+        self.channel_mixing = MlpBlock(channels_mlp_dim, gelu, dropout_rate, quantize, name="channel_mixing")
         self.drop_path = DropPath(drop_path_rate)
+        self.token_residual_quant = fake_quant.maybe_quantizer(quantize, "token_residual_quant")
+        self.channel_residual_quant = fake_quant.maybe_quantizer(quantize, "channel_residual_quant")
 
     def build(self, input_shape):
         _, tokens, channels = input_shape
@@ -49,13 +55,14 @@ class MixerBlock(keras.layers.Layer):
         self.token_mixing.build((None, channels, tokens))
         self.norm_1.build(input_shape)
         self.channel_mixing.build(input_shape)
+        fake_quant.build_quantizers(self.token_residual_quant, self.channel_residual_quant)
 
     def call(self, x, training=None):
-        mixed = ops.transpose(self.norm_0(x), (0, 2, 1))
+        mixed = ops.transpose(self.norm_0(x, training=training), (0, 2, 1))
         mixed = ops.transpose(self.token_mixing(mixed, training=training), (0, 2, 1))
-        x = x + self.drop_path(mixed, training=training)
-        mixed = self.channel_mixing(self.norm_1(x), training=training)
-        return x + self.drop_path(mixed, training=training)
+        x = fake_quant.apply(self.token_residual_quant, x + self.drop_path(mixed, training=training), training)
+        mixed = self.channel_mixing(self.norm_1(x, training=training), training=training)
+        return fake_quant.apply(self.channel_residual_quant, x + self.drop_path(mixed, training=training), training)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -69,4 +76,5 @@ class MixerBlock(keras.layers.Layer):
             "drop_path_rate": self.drop_path_rate,
             "dropout_rate": self.dropout_rate,
             "epsilon": self.epsilon,
+            "quantize": self.quantize,
         }

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_mixer.layers import fake_quant
+
 GELU_FORMS = ("tanh", "exact")
 
 
@@ -18,27 +20,33 @@ class MlpBlock(keras.layers.Layer):
     """Dense(mlp_dim) -> GELU -> Dense(back to the input width), with optional dropout after each (as timm's `Mlp`).
 
     Sub-layers are named `Dense_0` / `Dense_1` like the official Flax module, so checkpoint keys map by name.
+    With `quantize`, both Dense layers and the GELU output are fake-quantized (quantization-aware training).
     """
 
-    def __init__(self, mlp_dim, gelu="tanh", dropout_rate=0.0, **kwargs):
+    def __init__(self, mlp_dim, gelu="tanh", dropout_rate=0.0, quantize=False, **kwargs):
         super().__init__(**kwargs)
         if gelu not in GELU_FORMS:
             raise ValueError(f"gelu form must be one of {GELU_FORMS}, got {gelu!r}")
         self.mlp_dim = mlp_dim
         self.gelu = gelu
         self.dropout_rate = dropout_rate
-        self.dense_0 = keras.layers.Dense(mlp_dim, name="Dense_0")
+        self.quantize = quantize
+        self.dense_class = fake_quant.QuantizedDense if quantize else keras.layers.Dense
+        self.dense_0 = self.dense_class(mlp_dim, name="Dense_0")
         self.dense_1 = None  # its width is the input width, known at build time
+        self.gelu_quant = fake_quant.maybe_quantizer(quantize, "gelu_quant")
         self.dropout = keras.layers.Dropout(dropout_rate)
 
     def build(self, input_shape):
         self.dense_0.build(input_shape)
-        self.dense_1 = keras.layers.Dense(input_shape[-1], name="Dense_1")
+        self.dense_1 = self.dense_class(input_shape[-1], name="Dense_1")
         self.dense_1.build(tuple(input_shape[:-1]) + (self.mlp_dim,))
+        fake_quant.build_quantizers(self.gelu_quant)
 
     def call(self, x, training=None):
-        x = self.dropout(gelu(self.dense_0(x), self.gelu), training=training)
-        return self.dropout(self.dense_1(x), training=training)
+        x = gelu(self.dense_0(x, training=training), self.gelu)
+        x = self.dropout(fake_quant.apply(self.gelu_quant, x, training), training=training)
+        return self.dropout(self.dense_1(x, training=training), training=training)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -49,4 +57,5 @@ class MlpBlock(keras.layers.Layer):
             "mlp_dim": self.mlp_dim,
             "gelu": self.gelu,
             "dropout_rate": self.dropout_rate,
+            "quantize": self.quantize,
         }

@@ -3,19 +3,25 @@
 import keras
 from keras import ops
 
+from keras_mixer.layers import fake_quant
+
 
 @keras.saving.register_keras_serializable(package="keras_mixer")
 class PatchEmbedding(keras.layers.Layer):
     """A convolution with kernel = stride = patch size (the official `stem`), flattened row-major to [batch, tokens, C].
 
     The layer owns `kernel` (HWIO, as Flax stores it) and `bias` itself, so a layer named `stem` has exactly the
-    official variable paths `stem/kernel` and `stem/bias`.
+    official variable paths `stem/kernel` and `stem/bias`. With `quantize`, the image input, the kernel
+    (per output channel, as TFLite quantizes convolutions) and the output are fake-quantized.
     """
 
-    def __init__(self, patch_size, hidden_dim, **kwargs):
+    def __init__(self, patch_size, hidden_dim, quantize=False, **kwargs):
         super().__init__(**kwargs)
         self.patch_size = patch_size
         self.hidden_dim = hidden_dim
+        self.quantize = quantize
+        self.input_quant = fake_quant.maybe_quantizer(quantize, "input_quant")
+        self.output_quant = fake_quant.maybe_quantizer(quantize, "output_quant")
 
     def grid_shape(self, input_shape):
         """The patch grid (rows, cols) for an NHWC input shape; raises if the image does not tile into patches."""
@@ -36,15 +42,23 @@ class PatchEmbedding(keras.layers.Layer):
             name="kernel", shape=(p, p, input_shape[-1], self.hidden_dim), initializer="glorot_uniform"
         )
         self.bias = self.add_weight(name="bias", shape=(self.hidden_dim,), initializer="zeros")
+        fake_quant.build_quantizers(self.input_quant, self.output_quant)
 
-    def call(self, images):
-        x = ops.conv(images, self.kernel, strides=self.patch_size, padding="valid") + self.bias
+    def call(self, images, training=None):
+        kernel = fake_quant.fake_quant_weights_per_channel(self.kernel) if self.quantize else self.kernel
+        x = fake_quant.apply(self.input_quant, images, training)
+        x = ops.conv(x, kernel, strides=self.patch_size, padding="valid") + self.bias
         rows, cols = self.grid_shape(images.shape)
-        return ops.reshape(x, (-1, rows * cols, self.hidden_dim))
+        return fake_quant.apply(self.output_quant, ops.reshape(x, (-1, rows * cols, self.hidden_dim)), training)
 
     def compute_output_shape(self, input_shape):
         rows, cols = self.grid_shape(input_shape)
         return (input_shape[0], rows * cols, self.hidden_dim)
 
     def get_config(self):
-        return {**super().get_config(), "patch_size": self.patch_size, "hidden_dim": self.hidden_dim}
+        return {
+            **super().get_config(),
+            "patch_size": self.patch_size,
+            "hidden_dim": self.hidden_dim,
+            "quantize": self.quantize,
+        }

@@ -1,0 +1,85 @@
+"""Running `.tflite` files: the LiteRT interpreter (ai-edge-litert), else tflite-runtime, else TensorFlow's."""
+
+import os
+from collections import Counter
+
+import numpy as np
+
+from keras_mixer.errors import ExportError
+
+
+def _interpreter_class():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError:
+            from tensorflow.lite import Interpreter
+    return Interpreter
+
+
+def load_interpreter(path, num_threads=None, delegates=True):
+    """An allocated interpreter for `path`; a missing or corrupt file raises ExportError naming it.
+
+    With `delegates=False` the graph runs on the builtin kernels only, so its op list is the file's own
+    (XNNPACK would otherwise replace most nodes with DELEGATE nodes).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ExportError(f"{path}: no such .tflite file")
+    Interpreter = _interpreter_class()
+    kwargs = {"model_path": path, "num_threads": num_threads}
+    if not delegates:
+        from ai_edge_litert.interpreter import OpResolverType
+
+        kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    try:
+        interpreter = Interpreter(**kwargs)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as error:
+        raise ExportError(f"{path}: not a valid .tflite model ({error})") from error
+    return interpreter
+
+
+def op_counts(path):
+    """{op name: count} of the model's own graph (no delegates)."""
+    return Counter(op["op_name"] for op in load_interpreter(path, delegates=False)._get_ops_details())
+
+
+def quantize(x, details):
+    """Float tensor -> the input tensor's dtype, with its scale and zero point (a no-op for float inputs)."""
+    scale, zero_point = details["quantization"]
+    dtype = details["dtype"]
+    if not np.issubdtype(dtype, np.integer) or scale == 0:
+        return np.asarray(x, dtype)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(np.asarray(x) / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def dequantize(q, details):
+    scale, zero_point = details["quantization"]
+    if not np.issubdtype(details["dtype"], np.integer) or scale == 0:
+        return np.asarray(q, np.float32)
+    return (np.asarray(q, np.float32) - zero_point) * scale
+
+
+def predict(interpreter, images):
+    """Runs `images` (preprocessed float [N, H, W, C]) through the interpreter in its static batch size and
+    returns float outputs [N, classes] (dequantized for integer models)."""
+    inp = interpreter.get_input_details()[0]
+    out = interpreter.get_output_details()[0]
+    batch = inp["shape"][0]
+    images = np.asarray(images, np.float32)
+    if tuple(images.shape[1:]) != tuple(inp["shape"][1:]):
+        raise ExportError(f"images of shape {images.shape[1:]} do not fit the model input {tuple(inp['shape'][1:])}")
+    outputs = []
+    for start in range(0, len(images), batch):
+        chunk = images[start : start + batch]
+        pad = batch - len(chunk)
+        if pad:
+            chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.float32)])
+        interpreter.set_tensor(inp["index"], quantize(chunk, inp))
+        interpreter.invoke()
+        outputs.append(dequantize(interpreter.get_tensor(out["index"]), out)[: batch - pad])
+    return np.concatenate(outputs)

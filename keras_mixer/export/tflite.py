@@ -1,0 +1,94 @@
+"""Keras model -> `.tflite`, with static shapes and the quantization modes phones and the Edge TPU need."""
+
+import os
+
+import numpy as np
+
+from keras_mixer.errors import ExportError
+from keras_mixer.io_utils import atomic_path
+
+QUANTIZATION_MODES = ("float32", "float16", "dynamic", "int8", "uint8")
+
+
+def _static_batch_model(model, batch_size):
+    """The same model with a fixed batch: a dynamic batch dim adds SHAPE/GATHER/PACK ops to the graph."""
+    import keras
+
+    shape = tuple(model.input_shape[1:])
+    if any(dim is None for dim in shape):
+        raise ExportError(
+            f"model {model.name!r} has a dynamic input shape {model.input_shape}; rebuild it with a fixed "
+            "input_shape (the token count must be static anyway)"
+        )
+    images = keras.Input(shape, batch_size=batch_size, name="images")
+    return keras.Model(images, model(images, training=False), name=model.name)
+
+
+def _representative_dataset(representative_data, batch_size, limit):
+    if representative_data is None:
+        return None
+    samples = np.asarray(representative_data, dtype=np.float32)
+    if samples.ndim != 4:
+        raise ExportError(f"representative_data must be [N, H, W, C] preprocessed images, got shape {samples.shape}")
+    samples = samples[: limit * batch_size]
+    usable = len(samples) - len(samples) % batch_size
+    if usable == 0:
+        raise ExportError(f"representative_data has {len(samples)} images, fewer than one batch of {batch_size}")
+    return lambda: ([samples[i : i + batch_size]] for i in range(0, usable, batch_size))
+
+
+def to_tflite(
+    model,
+    path,
+    quantization="int8",
+    representative_data=None,
+    batch_size=1,
+    float_io=False,
+    calibration_steps=200,
+):
+    """Converts a Keras model to a `.tflite` file, written atomically; returns the path.
+
+    Args:
+        model: a Keras model with a static input shape (a fake-quant QAT model from
+            `keras_mixer.quantization.quantize_model` carries its own ranges).
+        path: output file.
+        quantization: "float32"; "float16" (fp16 weights); "dynamic" (int8 weights, float activations);
+            "int8" / "uint8": full integer with integer input and output (what the Edge TPU and NNAPI need).
+        representative_data: [N, H, W, C] preprocessed images for calibrating activation ranges; required for
+            "int8"/"uint8" unless the model was trained with fake-quant (QAT), where it fills remaining gaps.
+        batch_size: the static batch of the exported graph (1 for phones and the Edge TPU).
+        float_io: with "int8"/"uint8", keep float32 input/output (quantize/dequantize inside the model).
+        calibration_steps: at most this many batches of `representative_data` are used.
+    """
+    import tensorflow as tf
+
+    if quantization not in QUANTIZATION_MODES:
+        raise ExportError(f"quantization must be one of {QUANTIZATION_MODES}, got {quantization!r}")
+    integer = quantization in ("int8", "uint8")
+    has_fake_quant = any(getattr(layer, "is_fake_quant", False) for layer in model._flatten_layers())
+    if integer and representative_data is None and not has_fake_quant:
+        raise ExportError(
+            f"quantization={quantization!r} needs representative_data (a few hundred preprocessed training images) "
+            "to calibrate activation ranges, or a QAT model from keras_mixer.quantization.quantize_model"
+        )
+    converter = tf.lite.TFLiteConverter.from_keras_model(_static_batch_model(model, batch_size))
+    if quantization != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if integer:
+        converter.representative_dataset = _representative_dataset(representative_data, batch_size, calibration_steps)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if not float_io:
+            io_type = tf.int8 if quantization == "int8" else tf.uint8
+            converter.inference_input_type = io_type
+            converter.inference_output_type = io_type
+    try:
+        flatbuffer = converter.convert()
+    except Exception as error:  # the converter raises ConverterError / RuntimeError with the MLIR diagnostics
+        raise ExportError(f"TFLite conversion of {model.name!r} ({quantization}) failed: {error}") from error
+    path = os.fspath(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(flatbuffer)
+    return path

@@ -1,0 +1,103 @@
+"""Fake quantization for quantization-aware training, on Keras' own `fake_quant_with_min_max_vars`
+(any backend; straight-through gradients; on TensorFlow it emits the FakeQuant ops whose ranges the TFLite
+converter takes). Conventions follow tfmot's default 8-bit scheme: activations asymmetric with moving-average
+ranges, weights symmetric with narrow range, per-tensor for Dense kernels (a per-channel Dense kernel used
+through a transposing matmul fails TFLite conversion) and per-output-channel for convolutions.
+"""
+
+import keras
+from keras import ops
+
+NUM_BITS = 8
+
+
+def fake_quant_weights_per_tensor(kernel):
+    """Symmetric per-tensor fake-quant of a weight tensor: range [-max|w|, max|w|], 255 levels."""
+    bound = ops.max(ops.abs(kernel))
+    return keras.quantizers.fake_quant_with_min_max_vars(kernel, -bound, bound, NUM_BITS, narrow_range=True)
+
+
+def fake_quant_weights_per_channel(kernel):
+    """Symmetric fake-quant with one range per output channel (the last axis), as TFLite quantizes conv filters."""
+    bound = ops.max(ops.abs(ops.reshape(kernel, (-1, kernel.shape[-1]))), axis=0)
+    return keras.quantizers.fake_quant_with_min_max_vars(
+        kernel, -bound, bound, NUM_BITS, narrow_range=True, axis=len(kernel.shape) - 1
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_mixer")
+class ActivationQuantizer(keras.layers.Layer):
+    """8-bit asymmetric fake-quant of an activation with a range learned by moving averages.
+
+    In training, each batch's min/max update the range (the first batch sets it, later ones move it with
+    `decay`); at inference the stored range is used. The range always contains 0, so zero is exact (padding,
+    ReLU-like outputs), as TFLite requires.
+    """
+
+    is_fake_quant = True
+
+    def __init__(self, decay=0.99, **kwargs):
+        super().__init__(**kwargs)
+        self.decay = decay
+
+    def build(self, input_shape=None):
+        # scalar state, independent of the input shape (parents build their quantizers with build_quantizers)
+        self.range_min = self.add_weight(name="range_min", shape=(), initializer="zeros", trainable=False)
+        self.range_max = self.add_weight(name="range_max", shape=(), initializer="zeros", trainable=False)
+        self.updates = self.add_weight(name="updates", shape=(), initializer="zeros", trainable=False)
+
+    def call(self, x, training=None):
+        if training:
+            batch_min = ops.stop_gradient(ops.min(x))
+            batch_max = ops.stop_gradient(ops.max(x))
+            first = ops.equal(self.updates, 0.0)
+            self.range_min.assign(ops.where(first, batch_min, self.decay * self.range_min + (1 - self.decay) * batch_min))
+            self.range_max.assign(ops.where(first, batch_max, self.decay * self.range_max + (1 - self.decay) * batch_max))
+            self.updates.assign(self.updates + 1.0)
+        low = ops.minimum(self.range_min, 0.0)
+        high = ops.maximum(self.range_max, low + 1e-6)  # a collapsed range would divide by zero
+        return keras.quantizers.fake_quant_with_min_max_vars(x, low, high, NUM_BITS)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "decay": self.decay}
+
+
+def maybe_quantizer(quantize, name):
+    """An ActivationQuantizer when `quantize`, else None (the float graph gets no extra op)."""
+    return ActivationQuantizer(name=name) if quantize else None
+
+
+def build_quantizers(*quantizers):
+    """Builds a parent's quantizers inside its `build`, so their variables get nested paths (`stem/input_quant/...`)
+    and exist before weights are loaded."""
+    for quantizer in quantizers:
+        if quantizer is not None and not quantizer.built:
+            quantizer.build()
+
+
+def apply(quantizer, x, training=None):
+    return x if quantizer is None else quantizer(x, training=training)
+
+
+@keras.saving.register_keras_serializable(package="keras_mixer")
+class QuantizedDense(keras.layers.Dense):
+    """`keras.layers.Dense` with a fake-quantized kernel (per-tensor) and output: what `quantize_model` puts in
+    place of every plain Dense (e.g. the classifier head). Same variables, so float weights copy over by path."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.output_quant = ActivationQuantizer(name="output_quant")
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        build_quantizers(self.output_quant)
+
+    def call(self, inputs, training=None):
+        x = ops.matmul(inputs, fake_quant_weights_per_tensor(self.kernel))
+        if self.use_bias:
+            x = x + self.bias
+        # the activation (e.g. softmax) runs after the quantized logits, as TFLite runs it on int8 logits
+        return self.activation(self.output_quant(x, training=training))
