@@ -1,6 +1,7 @@
 """The `keras-mixer` command line."""
 
 import argparse
+import os
 import sys
 
 from keras_mixer.errors import KerasMixerError
@@ -11,7 +12,8 @@ def _demo(args):
 
     # A live progress bar on a terminal; one line per epoch in logs (CI), where a redrawn bar is noise.
     verbose = 1 if sys.stdout.isatty() else 2
-    run_demo(args.output, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, verbose=verbose)
+    run_demo(args.output, epochs=args.epochs, qat_epochs=args.qat_epochs, batch_size=args.batch_size, seed=args.seed,
+             verbose=verbose)
 
 
 def _convert(args):
@@ -21,13 +23,42 @@ def _convert(args):
     print(f"\nwrote {args.output}: {model.name}, {model.count_params():,} params, input {model.input_shape[1:]}")
 
 
+def _evaluate_tflite(args):
+    import numpy as np
+
+    from keras_mixer.datasets import load_digits
+    from keras_mixer.export import evaluate_tflite, load_interpreter, plot_confusion_matrix
+    from keras_mixer.preprocessing import preprocess_input
+
+    size = int(load_interpreter(args.model).get_input_details()[0]["shape"][1])
+    _, (images, labels) = load_digits(size)
+    images = preprocess_input(images)
+    reference = None
+    if args.reference:
+        import keras
+
+        reference = keras.models.load_model(args.reference).predict(images, verbose=0)
+    report, scores = evaluate_tflite(args.model, images, labels, reference_scores=reference, num_threads=args.threads)
+    for key, value in report.items():
+        print(f"{key:>20}: {value:.4f}" if isinstance(value, float) else f"{key:>20}: {value}")
+    if report["saturated_outputs"] > 0.01:
+        print(f"warning: {report['saturated_outputs']:.1%} of outputs hit the integer limit: the output scale is too "
+              "small for the logits (calibrate on more representative data)", file=sys.stderr)
+    if args.confusion_matrix:
+        plot_confusion_matrix(labels, np.argmax(scores, 1), args.confusion_matrix, os.path.basename(args.model))
+        print(f"wrote {args.confusion_matrix}")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="keras-mixer", description="MLP-Mixer models for Keras 3.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="train a small Mixer on the offline digits dataset and report")
+    demo = commands.add_parser(
+        "demo", help="offline digits demo: train -> QAT -> int8 .tflite -> evaluate -> report"
+    )
     demo.add_argument("--output", default="runs/demo", help="output folder (default: runs/demo)")
-    demo.add_argument("--epochs", type=int, default=30)
+    demo.add_argument("--epochs", type=int, default=30, help="float training epochs (default: 30)")
+    demo.add_argument("--qat-epochs", type=int, default=5, help="quantization-aware fine-tuning epochs (default: 5)")
     demo.add_argument("--batch-size", type=int, default=64)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=_demo)
@@ -41,10 +72,19 @@ def build_parser():
         "--gelu", choices=["tanh", "exact"], help="GELU form (default: tanh for official .npz, exact for timm files)"
     )
     convert.set_defaults(run=_convert)
+
+    evaluate = commands.add_parser("evaluate-tflite", help="top-1/top-5, agreement and latency of a .tflite model")
+    evaluate.add_argument("model", help=".tflite file")
+    evaluate.add_argument("--dataset", choices=["digits"], default="digits", help="evaluation data (default: digits)")
+    evaluate.add_argument("--reference", help="Keras model (.keras) to measure argmax agreement with")
+    evaluate.add_argument("--threads", type=int, default=1, help="interpreter threads (default: 1)")
+    evaluate.add_argument("--confusion-matrix", help="write a confusion-matrix PNG here")
+    evaluate.set_defaults(run=_evaluate_tflite)
     return parser
 
 
 def main(argv=None):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info logs drown the command's output
     args = build_parser().parse_args(argv)
     try:
         args.run(args)

@@ -1,14 +1,19 @@
-"""The offline end-to-end demo: a small Mixer trained on sklearn's digits on the CPU, saved with its curves."""
+"""The offline end-to-end demo on sklearn's digits, on the CPU: train a float Mixer -> quantization-aware
+fine-tune -> export float32 and int8 `.tflite` (and a plain post-training int8 export to compare) -> evaluate each
+with the LiteRT interpreter -> report (table, JSON, training curves, confusion matrix)."""
 
 import json
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from keras_mixer.datasets import load_digits
+from keras_mixer.export import evaluate_tflite, plot_confusion_matrix, to_tflite
 from keras_mixer.io_utils import atomic_path, write_text
 from keras_mixer.models import MLPMixer
 from keras_mixer.preprocessing import preprocess_input
+from keras_mixer.quantization import quantize_model
 
 IMAGE_SIZE = 32
 # A Mixer small enough to train in seconds on 2 CPU cores: 8x8 patches of 4x4 pixels -> 64 tokens.
@@ -27,8 +32,18 @@ def build_digits_mixer(**kwargs):
     )
 
 
+def compile_for_training(model, optimizer):
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
 def train_float(x_train, y_train, epochs, batch_size, learning_rate=2e-3, verbose=1):
-    """Trains the digits Mixer with AdamW and a warmup + cosine schedule; returns (model, history dict)."""
+    """Trains the digits Mixer (inputs already preprocessed) with AdamW and a warmup + cosine schedule;
+    returns (model, history dict)."""
     model = build_digits_mixer(drop_path_rate=0.1)
     steps_per_epoch = -(-int(len(x_train) * 0.9) // batch_size)
     total_steps = max(epochs * steps_per_epoch, 1)
@@ -36,13 +51,9 @@ def train_float(x_train, y_train, epochs, batch_size, learning_rate=2e-3, verbos
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, max(total_steps - warmup_steps, 1), warmup_target=learning_rate, warmup_steps=warmup_steps
     )
-    model.compile(
-        optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.05, clipnorm=1.0),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
+    compile_for_training(model, keras.optimizers.AdamW(schedule, weight_decay=0.05, clipnorm=1.0))
     history = model.fit(
-        preprocess_input(x_train),
+        x_train,
         y_train,
         validation_split=0.1,
         epochs=epochs,
@@ -50,6 +61,15 @@ def train_float(x_train, y_train, epochs, batch_size, learning_rate=2e-3, verbos
         verbose=verbose,
     )
     return model, history.history
+
+
+def quantization_aware_finetune(model, x_train, y_train, epochs, batch_size, learning_rate=1e-4, verbose=1):
+    """QAT copy of `model` (ranges calibrated on training images), fine-tuned for `epochs` at a low learning rate."""
+    qat = quantize_model(model, calibration_data=x_train[:256])
+    compile_for_training(qat, keras.optimizers.AdamW(learning_rate, weight_decay=0.05, clipnorm=1.0))
+    if epochs:
+        qat.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=verbose)
+    return qat
 
 
 def plot_history(history, path):
@@ -73,31 +93,78 @@ def plot_history(history, path):
     plt.close(fig)
 
 
-def run_demo(output_dir="runs/demo", epochs=30, batch_size=64, seed=0, verbose=1):
-    """Trains the digits Mixer and writes model.keras, training_curves.png and report.json under `output_dir`.
-
-    Returns the report dict (test accuracy and file paths).
-    """
+def run_demo(output_dir="runs/demo", epochs=30, qat_epochs=5, batch_size=64, seed=0, verbose=1):
+    """Runs the whole pipeline and writes under `output_dir`: model.keras, model_qat.keras, model_float32.tflite,
+    model_int8.tflite (QAT), model_int8_ptq.tflite (plain post-training quantization, for comparison),
+    training_curves.png, confusion_matrix_int8.png and report.json. Returns the report dict."""
     output_dir = Path(output_dir)
     keras.utils.set_random_seed(seed)
     (x_train, y_train), (x_test, y_test) = load_digits(IMAGE_SIZE, seed=seed)
-    model, history = train_float(x_train, y_train, epochs, batch_size, verbose=verbose)
-    _, test_accuracy = model.evaluate(preprocess_input(x_test), y_test, verbose=0)
+    x_train, x_test = preprocess_input(x_train), preprocess_input(x_test)
+    calibration = x_train[:256]
 
-    model_path = output_dir / "model.keras"
-    with atomic_path(model_path) as tmp:
-        model.save(tmp)
-    curves_path = output_dir / "training_curves.png"
-    plot_history(history, curves_path)
+    model, history = train_float(x_train, y_train, epochs, batch_size, verbose=verbose)
+    float_scores = model.predict(x_test, verbose=0)
+    qat = quantization_aware_finetune(model, x_train, y_train, qat_epochs, batch_size, verbose=verbose)
+    qat_scores = qat.predict(x_test, verbose=0)
+
+    files = {"model": output_dir / "model.keras", "qat_model": output_dir / "model_qat.keras"}
+    for key, keras_model in (("model", model), ("qat_model", qat)):
+        with atomic_path(files[key]) as tmp:
+            keras_model.save(tmp)
+    exports = {
+        "float32": (model, "float32", output_dir / "model_float32.tflite"),
+        "int8 (QAT)": (qat, "int8", output_dir / "model_int8.tflite"),
+        "int8 (PTQ)": (model, "int8", output_dir / "model_int8_ptq.tflite"),
+    }
+    results = {
+        "keras float": {"top1": _accuracy(float_scores, y_test)},
+        "keras QAT": {"top1": _accuracy(qat_scores, y_test),
+                      "agreement": float(np.mean(qat_scores.argmax(1) == float_scores.argmax(1)))},
+    }
+    for name, (source, mode, path) in exports.items():
+        to_tflite(source, path, mode, representative_data=calibration)
+        reference = qat_scores if source is qat else float_scores
+        results[name], scores = evaluate_tflite(path, x_test, y_test, reference_scores=reference)
+        results[name]["size_kb"] = path.stat().st_size / 1024
+        files[name] = path
+        if name == "int8 (QAT)":
+            files["confusion_matrix"] = output_dir / "confusion_matrix_int8.png"
+            plot_confusion_matrix(y_test, scores.argmax(1), files["confusion_matrix"], "int8 (QAT) TFLite, digits test")
+    files["training_curves"] = output_dir / "training_curves.png"
+    plot_history(history, files["training_curves"])
+
     report = {
         "dataset": f"sklearn digits {IMAGE_SIZE}x{IMAGE_SIZE}: {len(x_train)} train / {len(x_test)} test",
         "model": {**DIGITS_MIXER, "params": model.count_params()},
         "epochs": epochs,
-        "float_test_accuracy": float(test_accuracy),
-        "files": {"model": str(model_path), "training_curves": str(curves_path)},
+        "qat_epochs": qat_epochs,
+        "float_test_accuracy": results["keras float"]["top1"],
+        "int8_test_accuracy": results["int8 (QAT)"]["top1"],
+        "results": results,
+        "files": {key: str(path) for key, path in files.items()},
     }
     write_text(output_dir / "report.json", json.dumps(report, indent=2))
-    print(f"\nDigits Mixer ({report['model']['params']:,} params, {epochs} epochs)")
-    print(f"  test accuracy: {test_accuracy:.2%}")
-    print(f"  saved: {model_path}, {curves_path}, {output_dir / 'report.json'}")
+    print(format_summary(report))
     return report
+
+
+def _accuracy(scores, labels):
+    return float(np.mean(np.argmax(scores, 1) == labels))
+
+
+def format_summary(report):
+    """The demo's result table as text."""
+    lines = [
+        f"\nDigits Mixer: {report['model']['params']:,} params, {report['epochs']} float epochs + "
+        f"{report['qat_epochs']} QAT epochs; {report['dataset']}",
+        f"{'model':<14}{'top-1':>8}{'agree*':>9}{'size KB':>10}{'ms/image':>10}",
+    ]
+    for name, row in report["results"].items():
+        agreement = f"{row['agreement']:.1%}" if "agreement" in row else "-"
+        size = f"{row['size_kb']:.0f}" if "size_kb" in row else "-"
+        latency = f"{row['latency_ms_median']:.3f}" if "latency_ms_median" in row else "-"
+        lines.append(f"{name:<14}{row['top1']:>8.2%}{agreement:>9}{size:>10}{latency:>10}")
+    lines.append("* argmax agreement with the Keras model it was exported from; latency: 1 thread, median, batch 1")
+    lines.append(f"saved under {Path(report['files']['model']).parent}/")
+    return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""Export to TFLite / LiteRT and running exported models."""
+"""Export to TFLite / LiteRT, and running and evaluating exported models."""
 
+from keras_mixer.export.evaluate import evaluate_tflite, plot_confusion_matrix, top_k_accuracy
 from keras_mixer.export.interpreter import dequantize, load_interpreter, op_counts, predict, quantize
 from keras_mixer.export.tflite import QUANTIZATION_MODES, to_tflite

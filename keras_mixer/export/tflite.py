@@ -1,6 +1,9 @@
 """Keras model -> `.tflite`, with static shapes and the quantization modes phones and the Edge TPU need."""
 
+import contextlib
+import io
 import os
+import warnings
 
 import numpy as np
 
@@ -84,7 +87,11 @@ def to_tflite(
             converter.inference_input_type = io_type
             converter.inference_output_type = io_type
     try:
-        flatbuffer = converter.convert()
+        # the converter prints its SavedModel signature to stdout and warns about the integer input's range
+        # (which it sets from the calibration data); neither is actionable for the user
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+            flatbuffer = converter.convert()
     except Exception as error:  # the converter raises ConverterError / RuntimeError with the MLIR diagnostics
         raise ExportError(f"TFLite conversion of {model.name!r} ({quantization}) failed: {error}") from error
     path = os.fspath(path)

@@ -1,0 +1,161 @@
+"""QAT and TFLite export on the digits task: accuracy kept, graph fully int8, outputs agree, bad input caught."""
+
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import keras_mixer
+from keras_mixer.datasets import load_digits
+from keras_mixer.demo import quantization_aware_finetune, train_float
+from keras_mixer.errors import ExportError, KerasMixerError
+from keras_mixer.export import evaluate_tflite, load_interpreter, op_counts, predict, to_tflite
+from keras_mixer.layers import ActivationQuantizer
+from keras_mixer.quantization import quantize_model
+
+
+@pytest.fixture(scope="module")
+def digits():
+    keras.utils.set_random_seed(0)
+    (x_train, y_train), (x_test, y_test) = load_digits(32)
+    x_train, x_test = keras_mixer.preprocess_input(x_train), keras_mixer.preprocess_input(x_test)
+    model, _ = train_float(x_train, y_train, epochs=15, batch_size=64, verbose=0)
+    qat = quantization_aware_finetune(model, x_train, y_train, epochs=2, batch_size=64, verbose=0)
+    return dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, model=model, qat=qat)
+
+
+@pytest.fixture(scope="module")
+def exported(digits, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export")
+    calibration = digits["x_train"][:256]
+    return {
+        "qat": to_tflite(digits["qat"], out / "qat_int8.tflite", "int8", representative_data=calibration),
+        "ptq": to_tflite(digits["model"], out / "ptq_int8.tflite", "int8", representative_data=calibration),
+    }
+
+
+def accuracy(scores, labels):
+    return float(np.mean(np.argmax(scores, 1) == labels))
+
+
+def test_int8_accuracy_within_one_point_of_float(digits, exported):
+    float_acc = accuracy(digits["model"].predict(digits["x_test"], verbose=0), digits["y_test"])
+    report, _ = evaluate_tflite(exported["qat"], digits["x_test"], digits["y_test"])
+    print(f"float {float_acc:.2%}  int8 (QAT) {report['top1']:.2%}")
+    assert float_acc > 0.85
+    assert report["top1"] >= float_acc - 0.01
+
+
+def test_qat_model_agrees_with_its_int8_export(digits, exported):
+    qat_scores = digits["qat"].predict(digits["x_test"], verbose=0)
+    report, _ = evaluate_tflite(exported["qat"], digits["x_test"], digits["y_test"], reference_scores=qat_scores)
+    print(f"argmax agreement QAT Keras vs int8 TFLite: {report['agreement']:.2%}")
+    assert report["agreement"] >= 0.98
+
+
+def test_int8_graph_has_no_float_tensors(exported):
+    interpreter = load_interpreter(exported["qat"], delegates=False)
+    dtypes = {t["name"]: t["dtype"] for t in interpreter.get_tensor_details()}
+    floats = [name for name, dtype in dtypes.items() if np.issubdtype(dtype, np.floating)]
+    assert not floats, floats[:5]
+    assert interpreter.get_input_details()[0]["dtype"] == np.int8
+    assert interpreter.get_output_details()[0]["dtype"] == np.int8
+
+
+def test_qat_export_adds_no_ops_beyond_a_plain_ptq_export(exported):
+    qat_ops, ptq_ops = op_counts(exported["qat"]), op_counts(exported["ptq"])
+    assert "QUANTIZE" not in qat_ops and "DEQUANTIZE" not in qat_ops
+    assert set(qat_ops) <= set(ptq_ops), set(qat_ops) - set(ptq_ops)
+
+
+@pytest.mark.parametrize("mode, input_dtype", [("float32", np.float32), ("float16", np.float32),
+                                               ("dynamic", np.float32), ("uint8", np.uint8)])
+def test_other_modes_agree_with_keras(digits, tmp_path, mode, input_dtype):
+    path = to_tflite(digits["model"], tmp_path / f"{mode}.tflite", mode, representative_data=digits["x_train"][:128])
+    interpreter = load_interpreter(path)
+    assert interpreter.get_input_details()[0]["dtype"] == input_dtype
+    scores = predict(interpreter, digits["x_test"])
+    agreement = np.mean(scores.argmax(1) == digits["model"].predict(digits["x_test"], verbose=0).argmax(1))
+    assert agreement >= 0.98
+
+
+def test_static_batch_of_n(digits, tmp_path):
+    path = to_tflite(digits["model"], tmp_path / "b4.tflite", "float32", batch_size=4)
+    interpreter = load_interpreter(path)
+    assert list(interpreter.get_input_details()[0]["shape"]) == [4, 32, 32, 3]
+    assert "SHAPE" not in op_counts(path) and "GATHER" not in op_counts(path)
+    np.testing.assert_allclose(predict(interpreter, digits["x_test"][:6]),
+                               digits["model"].predict(digits["x_test"][:6], verbose=0), atol=1e-4)
+
+
+def test_qat_model_saves_and_loads(digits, tmp_path):
+    digits["qat"].save(tmp_path / "qat.keras")
+    restored = keras.models.load_model(tmp_path / "qat.keras")
+    x = digits["x_test"][:16]
+    np.testing.assert_array_equal(restored.predict(x, verbose=0), digits["qat"].predict(x, verbose=0))
+    paths = [v.path for v in restored.weights]
+    assert len(paths) == len(set(paths)) and "stem/input_quant/range_max" in paths
+
+
+def test_quantize_model_keeps_weights_and_refuses_twice(digits):
+    qat = quantize_model(digits["model"])
+    float_weights = {v.path: keras.ops.convert_to_numpy(v) for v in digits["model"].weights}
+    for v in qat.weights:
+        if v.path in float_weights:
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(v), float_weights[v.path])
+    assert type(qat.get_layer("head")).__name__ == "QuantizedDense"
+    with pytest.raises(KerasMixerError, match="already quantization-aware"):
+        quantize_model(qat)
+
+
+def test_activation_quantizer_moving_average_and_grid():
+    quantizer = ActivationQuantizer(decay=0.5)
+    quantizer.build()
+    quantizer(np.array([-1.0, 3.0], "float32"), training=True)  # first batch sets the range
+    quantizer(np.array([-3.0, 1.0], "float32"), training=True)  # then it moves halfway
+    low, high = (float(keras.ops.convert_to_numpy(v)) for v in (quantizer.range_min, quantizer.range_max))
+    assert (low, high) == (-2.0, 2.0)
+    x = np.linspace(-3, 3, 101).astype("float32")
+    y = keras.ops.convert_to_numpy(quantizer(x))
+    step = 4.0 / 255
+    # clamped to the range, which TF-style fake quant nudges by less than a step so that 0 is exact
+    assert -2.0 - step <= y.min() and y.max() <= 2.0 + step and y.max() - y.min() == pytest.approx(255 * step)
+    assert float(keras.ops.convert_to_numpy(quantizer(np.zeros(1, "float32")))[0]) == 0.0
+    assert len(np.unique(np.round(y / step, 3))) <= 256
+    assert np.allclose(y / step, np.round(y / step), atol=1e-3)  # on the 8-bit grid, which contains 0
+    assert np.max(np.abs(y[np.abs(x) < 1.9] - x[np.abs(x) < 1.9])) <= step / 2 + 1e-6
+
+
+def test_dynamic_input_shape_is_a_clear_error(tmp_path):
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inputs)))
+    with pytest.raises(ExportError, match="dynamic input shape"):
+        to_tflite(model, tmp_path / "m.tflite", "float32")
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_int8_needs_representative_data(digits, tmp_path):
+    with pytest.raises(ExportError, match="needs representative_data"):
+        to_tflite(digits["model"], tmp_path / "m.tflite", "int8")
+    with pytest.raises(ExportError, match="quantization must be one of"):
+        to_tflite(digits["model"], tmp_path / "m.tflite", "int4")
+
+
+def test_corrupt_tflite_is_a_clear_error(exported, tmp_path):
+    corrupt = tmp_path / "corrupt.tflite"
+    data = bytearray(open(exported["qat"], "rb").read())
+    corrupt.write_bytes(bytes(data[: len(data) // 3]))
+    with pytest.raises(ExportError, match="not a valid .tflite"):
+        load_interpreter(corrupt)
+    result = subprocess.run([sys.executable, "-m", "keras_mixer.cli", "evaluate-tflite", str(corrupt)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "corrupt.tflite: not a valid .tflite model" in result.stderr
+
+
+def test_evaluate_tflite_cli(exported, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "keras_mixer.cli", "evaluate-tflite", exported["ptq"],
+                             "--confusion-matrix", str(tmp_path / "cm.png")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-1000:]
+    assert "top1" in result.stdout and (tmp_path / "cm.png").read_bytes()[:4] == b"\x89PNG"
