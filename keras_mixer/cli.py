@@ -49,6 +49,21 @@ def _evaluate_tflite(args):
         print(f"wrote {args.confusion_matrix}")
 
 
+def _edgetpu_check(args):
+    import json
+
+    from keras_mixer.export.edgetpu import check_edgetpu, format_report, run_compiler
+
+    rows, summary = check_edgetpu(args.model)
+    print(json.dumps(summary, indent=2) if args.json else format_report(rows, summary))
+    compiled = run_compiler(args.model)
+    if compiled is None:
+        print("edgetpu_compiler is not on PATH: this report applies the compiler's documented rules (see export/README.md)")
+    else:
+        print(compiled["log"])
+        print(f"edgetpu_compiler: {compiled['counts']}")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="keras-mixer", description="MLP-Mixer models for Keras 3.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -80,6 +95,11 @@ def build_parser():
     evaluate.add_argument("--threads", type=int, default=1, help="interpreter threads (default: 1)")
     evaluate.add_argument("--confusion-matrix", help="write a confusion-matrix PNG here")
     evaluate.set_defaults(run=_evaluate_tflite)
+
+    edgetpu = commands.add_parser("edgetpu-check", help="which ops of a .tflite the Coral Edge TPU would map")
+    edgetpu.add_argument("model", help=".tflite file")
+    edgetpu.add_argument("--json", action="store_true", help="print the summary as JSON")
+    edgetpu.set_defaults(run=_edgetpu_check)
     return parser
 
 

@@ -159,3 +159,69 @@ def test_evaluate_tflite_cli(exported, tmp_path):
                              "--confusion-matrix", str(tmp_path / "cm.png")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-1000:]
     assert "top1" in result.stdout and (tmp_path / "cm.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# --- Edge TPU -----------------------------------------------------------------------------------------------------
+
+from keras_mixer.export.edgetpu import check_edgetpu  # noqa: E402
+from keras_mixer.export.edgetpu_model import edgetpu_model  # noqa: E402
+
+
+def test_edgetpu_check_on_the_standard_export(exported):
+    rows, summary = check_edgetpu(exported["qat"])
+    # a Mixer lowers to these TFLite ops: stem conv, LayerNorm (MEAN, SUB, SQUARED_DIFFERENCE, RSQRT, MUL, ADD),
+    # token-mixing transposes, FULLY_CONNECTED MLPs with the GELU builtin, residual ADDs
+    assert {r.op for r in rows} == {"CONV_2D", "RESHAPE", "MEAN", "SUB", "SQUARED_DIFFERENCE", "ADD", "RSQRT", "MUL",
+                                    "TRANSPOSE", "FULLY_CONNECTED", "GELU"}
+    assert summary["rejected_by"] == ["GELU"] and summary["edgetpu_ops"] == 0
+    assert summary["first_cpu_op"].startswith("#2 MEAN")  # LayerNorm's channel mean right after the stem
+    fc = [r for r in rows if r.op == "FULLY_CONNECTED"]
+    assert "not one-dimensional" in fc[0].reason or not fc[0].on_edgetpu
+
+
+def test_edgetpu_form_is_the_same_function(digits):
+    model = digits["model"]
+    x = digits["x_test"][:8]
+    same = edgetpu_model(model, gelu=None)
+    np.testing.assert_allclose(same.predict(x, batch_size=1, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_edgetpu_form_maps_fully_and_keeps_accuracy(digits, tmp_path):
+    model = digits["model"]
+    path = to_tflite(edgetpu_model(model), tmp_path / "edgetpu.tflite", "int8", representative_data=digits["x_train"][:256])
+    rows, summary = check_edgetpu(path)
+    assert summary["cpu_ops"] == 0 and summary["edgetpu_ops"] == len(rows), summary
+    assert not {"GELU", "BATCH_MATMUL", "DEQUANTIZE"} & {r.op for r in rows}
+    float_acc = accuracy(model.predict(digits["x_test"], verbose=0), digits["y_test"])
+    report, _ = evaluate_tflite(path, digits["x_test"], digits["y_test"])
+    print(f"float {float_acc:.2%}  int8 Edge TPU form (sigmoid GELU, PTQ) {report['top1']:.2%}")
+    assert report["top1"] >= float_acc - 0.02
+
+
+def test_edgetpu_check_flags_what_the_compiler_cannot_map(tmp_path):
+    rng = np.random.default_rng(0)
+    images = keras.Input((8, 8, 3))
+    conv = keras.layers.Conv2D(4, 3, activation="relu")(images)
+    mappable = keras.Model(images, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(conv)))
+    tokens = keras.layers.Dense(5)(keras.layers.Reshape((64, 3))(images))  # Dense on a 2-D token matrix
+    unmappable = keras.Model(images, tokens)
+    data = rng.uniform(-1, 1, (16, 8, 8, 3)).astype("float32")
+    _, good = check_edgetpu(to_tflite(mappable, tmp_path / "good.tflite", "int8", representative_data=data))
+    assert good["cpu_ops"] == 0 and good["first_cpu_op"] is None
+    _, bad = check_edgetpu(to_tflite(unmappable, tmp_path / "bad.tflite", "int8", representative_data=data))
+    assert "FULLY_CONNECTED" in bad["first_cpu_op"] and "not one-dimensional" in bad["first_cpu_op"]
+    _, floats = check_edgetpu(to_tflite(mappable, tmp_path / "float.tflite", "float32"))
+    assert "float32 activation" in floats["first_cpu_op"]
+
+
+def test_edgetpu_check_cli_and_corrupt_file(exported, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "keras_mixer.cli", "edgetpu-check", exported["qat"]],
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and "REJECTED" in result.stdout and "GELU" in result.stdout
+    corrupt = tmp_path / "corrupt.tflite"
+    corrupt.write_bytes(open(exported["qat"], "rb").read()[:2000])
+    with pytest.raises(ExportError, match="corrupt.tflite"):
+        check_edgetpu(corrupt)
+    result = subprocess.run([sys.executable, "-m", "keras_mixer.cli", "edgetpu-check", str(corrupt)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "corrupt.tflite" in result.stderr

@@ -8,15 +8,18 @@ import numpy as np
 from keras_mixer.errors import ExportError
 
 
-def _interpreter_class():
+def _interpreter_module():
+    """(Interpreter class, OpResolverType enum) from the first runtime available."""
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert import interpreter as runtime
     except ImportError:
         try:
-            from tflite_runtime.interpreter import Interpreter
+            from tflite_runtime import interpreter as runtime
         except ImportError:
-            from tensorflow.lite import Interpreter
-    return Interpreter
+            import tensorflow as tf
+
+            return tf.lite.Interpreter, tf.lite.experimental.OpResolverType
+    return runtime.Interpreter, runtime.OpResolverType
 
 
 def load_interpreter(path, num_threads=None, delegates=True):
@@ -28,14 +31,12 @@ def load_interpreter(path, num_threads=None, delegates=True):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ExportError(f"{path}: no such .tflite file")
-    Interpreter = _interpreter_class()
+    interpreter_class, resolver_types = _interpreter_module()
     kwargs = {"model_path": path, "num_threads": num_threads}
     if not delegates:
-        from ai_edge_litert.interpreter import OpResolverType
-
-        kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        kwargs["experimental_op_resolver_type"] = resolver_types.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
-        interpreter = Interpreter(**kwargs)
+        interpreter = interpreter_class(**kwargs)
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as error:
         raise ExportError(f"{path}: not a valid .tflite model ({error})") from error
