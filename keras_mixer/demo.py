@@ -18,6 +18,7 @@ from keras_mixer.preprocessing import preprocess_input
 from keras_mixer.quantization import quantize_model
 
 IMAGE_SIZE = 32
+DIGIT_LABELS = [str(digit) for digit in range(10)]
 # A Mixer small enough to train in seconds on 2 CPU cores: 8x8 patches of 4x4 pixels -> 64 tokens.
 DIGITS_MIXER = dict(patch_size=4, hidden_dim=64, num_blocks=4, tokens_mlp_dim=32, channels_mlp_dim=128)
 
@@ -128,7 +129,7 @@ def run_demo(output_dir="runs/demo", epochs=30, qat_epochs=5, batch_size=64, see
                       "agreement": float(np.mean(qat_scores.argmax(1) == float_scores.argmax(1)))},
     }
     for name, (source, mode, path) in exports.items():
-        to_tflite(source, path, mode, representative_data=calibration)
+        to_tflite(source, path, mode, representative_data=calibration, labels=DIGIT_LABELS)
         reference = qat_scores if source is qat else float_scores
         results[name], scores = evaluate_tflite(path, x_test, y_test, reference_scores=reference)
         results[name]["size_kb"] = path.stat().st_size / 1024

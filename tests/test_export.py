@@ -225,3 +225,26 @@ def test_edgetpu_check_cli_and_corrupt_file(exported, tmp_path):
     result = subprocess.run([sys.executable, "-m", "keras_mixer.cli", "edgetpu-check", str(corrupt)],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "corrupt.tflite" in result.stderr
+
+
+def test_metadata_round_trip(digits, tmp_path):
+    import zipfile
+
+    from keras_mixer.export import read_metadata
+
+    labels = [f"digit {i}" for i in range(10)]
+    path = to_tflite(digits["model"], tmp_path / "m.tflite", "int8", representative_data=digits["x_train"][:64],
+                     labels=labels, description="digits")
+    meta = read_metadata(path)
+    assert meta["labels"] == labels and meta["description"] == "digits" and meta["name"] == digits["model"].name
+    assert meta["mean"] == [127.5] and meta["std"] == [127.5]  # preprocess_input: (x - 127.5) / 127.5
+    assert meta["image_size"] == (32, 32) and meta["color_space"] == "RGB"
+    assert zipfile.ZipFile(path).read("labels.txt").decode().splitlines() == labels  # read by any zip reader
+    plain = to_tflite(digits["model"], tmp_path / "plain.tflite", "int8", representative_data=digits["x_train"][:64],
+                      metadata=False)
+    x = digits["x_test"][:4]
+    np.testing.assert_array_equal(predict(load_interpreter(path), x), predict(load_interpreter(plain), x))
+    with pytest.raises(ExportError, match="no TFLite metadata"):
+        read_metadata(plain)
+    with pytest.raises(ExportError, match="3 labels for a model with 10 outputs"):
+        to_tflite(digits["model"], tmp_path / "bad.tflite", "float32", labels=["a", "b", "c"])

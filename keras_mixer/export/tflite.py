@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 
 from keras_mixer.errors import ExportError
+from keras_mixer.export.metadata import add_metadata
 from keras_mixer.io_utils import atomic_path
 
 QUANTIZATION_MODES = ("float32", "float16", "dynamic", "int8", "uint8")
@@ -48,6 +49,9 @@ def to_tflite(
     batch_size=1,
     float_io=False,
     calibration_steps=200,
+    labels=None,
+    description=None,
+    metadata=True,
 ):
     """Converts a Keras model to a `.tflite` file, written atomically; returns the path.
 
@@ -62,6 +66,10 @@ def to_tflite(
         batch_size: the static batch of the exported graph (1 for phones and the Edge TPU).
         float_io: with "int8"/"uint8", keep float32 input/output (quantize/dequantize inside the model).
         calibration_steps: at most this many batches of `representative_data` are used.
+        labels: class names, embedded as labels.txt in the TFLite metadata (read by Android tooling).
+        description: model description for the metadata.
+        metadata: embed TFLite metadata (input normalization (x - 127.5) / 127.5 as `preprocess_input`, RGB,
+            labels); the graph is unchanged.
     """
     import tensorflow as tf
 
@@ -98,4 +106,7 @@ def to_tflite(
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(flatbuffer)
+        if metadata:
+            add_metadata(tmp, model.name, description or f"{model.name}, {quantization} TFLite export by keras_mixer",
+                         labels=labels)
     return path

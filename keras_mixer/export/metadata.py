@@ -1,0 +1,208 @@
+"""TFLite model metadata (the `TFLITE_METADATA` flatbuffer that Android's LiteRT support library and Task library
+read): model name and description, the input's image properties and normalization, and the labels file of the
+output, packed into the `.tflite` as an appended zip as the metadata populator does.
+
+Written with the `flatbuffers` builder from the published metadata schema (tflite-support's
+metadata_schema.fbs, file identifier "M001"); tflite-support's own writer requires protobuf < 4 and cannot be
+installed beside TensorFlow 2.21. Table fields are addressed by their slot (declaration order; a union takes two).
+"""
+
+import io
+import os
+import zipfile
+
+import flatbuffers
+import numpy as np
+from flatbuffers import number_types, table
+
+from keras_mixer.errors import ExportError
+from keras_mixer.io_utils import atomic_path
+
+METADATA_NAME = b"TFLITE_METADATA"
+FILE_IDENTIFIER = b"M001"
+MIN_PARSER_VERSION = "1.0.0"
+LABELS_FILE = "labels.txt"
+# enum and union values of the schema
+TENSOR_AXIS_LABELS = 2
+COLOR_SPACE_RGB = 1
+CONTENT_IMAGE_PROPERTIES = 2
+CONTENT_FEATURE_PROPERTIES = 1
+PROCESS_UNIT_NORMALIZATION = 1
+
+
+class _Writer:
+    def __init__(self):
+        self.builder = flatbuffers.Builder(1024)
+
+    def string(self, text):
+        return self.builder.CreateString(text)
+
+    def vector(self, offsets):
+        b = self.builder
+        b.StartVector(4, len(offsets), 4)
+        for offset in reversed(offsets):
+            b.PrependUOffsetTRelative(offset)
+        return b.EndVector()
+
+    def floats(self, values):
+        return self.builder.CreateNumpyVector(np.asarray(values, np.float32))
+
+    def table(self, fields):
+        """fields: {slot: ("offset" | "byte" | "uint", value)}, values already created."""
+        b = self.builder
+        b.StartObject(max(fields) + 1 if fields else 0)
+        for slot, (kind, value) in sorted(fields.items()):
+            if kind == "offset":
+                b.PrependUOffsetTRelativeSlot(slot, value, 0)
+            elif kind == "byte":
+                b.PrependUint8Slot(slot, value, 0)
+            else:
+                b.PrependUint32Slot(slot, value, 0)
+        return b.EndObject()
+
+
+def build_metadata(name, description, mean, std, image_size, has_labels):
+    """The ModelMetadata flatbuffer (bytes) for an image classifier with one input and one output."""
+    w = _Writer()
+    labels = None
+    if has_labels:
+        labels = w.table({0: ("offset", w.string(LABELS_FILE)), 1: ("offset", w.string("class names, one per line")),
+                          2: ("byte", TENSOR_AXIS_LABELS)})
+    # input: an RGB image normalized as (x - mean) / std
+    size = w.table({0: ("uint", image_size[1]), 1: ("uint", image_size[0])})
+    image = w.table({0: ("byte", COLOR_SPACE_RGB), 1: ("offset", size)})
+    image_content = w.table({0: ("byte", CONTENT_IMAGE_PROPERTIES), 1: ("offset", image)})
+    normalization = w.table({0: ("offset", w.floats(mean)), 1: ("offset", w.floats(std))})
+    unit = w.table({0: ("byte", PROCESS_UNIT_NORMALIZATION), 1: ("offset", normalization)})
+    input_meta = w.table({0: ("offset", w.string("image")),
+                          1: ("offset", w.string(f"RGB image {image_size[0]}x{image_size[1]}, pixels in [0, 255] "
+                                                 "normalized as (x - mean) / std")),
+                          3: ("offset", image_content), 4: ("offset", w.vector([unit]))})
+    # output: one score per class, labelled by labels.txt
+    feature = w.table({})
+    feature_content = w.table({0: ("byte", CONTENT_FEATURE_PROPERTIES), 1: ("offset", feature)})
+    output_fields = {0: ("offset", w.string("scores")), 1: ("offset", w.string("one score per class")),
+                     3: ("offset", feature_content)}
+    if labels is not None:
+        output_fields[6] = ("offset", w.vector([labels]))
+    output_meta = w.table(output_fields)
+    subgraph = w.table({2: ("offset", w.vector([input_meta])), 3: ("offset", w.vector([output_meta]))})
+    model = w.table({0: ("offset", w.string(name)), 1: ("offset", w.string(description)),
+                     3: ("offset", w.vector([subgraph])), 7: ("offset", w.string(MIN_PARSER_VERSION))})
+    w.builder.Finish(model, file_identifier=FILE_IDENTIFIER)
+    return bytes(w.builder.Output())
+
+
+def add_metadata(path, name, description, mean=(127.5,), std=(127.5,), labels=None):
+    """Embeds metadata (and `labels`, a list of class names, as labels.txt) into the `.tflite` at `path`,
+    replacing any metadata it had. Written atomically."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    path = os.fspath(path)
+    data = open(path, "rb").read()
+    model = schema.ModelT.InitFromPackedBuf(data, 0)
+    graph = model.subgraphs[0]
+    image_size = tuple(int(d) for d in graph.tensors[graph.inputs[0]].shape[1:3])
+    classes = int(graph.tensors[graph.outputs[0]].shape[-1])
+    if labels is not None and len(labels) != classes:
+        raise ExportError(f"{len(labels)} labels for a model with {classes} outputs")
+    blob = build_metadata(name, description, mean, std, image_size, labels is not None)
+    model.metadata = [m for m in (model.metadata or []) if m.name != METADATA_NAME]
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(blob, np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
+    model.metadata.append(entry)
+    builder = flatbuffers.Builder(len(data) + len(blob) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    packed = io.BytesIO(bytes(builder.Output()))
+    if labels is not None:
+        with zipfile.ZipFile(packed, "a") as archive:  # appended after the flatbuffer, offsets from file start
+            archive.writestr(LABELS_FILE, "".join(f"{label}\n" for label in labels))
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(packed.getvalue())
+    return path
+
+
+def _table(buf, position):
+    return table.Table(buf, position)
+
+
+def _field(tab, slot):
+    offset = tab.Offset(4 + 2 * slot)
+    return offset or None
+
+
+def _string(tab, slot):
+    offset = _field(tab, slot)
+    return tab.String(offset + tab.Pos).decode("utf-8") if offset else None
+
+
+def _subtable(tab, slot):
+    offset = _field(tab, slot)
+    return _table(tab.Bytes, tab.Indirect(offset + tab.Pos)) if offset else None
+
+
+def _vector_tables(tab, slot):
+    offset = _field(tab, slot)
+    if not offset:
+        return []
+    start, length = tab.Vector(offset), tab.VectorLen(offset)
+    return [_table(tab.Bytes, tab.Indirect(start + 4 * i)) for i in range(length)]
+
+
+def _floats(tab, slot):
+    offset = _field(tab, slot)
+    return tab.GetVectorAsNumpy(number_types.Float32Flags, offset).tolist() if offset else []
+
+
+def _byte(tab, slot):
+    offset = _field(tab, slot)
+    return tab.Get(number_types.Uint8Flags, offset + tab.Pos) if offset else 0
+
+
+def read_metadata(path):
+    """The metadata embedded by `add_metadata`, as a dict (name, description, mean, std, image_size as
+    (height, width), labels)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    data = open(path, "rb").read()
+    try:
+        model = schema.Model.GetRootAs(data, 0)
+        entries = {model.Metadata(i).Name(): model.Metadata(i).Buffer() for i in range(model.MetadataLength())}
+        if METADATA_NAME not in entries:
+            raise ExportError(f"{path}: no TFLite metadata")
+        blob = model.Buffers(entries[METADATA_NAME]).DataAsNumpy().tobytes()
+        if blob[4:8] != FILE_IDENTIFIER:
+            raise ExportError(f"{path}: metadata buffer is not a metadata flatbuffer (identifier {blob[4:8]!r})")
+        root = _table(blob, flatbuffers.encode.Get(number_types.UOffsetTFlags.packer_type, blob, 0))
+        subgraph = _vector_tables(root, 3)[0]
+        tensor_in, tensor_out = _vector_tables(subgraph, 2)[0], _vector_tables(subgraph, 3)[0]
+        image = _subtable(_subtable(tensor_in, 3), 1)
+        size = _subtable(image, 1)
+        normalization = _subtable(_vector_tables(tensor_in, 4)[0], 1)
+        files = [(_string(f, 0), _byte(f, 2)) for f in _vector_tables(tensor_out, 6)]
+    except ExportError:
+        raise
+    except Exception as error:  # a damaged flatbuffer fails anywhere in the accessors
+        raise ExportError(f"{path}: damaged TFLite metadata ({type(error).__name__}: {error})") from error
+    labels = None
+    label_files = [name for name, kind in files if kind == TENSOR_AXIS_LABELS]
+    if label_files:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            labels = archive.read(label_files[0]).decode("utf-8").splitlines()
+    return {
+        "name": _string(root, 0),
+        "description": _string(root, 1),
+        "min_parser_version": _string(root, 7),
+        "input": _string(tensor_in, 0),
+        "color_space": "RGB" if _byte(image, 0) == COLOR_SPACE_RGB else _byte(image, 0),
+        "image_size": (size.Get(number_types.Uint32Flags, size.Offset(6) + size.Pos),
+                       size.Get(number_types.Uint32Flags, size.Offset(4) + size.Pos)),
+        "mean": _floats(normalization, 0),
+        "std": _floats(normalization, 1),
+        "output": _string(tensor_out, 0),
+        "labels": labels,
+    }
