@@ -143,20 +143,27 @@ def test_int8_needs_representative_data(digits, tmp_path):
         to_tflite(digits["model"], tmp_path / "m.tflite", "int4")
 
 
-def test_corrupt_tflite_is_a_clear_error(exported, tmp_path):
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "keras_mixer.cli", *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("command", ["evaluate-tflite", "edgetpu-check"])
+@pytest.mark.parametrize("keep", [2000, 1 / 3])
+def test_corrupt_tflite_is_a_clear_error(exported, tmp_path, command, keep):
+    from keras_mixer.export.edgetpu import check_edgetpu
+
+    data = open(exported["qat"], "rb").read()
     corrupt = tmp_path / "corrupt.tflite"
-    data = bytearray(open(exported["qat"], "rb").read())
-    corrupt.write_bytes(bytes(data[: len(data) // 3]))
-    with pytest.raises(ExportError, match="not a valid .tflite"):
-        load_interpreter(corrupt)
-    result = subprocess.run([sys.executable, "-m", "keras_mixer.cli", "evaluate-tflite", str(corrupt)],
-                            capture_output=True, text=True)
-    assert result.returncode == 2 and "corrupt.tflite: not a valid .tflite model" in result.stderr
+    corrupt.write_bytes(data[: keep if isinstance(keep, int) else int(len(data) * keep)])
+    reader = load_interpreter if command == "evaluate-tflite" else check_edgetpu
+    with pytest.raises(ExportError, match="corrupt.tflite"):
+        reader(corrupt)
+    result = cli(command, corrupt)
+    assert result.returncode == 2 and "corrupt.tflite" in result.stderr, result.stderr[-500:]
 
 
 def test_evaluate_tflite_cli(exported, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "keras_mixer.cli", "evaluate-tflite", exported["ptq"],
-                             "--confusion-matrix", str(tmp_path / "cm.png")], capture_output=True, text=True)
+    result = cli("evaluate-tflite", exported["ptq"], "--confusion-matrix", tmp_path / "cm.png")
     assert result.returncode == 0, result.stderr[-1000:]
     assert "top1" in result.stdout and (tmp_path / "cm.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -214,17 +221,9 @@ def test_edgetpu_check_flags_what_the_compiler_cannot_map(tmp_path):
     assert "float32 activation" in floats["first_cpu_op"]
 
 
-def test_edgetpu_check_cli_and_corrupt_file(exported, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "keras_mixer.cli", "edgetpu-check", exported["qat"]],
-                            capture_output=True, text=True)
+def test_edgetpu_check_cli(exported):
+    result = cli("edgetpu-check", exported["qat"])
     assert result.returncode == 0 and "REJECTED" in result.stdout and "GELU" in result.stdout
-    corrupt = tmp_path / "corrupt.tflite"
-    corrupt.write_bytes(open(exported["qat"], "rb").read()[:2000])
-    with pytest.raises(ExportError, match="corrupt.tflite"):
-        check_edgetpu(corrupt)
-    result = subprocess.run([sys.executable, "-m", "keras_mixer.cli", "edgetpu-check", str(corrupt)],
-                            capture_output=True, text=True)
-    assert result.returncode == 2 and "corrupt.tflite" in result.stderr
 
 
 def test_metadata_round_trip(digits, tmp_path):
