@@ -65,7 +65,6 @@ def edgetpu_model(model, gelu="sigmoid"):
     """A batch-1 functional model computing `model` (a keras_mixer Mixer, float or QAT: its float weights are
     used) in the Edge-TPU-mappable form described above. `gelu`: "sigmoid" (mappable) or None to keep the model's
     own form (then the output equals the model's to float precision). Export it with PTQ int8 (`to_tflite`)."""
-    layers = {type(layer).__name__: layer for layer in model.layers}
     blocks = [layer for layer in model.layers if isinstance(layer, MixerBlock)]
     stem = next((layer for layer in model.layers if isinstance(layer, PatchEmbedding)), None)
     norms = [layer for layer in model.layers if isinstance(layer, LayerNorm)]
@@ -80,5 +79,4 @@ def edgetpu_model(model, gelu="sigmoid"):
     if isinstance(head, keras.layers.Dense):
         x = ops.matmul(x, _value(head.kernel)) + _value(head.bias)
         x = head.activation(x)
-    del layers
     return keras.Model(images, x, name=f"{model.name}_edgetpu")
