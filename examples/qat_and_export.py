@@ -25,6 +25,7 @@ def main():
     parser.add_argument("--qat-epochs", type=int, default=5)
     args = parser.parse_args()
     out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
 
     model = keras.models.load_model(args.model)
     size = model.input_shape[1]

@@ -13,26 +13,51 @@ import keras_mixer
 pytestmark = pytest.mark.backends
 
 
-def test_tensorflow_and_jax_agree(tmp_path):
+def run_on_jax(script):
     pytest.importorskip("jax", reason="install the test extra: pip install -e '.[test]'")
-    model = keras_mixer.MLPMixer(4, 8, 2, 6, 12, input_shape=(16, 16, 3), classes=5, gelu="exact")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    header = "import keras, numpy as np\nimport keras_mixer\nassert keras.backend.backend() == 'jax'\n"
+    subprocess.run([sys.executable, "-c", header + textwrap.dedent(script)], env=env, check=True, timeout=300)
+
+
+def randomized_tiny_mixer():
+    model = keras_mixer.MLPMixer(4, 8, 2, 6, 12, input_shape=(16, 16, 3), classes=5, gelu="exact",
+                                 classifier_activation=None)
     rng = np.random.default_rng(0)
     for variable in model.weights:
         variable.assign(rng.normal(0, 0.3, variable.shape).astype("float32"))
-    images = rng.uniform(-1, 1, (2, 16, 16, 3)).astype("float32")
+    return model, rng.uniform(-1, 1, (8, 16, 16, 3)).astype("float32")
+
+
+def test_tensorflow_and_jax_agree(tmp_path):
+    model, images = randomized_tiny_mixer()
     model.save(tmp_path / "m.keras")
     np.save(tmp_path / "images.npy", images)
-    np.save(tmp_path / "tf.npy", model.predict(images, verbose=0))
-
-    script = textwrap.dedent(
-        f"""
-        import keras, numpy as np
-        import keras_mixer  # registers the layers
-        assert keras.backend.backend() == "jax"
+    run_on_jax(f"""
         model = keras.models.load_model({str(tmp_path / 'm.keras')!r})
         np.save({str(tmp_path / 'jax.npy')!r}, model.predict(np.load({str(tmp_path / 'images.npy')!r}), verbose=0))
-        """
-    )
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
-    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=300)
-    np.testing.assert_allclose(np.load(tmp_path / "jax.npy"), np.load(tmp_path / "tf.npy"), atol=1e-5)
+        """)
+    np.testing.assert_allclose(np.load(tmp_path / "jax.npy"), model.predict(images, verbose=0), atol=1e-5)
+
+
+def test_qat_model_agrees_across_backends_and_trains_on_jax(tmp_path):
+    from keras_mixer.quantization import quantize_model
+
+    model, images = randomized_tiny_mixer()
+    qat = quantize_model(model, calibration_data=images)
+    qat.save(tmp_path / "qat.keras")
+    np.save(tmp_path / "images.npy", images)
+    run_on_jax(f"""
+        from keras_mixer.quantization import quantize_model
+        images = np.load({str(tmp_path / 'images.npy')!r})
+        qat = keras.models.load_model({str(tmp_path / 'qat.keras')!r})
+        np.save({str(tmp_path / 'jax.npy')!r}, qat.predict(images, verbose=0))
+        # a fresh model (zero-initialized head) quantized and trained on JAX
+        fresh = quantize_model(keras_mixer.MLPMixer(4, 8, 2, 6, 12, input_shape=(16, 16, 3), classes=5,
+                                                    classifier_activation=None), calibration_data=images)
+        fresh.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        losses = fresh.fit(images, np.arange(8) % 5, epochs=2, batch_size=4, verbose=0).history["loss"]
+        assert np.all(np.isfinite(losses)), losses
+        assert float(fresh.get_layer("stem").input_quant.updates) == 1 + 4  # calibration + 2 epochs x 2 steps
+        """)
+    np.testing.assert_allclose(np.load(tmp_path / "jax.npy"), qat.predict(images, verbose=0), atol=1e-4)

@@ -247,3 +247,15 @@ def test_metadata_round_trip(digits, tmp_path):
         read_metadata(plain)
     with pytest.raises(ExportError, match="3 labels for a model with 10 outputs"):
         to_tflite(digits["model"], tmp_path / "bad.tflite", "float32", labels=["a", "b", "c"])
+
+
+def test_qat_and_export_example_runs(digits, tmp_path):
+    digits["model"].save(tmp_path / "model.keras")
+    example = __import__("pathlib").Path(__file__).parent.parent / "examples" / "qat_and_export.py"
+    result = subprocess.run([sys.executable, str(example), "--model", str(tmp_path / "model.keras"),
+                             "--output", str(tmp_path / "out"), "--qat-epochs", "1"], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-1500:]
+    assert "would run on the Edge TPU" in result.stdout
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"model_qat.keras", "model_int8.tflite",
+                                                              "model_int8_edgetpu.tflite"}

@@ -9,17 +9,19 @@ import keras
 from keras import ops
 
 NUM_BITS = 8
+# a zero range (an all-zero kernel, e.g. the zero-initialized head) gives NaN on JAX; TF nudges it silently
+MIN_RANGE = 1e-7
 
 
 def fake_quant_weights_per_tensor(kernel):
     """Symmetric per-tensor fake-quant of a weight tensor: range [-max|w|, max|w|], 255 levels."""
-    bound = ops.max(ops.abs(kernel))
+    bound = ops.maximum(ops.max(ops.abs(kernel)), MIN_RANGE)
     return keras.quantizers.fake_quant_with_min_max_vars(kernel, -bound, bound, NUM_BITS, narrow_range=True)
 
 
 def fake_quant_weights_per_channel(kernel):
     """Symmetric fake-quant with one range per output channel (the last axis), as TFLite quantizes conv filters."""
-    bound = ops.max(ops.abs(ops.reshape(kernel, (-1, kernel.shape[-1]))), axis=0)
+    bound = ops.maximum(ops.max(ops.abs(ops.reshape(kernel, (-1, kernel.shape[-1]))), axis=0), MIN_RANGE)
     return keras.quantizers.fake_quant_with_min_max_vars(
         kernel, -bound, bound, NUM_BITS, narrow_range=True, axis=len(kernel.shape) - 1
     )
@@ -55,7 +57,7 @@ class ActivationQuantizer(keras.layers.Layer):
             self.range_max.assign(ops.where(first, batch_max, self.decay * self.range_max + (1 - self.decay) * batch_max))
             self.updates.assign(self.updates + 1.0)
         low = ops.minimum(self.range_min, 0.0)
-        high = ops.maximum(self.range_max, low + 1e-6)  # a collapsed range would divide by zero
+        high = ops.maximum(self.range_max, low + MIN_RANGE)  # a collapsed range would divide by zero
         return keras.quantizers.fake_quant_with_min_max_vars(x, low, high, NUM_BITS)
 
     def compute_output_shape(self, input_shape):
