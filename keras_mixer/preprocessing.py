@@ -48,3 +48,58 @@ def decode_predictions(preds, top=5):
         best = np.argsort(row)[::-1][:top]
         results.append([(labels[i][0], labels[i][1].split(",")[0], float(row[i])) for i in best])
     return results
+
+
+# --- camera frames ---------------------------------------------------------------------------------------------
+# The on-device contract, ported operation for operation to android_demo/core (FramePreprocessor.java): every
+# step is float32 arithmetic in a fixed order (no fused multiply-add), so the Java port reproduces these numbers
+# bit for bit (tests/test_android_core.py).
+
+
+def argb_to_rgb(argb):
+    """[H, W] int ARGB pixels (Android's Bitmap.getPixels) -> [H, W, 3] uint8 RGB."""
+    argb = np.asarray(argb).astype(np.int64) & 0xFFFFFFFF
+    return np.stack([(argb >> 16) & 0xFF, (argb >> 8) & 0xFF, argb & 0xFF], axis=-1).astype(np.uint8)
+
+
+def _source_coordinates(out_size, in_size, offset):
+    """Half-pixel-centre bilinear sampling (as tf.image.resize): low index, high index, weight of the high one."""
+    ratio = np.float32(in_size) / np.float32(out_size)
+    position = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * ratio - np.float32(0.5)
+    position = np.maximum(position, np.float32(0.0))
+    low = np.minimum(np.floor(position).astype(np.int64), in_size - 1)
+    high = np.minimum(low + 1, in_size - 1)
+    return low + offset, high + offset, (position - low.astype(np.float32)).astype(np.float32)
+
+
+def center_crop_resize(rgb, size):
+    """The largest centred square of an [H, W, 3] image, resized bilinearly to [size, size, 3] float32 (0..255)."""
+    rgb = np.asarray(rgb)
+    height, width = rgb.shape[:2]
+    side = min(height, width)
+    y0, y1, wy = _source_coordinates(size, side, (height - side) // 2)
+    x0, x1, wx = _source_coordinates(size, side, (width - side) // 2)
+    pixels = rgb.astype(np.float32)
+    wx, wy = wx[None, :, None], wy[:, None, None]
+    one = np.float32(1.0)
+    top = pixels[y0][:, x0] * (one - wx) + pixels[y0][:, x1] * wx
+    bottom = pixels[y1][:, x0] * (one - wx) + pixels[y1][:, x1] * wx
+    return (top * (one - wy) + bottom * wy).astype(np.float32)
+
+
+def round_half_away_from_zero(x):
+    """TFLite's rounding for quantization (std::round), in float32."""
+    x = np.asarray(x, np.float32)
+    return np.copysign(np.floor(np.abs(x) + np.float32(0.5)), x)
+
+
+def preprocess_frame(argb, size, scale=0.0, zero_point=0, dtype="float32"):
+    """An Android camera frame (ARGB ints, [H, W]) -> the model's input tensor [size, size, 3]: centre crop,
+    bilinear resize, `preprocess_input`'s [-1, 1], then quantization with the input's scale / zero point for
+    integer models."""
+    x = center_crop_resize(argb_to_rgb(argb), size) / np.float32(127.5) - np.float32(1.0)
+    if np.dtype(dtype) == np.float32:
+        return x.astype(np.float32)
+    info = np.iinfo(dtype)
+    q = round_half_away_from_zero(x / np.float32(scale)) + np.float32(zero_point)
+    return np.clip(q, info.min, info.max).astype(dtype)

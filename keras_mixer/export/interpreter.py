@@ -54,8 +54,11 @@ def quantize(x, details):
     dtype = details["dtype"]
     if not np.issubdtype(dtype, np.integer) or scale == 0:
         return np.asarray(x, dtype)
+    from keras_mixer.preprocessing import round_half_away_from_zero
+
     info = np.iinfo(dtype)
-    return np.clip(np.round(np.asarray(x) / scale + zero_point), info.min, info.max).astype(dtype)
+    q = round_half_away_from_zero(np.asarray(x, np.float32) / np.float32(scale)) + np.float32(zero_point)
+    return np.clip(q, info.min, info.max).astype(dtype)
 
 
 def dequantize(q, details):
