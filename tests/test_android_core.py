@@ -19,6 +19,7 @@ from keras_mixer.preprocessing import preprocess_frame
 CORE = Path(__file__).resolve().parent.parent / "android_demo" / "core"
 JARS = Path("/usr/share/java")
 CONSOLE = JARS / "junit-platform-console-standalone.jar"
+LABELS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
 def float_bits(values):
@@ -62,7 +63,8 @@ def golden(tmp_path_factory):
               [(48, 64), (37, 29), (12, 10), (16, 16)]]
     case = 0
     for mode in ("int8", "uint8", "float32"):
-        path = to_tflite(model, out / f"{mode}.tflite", mode, representative_data=calibration)
+        path = to_tflite(model, out / f"{mode}.tflite", mode, representative_data=calibration,
+                         labels=LABELS if mode == "int8" else None)
         interpreter = load_interpreter(path)
         for frame in frames:
             write_case(out / f"case_{case}.txt", frame, 16, interpreter)
@@ -85,7 +87,7 @@ def test_java_core_reproduces_python(golden, tmp_path):
     )
     print(result.stdout[-1500:])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert "4 tests successful" in result.stdout
+    assert "5 tests successful" in result.stdout
 
 
 def test_python_frame_preprocessing_matches_tensorflow_resize():

@@ -17,7 +17,7 @@ public final class Labels {
     try (BufferedReader reader = new BufferedReader(new InputStreamReader(in, StandardCharsets.UTF_8))) {
       String line;
       while ((line = reader.readLine()) != null) { // handles \n and \r\n
-        labels.add(line.strip());
+        labels.add(line.trim());
       }
     }
     while (!labels.isEmpty() && labels.get(labels.size() - 1).isEmpty()) {

@@ -142,6 +142,14 @@ class GoldenVectorTest {
   }
 
   @Test
+  void labelsPackedInTheModelMetadata() throws IOException {
+    assertEquals(
+        List.of("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"),
+        ModelFiles.labels(goldenDir().resolve("int8.tflite").toFile()));
+    assertEquals(null, ModelFiles.labels(goldenDir().resolve("uint8.tflite").toFile()));
+  }
+
+  @Test
   void badInputIsRejected() {
     assertThrows(IllegalArgumentException.class, () -> FramePreprocessor.centerCropResize(new int[5], 2, 2, 4));
     assertThrows(IllegalArgumentException.class, () -> new TensorSpec(TensorSpec.DataType.INT8, 0f, 0));
