@@ -64,6 +64,24 @@ def _edgetpu_check(args):
         print(f"edgetpu_compiler: {compiled['counts']}")
 
 
+def _export(args):
+    import keras
+
+    from keras_mixer.datasets import load_digits
+    from keras_mixer.export import to_tflite
+    from keras_mixer.preprocessing import preprocess_input
+
+    model = keras.models.load_model(args.model)
+    calibration = None
+    if args.quantization in ("int8", "uint8"):  # full-integer conversion always calibrates (QAT models too)
+        (images, _), _ = load_digits(model.input_shape[1])
+        calibration = preprocess_input(images[:256])
+    labels = open(args.labels, encoding="utf-8").read().splitlines() if args.labels else None
+    path = to_tflite(model, args.output, args.quantization, representative_data=calibration,
+                     batch_size=args.batch_size, float_io=args.float_io, labels=labels)
+    print(f"wrote {path} ({os.path.getsize(path) / 1024:.0f} KB, {args.quantization}, batch {args.batch_size})")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="keras-mixer", description="MLP-Mixer models for Keras 3.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -95,6 +113,15 @@ def build_parser():
     evaluate.add_argument("--threads", type=int, default=1, help="interpreter threads (default: 1)")
     evaluate.add_argument("--confusion-matrix", help="write a confusion-matrix PNG here")
     evaluate.set_defaults(run=_evaluate_tflite)
+
+    export = commands.add_parser("export", help="export a .keras model to .tflite (with metadata and labels)")
+    export.add_argument("model", help=".keras model (float or QAT)")
+    export.add_argument("output", help=".tflite file to write")
+    export.add_argument("--quantization", choices=["float32", "float16", "dynamic", "int8", "uint8"], default="int8")
+    export.add_argument("--labels", help="text file with one class name per line, embedded in the metadata")
+    export.add_argument("--batch-size", type=int, default=1)
+    export.add_argument("--float-io", action="store_true", help="int8/uint8 inside, float32 input and output")
+    export.set_defaults(run=_export)
 
     edgetpu = commands.add_parser("edgetpu-check", help="which ops of a .tflite the Coral Edge TPU would map")
     edgetpu.add_argument("model", help=".tflite file")

@@ -259,3 +259,14 @@ def test_qat_and_export_example_runs(digits, tmp_path):
     assert "would run on the Edge TPU" in result.stdout
     assert {p.name for p in (tmp_path / "out").iterdir()} == {"model_qat.keras", "model_int8.tflite",
                                                               "model_int8_edgetpu.tflite"}
+
+
+def test_export_cli_embeds_labels(digits, tmp_path):
+    from keras_mixer.export import read_metadata
+
+    digits["model"].save(tmp_path / "m.keras")
+    (tmp_path / "labels.txt").write_text("".join(f"digit {i}\n" for i in range(10)))
+    result = cli("export", tmp_path / "m.keras", tmp_path / "m.tflite", "--labels", tmp_path / "labels.txt")
+    assert result.returncode == 0, result.stderr[-1000:]
+    assert read_metadata(tmp_path / "m.tflite")["labels"] == [f"digit {i}" for i in range(10)]
+    assert load_interpreter(tmp_path / "m.tflite").get_input_details()[0]["dtype"] == np.int8
