@@ -2,6 +2,11 @@
 
 from keras_mixer import errors, layers
 from keras_mixer.models import (
+    ASMLP,
+    AS_MLP_VARIANTS,
+    ASMLPBase,
+    ASMLPSmall,
+    ASMLPTiny,
     MIXER_VARIANTS,
     MixerB16,
     MixerB32,

@@ -1,13 +1,19 @@
 """Reusable layers of the Mixer family, each serializable and backend-agnostic (written with `keras.ops`)."""
 
+from keras_mixer.layers.axial_shift import ASMLPBlock, AxialShift, axial_shift
 from keras_mixer.layers.drop_path import DropPath
 from keras_mixer.layers.fake_quant import ActivationQuantizer, QuantizedDense
 from keras_mixer.layers.layer_norm import LayerNorm
 from keras_mixer.layers.mixer_block import MixerBlock
 from keras_mixer.layers.mlp import MlpBlock, gelu
+from keras_mixer.layers.hierarchical import PatchMerging
 from keras_mixer.layers.patch_embedding import PatchEmbedding
 
 __all__ = [
+    "ASMLPBlock",
+    "AxialShift",
+    "axial_shift",
+    "PatchMerging",
     "ActivationQuantizer",
     "QuantizedDense",
     "DropPath", "LayerNorm", "MixerBlock", "MlpBlock", "PatchEmbedding", "gelu"]

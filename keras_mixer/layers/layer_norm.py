@@ -10,14 +10,18 @@ from keras_mixer.layers import fake_quant
 class LayerNorm(keras.layers.Layer):
     """LayerNorm with Flax's parameter names (`scale`, `bias`) and default epsilon (1e-6).
 
+    `axis` names the axes normalized together (default: the channels). `axis=(1, 2, 3)` on NHWC is GroupNorm with
+    one group (as AS-MLP uses): statistics over H, W and C, affine per channel.
+
     Computed as mean -> subtract -> mean of squares -> rsqrt -> scale/shift. `keras.layers.LayerNormalization`
     converts to a graph with a float NEG between DEQUANTIZE/QUANTIZE (a float island inside an int8 model); this
     form converts to MEAN, SUB, SQUARED_DIFFERENCE/MUL, RSQRT, MUL, ADD, all with int8 kernels.
     """
 
-    def __init__(self, epsilon=1e-6, quantize=False, **kwargs):
+    def __init__(self, epsilon=1e-6, quantize=False, axis=-1, **kwargs):
         super().__init__(**kwargs)
         self.epsilon = epsilon
+        self.axis = tuple(axis) if isinstance(axis, (list, tuple)) else axis
         self.quantize = quantize
         self.output_quant = fake_quant.maybe_quantizer(quantize, "output_quant")
 
@@ -28,8 +32,8 @@ class LayerNorm(keras.layers.Layer):
         fake_quant.build_quantizers(self.output_quant)
 
     def call(self, x, training=None):
-        centered = ops.subtract(x, ops.mean(x, axis=-1, keepdims=True))
-        variance = ops.mean(ops.square(centered), axis=-1, keepdims=True)
+        centered = ops.subtract(x, ops.mean(x, axis=self.axis, keepdims=True))
+        variance = ops.mean(ops.square(centered), axis=self.axis, keepdims=True)
         y = centered * ops.rsqrt(variance + self.epsilon) * self.scale + self.bias
         return fake_quant.apply(self.output_quant, y, training)
 
@@ -37,4 +41,4 @@ class LayerNorm(keras.layers.Layer):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "epsilon": self.epsilon, "quantize": self.quantize}
+        return {**super().get_config(), "epsilon": self.epsilon, "quantize": self.quantize, "axis": self.axis}

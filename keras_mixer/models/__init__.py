@@ -1,5 +1,7 @@
 """Model families. Importing this package registers every variant."""
 
+from keras_mixer.models.as_mlp import AS_MLP_VARIANTS, ASMLP, ASMLPBase, ASMLPSmall, ASMLPTiny
+
 from keras_mixer.models.mlp_mixer import (
     MIXER_VARIANTS,
     MixerB16,

@@ -141,16 +141,7 @@ def read_mixer_checkpoint(weights, variant):
 def fit_checkpoint(params, model, grid, token_mixing_resize, source):
     """Adapts a checkpoint to the model: drops the head the model does not have (silently with include_top=False,
     with a warning when the class count differs) and resizes the token-mixing MLPs to the model's token count."""
-    variables = {v.path: v for v in model.weights}
-    params = dict(params)
-    if "head/kernel" not in variables:
-        params = {k: v for k, v in params.items() if not k.startswith("head/")}
-    elif "head/kernel" in params and params["head/kernel"].shape != tuple(variables["head/kernel"].shape):
-        weights_lib.warn(
-            f"{source} has a {params['head/kernel'].shape[1]}-class head, the model {variables['head/kernel'].shape[1]}: "
-            "loaded everything but the head, which keeps its initialization"
-        )
-        params.update({k: keras.ops.convert_to_numpy(variables[k]) for k in ("head/kernel", "head/bias")})
+    params = weights_lib.match_head(params, model, source)
     old_tokens = params[TOKEN_MIXING.format(0, 0, "kernel")].shape[0]
     if old_tokens == grid[0] * grid[1]:
         return params

@@ -64,6 +64,21 @@ def assign_by_path(model, params, source, progress=False):
             bar.update(i + 1)
 
 
+def match_head(params, model, source, head="head"):
+    """Fits a checkpoint's classifier to the model: dropped silently when the model has no head
+    (include_top=False); replaced by the model's own initialization, with a warning, when the class counts differ."""
+    variables = {v.path: v for v in model.weights}
+    params = dict(params)
+    kernel = f"{head}/kernel"
+    if kernel not in variables:
+        return {k: v for k, v in params.items() if not k.startswith(f"{head}/")}
+    if kernel in params and params[kernel].shape != tuple(variables[kernel].shape):
+        warn(f"{source} has a {params[kernel].shape[-1]}-class head, the model {variables[kernel].shape[-1]}: "
+             "loaded everything but the head, which keeps its initialization")
+        params.update({k: keras.ops.convert_to_numpy(v) for k, v in variables.items() if k.startswith(f"{head}/")})
+    return params
+
+
 def warn(message):
     warnings.warn(message, stacklevel=3)
 
@@ -77,6 +92,7 @@ __all__ = [
     "is_keras_file",
     "list_pretrained",
     "load_keras_weights",
+    "match_head",
     "read_checkpoint",
     "resolve",
 ]

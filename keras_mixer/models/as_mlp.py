@@ -1,0 +1,168 @@
+"""AS-MLP (Lian et al., 2021): a hierarchical all-MLP backbone whose token mixing is an axial shift of channels.
+
+Layout NHWC; GroupNorm(1) everywhere (our LayerNorm over H, W, C); exact GELU. Layer names mirror the official
+state_dict (`patch_embed.proj` -> `patch_embed_proj`, `layers.0.blocks.1` -> `layers_0_blocks_1`, ...) and
+`official_to_keras` maps a checkpoint onto our variable paths.
+"""
+
+import re
+
+import keras
+import numpy as np
+
+from keras_mixer import weights as weights_lib
+from keras_mixer.errors import WeightsError
+from keras_mixer.layers import ASMLPBlock, LayerNorm, PatchMerging
+from keras_mixer.models.registry import register_variant
+
+# name: (embed_dim, depths, drop_path_rate used in training); patch 4, shift 5, mlp ratio 4 for all
+AS_MLP_VARIANTS = {
+    "as_mlp_t": (96, (2, 2, 6, 2), 0.2),
+    "as_mlp_s": (96, (2, 2, 18, 2), 0.3),
+    "as_mlp_b": (128, (2, 2, 18, 2), 0.5),
+}
+GROUP_NORM = (1, 2, 3)  # normalize over H, W and C: GroupNorm with one group
+EPSILON = 1e-5
+POOLING_MODES = (None, "avg", "max")
+
+
+def ASMLP(
+    embed_dim=96,
+    depths=(2, 2, 6, 2),
+    shift_size=5,
+    patch_size=4,
+    mlp_ratio=4.0,
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    drop_path_rate=0.0,
+    return_stages=False,
+    name="as_mlp",
+):
+    """Builds an AS-MLP from the official config names (`embed_dim, depths, shift_size, patch_size, mlp_ratio`)
+    plus the keras.applications arguments.
+
+    `input_shape` must give an image whose side divided by `patch_size` halves evenly at each of the
+    len(depths) - 1 downsamplings (224 -> 56, 28, 14, 7). With `include_top=False`, `return_stages=True` returns
+    every stage's feature map (strides 4, 8, 16, 32: what detection / segmentation necks take); otherwise the final
+    normalized map, or its `pooling`. `weights`: None, a `.pth`/`.safetensors` official checkpoint, or a Keras file.
+    """
+    if pooling not in POOLING_MODES:
+        raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
+    input_shape = tuple(input_shape or (224, 224, 3))
+    if input_tensor is not None:
+        input_shape = tuple(input_tensor.shape[1:])
+    stride = patch_size * 2 ** (len(depths) - 1)
+    if input_shape[0] % stride or input_shape[1] % stride:
+        raise ValueError(
+            f"Input size {input_shape[0]}x{input_shape[1]} must be a multiple of {stride} (patch {patch_size} "
+            f"and {len(depths) - 1} 2x downsamplings)"
+        )
+    images = keras.Input(shape=input_shape, name="images") if input_tensor is None else input_tensor
+    x = keras.layers.Conv2D(embed_dim, patch_size, strides=patch_size, name="patch_embed_proj")(images)
+    x = LayerNorm(EPSILON, axis=GROUP_NORM, name="patch_embed_norm")(x)
+    rates = np.linspace(0.0, drop_path_rate, sum(depths))
+    stages, block = [], 0
+    for i, depth in enumerate(depths):
+        for j in range(depth):
+            x = ASMLPBlock(shift_size, mlp_ratio, float(rates[block]), epsilon=EPSILON, name=f"layers_{i}_blocks_{j}")(x)
+            block += 1
+        stages.append(x)
+        if i < len(depths) - 1:
+            x = PatchMerging(GROUP_NORM, EPSILON, name=f"layers_{i}_downsample")(x)
+    x = LayerNorm(EPSILON, axis=GROUP_NORM, name="norm")(x)
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = keras.layers.Dense(classes, activation=classifier_activation, name="head")(x)
+    elif return_stages:
+        x = stages
+    elif pooling == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+    inputs = keras.utils.get_source_inputs(images) if input_tensor is not None else images
+    model = keras.Model(inputs, x, name=name)
+    if weights is not None:
+        load_as_mlp_weights(model, weights)
+    return model
+
+
+# --- official checkpoints ----------------------------------------------------------------------------------------
+
+_BLOCK_PARTS = {"mlp.fc1": "mlp/Dense_0", "mlp.fc2": "mlp/Dense_1"}
+
+
+def official_to_keras(state_dict, source="checkpoint"):
+    """Maps the authors' state_dict (channels-first, 1x1 convs) onto our variable paths."""
+    params = {}
+    for key, value in state_dict.items():
+        module, _, kind = key.rpartition(".")
+        path = re.sub(r"^layers\.(\d+)\.blocks\.(\d+)\.", r"layers_\1_blocks_\2/", module)
+        path = re.sub(r"^layers\.(\d+)\.downsample\.", r"layers_\1_downsample/", path)
+        path = path.replace("patch_embed.", "patch_embed_").replace("axial_shift.", "axial_shift/")
+        for official, ours in _BLOCK_PARTS.items():
+            path = path.replace(official, ours)
+        if "." in path:
+            raise WeightsError(f"{source}: unexpected key {key!r} for an AS-MLP state_dict")
+        is_norm = re.search(r"(^|_)norm\d*$", path.split("/")[-1]) is not None  # norm, norm1, patch_embed_norm
+        if kind == "bias":
+            params[f"{path}/bias"] = value
+        elif kind != "weight":
+            raise WeightsError(f"{source}: unexpected key {key!r} for an AS-MLP state_dict")
+        elif is_norm:
+            params[f"{path}/scale"] = value
+        elif value.ndim == 4 and value.shape[2:] == (1, 1):  # 1x1 conv (out, in, 1, 1) -> Dense (in, out)
+            params[f"{path}/kernel"] = value[:, :, 0, 0].T
+        elif value.ndim == 4:  # conv OIHW -> HWIO
+            params[f"{path}/kernel"] = value.transpose(2, 3, 1, 0)
+        else:  # linear (out, in) -> (in, out)
+            params[f"{path}/kernel"] = value.T
+    return params
+
+
+def load_as_mlp_weights(model, weights):
+    if weights_lib.is_keras_file(weights):
+        weights_lib.load_keras_weights(model, weights)
+        return
+    if not weights_lib.is_checkpoint_path(weights):
+        raise WeightsError(
+            f"weights={weights!r}: AS-MLP takes a local official checkpoint (.pth, .safetensors) or a Keras file; "
+            "the authors' released weights are linked from their repository, not downloadable by name here"
+        )
+    source = str(weights)
+    params = official_to_keras(weights_lib.read_checkpoint(source), source)
+    weights_lib.assign_by_path(model, weights_lib.match_head(params, model, source), source)
+
+
+def _variant_builder(variant, function_name):
+    embed_dim, depths, _ = AS_MLP_VARIANTS[variant]
+
+    def builder(
+        include_top=True,
+        weights=None,
+        input_tensor=None,
+        input_shape=None,
+        pooling=None,
+        classes=1000,
+        classifier_activation="softmax",
+        name=None,
+        drop_path_rate=0.0,
+        return_stages=False,
+    ):
+        return ASMLP(embed_dim, depths, include_top=include_top, weights=weights, input_tensor=input_tensor,
+                     input_shape=input_shape, pooling=pooling, classes=classes,
+                     classifier_activation=classifier_activation, drop_path_rate=drop_path_rate,
+                     return_stages=return_stages, name=name or variant)
+
+    builder.__name__ = builder.__qualname__ = function_name
+    builder.__doc__ = f"{function_name}: AS-MLP with embed_dim={embed_dim}, depths={depths}. Arguments as `ASMLP`."
+    return register_variant(variant, builder)
+
+
+ASMLPTiny = _variant_builder("as_mlp_t", "ASMLPTiny")
+ASMLPSmall = _variant_builder("as_mlp_s", "ASMLPSmall")
+ASMLPBase = _variant_builder("as_mlp_b", "ASMLPBase")

@@ -1,0 +1,104 @@
+import keras
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+import keras_mixer
+from as_mlp_reference import as_mlp_forward, random_state_dict, shift
+from keras_mixer.errors import WeightsError
+from keras_mixer.layers import axial_shift
+
+# trainable parameters at 224x224, 1000 classes, measured from the authors' implementation (spec sheet)
+PARAM_COUNTS = {"ASMLPTiny": 28_282_696, "ASMLPSmall": 49_594_696, "ASMLPBase": 87_752_808}
+
+
+@pytest.mark.parametrize("builder, expected", PARAM_COUNTS.items())
+def test_parameter_counts(builder, expected):
+    assert getattr(keras_mixer, builder)().count_params() == expected
+
+
+@pytest.mark.parametrize("channels, height, width, dilation", [(16, 6, 6, 1), (7, 5, 9, 1), (10, 8, 3, 2), (3, 4, 4, 1)])
+@pytest.mark.parametrize("axis", [1, 2])
+def test_axial_shift_matches_reference(channels, height, width, dilation, axis):
+    x = np.random.default_rng(0).normal(size=(2, height, width, channels)).astype("float32")
+    expected = shift(x.transpose(0, 3, 1, 2), 5, {1: 2, 2: 3}[axis], dilation).transpose(0, 2, 3, 1)
+    got = keras.ops.convert_to_numpy(axial_shift(x, 5, axis, dilation))
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+DEPTHS = (1, 2, 1, 1)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    state = random_state_dict(np.random.default_rng(0), 8, DEPTHS, 10)
+    path = tmp_path_factory.mktemp("as_mlp") / "official.safetensors"
+    save_file(state, str(path))
+    return state, str(path)
+
+
+def test_official_checkpoint_matches_reference_forward(checkpoint):
+    state, path = checkpoint
+    model = keras_mixer.ASMLP(8, DEPTHS, input_shape=(32, 32, 3), classes=10, classifier_activation=None, weights=path)
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    expected = as_mlp_forward(state, x, DEPTHS)
+    assert np.max(np.abs(model.predict(x, verbose=0) - expected)) <= 1e-4
+
+
+def test_checkpoint_errors_name_the_key(checkpoint, tmp_path):
+    state, _ = checkpoint
+    broken = dict(state)
+    broken["layers.0.blocks.0.axial_shift.conv1.weight"] = np.zeros((8, 9, 1, 1), "float32")
+    save_file(broken, str(tmp_path / "broken.safetensors"))
+    with pytest.raises(WeightsError, match=r"layers_0_blocks_0/axial_shift/conv1/kernel.*\(9, 8\).*\(8, 8\)"):
+        keras_mixer.ASMLP(8, DEPTHS, input_shape=(32, 32, 3), classes=10, weights=str(tmp_path / "broken.safetensors"))
+    extra = {**state, "layers.0.blocks.0.attn.qkv.weight": np.zeros(3, "float32")}
+    save_file(extra, str(tmp_path / "extra.safetensors"))
+    with pytest.raises(WeightsError, match="unexpected key 'layers.0.blocks.0.attn.qkv.weight'"):
+        keras_mixer.ASMLP(8, DEPTHS, input_shape=(32, 32, 3), classes=10, weights=str(tmp_path / "extra.safetensors"))
+
+
+def test_backbone_stages_and_sizes():
+    model = keras_mixer.ASMLP(8, DEPTHS, input_shape=(64, 96, 3), include_top=False, return_stages=True)
+    assert [tuple(o.shape) for o in model.outputs] == [(None, 16, 24, 8), (None, 8, 12, 16), (None, 4, 6, 32),
+                                                      (None, 2, 3, 64)]
+    with pytest.raises(ValueError, match="multiple of 32"):
+        keras_mixer.ASMLP(8, DEPTHS, input_shape=(48, 48, 3))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from keras_mixer.datasets import load_digits
+
+    keras.utils.set_random_seed(0)
+    (x_train, y_train), (x_test, y_test) = load_digits(32)
+    x_train, x_test = keras_mixer.preprocess_input(x_train), keras_mixer.preprocess_input(x_test)
+    model = keras_mixer.ASMLP(16, (1, 1, 1, 1), input_shape=(32, 32, 3), classes=10, classifier_activation=None)
+    model.compile(keras.optimizers.AdamW(2e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    history = model.fit(x_train, y_train, epochs=4, batch_size=64, verbose=0).history
+    return model, history, x_train, x_test
+
+
+def test_trains_on_digits(trained):
+    _, history, _, _ = trained
+    assert history["loss"][-1] < history["loss"][0] * 0.7
+
+
+def test_keras_round_trip(trained, tmp_path):
+    model, _, _, x_test = trained
+    model.save(tmp_path / "m.keras")
+    restored = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(restored.predict(x_test[:8], verbose=0), model.predict(x_test[:8], verbose=0), atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["float32", "int8"])
+def test_tflite_export_agrees_with_keras(trained, tmp_path, mode):
+    from keras_mixer.export import load_interpreter, predict, to_tflite
+
+    model, _, x_train, x_test = trained
+    path = to_tflite(model, tmp_path / f"{mode}.tflite", mode, representative_data=x_train[:128])
+    tflite = predict(load_interpreter(path), x_test)
+    agreement = np.mean(tflite.argmax(1) == model.predict(x_test, verbose=0).argmax(1))
+    print(f"AS-MLP {mode} TFLite argmax agreement with Keras: {agreement:.2%}")
+    assert agreement >= (0.99 if mode == "float32" else 0.95)
