@@ -7,6 +7,7 @@ from keras_mixer.layers.layer_norm import LayerNorm
 from keras_mixer.layers.mixer_block import MixerBlock
 from keras_mixer.layers.mlp import MlpBlock, gelu
 from keras_mixer.layers.hierarchical import PatchMerging
+from keras_mixer.layers.hire_mlp import HireBlock, HireMLP
 from keras_mixer.layers.patch_embedding import PatchEmbedding
 
 __all__ = [
@@ -14,6 +15,8 @@ __all__ = [
     "AxialShift",
     "axial_shift",
     "PatchMerging",
+    "HireBlock",
+    "HireMLP",
     "ActivationQuantizer",
     "QuantizedDense",
     "DropPath", "LayerNorm", "MixerBlock", "MlpBlock", "PatchEmbedding", "gelu"]

@@ -1,5 +1,13 @@
 """Model families. Importing this package registers every variant."""
 
+from keras_mixer.models.hire_mlp import (
+    HIRE_MLP_VARIANTS,
+    HireMLPBase,
+    HireMLPLarge,
+    HireMLPModel,
+    HireMLPSmall,
+    HireMLPTiny,
+)
 from keras_mixer.models.as_mlp import AS_MLP_VARIANTS, ASMLP, ASMLPBase, ASMLPSmall, ASMLPTiny
 
 from keras_mixer.models.mlp_mixer import (

@@ -55,6 +55,8 @@ def assign_by_path(model, params, source, progress=False):
             raise WeightsError(
                 f"{source}: {path!r} has shape {tuple(value.shape)}, the model expects {tuple(variable.shape)}"
             )
+        if not np.issubdtype(value.dtype, np.floating):
+            raise WeightsError(f"{source}: {path!r} has dtype {value.dtype}, expected a floating-point array")
         if not np.all(np.isfinite(value)):
             raise WeightsError(f"{source}: {path!r} contains NaN or Inf")
     bar = keras.utils.Progbar(len(variables), unit_name="tensor") if progress else None

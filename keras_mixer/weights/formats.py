@@ -1,4 +1,6 @@
-"""Readers for the checkpoint containers we accept. Each returns {name: float ndarray} or raises WeightsError.
+"""Readers for the checkpoint containers we accept. Each returns {name: ndarray} or raises WeightsError
+(dtypes are checked where values meet model variables, in `assign_by_path`: counters such as BatchNorm's
+num_batches_tracked are integers).
 
 None of them executes code from the file: `.npz` is read with `allow_pickle=False`, `.pth` with
 `torch.load(weights_only=True)`, `.safetensors` by the safetensors library (no torch needed).
@@ -31,13 +33,6 @@ def _require_file(path):
         raise WeightsError(f"weights file not found: {path}")
 
 
-def _check_arrays(path, arrays):
-    for key, value in arrays.items():
-        if not np.issubdtype(value.dtype, np.floating):
-            raise WeightsError(f"{path}: {key!r} has dtype {value.dtype}, expected a floating-point array")
-    return arrays
-
-
 def read_npz(path):
     """A flat `.npz` of '/'-joined Flax paths, as in the official vit_jax / big_vision releases."""
     _require_file(path)
@@ -48,7 +43,7 @@ def read_npz(path):
         raise WeightsError(f"{path}: refusing to load pickled data from an .npz ({error})") from error
     except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, KeyError) as error:
         raise WeightsError(f"{path}: not a readable .npz archive ({type(error).__name__}: {error})") from error
-    return _check_arrays(path, arrays)
+    return arrays
 
 
 def read_torch(path):
@@ -73,7 +68,7 @@ def read_torch(path):
         raise WeightsError(f"{path}: expected a state_dict mapping names to tensors")
     arrays = {key: value.detach().float().numpy() if value.is_floating_point() else value.numpy()
               for key, value in obj.items()}
-    return _check_arrays(path, arrays)
+    return arrays
 
 
 def read_safetensors(path):
@@ -86,7 +81,7 @@ def read_safetensors(path):
         arrays = load_file(path)
     except (SafetensorError, OSError, ValueError) as error:
         raise WeightsError(f"{path}: not a readable .safetensors file ({error})") from error
-    return _check_arrays(path, arrays)
+    return arrays
 
 
 def read_checkpoint(path):

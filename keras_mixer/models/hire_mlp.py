@@ -1,0 +1,174 @@
+"""Hire-MLP (Guo et al., 2021): a hierarchical all-MLP backbone mixing tokens by hierarchical rearrangement.
+
+NHWC, BatchNorm (torch eps 1e-5, momentum 0.1), exact GELU. Layer names mirror the official state_dict, whose
+`network.{k}` list interleaves stages and downsamples (stage 0 -> network.0, downsample -> network.1, stage 1 ->
+network.2, ...): blocks are `network_{k}_{j}`, downsamples `network_{k}`.
+"""
+
+import re
+
+import keras
+import numpy as np
+
+from keras_mixer import weights as weights_lib
+from keras_mixer.errors import WeightsError
+from keras_mixer.layers import HireBlock
+from keras_mixer.models.registry import register_variant
+
+# name: (layers, embed_dims); all share pixel (4,3,3,2), step_stride (2,2,3,2), step_dilation (2,2,1,1), mlp ratio 4
+HIRE_MLP_VARIANTS = {
+    "hire_mlp_tiny": ((2, 2, 4, 2), (64, 128, 320, 512)),
+    "hire_mlp_small": ((3, 4, 10, 3), (64, 128, 320, 512)),
+    "hire_mlp_base": ((4, 6, 24, 3), (64, 128, 320, 512)),
+    "hire_mlp_large": ((4, 6, 24, 3), (96, 192, 384, 768)),
+}
+POOLING_MODES = (None, "avg", "max")
+
+
+def _batch_norm(name):
+    return keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=name)
+
+
+def _conv_bn_relu(x, filters, kernel, stride, padding, name):
+    x = keras.layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)  # torch's symmetric padding
+    x = keras.layers.Conv2D(filters, kernel, strides=stride, name=f"{name}_proj")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(_batch_norm(f"{name}_norm")(x))
+
+
+def HireMLPModel(
+    layers=(2, 2, 4, 2),
+    embed_dims=(64, 128, 320, 512),
+    mlp_ratios=4.0,
+    pixel=(4, 3, 3, 2),
+    step_stride=(2, 2, 3, 2),
+    step_dilation=(2, 2, 1, 1),
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    drop_path_rate=0.0,
+    return_stages=False,
+    name="hire_mlp",
+):
+    """Builds a Hire-MLP from the official config names (`layers, embed_dims, mlp_ratios, pixel, step_stride,
+    step_dilation`) plus the keras.applications arguments. Block j of stage i shifts across regions by
+    (j mod step_stride[i]) * step_dilation[i]; sizes not divisible by `pixel` are padded circularly, so any input
+    of at least 32x32 works. With `include_top=False`, `return_stages=True` returns the four stage outputs
+    (strides 4, 8, 16, 32)."""
+    if pooling not in POOLING_MODES:
+        raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
+    input_shape = tuple(input_shape or (224, 224, 3))
+    if input_tensor is not None:
+        input_shape = tuple(input_tensor.shape[1:])
+    if min(input_shape[:2]) < 32:
+        raise ValueError(f"Input size {input_shape[0]}x{input_shape[1]} is below Hire-MLP's minimum of 32x32")
+    ratios = mlp_ratios if isinstance(mlp_ratios, (list, tuple)) else (mlp_ratios,) * len(layers)
+    images = keras.Input(shape=input_shape, name="images") if input_tensor is None else input_tensor
+    x = _conv_bn_relu(images, embed_dims[0], 7, 4, 2, "patch_embed")
+    rates = np.linspace(0.0, drop_path_rate, sum(layers))
+    stages, block = [], 0
+    for i, depth in enumerate(layers):
+        for j in range(depth):
+            step = (j % step_stride[i]) * step_dilation[i]
+            x = HireBlock(pixel[i], step, ratios[i], float(rates[block]), name=f"network_{2 * i}_{j}")(x)
+            block += 1
+        stages.append(x)
+        if i < len(layers) - 1:
+            x = _conv_bn_relu(x, embed_dims[i + 1], 3, 2, 1, f"network_{2 * i + 1}")
+    x = _batch_norm("norm")(x)
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = keras.layers.Dense(classes, activation=classifier_activation, name="head")(x)
+    elif return_stages:
+        x = stages
+    elif pooling == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+    inputs = keras.utils.get_source_inputs(images) if input_tensor is not None else images
+    model = keras.Model(inputs, x, name=name)
+    if weights is not None:
+        load_hire_mlp_weights(model, weights)
+    return model
+
+
+# --- official checkpoints ----------------------------------------------------------------------------------------
+
+_BATCH_NORM = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
+_NORM_MODULE = re.compile(r"(^|[_/])(norm\d*|mlp_[hw]1_norm)$")
+
+
+def official_to_keras(state_dict, source="checkpoint"):
+    """Maps the authors' state_dict onto our variable paths (conv OIHW -> HWIO, 1x1 conv / linear -> Dense,
+    BatchNorm weight/bias/running stats -> gamma/beta/moving_*; num_batches_tracked is dropped)."""
+    params = {}
+    for key, value in state_dict.items():
+        module, _, kind = key.rpartition(".")
+        if kind == "num_batches_tracked":
+            continue
+        path = re.sub(r"^network\.(\d+)\.(\d+)\.", r"network_\1_\2/", module)
+        path = re.sub(r"^network\.(\d+)\.(proj|norm)$", r"network_\1_\2", path)
+        path = path.replace("patch_embed.", "patch_embed_").replace("attn.reweight.", "attn/reweight_")
+        path = path.replace("attn.", "attn/").replace("mlp.fc1", "mlp/Dense_0").replace("mlp.fc2", "mlp/Dense_1")
+        if "." in path:
+            raise WeightsError(f"{source}: unexpected key {key!r} for a Hire-MLP state_dict")
+        if _NORM_MODULE.search(path):
+            if kind not in _BATCH_NORM:
+                raise WeightsError(f"{source}: unexpected key {key!r} for a Hire-MLP state_dict")
+            params[f"{path}/{_BATCH_NORM[kind]}"] = value
+        elif kind == "bias":
+            params[f"{path}/bias"] = value
+        elif value.ndim == 4 and value.shape[2:] == (1, 1):
+            params[f"{path}/kernel"] = value[:, :, 0, 0].T
+        elif value.ndim == 4:
+            params[f"{path}/kernel"] = value.transpose(2, 3, 1, 0)
+        else:
+            params[f"{path}/kernel"] = value.T
+    return params
+
+
+def load_hire_mlp_weights(model, weights):
+    if weights_lib.is_keras_file(weights):
+        weights_lib.load_keras_weights(model, weights)
+        return
+    if not weights_lib.is_checkpoint_path(weights):
+        raise WeightsError(
+            f"weights={weights!r}: Hire-MLP takes a local official checkpoint (.pth, .safetensors) or a Keras file"
+        )
+    source = str(weights)
+    params = official_to_keras(weights_lib.read_checkpoint(source), source)
+    weights_lib.assign_by_path(model, weights_lib.match_head(params, model, source), source)
+
+
+def _variant_builder(variant, function_name):
+    layers, embed_dims = HIRE_MLP_VARIANTS[variant]
+
+    def builder(
+        include_top=True,
+        weights=None,
+        input_tensor=None,
+        input_shape=None,
+        pooling=None,
+        classes=1000,
+        classifier_activation="softmax",
+        name=None,
+        drop_path_rate=0.0,
+        return_stages=False,
+    ):
+        return HireMLPModel(layers, embed_dims, include_top=include_top, weights=weights, input_tensor=input_tensor,
+                            input_shape=input_shape, pooling=pooling, classes=classes,
+                            classifier_activation=classifier_activation, drop_path_rate=drop_path_rate,
+                            return_stages=return_stages, name=name or variant)
+
+    builder.__name__ = builder.__qualname__ = function_name
+    builder.__doc__ = f"{function_name}: Hire-MLP with layers={layers}, embed_dims={embed_dims}."
+    return register_variant(variant, builder)
+
+
+HireMLPTiny = _variant_builder("hire_mlp_tiny", "HireMLPTiny")
+HireMLPSmall = _variant_builder("hire_mlp_small", "HireMLPSmall")
+HireMLPBase = _variant_builder("hire_mlp_base", "HireMLPBase")
+HireMLPLarge = _variant_builder("hire_mlp_large", "HireMLPLarge")

@@ -1,0 +1,120 @@
+import keras
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+import keras_mixer
+from hire_mlp_reference import hire_mlp_forward, random_state_dict
+from keras_mixer.errors import WeightsError
+from keras_mixer.layers.hire_mlp import channels_to_regions, circular_pad, regions_to_channels, roll
+
+# trainable parameters (BatchNorm statistics excluded) at 224x224, 1000 classes, from the authors' code (spec)
+PARAM_COUNTS = {"HireMLPTiny": 18_041_672, "HireMLPSmall": 33_113_848, "HireMLPBase": 58_226_856,
+                "HireMLPLarge": 95_723_944}
+
+
+def trainable(model):
+    return sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+
+
+@pytest.mark.parametrize("builder, expected", PARAM_COUNTS.items())
+def test_parameter_counts(builder, expected):
+    assert trainable(getattr(keras_mixer, builder)()) == expected
+
+
+@pytest.mark.parametrize("height, width, pixel, step", [(8, 8, 4, 2), (5, 7, 3, 1), (7, 6, 2, 0), (3, 3, 3, 2)])
+@pytest.mark.parametrize("axis", [1, 2])
+def test_rearrangements_match_reference(height, width, pixel, step, axis):
+    """Spec: roll by +step (circular), pad circularly to a multiple of pixel, t[(c, k), r] = x[c, r*p + k]."""
+    x = np.random.default_rng(0).normal(size=(2, height, width, 3)).astype("float32")
+    rolled = np.roll(x, step, axis=axis)
+    length = x.shape[axis]
+    padded = np.concatenate([rolled, np.take(rolled, range((-length) % pixel), axis=axis)], axis=axis)
+    regions = padded.shape[axis] // pixel
+    expected = np.zeros([2, regions if axis == 1 else height, regions if axis == 2 else width, 3 * pixel], "float32")
+    for r in range(regions):
+        for k in range(pixel):
+            for c in range(3):
+                src = np.take(padded, r * pixel + k, axis=axis)
+                if axis == 1:
+                    expected[:, r, :, c * pixel + k] = src[..., c]
+                else:
+                    expected[:, :, r, c * pixel + k] = src[..., c]
+    got = regions_to_channels(circular_pad(roll(x, step, axis), pixel, axis), pixel, axis)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(got), expected, atol=1e-6)
+    back = channels_to_regions(got, pixel, axis)
+    index = [slice(None)] * 4
+    index[axis] = slice(0, length)
+    restored = keras.ops.convert_to_numpy(roll(back[tuple(index)], (-step) % length, axis))
+    np.testing.assert_allclose(restored, x, atol=1e-6)
+
+
+CONFIG = dict(layers=(1, 2, 3, 2), embed_dims=(8, 16, 24, 32), pixel=(4, 3, 3, 2), step_stride=(2, 2, 3, 2),
+              step_dilation=(2, 2, 1, 1))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    state = random_state_dict(np.random.default_rng(0), CONFIG["layers"], CONFIG["embed_dims"], CONFIG["pixel"], 10)
+    path = tmp_path_factory.mktemp("hire") / "official.safetensors"
+    save_file(state, str(path))
+    return state, str(path)
+
+
+def test_official_checkpoint_matches_reference_forward(checkpoint):
+    """40x40 input: stage grids 10, 5, 3, 2 exercise circular padding (10 -> 12, 5 -> 6) and every step."""
+    state, path = checkpoint
+    model = keras_mixer.HireMLPModel(**CONFIG, input_shape=(40, 40, 3), classes=10, classifier_activation=None,
+                                     weights=path)
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 40, 40, 3)).astype("float32")
+    expected = hire_mlp_forward(state, x, CONFIG["layers"], CONFIG["pixel"], CONFIG["step_stride"],
+                                CONFIG["step_dilation"])
+    assert np.max(np.abs(model.predict(x, verbose=0) - expected)) <= 1e-4
+
+
+def test_checkpoint_errors_name_the_key(checkpoint, tmp_path):
+    state, _ = checkpoint
+    broken = {k: v for k, v in state.items() if k != "network.2.1.attn.mlp_w2.bias"}
+    save_file(broken, str(tmp_path / "broken.safetensors"))
+    with pytest.raises(WeightsError, match=r"missing keys \['network_2_1/attn/mlp_w2/bias'\]"):
+        keras_mixer.HireMLPModel(**CONFIG, input_shape=(40, 40, 3), classes=10,
+                                 weights=str(tmp_path / "broken.safetensors"))
+
+
+def test_backbone_stages():
+    model = keras_mixer.HireMLPModel(**CONFIG, input_shape=(64, 96, 3), include_top=False, return_stages=True)
+    assert [tuple(o.shape) for o in model.outputs] == [(None, 16, 24, 8), (None, 8, 12, 16), (None, 4, 6, 24),
+                                                      (None, 2, 3, 32)]
+
+
+@pytest.fixture(scope="module")
+def trained():
+    from keras_mixer.datasets import load_digits
+
+    keras.utils.set_random_seed(0)
+    (x_train, y_train), (x_test, _) = load_digits(32)
+    x_train, x_test = keras_mixer.preprocess_input(x_train), keras_mixer.preprocess_input(x_test)
+    model = keras_mixer.HireMLPModel(**{**CONFIG, "layers": (1, 1, 1, 1)}, input_shape=(32, 32, 3), classes=10,
+                                     classifier_activation=None)
+    model.compile(keras.optimizers.AdamW(2e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(x_train, y_train, epochs=4, batch_size=64, verbose=0).history
+    return model, history, x_train, x_test
+
+
+def test_trains_on_digits_and_round_trips(trained, tmp_path):
+    model, history, _, x_test = trained
+    assert history["loss"][-1] < history["loss"][0] * 0.7
+    model.save(tmp_path / "m.keras")
+    restored = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(restored.predict(x_test[:8], verbose=0), model.predict(x_test[:8], verbose=0), atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["float32", "int8"])
+def test_tflite_export_agrees_with_keras(trained, tmp_path, mode):
+    from keras_mixer.export import load_interpreter, predict, to_tflite
+
+    model, _, x_train, x_test = trained
+    path = to_tflite(model, tmp_path / f"{mode}.tflite", mode, representative_data=x_train[:128])
+    agreement = np.mean(predict(load_interpreter(path), x_test).argmax(1) == model.predict(x_test, verbose=0).argmax(1))
+    print(f"Hire-MLP {mode} TFLite argmax agreement with Keras: {agreement:.2%}")
+    assert agreement >= (0.99 if mode == "float32" else 0.95)
