@@ -5,6 +5,7 @@ from safetensors.numpy import save_file
 
 import keras_mixer
 from as_mlp_reference import as_mlp_forward, random_state_dict, shift
+from digits_helpers import check_training_and_round_trip, fit_on_digits, tflite_agreement
 from keras_mixer.errors import WeightsError
 from keras_mixer.layers import axial_shift
 
@@ -67,38 +68,17 @@ def test_backbone_stages_and_sizes():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    from keras_mixer.datasets import load_digits
-
-    keras.utils.set_random_seed(0)
-    (x_train, y_train), (x_test, y_test) = load_digits(32)
-    x_train, x_test = keras_mixer.preprocess_input(x_train), keras_mixer.preprocess_input(x_test)
+def trained():
     model = keras_mixer.ASMLP(16, (1, 1, 1, 1), input_shape=(32, 32, 3), classes=10, classifier_activation=None)
-    model.compile(keras.optimizers.AdamW(2e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-    history = model.fit(x_train, y_train, epochs=4, batch_size=64, verbose=0).history
-    return model, history, x_train, x_test
+    return (model, *fit_on_digits(model))
 
 
-def test_trains_on_digits(trained):
-    _, history, _, _ = trained
-    assert history["loss"][-1] < history["loss"][0] * 0.7
+def test_trains_on_digits_and_round_trips(trained, tmp_path):
+    model, history, _, x_test = trained
+    check_training_and_round_trip(model, history, x_test, tmp_path / "m.keras")
 
 
-def test_keras_round_trip(trained, tmp_path):
-    model, _, _, x_test = trained
-    model.save(tmp_path / "m.keras")
-    restored = keras.models.load_model(tmp_path / "m.keras")
-    np.testing.assert_allclose(restored.predict(x_test[:8], verbose=0), model.predict(x_test[:8], verbose=0), atol=1e-6)
-
-
-@pytest.mark.parametrize("mode", ["float32", "int8"])
-def test_tflite_export_agrees_with_keras(trained, tmp_path, mode):
-    from keras_mixer.export import load_interpreter, predict, to_tflite
-
+@pytest.mark.parametrize("mode, minimum", [("float32", 0.99), ("int8", 0.95)])
+def test_tflite_export_agrees_with_keras(trained, tmp_path, mode, minimum):
     model, _, x_train, x_test = trained
-    path = to_tflite(model, tmp_path / f"{mode}.tflite", mode, representative_data=x_train[:128])
-    tflite = predict(load_interpreter(path), x_test)
-    agreement = np.mean(tflite.argmax(1) == model.predict(x_test, verbose=0).argmax(1))
-    print(f"AS-MLP {mode} TFLite argmax agreement with Keras: {agreement:.2%}")
-    assert agreement >= (0.99 if mode == "float32" else 0.95)
+    assert tflite_agreement(model, x_train, x_test, mode, tmp_path / f"{mode}.tflite") >= minimum

@@ -4,6 +4,7 @@ import pytest
 from safetensors.numpy import save_file
 
 import keras_mixer
+from digits_helpers import check_training_and_round_trip, fit_on_digits, tflite_agreement
 from hire_mlp_reference import hire_mlp_forward, random_state_dict
 from keras_mixer.errors import WeightsError
 from keras_mixer.layers.hire_mlp import channels_to_regions, circular_pad, regions_to_channels, roll
@@ -89,32 +90,17 @@ def test_backbone_stages():
 
 @pytest.fixture(scope="module")
 def trained():
-    from keras_mixer.datasets import load_digits
-
-    keras.utils.set_random_seed(0)
-    (x_train, y_train), (x_test, _) = load_digits(32)
-    x_train, x_test = keras_mixer.preprocess_input(x_train), keras_mixer.preprocess_input(x_test)
     model = keras_mixer.HireMLPModel(**{**CONFIG, "layers": (1, 1, 1, 1)}, input_shape=(32, 32, 3), classes=10,
                                      classifier_activation=None)
-    model.compile(keras.optimizers.AdamW(2e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    history = model.fit(x_train, y_train, epochs=4, batch_size=64, verbose=0).history
-    return model, history, x_train, x_test
+    return (model, *fit_on_digits(model))
 
 
 def test_trains_on_digits_and_round_trips(trained, tmp_path):
     model, history, _, x_test = trained
-    assert history["loss"][-1] < history["loss"][0] * 0.7
-    model.save(tmp_path / "m.keras")
-    restored = keras.models.load_model(tmp_path / "m.keras")
-    np.testing.assert_allclose(restored.predict(x_test[:8], verbose=0), model.predict(x_test[:8], verbose=0), atol=1e-5)
+    check_training_and_round_trip(model, history, x_test, tmp_path / "m.keras")
 
 
-@pytest.mark.parametrize("mode", ["float32", "int8"])
-def test_tflite_export_agrees_with_keras(trained, tmp_path, mode):
-    from keras_mixer.export import load_interpreter, predict, to_tflite
-
+@pytest.mark.parametrize("mode, minimum", [("float32", 0.99), ("int8", 0.95)])
+def test_tflite_export_agrees_with_keras(trained, tmp_path, mode, minimum):
     model, _, x_train, x_test = trained
-    path = to_tflite(model, tmp_path / f"{mode}.tflite", mode, representative_data=x_train[:128])
-    agreement = np.mean(predict(load_interpreter(path), x_test).argmax(1) == model.predict(x_test, verbose=0).argmax(1))
-    print(f"Hire-MLP {mode} TFLite argmax agreement with Keras: {agreement:.2%}")
-    assert agreement >= (0.99 if mode == "float32" else 0.95)
+    assert tflite_agreement(model, x_train, x_test, mode, tmp_path / f"{mode}.tflite") >= minimum

@@ -13,7 +13,13 @@ import numpy as np
 from keras_mixer import weights as weights_lib
 from keras_mixer.errors import WeightsError
 from keras_mixer.layers import ASMLPBlock, LayerNorm, PatchMerging
-from keras_mixer.models.registry import register_variant
+from keras_mixer.models.applications import (
+    check_pooling,
+    feature_map_head,
+    finish_model,
+    image_input,
+    variant_builder,
+)
 
 # name: (embed_dim, depths, drop_path_rate used in training); patch 4, shift 5, mlp ratio 4 for all
 AS_MLP_VARIANTS = {
@@ -23,7 +29,6 @@ AS_MLP_VARIANTS = {
 }
 GROUP_NORM = (1, 2, 3)  # normalize over H, W and C: GroupNorm with one group
 EPSILON = 1e-5
-POOLING_MODES = (None, "avg", "max")
 
 
 def ASMLP(
@@ -51,18 +56,14 @@ def ASMLP(
     every stage's feature map (strides 4, 8, 16, 32: what detection / segmentation necks take); otherwise the final
     normalized map, or its `pooling`. `weights`: None, a `.pth`/`.safetensors` official checkpoint, or a Keras file.
     """
-    if pooling not in POOLING_MODES:
-        raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
-    input_shape = tuple(input_shape or (224, 224, 3))
-    if input_tensor is not None:
-        input_shape = tuple(input_tensor.shape[1:])
+    check_pooling(pooling)
+    images, input_shape = image_input(input_tensor, input_shape)
     stride = patch_size * 2 ** (len(depths) - 1)
     if input_shape[0] % stride or input_shape[1] % stride:
         raise ValueError(
             f"Input size {input_shape[0]}x{input_shape[1]} must be a multiple of {stride} (patch {patch_size} "
             f"and {len(depths) - 1} 2x downsamplings)"
         )
-    images = keras.Input(shape=input_shape, name="images") if input_tensor is None else input_tensor
     x = keras.layers.Conv2D(embed_dim, patch_size, strides=patch_size, name="patch_embed_proj")(images)
     x = LayerNorm(EPSILON, axis=GROUP_NORM, name="patch_embed_norm")(x)
     rates = np.linspace(0.0, drop_path_rate, sum(depths))
@@ -75,19 +76,10 @@ def ASMLP(
         if i < len(depths) - 1:
             x = PatchMerging(GROUP_NORM, EPSILON, name=f"layers_{i}_downsample")(x)
     x = LayerNorm(EPSILON, axis=GROUP_NORM, name="norm")(x)
-    if include_top:
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = keras.layers.Dense(classes, activation=classifier_activation, name="head")(x)
-    elif return_stages:
-        x = stages
-    elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
-    inputs = keras.utils.get_source_inputs(images) if input_tensor is not None else images
-    model = keras.Model(inputs, x, name=name)
+    x = feature_map_head(x, stages, include_top, return_stages, pooling, classes, classifier_activation)
+    model = finish_model(images, input_tensor, x, name)
     if weights is not None:
-        load_as_mlp_weights(model, weights)
+        weights_lib.load_local_weights(model, weights, official_to_keras, "AS-MLP")
     return model
 
 
@@ -115,54 +107,16 @@ def official_to_keras(state_dict, source="checkpoint"):
             raise WeightsError(f"{source}: unexpected key {key!r} for an AS-MLP state_dict")
         elif is_norm:
             params[f"{path}/scale"] = value
-        elif value.ndim == 4 and value.shape[2:] == (1, 1):  # 1x1 conv (out, in, 1, 1) -> Dense (in, out)
-            params[f"{path}/kernel"] = value[:, :, 0, 0].T
-        elif value.ndim == 4:  # conv OIHW -> HWIO
-            params[f"{path}/kernel"] = value.transpose(2, 3, 1, 0)
-        else:  # linear (out, in) -> (in, out)
-            params[f"{path}/kernel"] = value.T
+        else:
+            params[f"{path}/kernel"] = weights_lib.keras_kernel(value)
     return params
 
 
-def load_as_mlp_weights(model, weights):
-    if weights_lib.is_keras_file(weights):
-        weights_lib.load_keras_weights(model, weights)
-        return
-    if not weights_lib.is_checkpoint_path(weights):
-        raise WeightsError(
-            f"weights={weights!r}: AS-MLP takes a local official checkpoint (.pth, .safetensors) or a Keras file; "
-            "the authors' released weights are linked from their repository, not downloadable by name here"
-        )
-    source = str(weights)
-    params = official_to_keras(weights_lib.read_checkpoint(source), source)
-    weights_lib.assign_by_path(model, weights_lib.match_head(params, model, source), source)
-
-
-def _variant_builder(variant, function_name):
-    embed_dim, depths, _ = AS_MLP_VARIANTS[variant]
-
-    def builder(
-        include_top=True,
-        weights=None,
-        input_tensor=None,
-        input_shape=None,
-        pooling=None,
-        classes=1000,
-        classifier_activation="softmax",
-        name=None,
-        drop_path_rate=0.0,
-        return_stages=False,
-    ):
-        return ASMLP(embed_dim, depths, include_top=include_top, weights=weights, input_tensor=input_tensor,
-                     input_shape=input_shape, pooling=pooling, classes=classes,
-                     classifier_activation=classifier_activation, drop_path_rate=drop_path_rate,
-                     return_stages=return_stages, name=name or variant)
-
-    builder.__name__ = builder.__qualname__ = function_name
-    builder.__doc__ = f"{function_name}: AS-MLP with embed_dim={embed_dim}, depths={depths}. Arguments as `ASMLP`."
-    return register_variant(variant, builder)
-
-
-ASMLPTiny = _variant_builder("as_mlp_t", "ASMLPTiny")
-ASMLPSmall = _variant_builder("as_mlp_s", "ASMLPSmall")
-ASMLPBase = _variant_builder("as_mlp_b", "ASMLPBase")
+ASMLPTiny, ASMLPSmall, ASMLPBase = (
+    variant_builder(variant, function, ASMLP, {"embed_dim": dim, "depths": depths})
+    for variant, function, (dim, depths, _) in (
+        ("as_mlp_t", "ASMLPTiny", AS_MLP_VARIANTS["as_mlp_t"]),
+        ("as_mlp_s", "ASMLPSmall", AS_MLP_VARIANTS["as_mlp_s"]),
+        ("as_mlp_b", "ASMLPBase", AS_MLP_VARIANTS["as_mlp_b"]),
+    )
+)

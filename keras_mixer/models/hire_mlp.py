@@ -13,7 +13,13 @@ import numpy as np
 from keras_mixer import weights as weights_lib
 from keras_mixer.errors import WeightsError
 from keras_mixer.layers import HireBlock
-from keras_mixer.models.registry import register_variant
+from keras_mixer.models.applications import (
+    check_pooling,
+    feature_map_head,
+    finish_model,
+    image_input,
+    variant_builder,
+)
 
 # name: (layers, embed_dims); all share pixel (4,3,3,2), step_stride (2,2,3,2), step_dilation (2,2,1,1), mlp ratio 4
 HIRE_MLP_VARIANTS = {
@@ -22,7 +28,6 @@ HIRE_MLP_VARIANTS = {
     "hire_mlp_base": ((4, 6, 24, 3), (64, 128, 320, 512)),
     "hire_mlp_large": ((4, 6, 24, 3), (96, 192, 384, 768)),
 }
-POOLING_MODES = (None, "avg", "max")
 
 
 def _batch_norm(name):
@@ -58,15 +63,11 @@ def HireMLPModel(
     (j mod step_stride[i]) * step_dilation[i]; sizes not divisible by `pixel` are padded circularly, so any input
     of at least 32x32 works. With `include_top=False`, `return_stages=True` returns the four stage outputs
     (strides 4, 8, 16, 32)."""
-    if pooling not in POOLING_MODES:
-        raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
-    input_shape = tuple(input_shape or (224, 224, 3))
-    if input_tensor is not None:
-        input_shape = tuple(input_tensor.shape[1:])
+    check_pooling(pooling)
+    images, input_shape = image_input(input_tensor, input_shape)
     if min(input_shape[:2]) < 32:
         raise ValueError(f"Input size {input_shape[0]}x{input_shape[1]} is below Hire-MLP's minimum of 32x32")
     ratios = mlp_ratios if isinstance(mlp_ratios, (list, tuple)) else (mlp_ratios,) * len(layers)
-    images = keras.Input(shape=input_shape, name="images") if input_tensor is None else input_tensor
     x = _conv_bn_relu(images, embed_dims[0], 7, 4, 2, "patch_embed")
     rates = np.linspace(0.0, drop_path_rate, sum(layers))
     stages, block = [], 0
@@ -79,19 +80,10 @@ def HireMLPModel(
         if i < len(layers) - 1:
             x = _conv_bn_relu(x, embed_dims[i + 1], 3, 2, 1, f"network_{2 * i + 1}")
     x = _batch_norm("norm")(x)
-    if include_top:
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = keras.layers.Dense(classes, activation=classifier_activation, name="head")(x)
-    elif return_stages:
-        x = stages
-    elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
-    inputs = keras.utils.get_source_inputs(images) if input_tensor is not None else images
-    model = keras.Model(inputs, x, name=name)
+    x = feature_map_head(x, stages, include_top, return_stages, pooling, classes, classifier_activation)
+    model = finish_model(images, input_tensor, x, name)
     if weights is not None:
-        load_hire_mlp_weights(model, weights)
+        weights_lib.load_local_weights(model, weights, official_to_keras, "Hire-MLP")
     return model
 
 
@@ -121,54 +113,18 @@ def official_to_keras(state_dict, source="checkpoint"):
             params[f"{path}/{_BATCH_NORM[kind]}"] = value
         elif kind == "bias":
             params[f"{path}/bias"] = value
-        elif value.ndim == 4 and value.shape[2:] == (1, 1):
-            params[f"{path}/kernel"] = value[:, :, 0, 0].T
-        elif value.ndim == 4:
-            params[f"{path}/kernel"] = value.transpose(2, 3, 1, 0)
         else:
-            params[f"{path}/kernel"] = value.T
+            params[f"{path}/kernel"] = weights_lib.keras_kernel(value)
     return params
 
 
-def load_hire_mlp_weights(model, weights):
-    if weights_lib.is_keras_file(weights):
-        weights_lib.load_keras_weights(model, weights)
-        return
-    if not weights_lib.is_checkpoint_path(weights):
-        raise WeightsError(
-            f"weights={weights!r}: Hire-MLP takes a local official checkpoint (.pth, .safetensors) or a Keras file"
-        )
-    source = str(weights)
-    params = official_to_keras(weights_lib.read_checkpoint(source), source)
-    weights_lib.assign_by_path(model, weights_lib.match_head(params, model, source), source)
-
-
-def _variant_builder(variant, function_name):
-    layers, embed_dims = HIRE_MLP_VARIANTS[variant]
-
-    def builder(
-        include_top=True,
-        weights=None,
-        input_tensor=None,
-        input_shape=None,
-        pooling=None,
-        classes=1000,
-        classifier_activation="softmax",
-        name=None,
-        drop_path_rate=0.0,
-        return_stages=False,
-    ):
-        return HireMLPModel(layers, embed_dims, include_top=include_top, weights=weights, input_tensor=input_tensor,
-                            input_shape=input_shape, pooling=pooling, classes=classes,
-                            classifier_activation=classifier_activation, drop_path_rate=drop_path_rate,
-                            return_stages=return_stages, name=name or variant)
-
-    builder.__name__ = builder.__qualname__ = function_name
-    builder.__doc__ = f"{function_name}: Hire-MLP with layers={layers}, embed_dims={embed_dims}."
-    return register_variant(variant, builder)
-
-
-HireMLPTiny = _variant_builder("hire_mlp_tiny", "HireMLPTiny")
-HireMLPSmall = _variant_builder("hire_mlp_small", "HireMLPSmall")
-HireMLPBase = _variant_builder("hire_mlp_base", "HireMLPBase")
-HireMLPLarge = _variant_builder("hire_mlp_large", "HireMLPLarge")
+HireMLPTiny, HireMLPSmall, HireMLPBase, HireMLPLarge = (
+    variant_builder(variant, function, HireMLPModel, {"layers": layers, "embed_dims": dims})
+    for variant, function in (
+        ("hire_mlp_tiny", "HireMLPTiny"),
+        ("hire_mlp_small", "HireMLPSmall"),
+        ("hire_mlp_base", "HireMLPBase"),
+        ("hire_mlp_large", "HireMLPLarge"),
+    )
+    for layers, dims in [HIRE_MLP_VARIANTS[variant]]
+)

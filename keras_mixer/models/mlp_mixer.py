@@ -13,7 +13,7 @@ import numpy as np
 from keras_mixer import weights as weights_lib
 from keras_mixer.errors import WeightsError
 from keras_mixer.layers import LayerNorm, MixerBlock, PatchEmbedding
-from keras_mixer.models.registry import register_variant
+from keras_mixer.models.applications import check_pooling, finish_model, image_input, variant_builder
 from keras_mixer.weights.token_resize import RESIZE_METHODS
 
 # name: (patch_size, hidden_dim, num_blocks, tokens_mlp_dim, channels_mlp_dim), the official configs
@@ -29,7 +29,6 @@ MIXER_VARIANTS = {
     "mixer_h14": (14, 1280, 32, 640, 5120),
 }
 CONFIG_KEYS = ("patch_size", "hidden_dim", "num_blocks", "tokens_mlp_dim", "channels_mlp_dim")
-POOLING_MODES = (None, "avg", "max")
 TOKEN_MIXING = "MixerBlock_{}/token_mixing/Dense_{}/{}"
 
 
@@ -62,10 +61,8 @@ def timm_to_official(state_dict, source="checkpoint"):
             params[f"{name}/bias"] = value
         elif is_norm:
             params[f"{name}/scale"] = value
-        elif value.ndim == 4:
-            params[f"{name}/kernel"] = value.transpose(2, 3, 1, 0)
         else:
-            params[f"{name}/kernel"] = value.T
+            params[f"{name}/kernel"] = weights_lib.keras_kernel(value)
     return params
 
 
@@ -162,15 +159,6 @@ def fit_checkpoint(params, model, grid, token_mixing_resize, source):
     return params
 
 
-def _image_input(input_tensor, input_shape):
-    """The model's image input, as keras.applications does it: a new Input, or one wrapping `input_tensor`."""
-    if input_tensor is None:
-        return keras.Input(shape=input_shape, name="images")
-    if keras.backend.is_keras_tensor(input_tensor):
-        return input_tensor
-    return keras.Input(tensor=input_tensor, shape=input_shape, name="images")
-
-
 def MLPMixer(
     patch_size,
     hidden_dim,
@@ -215,11 +203,8 @@ def MLPMixer(
             official, works for smaller sizes too).
         name: model name.
     """
-    if pooling not in POOLING_MODES:
-        raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
-    input_shape = tuple(input_shape or (224, 224, 3))
-    if input_tensor is not None and input_tensor.shape[1:] is not None:
-        input_shape = tuple(input_tensor.shape[1:])
+    check_pooling(pooling)
+    images, input_shape = image_input(input_tensor, input_shape)
     stem = PatchEmbedding(patch_size, hidden_dim, name="stem")
     rows, cols = stem.grid_shape((None,) + input_shape)
 
@@ -233,7 +218,6 @@ def MLPMixer(
             tokens_mlp_dim *= rows * cols // old_tokens  # one copy of the token MLP per tile
     gelu = gelu or "tanh"
 
-    images = _image_input(input_tensor, input_shape)
     x = stem(images)
     for i in range(num_blocks):
         x = MixerBlock(
@@ -259,8 +243,7 @@ def MLPMixer(
     else:
         x = keras.layers.Reshape((rows, cols, hidden_dim), name="token_grid")(x)
 
-    inputs = keras.utils.get_source_inputs(images) if input_tensor is not None else images
-    model = keras.Model(inputs, x, name=name)
+    model = finish_model(images, input_tensor, x, name)
     if checkpoint is not None:
         weights_lib.assign_by_path(model, fit_checkpoint(checkpoint, model, (rows, cols), token_mixing_resize, source), source)
     elif weights is not None:
@@ -307,52 +290,17 @@ def convert_checkpoint(source, destination, gelu=None):
     return model
 
 
-def _variant_builder(variant, function_name):
-    config = dict(zip(CONFIG_KEYS, MIXER_VARIANTS[variant]))
-
-    def builder(
-        include_top=True,
-        weights=None,
-        input_tensor=None,
-        input_shape=None,
-        pooling=None,
-        classes=1000,
-        classifier_activation="softmax",
-        name=None,
-        drop_path_rate=0.0,
-        dropout_rate=0.0,
-        gelu=None,
-        token_mixing_resize=None,
-    ):
-        return MLPMixer(
-            **config,
-            include_top=include_top,
-            weights=weights,
-            input_tensor=input_tensor,
-            input_shape=input_shape,
-            pooling=pooling,
-            classes=classes,
-            classifier_activation=classifier_activation,
-            drop_path_rate=drop_path_rate,
-            dropout_rate=dropout_rate,
-            gelu=gelu,
-            token_mixing_resize=token_mixing_resize,
-            name=name or variant,
-        )
-
-    builder.__name__ = builder.__qualname__ = function_name
-    builder.__doc__ = (
-        f"{function_name}: MLP-Mixer with {', '.join(f'{k}={v}' for k, v in config.items())}.\n\n"
-        "Arguments as `keras_mixer.MLPMixer` (keras.applications signature)."
+MixerS32, MixerS16, MixerS8, MixerB32, MixerB16, MixerL32, MixerL16, MixerH14 = (
+    variant_builder(variant, function, MLPMixer, dict(zip(CONFIG_KEYS, MIXER_VARIANTS[variant])),
+                    "Pretrained tags: keras_mixer.list_pretrained(variant).")
+    for variant, function in (
+        ("mixer_s32", "MixerS32"),
+        ("mixer_s16", "MixerS16"),
+        ("mixer_s8", "MixerS8"),
+        ("mixer_b32", "MixerB32"),
+        ("mixer_b16", "MixerB16"),
+        ("mixer_l32", "MixerL32"),
+        ("mixer_l16", "MixerL16"),
+        ("mixer_h14", "MixerH14"),
     )
-    return register_variant(variant, builder)
-
-
-MixerS32 = _variant_builder("mixer_s32", "MixerS32")
-MixerS16 = _variant_builder("mixer_s16", "MixerS16")
-MixerS8 = _variant_builder("mixer_s8", "MixerS8")
-MixerB32 = _variant_builder("mixer_b32", "MixerB32")
-MixerB16 = _variant_builder("mixer_b16", "MixerB16")
-MixerL32 = _variant_builder("mixer_l32", "MixerL32")
-MixerL16 = _variant_builder("mixer_l16", "MixerL16")
-MixerH14 = _variant_builder("mixer_h14", "MixerH14")
+)

@@ -81,6 +81,32 @@ def match_head(params, model, source, head="head"):
     return params
 
 
+def keras_kernel(weight):
+    """A PyTorch weight in Keras layout: 1x1 conv (out, in, 1, 1) -> Dense (in, out); conv OIHW -> HWIO;
+    linear (out, in) -> (in, out)."""
+    if weight.ndim == 4 and weight.shape[2:] == (1, 1):
+        return weight[:, :, 0, 0].T
+    if weight.ndim == 4:
+        return weight.transpose(2, 3, 1, 0)
+    return weight.T
+
+
+def load_local_weights(model, weights, convert, family):
+    """Loads a Keras weights file, or an official checkpoint mapped by `convert(state_dict, source)` onto the
+    model's variable paths (the classifier fitted by `match_head`)."""
+    if is_keras_file(weights):
+        load_keras_weights(model, weights)
+        return
+    if not is_checkpoint_path(weights):
+        raise WeightsError(
+            f"weights={weights!r}: {family} takes a local official checkpoint (.pth, .bin, .safetensors) or a Keras "
+            "file (.weights.h5, .keras)"
+        )
+    source = str(weights)
+    params = convert(read_checkpoint(source), source)
+    assign_by_path(model, match_head(params, model, source), source)
+
+
 def warn(message):
     warnings.warn(message, stacklevel=3)
 
@@ -92,6 +118,8 @@ __all__ = [
     "fetch",
     "is_checkpoint_path",
     "is_keras_file",
+    "keras_kernel",
+    "load_local_weights",
     "list_pretrained",
     "load_keras_weights",
     "match_head",

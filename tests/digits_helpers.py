@@ -1,0 +1,34 @@
+"""Training and export checks on sklearn's digits, shared by the model-family tests."""
+
+import keras
+import numpy as np
+
+import keras_mixer
+from keras_mixer.datasets import load_digits
+from keras_mixer.export import load_interpreter, predict, to_tflite
+
+
+def fit_on_digits(model, epochs=4):
+    """Trains `model` (32x32x3 input, 10 logits) on digits; returns (history, x_train, x_test) preprocessed."""
+    keras.utils.set_random_seed(0)
+    (x_train, y_train), (x_test, _) = load_digits(32)
+    x_train, x_test = keras_mixer.preprocess_input(x_train), keras_mixer.preprocess_input(x_test)
+    model.compile(keras.optimizers.AdamW(2e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(x_train, y_train, epochs=epochs, batch_size=64, verbose=0).history
+    return history, x_train, x_test
+
+
+def tflite_agreement(model, x_train, x_test, mode, path):
+    """Argmax agreement of the model's `mode` TFLite export with Keras on `x_test`."""
+    exported = to_tflite(model, path, mode, representative_data=x_train[:128])
+    agreement = np.mean(predict(load_interpreter(exported), x_test).argmax(1) == model.predict(x_test, verbose=0).argmax(1))
+    print(f"{model.name} {mode} TFLite argmax agreement with Keras: {agreement:.2%}")
+    return agreement
+
+
+def check_training_and_round_trip(model, history, x_test, path):
+    """The loss fell by 30 % or more, and a `.keras` round trip reproduces the predictions."""
+    assert history["loss"][-1] < history["loss"][0] * 0.7, history["loss"]
+    model.save(path)
+    restored = keras.models.load_model(path)
+    np.testing.assert_allclose(restored.predict(x_test[:8], verbose=0), model.predict(x_test[:8], verbose=0), atol=1e-5)
