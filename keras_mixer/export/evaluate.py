@@ -77,6 +77,9 @@ def plot_confusion_matrix(labels, predictions, path, title="confusion matrix"):
         if count:
             ax.text(j, i, count, ha="center", va="center", fontsize=7,
                     color="white" if count > matrix.max() / 2 else "black")
+    if classes <= 30:  # every class labelled while the labels still fit
+        ax.set_xticks(range(classes))
+        ax.set_yticks(range(classes))
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
