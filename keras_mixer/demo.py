@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from keras_mixer.datasets import load_digits
-from keras_mixer.export import evaluate_tflite, plot_confusion_matrix, to_tflite
+from keras_mixer.export import evaluate_tflite, plot_confusion_matrix, to_tflite, top_k_accuracy
 from keras_mixer.export.edgetpu import check_edgetpu
 from keras_mixer.export.edgetpu_model import edgetpu_model
 from keras_mixer.io_utils import atomic_path, write_text
@@ -124,8 +124,8 @@ def run_demo(output_dir="runs/demo", epochs=30, qat_epochs=5, batch_size=64, see
         "int8 Edge TPU": (edgetpu_model(model), "int8", output_dir / "model_int8_edgetpu.tflite"),
     }
     results = {
-        "keras float": {"top1": _accuracy(float_scores, y_test)},
-        "keras QAT": {"top1": _accuracy(qat_scores, y_test),
+        "keras float": {"top1": top_k_accuracy(float_scores, y_test, 1)},
+        "keras QAT": {"top1": top_k_accuracy(qat_scores, y_test, 1),
                       "agreement": float(np.mean(qat_scores.argmax(1) == float_scores.argmax(1)))},
     }
     for name, (source, mode, path) in exports.items():
@@ -155,10 +155,6 @@ def run_demo(output_dir="runs/demo", epochs=30, qat_epochs=5, batch_size=64, see
     write_text(output_dir / "report.json", json.dumps(report, indent=2))
     print(format_summary(report))
     return report
-
-
-def _accuracy(scores, labels):
-    return float(np.mean(np.argmax(scores, 1) == labels))
 
 
 def format_summary(report):

@@ -93,6 +93,13 @@ def round_half_away_from_zero(x):
     return np.copysign(np.floor(np.abs(x) + np.float32(0.5)), x)
 
 
+def quantize_values(x, scale, zero_point, dtype):
+    """Float values -> integer `dtype` as TFLite quantizes: round(x / scale) + zero_point, clamped, in float32."""
+    info = np.iinfo(dtype)
+    q = round_half_away_from_zero(np.asarray(x, np.float32) / np.float32(scale)) + np.float32(zero_point)
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
 def preprocess_frame(argb, size, scale=0.0, zero_point=0, dtype="float32"):
     """An Android camera frame (ARGB ints, [H, W]) -> the model's input tensor [size, size, 3]: centre crop,
     bilinear resize, `preprocess_input`'s [-1, 1], then quantization with the input's scale / zero point for
@@ -100,6 +107,4 @@ def preprocess_frame(argb, size, scale=0.0, zero_point=0, dtype="float32"):
     x = center_crop_resize(argb_to_rgb(argb), size) / np.float32(127.5) - np.float32(1.0)
     if np.dtype(dtype) == np.float32:
         return x.astype(np.float32)
-    info = np.iinfo(dtype)
-    q = round_half_away_from_zero(x / np.float32(scale)) + np.float32(zero_point)
-    return np.clip(q, info.min, info.max).astype(dtype)
+    return quantize_values(x, scale, zero_point, dtype)

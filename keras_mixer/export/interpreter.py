@@ -6,6 +6,7 @@ from collections import Counter
 import numpy as np
 
 from keras_mixer.errors import ExportError
+from keras_mixer.preprocessing import quantize_values
 
 
 def _interpreter_module():
@@ -54,11 +55,7 @@ def quantize(x, details):
     dtype = details["dtype"]
     if not np.issubdtype(dtype, np.integer) or scale == 0:
         return np.asarray(x, dtype)
-    from keras_mixer.preprocessing import round_half_away_from_zero
-
-    info = np.iinfo(dtype)
-    q = round_half_away_from_zero(np.asarray(x, np.float32) / np.float32(scale)) + np.float32(zero_point)
-    return np.clip(q, info.min, info.max).astype(dtype)
+    return quantize_values(x, scale, zero_point, dtype)
 
 
 def dequantize(q, details):

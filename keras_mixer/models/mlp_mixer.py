@@ -276,15 +276,13 @@ def convert_checkpoint(source, destination, gelu=None):
     destination = str(destination)
     if not weights_lib.is_keras_file(destination):
         raise WeightsError(f"{destination}: the output must end in .keras or .weights.h5")
-    raw = weights_lib.read_checkpoint(source)
-    params = official_params(raw, str(source))
-    config, input_shape, classes = infer_config(params, str(source))
-    gelu = gelu or ("tanh" if "stem/kernel" in raw else "exact")
+    params, trained_gelu, source = read_mixer_checkpoint(str(source), variant=None)
+    config, input_shape, classes = infer_config(params, source)
     model = MLPMixer(
         **config, input_shape=input_shape, include_top=classes is not None, classes=classes or 1000,
-        classifier_activation=None, gelu=gelu, name=variant_of(config) or "mlp_mixer",
+        classifier_activation=None, gelu=gelu or trained_gelu, name=variant_of(config) or "mlp_mixer",
     )
-    weights_lib.assign_by_path(model, params, str(source), progress=True)
+    weights_lib.assign_by_path(model, params, source, progress=True)
     with atomic_path(destination) as tmp:
         model.save(tmp) if destination.endswith(".keras") else model.save_weights(tmp)
     return model
