@@ -82,6 +82,43 @@ def _export(args):
     print(f"wrote {path} ({os.path.getsize(path) / 1024:.0f} KB, {args.quantization}, batch {args.batch_size})")
 
 
+def _train(args):
+    from keras_mixer.training import train
+
+    overrides = {key: getattr(args, key) for key in ("learning_rate", "weight_decay", "warmup_steps",
+                                                     "label_smoothing", "mixup_alpha", "cutmix_alpha",
+                                                     "drop_path_rate", "dropout_rate")}
+    if args.randaugment:
+        overrides["randaugment"] = tuple(args.randaugment)
+    _, report = train(
+        model=args.model, dataset=args.dataset, output_dir=args.output, recipe=args.recipe, weights=args.weights,
+        image_size=args.image_size, epochs=args.epochs, steps=args.steps, batch_size=args.batch_size,
+        checkpoint_every=args.checkpoint_every, strategy=args.strategy, precision=args.precision, tpu=args.tpu,
+        data_dir=args.data_dir, download=args.download, seed=args.seed, deterministic=args.deterministic,
+        scale_learning_rate=not args.no_lr_scaling, **overrides,
+    )
+    if "eval_top1" in report:
+        print(f"\n{report['model']}: {report['steps']} steps, eval top-1 {report['eval_top1']:.2%}, "
+              f"top-5 {report['eval_top5']:.2%}; wrote {args.output}/")
+
+
+def _evaluate(args):
+    from keras_mixer.training import evaluate
+
+    report = evaluate(args.model, args.dataset, image_size=args.image_size, batch_size=args.batch_size,
+                      data_dir=args.data_dir, download=args.download)
+    print(f"{report['model']} on {report['dataset']} ({report['examples']} images): "
+          f"top-1 {report['eval_top1']:.2%}, top-5 {report['eval_top5']:.2%}")
+
+
+def _add_dataset_arguments(parser):
+    parser.add_argument("--dataset", default="digits",
+                        help="digits (offline), a tfds name (cifar10, imagenette, imagenet2012, ...) or an image folder")
+    parser.add_argument("--data-dir", help="tfds data directory (default: ~/tensorflow_datasets)")
+    parser.add_argument("--download", action="store_true", help="let tfds download and prepare the dataset")
+    parser.add_argument("--image-size", type=int, help="input size (default: 32 for digits, else 224)")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="keras-mixer", description="MLP-Mixer models for Keras 3.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -122,6 +159,41 @@ def build_parser():
     export.add_argument("--batch-size", type=int, default=1)
     export.add_argument("--float-io", action="store_true", help="int8/uint8 inside, float32 input and output")
     export.set_defaults(run=_export)
+
+    train = commands.add_parser("train", help="train or fine-tune with a recipe; resumes an interrupted run")
+    train.add_argument("--model", help="registry name (see keras_mixer.list_models()) or a .keras file "
+                                       "(default on digits: the demo's small Mixer)")
+    train.add_argument("--weights", help="pretrained tag (imagenet, ...) or checkpoint file for --model")
+    _add_dataset_arguments(train)
+    train.add_argument("--recipe", help="finetune | scratch | digits (default: digits on digits, finetune with "
+                                        "--weights, else scratch)")
+    length = train.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=int, help="passes over the training split (default 1)")
+    length.add_argument("--steps", type=int, help="optimizer steps")
+    train.add_argument("--batch-size", type=int, help="global batch (default: the recipe's)")
+    train.add_argument("--checkpoint-every", type=int, help="steps between backups (default: one pass)")
+    train.add_argument("--strategy", default="auto",
+                       help="auto | default | mirrored | multi_worker | tpu (TensorFlow); data_parallel | "
+                            "model_parallel (JAX)")
+    train.add_argument("--tpu", help="TPU name or address for --strategy tpu (default: the local TPU VM)")
+    train.add_argument("--precision", default="float32", help="float32 | mixed_float16 | mixed_bfloat16 | auto")
+    train.add_argument("--output", default="runs/train", help="run folder (default: runs/train)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--deterministic", action="store_true", help="reproducible input pipeline")
+    train.add_argument("--no-lr-scaling", action="store_true",
+                       help="keep the recipe's learning rate whatever the batch size")
+    for option, kind in (("learning-rate", float), ("weight-decay", float), ("warmup-steps", int),
+                         ("label-smoothing", float), ("mixup-alpha", float), ("cutmix-alpha", float),
+                         ("drop-path-rate", float), ("dropout-rate", float)):
+        train.add_argument(f"--{option}", type=kind, help="override the recipe's value")
+    train.add_argument("--randaugment", type=int, nargs=2, metavar=("NUM_OPS", "MAGNITUDE"))
+    train.set_defaults(run=_train)
+
+    evaluate_keras = commands.add_parser("evaluate", help="top-1/top-5 of a .keras model on a dataset's eval split")
+    evaluate_keras.add_argument("model", help=".keras file")
+    _add_dataset_arguments(evaluate_keras)
+    evaluate_keras.add_argument("--batch-size", type=int, default=256)
+    evaluate_keras.set_defaults(run=_evaluate)
 
     edgetpu = commands.add_parser("edgetpu-check", help="which ops of a .tflite the Coral Edge TPU would map")
     edgetpu.add_argument("model", help=".tflite file")

@@ -11,3 +11,7 @@ class WeightsError(KerasMixerError):
 
 class ExportError(KerasMixerError):
     """A model cannot be exported, or an exported file cannot be read or run."""
+
+
+class TrainingError(KerasMixerError):
+    """A training or evaluation run is misconfigured: unknown model, dataset, strategy, recipe or option."""

@@ -1,0 +1,134 @@
+"""Callbacks that make a run resumable to the step, and its logs continuous after a kill."""
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+import keras
+
+from keras_mixer.io_utils import atomic_path, write_text
+
+
+def optimizer_step(model):
+    """How many batches the model's optimizer has applied (restored with the weights)."""
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+
+
+class ResumableBackup(keras.callbacks.BackupAndRestore):
+    """`keras.callbacks.BackupAndRestore` for step-based runs, exact after a kill at any moment.
+
+    Each fit "epoch" is one checkpoint interval of `steps_per_epoch` optimizer steps over a repeated data stream.
+    Keras' callback writes the weights file in place and the epoch to a separate JSON file, so a kill between or
+    during the two writes leaves them disagreeing or corrupt. Here the weights (model + optimizer state, including
+    `iterations`) are written to a temporary file and renamed, and the step to resume from is read back from the
+    restored `optimizer.iterations` itself, so there is one source of truth. `restore(model)` loads the backup
+    before `fit` and returns the step, so the data stream can be resumed at that batch too.
+    """
+
+    def __init__(self, backup_dir, steps_per_epoch, seed=0):
+        super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False)
+        self.steps_per_epoch = steps_per_epoch
+        self.seed = seed
+        self._restored = False
+
+    def restore(self, model):
+        """Loads the latest backup into `model` (compiled) if there is one; returns the optimizer step reached."""
+        self.set_model(model)
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        if os.path.exists(self._weights_path):
+            model.load_weights(self._weights_path)
+        self._restored = True
+        return optimizer_step(model)
+
+    def on_train_begin(self, logs=None):
+        step = self.restore(self.model) if not self._restored else optimizer_step(self.model)
+        self.model._initial_epoch = step // self.steps_per_epoch  # read by fit after on_train_begin (Keras 3)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        """Re-seeds the model's random layers (dropout, stochastic depth) from (seed, interval): Keras does not
+        save SeedGenerator states with the weights, so this is what makes a resumed interval draw the same
+        masks as an uninterrupted run."""
+        states = [v for v in self.model.variables if v.name == "seed_generator_state"]
+        for index, state in enumerate(states):
+            value = (self.seed * 1_000_003 + index * 7_919 + epoch * 104_729) % 2**31
+            state.assign(keras.ops.cast([value, 0], state.dtype))
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        with atomic_path(self._weights_path) as tmp:
+            self.model.save_weights(tmp)
+        step = optimizer_step(self.model)
+        # informational only: the step is restored from the weights file
+        write_text(self._training_metadata_path, json.dumps({"epoch": self._current_epoch, "step": step}))
+
+
+class ResumableCSVLogger(keras.callbacks.CSVLogger):
+    """`keras.callbacks.CSVLogger` that appends across restarts without duplicates or gaps: when a resumed run
+    begins its first epoch, rows for that epoch and later (written before the kill, but after the last backup)
+    and any torn last line are dropped, so the file holds exactly one row per completed epoch."""
+
+    def __init__(self, filename, separator=","):
+        super().__init__(filename, separator=separator, append=True)
+        self._pruned = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._pruned:
+            self._pruned = True
+            self._drop_rows_from(epoch)
+
+    def _drop_rows_from(self, first_epoch):
+        if not os.path.exists(self.filename):
+            return
+        with open(self.filename, newline="", encoding="utf-8") as file:
+            text = file.read()
+        lines = text.splitlines(keepends=True)
+        if lines and not lines[-1].endswith("\n"):
+            lines.pop()  # torn by the kill
+        rows = list(csv.reader(io.StringIO("".join(lines)), delimiter=self.sep))
+        if not rows:
+            return
+        header, body = rows[0], rows[1:]
+        kept = [row for row in body if len(row) == len(header) and row[0].isdigit() and int(row[0]) < first_epoch]
+        if len(kept) == len(body) and "".join(lines) == text:
+            return
+        self.csv_file.close()
+        out = io.StringIO()
+        csv.writer(out, delimiter=self.sep, lineterminator="\n").writerows([header] + kept)
+        write_text(self.filename, out.getvalue())
+        self.csv_file = open(self.filename, "a", encoding="utf-8")
+        self.append_header = False
+
+
+def read_history(csv_path):
+    """The metrics CSV as {column: [values per epoch]} (floats), like `History.history`."""
+    with open(csv_path, newline="", encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))
+    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {}) if key != "epoch"}
+
+
+def plot_history(history, path, x_label="epoch", x_values=None):
+    """Writes a PNG with train (and validation) loss and accuracy curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, ax in (("loss", loss_ax), ("accuracy", acc_ax)):
+        if key not in history:
+            continue
+        xs = x_values if x_values is not None else range(1, len(history[key]) + 1)
+        ax.plot(xs, history[key], label="train")
+        if f"val_{key}" in history:
+            ax.plot(xs, history[f"val_{key}"], label="validation")
+        ax.set_xlabel(x_label)
+        ax.set_title(key)
+        ax.legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

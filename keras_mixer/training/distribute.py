@@ -1,0 +1,151 @@
+"""One switch for where training runs: tf.distribute strategies on the TensorFlow backend, keras.distribution on
+JAX, and the matching mixed-precision policy."""
+
+import contextlib
+import dataclasses
+import json
+import os
+
+import keras
+
+from keras_mixer.errors import TrainingError
+
+TF_STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+JAX_STRATEGIES = ("default", "data_parallel", "model_parallel")
+
+
+@dataclasses.dataclass
+class Distribution:
+    """What `get_distribution` picked: `scope()` wraps model building and compiling; `num_replicas` is how many
+    copies of the model each global batch is split over; `worker_index` / `num_workers` for multi-machine runs
+    (only worker 0 should write shared files)."""
+
+    name: str
+    num_replicas: int
+    scope: object  # a zero-argument callable returning a context manager
+    worker_index: int = 0
+    num_workers: int = 1
+    strategy: object = None  # the tf.distribute.Strategy or keras.distribution.Distribution itself
+
+    @property
+    def is_chief(self):
+        return self.worker_index == 0
+
+
+def _tf_config():
+    config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    workers = config.get("cluster", {}).get("worker", [])
+    task = config.get("task", {})
+    return len(workers), int(task.get("index", 0)) if task.get("type", "worker") == "worker" else 0
+
+
+def get_distribution(name="auto", tpu=None):
+    """The strategy for `name`:
+
+    - TensorFlow backend: "default" (one CPU/GPU), "mirrored" (all local GPUs, or the logical CPUs configured),
+      "multi_worker" (several machines described by $TF_CONFIG, synchronous all-reduce), "tpu" (a TPU VM, or the
+      pod/node named by `tpu`); "auto" picks TPU if one answers, else multi_worker when $TF_CONFIG lists
+      several workers, else mirrored with more than one GPU, else default.
+    - JAX backend: "default", "data_parallel" (keras.distribution.DataParallel over all devices),
+      "model_parallel" (a 2-D device mesh, Dense kernels sharded over the "model" axis); "auto" is data_parallel
+      with more than one device.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return _tensorflow_distribution(name, tpu)
+    if backend == "jax":
+        return _jax_distribution(name)
+    if name not in ("auto", "default"):
+        raise TrainingError(f"strategy {name!r} needs the tensorflow or jax backend (running {backend})")
+    return Distribution("default", 1, contextlib.nullcontext)
+
+
+def _tensorflow_distribution(name, tpu):
+    import tensorflow as tf
+
+    if name not in TF_STRATEGIES + ("auto",):
+        raise TrainingError(f"unknown strategy {name!r} on the tensorflow backend; use one of "
+                            f"{', '.join(('auto',) + TF_STRATEGIES)}")
+    num_workers, worker_index = _tf_config()
+    if name == "auto":
+        if tpu is not None:
+            name = "tpu"
+        elif num_workers > 1:
+            name = "multi_worker"
+        elif len(tf.config.list_logical_devices("GPU")) > 1:
+            name = "mirrored"
+        else:
+            name = "default"
+    if name == "tpu":
+        strategy = _tpu_strategy(tpu)
+    elif name == "multi_worker":
+        if num_workers < 1:
+            raise TrainingError("strategy 'multi_worker' needs $TF_CONFIG with the cluster's workers and this "
+                                "task's index (see examples/multi_worker.py)")
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    elif name == "mirrored":
+        strategy = tf.distribute.MirroredStrategy()
+    else:
+        strategy = tf.distribute.get_strategy()
+        num_workers, worker_index = 1, 0
+    return Distribution(name, strategy.num_replicas_in_sync, strategy.scope, worker_index, max(num_workers, 1),
+                        strategy)
+
+
+def _tpu_strategy(tpu):
+    import tensorflow as tf
+
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "local")
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as error:
+        raise TrainingError(f"no TPU found ({tpu or 'local'}): {str(error).splitlines()[0]}. On a TPU VM run "
+                            "with --strategy tpu; for a pod/node pass its name with --tpu") from error
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def _jax_distribution(name):
+    if name not in JAX_STRATEGIES + ("auto",):
+        raise TrainingError(f"unknown strategy {name!r} on the jax backend; use one of "
+                            f"{', '.join(('auto',) + JAX_STRATEGIES)}")
+    devices = keras.distribution.list_devices()
+    if name == "auto":
+        name = "data_parallel" if len(devices) > 1 else "default"
+    if name == "default":
+        return Distribution("default", 1, contextlib.nullcontext)
+    if name == "data_parallel":
+        distribution = keras.distribution.DataParallel(devices=devices)
+        replicas = len(devices)
+    else:
+        model_axis = 2 if len(devices) % 2 == 0 else 1
+        mesh = keras.distribution.DeviceMesh((len(devices) // model_axis, model_axis), ["batch", "model"], devices)
+        layout = keras.distribution.LayoutMap(mesh)
+        layout[".*kernel"] = (None, "model")  # Dense kernels: output features split over the model axis
+        distribution = keras.distribution.ModelParallel(layout_map=layout, batch_dim_name="batch")
+        replicas = len(devices) // model_axis
+    return Distribution(name, replicas, distribution.scope, strategy=distribution)
+
+
+def set_precision(policy="float32", distribution=None):
+    """Sets Keras' global dtype policy: "float32", "mixed_float16" (GPUs; Keras wraps the optimizer in a
+    LossScaleOptimizer at compile), "mixed_bfloat16" (TPUs, recent CPUs), or "auto" (bfloat16 on TPU, float16 on
+    GPU, float32 otherwise). Call before building the model."""
+    if policy == "auto":
+        name = distribution.name if distribution else "default"
+        if name == "tpu":
+            policy = "mixed_bfloat16"
+        elif keras.backend.backend() == "tensorflow" and _has_gpu():
+            policy = "mixed_float16"
+        else:
+            policy = "float32"
+    if policy not in ("float32", "mixed_float16", "mixed_bfloat16"):
+        raise TrainingError(f"unknown precision {policy!r}; use float32, mixed_float16, mixed_bfloat16 or auto")
+    keras.config.set_dtype_policy(policy)
+    return policy
+
+
+def _has_gpu():
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("GPU"))

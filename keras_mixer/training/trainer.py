@@ -1,0 +1,194 @@
+"""`train` and `evaluate`: a recipe, a dataset and a strategy in, a resumable run out (model.keras, metrics CSV,
+TensorBoard logs, training-curve PNG, report.json)."""
+
+import json
+import math
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_mixer.errors import TrainingError
+from keras_mixer.export.evaluate import top_k_accuracy
+from keras_mixer.io_utils import atomic_path, write_text
+from keras_mixer.training.callbacks import (
+    ResumableBackup,
+    ResumableCSVLogger,
+    optimizer_step,
+    plot_history,
+    read_history,
+)
+from keras_mixer.training.data import DIGITS, load_source, make_pipeline
+from keras_mixer.training.distribute import get_distribution, set_precision
+from keras_mixer.training.recipe import compile_model, get_recipe
+
+
+def default_recipe(dataset, weights):
+    """digits -> "digits"; with pretrained weights -> the official "finetune"; otherwise "scratch"."""
+    if dataset == DIGITS:
+        return "digits"
+    return "finetune" if weights else "scratch"
+
+
+def build_model(model, classes, image_size, weights, recipe):
+    """A registry name (built with the recipe's stochastic depth and dropout, logits out), a `.keras` file, or a
+    keras.Model used as is; None on digits is the demo's small Mixer."""
+    from keras_mixer.models import create_model
+
+    if isinstance(model, keras.Model):
+        return model
+    if model is None:
+        from keras_mixer.demo import build_digits_mixer
+
+        return build_digits_mixer(drop_path_rate=recipe.drop_path_rate, dropout_rate=recipe.dropout_rate)
+    if str(model).endswith(".keras"):
+        if not Path(model).is_file():
+            raise TrainingError(f"model file {model!r} does not exist")
+        return keras.models.load_model(model)
+    try:
+        return create_model(
+            model, weights=weights, input_shape=(image_size, image_size, 3), classes=classes,
+            classifier_activation=None, drop_path_rate=recipe.drop_path_rate, dropout_rate=recipe.dropout_rate,
+        )
+    except ValueError as error:
+        if str(error).startswith("unknown model"):
+            raise TrainingError(str(error)) from error
+        raise
+
+
+def train(
+    model=None,
+    dataset=DIGITS,
+    output_dir="runs/train",
+    recipe=None,
+    weights=None,
+    image_size=None,
+    epochs=None,
+    steps=None,
+    batch_size=None,
+    checkpoint_every=None,
+    strategy="auto",
+    precision="float32",
+    tpu=None,
+    data_dir=None,
+    download=False,
+    seed=0,
+    deterministic=False,
+    scale_learning_rate=True,
+    verbose="auto",
+    **recipe_overrides,
+):
+    """Trains `model` on `dataset` with `recipe`, resuming from `output_dir` if a previous run was interrupted.
+
+    Args:
+        model: registry name ("mixer_b16", ...), a `.keras` path, a keras.Model, or None (digits: the demo Mixer).
+        dataset: "digits", a tfds name ("cifar10", "imagenet2012", ...) or an image folder.
+        recipe: preset name ("finetune", "scratch", "digits") or Recipe; default from `default_recipe`;
+            `recipe_overrides` replace single fields (e.g. learning_rate=0.01, mixup_alpha=0.2).
+        epochs / steps: run length in passes over the training split, or in optimizer steps.
+        batch_size: the global batch (split over replicas); default the recipe's. The learning rate scales
+            linearly from the recipe's batch unless scale_learning_rate=False.
+        checkpoint_every: steps between backups, validation and a CSV row (default: one pass over the data).
+            The run is rounded up to whole intervals. A killed run restarted with the same arguments continues
+            from the last backup at the same step, with the same data stream.
+        strategy, tpu: see `get_distribution`; precision: see `set_precision`.
+        deterministic: reproducible data order and augmentation (slower input pipeline).
+    Returns (model, report dict).
+    """
+    output_dir = Path(output_dir)
+    recipe = get_recipe(recipe or default_recipe(dataset, weights), **recipe_overrides)
+    keras.utils.set_random_seed(seed)
+    distribution = get_distribution(strategy, tpu)
+    policy = set_precision(precision, distribution)
+    image_size = image_size or (32 if dataset == DIGITS else 224)
+    train_source = load_source(dataset, "train", data_dir, download, image_size)
+    eval_source = load_source(dataset, "eval", data_dir, download, image_size)
+    batch_size = batch_size or recipe.batch_size
+    if batch_size % distribution.num_replicas:
+        raise TrainingError(f"global batch {batch_size} does not split over {distribution.num_replicas} replicas")
+    steps_per_pass = max(train_source.num_examples // batch_size, 1)
+    if steps is None:
+        steps = (epochs or 1) * steps_per_pass
+    interval = checkpoint_every or steps_per_pass
+    intervals = math.ceil(steps / interval)
+    total_steps = intervals * interval
+
+    with distribution.scope():
+        model = build_model(model, train_source.num_classes, image_size, weights, recipe)
+        if model.output_shape[-1] != train_source.num_classes:
+            raise TrainingError(f"model has {model.output_shape[-1]} outputs but {dataset!r} has "
+                                f"{train_source.num_classes} classes")
+        compile_model(model, recipe, total_steps, batch_size, scale_learning_rate)
+        # workers other than the chief keep their own backup (Keras' multi-worker convention)
+        backup_dir = output_dir / "backup" if distribution.is_chief else output_dir / f"backup_worker{distribution.worker_index}"
+        backup = ResumableBackup(str(backup_dir), interval, seed)
+        start_step = backup.restore(model)
+
+    train_data = make_pipeline(train_source, image_size, batch_size, recipe, training=True, seed=seed,
+                               deterministic=deterministic, skip_batches=start_step)
+    eval_data = make_pipeline(eval_source, image_size, batch_size, training=False)
+    callbacks = [backup]
+    if distribution.is_chief:
+        callbacks = [ResumableCSVLogger(str(output_dir / "metrics.csv")),
+                     keras.callbacks.TensorBoard(str(output_dir / "tensorboard")), backup]
+    if verbose == "auto":
+        import sys
+
+        verbose = 1 if sys.stdout.isatty() else 2  # one line per interval in logs, a live bar on a terminal
+    started = time.perf_counter()
+    if start_step < total_steps:
+        model.fit(train_data, epochs=intervals, steps_per_epoch=interval, initial_epoch=start_step // interval,
+                  validation_data=eval_data, callbacks=callbacks, verbose=verbose,
+                  shuffle=False)  # the stream is shuffled (seeded) in make_pipeline
+    seconds = time.perf_counter() - started
+    trained = optimizer_step(model) - start_step
+
+    report = {
+        "model": model.name,
+        "params": model.count_params(),
+        "dataset": dataset,
+        "image_size": image_size,
+        "train_examples": train_source.num_examples,
+        "eval_examples": eval_source.num_examples,
+        "recipe": recipe.__dict__,
+        "strategy": distribution.name,
+        "replicas": distribution.num_replicas,
+        "precision": policy,
+        "global_batch": batch_size,
+        "steps": optimizer_step(model),
+        "resumed_from_step": start_step,
+        "images_per_second": trained * batch_size / seconds if trained else None,
+    }
+    if distribution.is_chief:
+        report.update(evaluate_model(model, eval_data))
+        with atomic_path(output_dir / "model.keras") as tmp:
+            model.save(tmp)
+        history = read_history(output_dir / "metrics.csv")
+        if history:
+            steps_axis = [interval * (i + 1) for i in range(len(history["loss"]))]
+            plot_history(history, output_dir / "training_curves.png", x_label="step", x_values=steps_axis)
+        write_text(output_dir / "report.json", json.dumps(report, indent=2, default=str))
+    return model, report
+
+
+def evaluate_model(model, eval_data):
+    """Top-1 / top-5 accuracy and loss of a compiled or plain model on batches of (images, one-hot labels)."""
+    scores, labels = [], []
+    for images, one_hot in eval_data:
+        scores.append(keras.ops.convert_to_numpy(model(images, training=False)).astype("float32"))
+        labels.append(np.argmax(np.asarray(one_hot), axis=-1))
+    scores, labels = np.concatenate(scores), np.concatenate(labels)
+    return {"eval_top1": top_k_accuracy(scores, labels, 1), "eval_top5": top_k_accuracy(scores, labels, 5)}
+
+
+def evaluate(model, dataset=DIGITS, image_size=None, batch_size=256, data_dir=None, download=False):
+    """Top-1 / top-5 of a `.keras` file (or keras.Model) on the eval split of `dataset`."""
+    if not isinstance(model, keras.Model):
+        if not Path(model).is_file():
+            raise TrainingError(f"model file {model!r} does not exist")
+        model = keras.models.load_model(model)
+    image_size = image_size or model.input_shape[1]
+    source = load_source(dataset, "eval", data_dir, download, image_size)
+    return {"model": model.name, "dataset": dataset, "examples": source.num_examples,
+            **evaluate_model(model, make_pipeline(source, image_size, batch_size, training=False))}
