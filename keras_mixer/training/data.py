@@ -98,7 +98,8 @@ def _tfds(name, split, data_dir, download):
         if split_name is None:
             raise TrainingError(f"tfds dataset {name!r} has no {' or '.join(wanted)} split; it has {available}")
     try:
-        dataset = builder.as_dataset(split=split_name, as_supervised=True, shuffle_files=split == "train")
+        dataset = builder.as_dataset(split=split_name, as_supervised=True, shuffle_files=split == "train",
+                                      read_config=tfds.ReadConfig(shuffle_seed=0))  # same file order every run
     except AssertionError as error:  # tfds raises AssertionError for data that was never downloaded
         raise TrainingError(f"tfds dataset {name!r} is not in {builder.data_dir}: pass download=True (--download) "
                             f"or build it with `tfds build {name}`") from error
@@ -177,8 +178,9 @@ def make_pipeline(source, image_size, batch_size, recipe=None, training=False, s
     """Batches of ([-1, 1] float32 images, one-hot float32 labels) from `source`.
 
     training=True: shuffled (seeded), repeated forever, random crop/flip, RandAugment and mixup/cutmix as the
-    `recipe` says, full batches only; `skip_batches` resumes the stream where an interrupted run stopped (with
-    `deterministic` the resumed stream is the same one). training=False: one pass, resize + central crop.
+    `recipe` says, full batches only; the order, crops and flips are a pure function of (seed, position), so
+    `skip_batches` resumes the stream exactly where an interrupted run stopped (RandAugment and mixup/cutmix
+    draw from Keras seed generators and are reproducible only from the start). training=False: one pass, resize + central crop.
     `batch_size` is the global batch: under a tf.distribute strategy Keras splits it over the replicas.
     """
     tf = _tf()
@@ -186,10 +188,14 @@ def make_pipeline(source, image_size, batch_size, recipe=None, training=False, s
     if cache if cache is not None else source.in_memory:
         dataset = dataset.cache()
     if training:
-        dataset = dataset.shuffle(min(shuffle_buffer, source.num_examples), seed=seed, reshuffle_each_iteration=True)
-        dataset = dataset.repeat()
-        # per-example seeds from a counter: crops and flips are a pure function of (seed, position in the stream)
-        dataset = tf.data.Dataset.zip((dataset, tf.data.Dataset.random(seed=seed).batch(2)))
+        # The stream is a pure function of (seed, position), whichever iterator reads it. A shuffled dataset
+        # reshuffles for every new iterator over the same object (and Keras opens an extra one under
+        # tf.distribute); built inside flat_map, the shuffle is created afresh, so every iterator replays the same
+        # passes, each pass in its own order. Each example carries the stateless seed of its position.
+        buffer = min(shuffle_buffer, source.num_examples)
+        passes = tf.data.Dataset.range(1).flat_map(lambda _: dataset.shuffle(buffer, seed=seed).repeat())
+        positions = tf.data.Dataset.counter().map(lambda index: tf.stack([tf.cast(seed, tf.int64), index]))
+        dataset = tf.data.Dataset.zip((passes, positions))
         dataset = dataset.map(
             lambda example, example_seed: (
                 train_transform(example[0], image_size, recipe.inception_crop, recipe.random_flip, example_seed),
