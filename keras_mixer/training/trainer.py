@@ -100,6 +100,13 @@ def train(
     recipe = get_recipe(recipe or default_recipe(dataset, weights), **recipe_overrides)
     keras.utils.set_random_seed(seed)
     distribution = get_distribution(strategy, tpu)
+    if distribution.name == "multi_worker":
+        # Measured with Keras 3.15 / TF 2.21: fit fails in _maybe_symbolic_build and then in the metric reduction
+        # under this strategy (keras-team/keras#20585, open). Say so instead of failing deep inside fit.
+        raise TrainingError("Keras 3 model.fit does not run under MultiWorkerMirroredStrategy yet "
+                            "(keras-team/keras#20585); on several machines use the JAX backend "
+                            "(--strategy data_parallel after keras.distribution.initialize), or one machine with "
+                            "--strategy mirrored")
     policy = set_precision(precision, distribution)
     image_size = image_size or (32 if dataset == DIGITS else 224)
     train_source = load_source(dataset, "train", data_dir, download, image_size)
