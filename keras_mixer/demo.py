@@ -16,6 +16,7 @@ from keras_mixer.io_utils import atomic_path, write_text
 from keras_mixer.models import MLPMixer
 from keras_mixer.preprocessing import preprocess_input
 from keras_mixer.quantization import quantize_model
+from keras_mixer.training.callbacks import plot_history
 
 IMAGE_SIZE = 32
 DIGIT_LABELS = [str(digit) for digit in range(10)]
@@ -73,27 +74,6 @@ def quantization_aware_finetune(model, x_train, y_train, epochs, batch_size, lea
     if epochs:
         qat.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=verbose)
     return qat
-
-
-def plot_history(history, path):
-    """Writes a PNG with train/validation loss and accuracy per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
-    for key, ax in (("loss", loss_ax), ("accuracy", acc_ax)):
-        ax.plot(history[key], label="train")
-        if f"val_{key}" in history:
-            ax.plot(history[f"val_{key}"], label="validation")
-        ax.set_xlabel("epoch")
-        ax.set_title(key)
-        ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
 
 
 def run_demo(output_dir="runs/demo", epochs=30, qat_epochs=5, batch_size=64, seed=0, verbose=1):

@@ -3,12 +3,8 @@
     python distributed_run.py mirrored OUT.npz
         trains the digits Mixer 6 steps on one device and, from the same initial weights, with MirroredStrategy over
         2 logical CPUs, same global batch; saves both final weight lists.
-    python distributed_run.py worker INDEX PORT0 PORT1 RUN_DIR OUT.npz
-        one worker of a 2-worker MultiWorkerMirroredStrategy run of `keras_mixer.training.train` on 127.0.0.1.
 """
 
-import json
-import os
 import sys
 
 
@@ -41,19 +37,5 @@ def mirrored(out):
     np.savez(out, **arrays)
 
 
-def worker(index, port0, port1, run_dir, out):
-    os.environ["TF_CONFIG"] = json.dumps({
-        "cluster": {"worker": [f"127.0.0.1:{port0}", f"127.0.0.1:{port1}"]},
-        "task": {"type": "worker", "index": int(index)},
-    })
-    import numpy as np
-
-    from keras_mixer.training import train
-
-    model, report = train(dataset="digits", output_dir=run_dir, epochs=1, strategy="multi_worker", verbose=0)
-    np.savez(out, replicas=report["replicas"], steps=report["steps"],
-             **{str(i): w for i, w in enumerate(model.get_weights())})
-
-
 if __name__ == "__main__":
-    {"mirrored": mirrored, "worker": worker}[sys.argv[1]](*sys.argv[2:])
+    mirrored(sys.argv[2])

@@ -130,6 +130,7 @@ def train_transform(image, image_size, inception_crop, random_flip, seed=None):
         )
         image = tf.slice(image, begin, size)
     image = tf.image.resize(tf.cast(image, tf.float32), (image_size, image_size))
+    image = tf.ensure_shape(image, (image_size, image_size, 3))  # the crop's size is dynamic, channels included
     if random_flip:
         image = tf.image.stateless_random_flip_left_right(image, seed=seed[::-1] if seed is not None else None)
     return tf.clip_by_value(image, 0.0, 255.0)

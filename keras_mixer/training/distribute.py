@@ -39,6 +39,11 @@ def _tf_config():
     return len(workers), int(task.get("index", 0)) if task.get("type", "worker") == "worker" else 0
 
 
+def multi_worker_configured():
+    """True when $TF_CONFIG describes a cluster of several workers."""
+    return _tf_config()[0] > 1
+
+
 def get_distribution(name="auto", tpu=None):
     """The strategy for `name`:
 

@@ -20,7 +20,7 @@ from keras_mixer.training.callbacks import (
     read_history,
 )
 from keras_mixer.training.data import DIGITS, load_source, make_pipeline
-from keras_mixer.training.distribute import get_distribution, set_precision
+from keras_mixer.training.distribute import get_distribution, multi_worker_configured, set_precision
 from keras_mixer.training.recipe import compile_model, get_recipe
 
 
@@ -99,14 +99,14 @@ def train(
     output_dir = Path(output_dir)
     recipe = get_recipe(recipe or default_recipe(dataset, weights), **recipe_overrides)
     keras.utils.set_random_seed(seed)
-    distribution = get_distribution(strategy, tpu)
-    if distribution.name == "multi_worker":
+    if strategy == "multi_worker" or (strategy == "auto" and multi_worker_configured()):
         # Measured with Keras 3.15 / TF 2.21: fit fails in _maybe_symbolic_build and then in the metric reduction
         # under this strategy (keras-team/keras#20585, open). Say so instead of failing deep inside fit.
         raise TrainingError("Keras 3 model.fit does not run under MultiWorkerMirroredStrategy yet "
                             "(keras-team/keras#20585); on several machines use the JAX backend "
                             "(--strategy data_parallel after keras.distribution.initialize), or one machine with "
                             "--strategy mirrored")
+    distribution = get_distribution(strategy, tpu)
     policy = set_precision(precision, distribution)
     image_size = image_size or (32 if dataset == DIGITS else 224)
     train_source = load_source(dataset, "train", data_dir, download, image_size)

@@ -1,0 +1,42 @@
+"""Training on several devices: one script, the strategy chosen on the command line.
+
+One machine, N GPUs (TensorFlow):   python examples/multi_gpu_and_tpu.py --strategy mirrored --precision mixed_float16
+TPU VM (TensorFlow):                python examples/multi_gpu_and_tpu.py --strategy tpu --precision mixed_bfloat16
+N devices (JAX):                    KERAS_BACKEND=jax python examples/multi_gpu_and_tpu.py --strategy data_parallel
+
+Several machines: Keras 3's `fit` does not yet run under tf.distribute.MultiWorkerMirroredStrategy
+(keras-team/keras#20585; keras_mixer raises a clear error). Use the JAX backend: on every host run
+
+    KERAS_BACKEND=jax python examples/multi_gpu_and_tpu.py --strategy data_parallel \\
+        --coordinator 10.0.0.1:1234 --num-hosts 2 --host-index <0 or 1>
+
+keras.distribution.initialize connects the hosts; DataParallel then spans every device of every host. For the day
+the TensorFlow path works, each machine would get TF_CONFIG like (index 0 on the first, 1 on the second):
+
+    {"cluster": {"worker": ["10.0.0.1:12345", "10.0.0.2:12345"]}, "task": {"type": "worker", "index": 0}}
+"""
+
+import argparse
+
+import keras
+
+from keras_mixer.training import train
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--model", default="mixer_s16")
+parser.add_argument("--dataset", default="imagenette")
+parser.add_argument("--strategy", default="auto")
+parser.add_argument("--precision", default="auto")
+parser.add_argument("--tpu", help="TPU name for a TPU node / pod slice")
+parser.add_argument("--coordinator", help="JAX multi-host: address of host 0")
+parser.add_argument("--num-hosts", type=int, default=1)
+parser.add_argument("--host-index", type=int, default=0)
+parser.add_argument("--epochs", type=int, default=100)
+args = parser.parse_args()
+
+if args.coordinator:
+    keras.distribution.initialize(args.coordinator, args.num_hosts, args.host_index)
+
+train(args.model, dataset=args.dataset, recipe="scratch", epochs=args.epochs, batch_size=1024,
+      strategy=args.strategy, precision=args.precision, tpu=args.tpu, download=True,
+      output_dir=f"runs/{args.model}_{args.dataset}")

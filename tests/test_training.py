@@ -1,0 +1,320 @@
+"""Training: recipe objects, input pipelines, distribution, resumable runs and the train/evaluate CLI."""
+
+import csv
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from keras_mixer.cli import main
+from keras_mixer.errors import TrainingError
+from keras_mixer.training import (
+    PRESETS,
+    SigmoidCrossEntropy,
+    compile_model,
+    get_distribution,
+    get_recipe,
+    load_source,
+    make_optimizer,
+    make_pipeline,
+    make_schedule,
+    train,
+)
+from keras_mixer.training.data import eval_transform
+
+HERE = Path(__file__).parent
+
+
+def small_model(classes=3):
+    inputs = keras.Input((4, 4, 3))
+    x = keras.layers.Flatten()(inputs)
+    x = keras.layers.LayerNormalization(name="norm")(x)
+    x = keras.layers.Dense(8, name="hidden")(x)
+    return keras.Model(inputs, keras.layers.Dense(classes, name="head")(x))
+
+
+# --- recipe ----------------------------------------------------------------------------------------------------
+
+
+def test_presets_carry_the_published_hyper_parameters():
+    finetune, scratch = PRESETS["finetune"], PRESETS["scratch"]
+    # vision_transformer fine-tune: SGD momentum 0.9, lr 0.03 @ batch 512, 500 warmup, cosine, clip 1, no wd
+    assert (finetune.optimizer, finetune.momentum, finetune.learning_rate, finetune.batch_size) == ("sgd", 0.9, 0.03, 512)
+    assert (finetune.warmup_steps, finetune.decay, finetune.clip_global_norm, finetune.weight_decay) == (500, "cosine", 1.0, 0)
+    assert not (finetune.mixup_alpha or finetune.randaugment or finetune.drop_path_rate or finetune.label_smoothing)
+    # big_vision mlp_mixer_i1k: Adam lr 1e-3 @ 4096, wd 1e-4 (not lr-scaled), 10k warmup, linear to 1e-5,
+    # sigmoid xent, RandAugment(2, 15), mixup 0.5, stochastic depth 0.1
+    assert (scratch.learning_rate, scratch.batch_size, scratch.warmup_steps, scratch.decay) == (1e-3, 4096, 10_000, "linear")
+    assert scratch.weight_decay * scratch.learning_rate == pytest.approx(1e-4)
+    assert (scratch.loss, scratch.randaugment, scratch.mixup_alpha, scratch.drop_path_rate) == ("sigmoid", (2, 15), 0.5, 0.1)
+    assert scratch.end_fraction == 1e-5
+
+
+def test_recipe_errors_name_the_problem():
+    with pytest.raises(TrainingError, match="unknown recipe 'fast'"):
+        get_recipe("fast")
+    with pytest.raises(TrainingError, match="unknown recipe fields"):
+        get_recipe("digits", learning_rat=1.0)
+    assert get_recipe("finetune", learning_rate=0.01, mixup_alpha=None).learning_rate == 0.01
+
+
+@pytest.mark.parametrize("decay", ["cosine", "linear"])
+def test_schedule_warms_up_linearly_then_decays_to_the_end_fraction(decay):
+    recipe = get_recipe("digits", warmup_steps=10, decay=decay, end_fraction=0.1)
+    schedule = make_schedule(recipe, total_steps=110, peak=2.0)
+    lr = lambda step: float(schedule(step))  # noqa: E731
+    assert lr(0) == pytest.approx(0.0)
+    assert lr(5) == pytest.approx(1.0)
+    assert lr(10) == pytest.approx(2.0)
+    assert lr(110) == pytest.approx(0.2, rel=1e-4)
+    midpoint = 0.2 + (2.0 - 0.2) * (0.5 if decay == "linear" else 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr(60) == pytest.approx(midpoint, rel=1e-4)
+
+
+def test_weight_decay_shrinks_kernels_only():
+    model = small_model()
+    recipe = get_recipe("digits", weight_decay=0.5, warmup_steps=0, clip_global_norm=0.0)
+    optimizer = make_optimizer(recipe, model, total_steps=10**6, global_batch_size=recipe.batch_size)
+    rng = np.random.default_rng(0)
+    for variable in model.trainable_variables:
+        variable.assign(rng.normal(size=variable.shape).astype("float32"))
+    before = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
+    optimizer.apply_gradients([(keras.ops.zeros(v.shape), v) for v in model.trainable_variables])
+    lr = recipe.learning_rate
+    for variable, old in zip(model.trainable_variables, before):
+        new = keras.ops.convert_to_numpy(variable)
+        expected = old * (1 - lr * 0.5) if old.ndim >= 2 else old  # zero gradient: only the decay moves weights
+        np.testing.assert_allclose(new, expected, rtol=1e-6, err_msg=variable.path)
+
+
+def test_gradients_are_clipped_by_global_norm():
+    model = small_model()
+    recipe = get_recipe("finetune", momentum=0.0, warmup_steps=0, learning_rate=1.0, clip_global_norm=1.0)
+    optimizer = make_optimizer(recipe, model, total_steps=10**6, global_batch_size=recipe.batch_size)
+    before = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
+    grads = [keras.ops.full(v.shape, 3.0) for v in model.trainable_variables]
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    steps = [before[i] - keras.ops.convert_to_numpy(v) for i, v in enumerate(model.trainable_variables)]
+    assert math.sqrt(sum(float(np.sum(s**2)) for s in steps)) == pytest.approx(1.0, rel=1e-4)
+
+
+def test_learning_rate_scales_with_the_global_batch():
+    model = small_model()
+    recipe = get_recipe("finetune", warmup_steps=0)
+    assert float(make_optimizer(recipe, model, 100, 1024).learning_rate) == pytest.approx(0.06)
+    assert float(make_optimizer(recipe, model, 100, 1024, scale_learning_rate=False).learning_rate) == pytest.approx(0.03)
+
+
+def test_sigmoid_cross_entropy_sums_binary_cross_entropy_over_classes():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(4, 5)).astype("float32")
+    labels = np.eye(5, dtype="float32")[[0, 3, 1, 4]]
+    probabilities = 1 / (1 + np.exp(-logits))
+    per_class = -(labels * np.log(probabilities) + (1 - labels) * np.log(1 - probabilities))
+    expected = per_class.sum(axis=1).mean()
+    assert float(SigmoidCrossEntropy()(labels, logits)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_sigmoid_recipe_starts_the_head_bias_at_minus_log_classes():
+    model = small_model(classes=1000)
+    compile_model(model, get_recipe("scratch"), total_steps=100, global_batch_size=64)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model.get_layer("head").bias), -math.log(1000), rtol=1e-6)
+
+
+# --- data --------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mock_cifar10():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=24):
+        yield
+
+
+def test_tfds_pipeline_gives_normalized_images_and_one_hot_labels(mock_cifar10):
+    source = load_source("cifar10", "train")
+    assert (source.num_classes, source.num_examples) == (10, 24)
+    assert len(source.class_names) == 10
+    recipe = get_recipe("scratch", randaugment=(2, 9), mixup_alpha=0.0)
+    images, labels = next(iter(make_pipeline(source, 16, 8, recipe, training=True)))
+    assert images.shape == (8, 16, 16, 3) and labels.shape == (8, 10)
+    assert float(np.min(images)) >= -1.0 and float(np.max(images)) <= 1.0
+    np.testing.assert_allclose(np.sum(labels, axis=1), 1.0)
+    evaluation = make_pipeline(load_source("cifar10", "eval"), 16, 5, training=False)
+    assert sum(int(batch[0].shape[0]) for batch in evaluation) == 24  # one full pass, last batch partial
+
+
+def test_mixup_and_cutmix_mix_one_hot_labels(mock_cifar10):
+    source = load_source("cifar10", "train")
+    recipe = get_recipe("scratch", randaugment=None, mixup_alpha=0.8, cutmix_alpha=1.0)
+    soft = 0
+    for images, labels in make_pipeline(source, 16, 8, recipe, training=True).take(4):
+        labels = np.asarray(labels)
+        np.testing.assert_allclose(labels.sum(axis=1), 1.0, rtol=1e-5)
+        soft += int(np.sum((labels > 1e-3) & (labels < 1 - 1e-3)))
+    assert soft > 0
+
+
+def test_training_stream_replays_for_every_iterator_and_resumes_by_skipping():
+    source = load_source("digits", "train")
+    recipe = get_recipe("digits", inception_crop=True, random_flip=True)
+    stream = make_pipeline(source, 32, 16, recipe, training=True)
+    first = [np.asarray(x) for x, _ in stream.take(5)]
+    again = [np.asarray(x) for x, _ in stream.take(5)]  # a second iterator over the same dataset object
+    resumed = [np.asarray(x) for x, _ in make_pipeline(source, 32, 16, recipe, training=True, skip_batches=3).take(2)]
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(first[3:], resumed):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_eval_transform_resizes_the_short_side_and_crops_the_centre():
+    image = np.zeros((40, 80, 3), np.uint8)
+    image[:, 40:] = 255  # left half black, right half white
+    out = np.asarray(eval_transform(image, 32))
+    # short side 40 -> 32 / 0.875 = 37 (width 74); the central 32 columns straddle the edge at column 37
+    assert out.shape == (32, 32, 3)
+    assert out[:, :14].max() < 1 and out[:, 18:].min() > 254
+
+
+def test_image_folder_source(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("cat", "dog"):
+        (tmp_path / name).mkdir()
+        for index in range(10):
+            keras.utils.save_img(tmp_path / name / f"{index}.png", rng.integers(0, 255, (20, 30, 3)).astype("uint8"))
+    train_source, eval_source = load_source(str(tmp_path), "train"), load_source(f"folder:{tmp_path}", "eval")
+    assert train_source.class_names == ["cat", "dog"]
+    assert train_source.num_examples + eval_source.num_examples == 20
+    images, labels = next(iter(make_pipeline(train_source, 24, 4, get_recipe("finetune"), training=True)))
+    assert images.shape == (4, 24, 24, 3) and labels.shape == (4, 2)
+
+
+def test_unknown_names_give_training_errors(tmp_path):
+    with pytest.raises(TrainingError, match="unknown dataset 'not_a_dataset'"):
+        load_source("not_a_dataset")
+    with pytest.raises(TrainingError, match="unknown strategy 'ring'"):
+        get_distribution("ring")
+    with pytest.raises(TrainingError, match="unknown model 'mixer_x99'"):
+        train("mixer_x99", output_dir=tmp_path)
+    with pytest.raises(TrainingError, match="20585"):
+        train(strategy="multi_worker", output_dir=tmp_path)
+
+
+def test_tpu_strategy_errors_cleanly_without_a_tpu():
+    # in a subprocess: looking for a TPU connects TensorFlow's context to a (local) cluster
+    code = ("from keras_mixer.training import get_distribution\n"
+            "try:\n    get_distribution('tpu')\nexcept Exception as error:\n"
+            "    print(type(error).__name__, str(error).split(':')[0])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert "TrainingError no TPU found (local)" in result.stdout
+
+
+# --- distribution ------------------------------------------------------------------------------------------------
+
+
+def test_mirrored_over_two_cpus_equals_single_device_training(tmp_path):
+    out = tmp_path / "weights.npz"
+    subprocess.run([sys.executable, str(HERE / "distributed_run.py"), "mirrored", str(out)], check=True,
+                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=600)
+    arrays = np.load(out)
+    assert int(arrays["mirrored_replicas"]) == 2
+    count = sum(1 for key in arrays.files if key.startswith("initial_"))
+    moved = max(np.abs(arrays[f"default_{i}"] - arrays[f"initial_{i}"]).max() for i in range(count))
+    difference = max(np.abs(arrays[f"default_{i}"] - arrays[f"mirrored_{i}"]).max() for i in range(count))
+    print(f"weights moved by up to {moved:.2e}; mirrored vs single device differ by {difference:.2e}")
+    assert moved > 1e-4
+    assert difference < 1e-2 * moved  # float summation order only (measured: 6e-8 vs 5e-4)
+
+
+def test_mixed_bfloat16_trains(tmp_path):
+    try:
+        model, report = train(output_dir=tmp_path, steps=4, checkpoint_every=2, precision="mixed_bfloat16",
+                              verbose=0)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert report["precision"] == "mixed_bfloat16" and report["steps"] == 4
+    assert np.isfinite(read_csv(tmp_path / "metrics.csv")[-1]["loss"])
+
+
+# --- resumable runs and the CLI ------------------------------------------------------------------------------------
+
+RUN = ["--epochs", "3", "--checkpoint-every", "11", "--deterministic"]
+
+
+def read_csv(path):
+    with open(path, newline="") as file:
+        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
+
+
+def start_cli(args, log):
+    command = [sys.executable, "-c", "import sys; from keras_mixer.cli import main; sys.exit(main())", *args]
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+def wait_for_rows(csv_path, rows, process, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        if csv_path.exists() and len(read_csv(csv_path)) >= rows:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{csv_path} never reached {rows} rows")
+
+
+@pytest.fixture(scope="module")
+def killed_and_uninterrupted_runs(tmp_path_factory):
+    """One run killed with SIGKILL twice (after 1 and then 4 rows, mid-interval) and restarted each time, and the
+    same run uninterrupted, side by side (2 cores, one process each)."""
+    root = tmp_path_factory.mktemp("resume")
+    with open(root / "reference.log", "w") as log:
+        reference = start_cli(["train", "--output", str(root / "reference"), *RUN], log)
+        killed = root / "killed"
+        for rows in (1, 4):
+            with open(root / f"killed_{rows}.log", "w") as killed_log:
+                process = start_cli(["train", "--output", str(killed), *RUN], killed_log)
+                wait_for_rows(killed / "metrics.csv", rows, process)
+                time.sleep(0.4)  # into the next interval
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+        with open(root / "killed_final.log", "w") as killed_log:
+            assert start_cli(["train", "--output", str(killed), *RUN], killed_log).wait() == 0
+        assert reference.wait() == 0
+    return root / "reference", killed
+
+
+def test_killed_run_resumes_to_the_same_steps_and_curve(killed_and_uninterrupted_runs):
+    reference, killed = killed_and_uninterrupted_runs
+    expected, resumed = read_csv(reference / "metrics.csv"), read_csv(killed / "metrics.csv")
+    assert [row["epoch"] for row in resumed] == list(range(6))  # one row per interval, none lost or repeated
+    for a, b in zip(expected, resumed):  # deterministic data + re-seeded dropout: the very same curve
+        assert a == pytest.approx(b, rel=1e-5)
+    import json
+
+    report = json.loads((killed / "report.json").read_text())
+    assert report["steps"] == 66 and report["resumed_from_step"] > 0
+    assert (killed / "training_curves.png").stat().st_size > 0
+
+
+def test_cli_evaluate_matches_the_training_report(killed_and_uninterrupted_runs, capsys):
+    import json
+
+    reference, _ = killed_and_uninterrupted_runs
+    assert main(["evaluate", str(reference / "model.keras")]) == 0
+    top1 = json.loads((reference / "report.json").read_text())["eval_top1"]
+    assert f"top-1 {top1:.2%}" in capsys.readouterr().out
+
+
+def test_cli_reports_bad_names(capsys, tmp_path):
+    assert main(["train", "--dataset", "no_such_set", "--output", str(tmp_path)]) == 2
+    assert "unknown dataset 'no_such_set'" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "missing.keras")]) == 2
+    assert "does not exist" in capsys.readouterr().err
