@@ -10,7 +10,6 @@ import keras
 from keras_mixer.errors import TrainingError
 
 AUTOTUNE = -1  # tf.data.AUTOTUNE, without importing TensorFlow at module import
-EVAL_CROP_FRACTION = 0.875  # resize the short side to size / 0.875 (256 for 224), then crop the centre
 DIGITS = "digits"
 
 
@@ -136,12 +135,13 @@ def train_transform(image, image_size, inception_crop, random_flip, seed=None):
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
-def eval_transform(image, image_size):
-    """Resize the short side to image_size / 0.875, crop the centre image_size x image_size; float32 in [0, 255]."""
+def eval_transform(image, image_size, crop_fraction=0.875):
+    """Resize the short side to image_size / crop_fraction (256 for 224 at 0.875), crop the centre
+    image_size x image_size; float32 in [0, 255]."""
     tf = _tf()
     image = tf.cast(_ensure_rgb(image), tf.float32)
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    scale = image_size / EVAL_CROP_FRACTION / tf.reduce_min(shape)
+    scale = image_size / crop_fraction / tf.reduce_min(shape)
     resized = tf.cast(tf.round(shape * scale), tf.int32)
     resized = tf.maximum(resized, image_size)
     image = tf.image.resize(image, resized)
@@ -181,7 +181,7 @@ def make_pipeline(source, image_size, batch_size, recipe=None, training=False, s
     training=True: shuffled (seeded), repeated forever, random crop/flip, RandAugment and mixup/cutmix as the
     `recipe` says, full batches only; the order, crops and flips are a pure function of (seed, position), so
     `skip_batches` resumes the stream exactly where an interrupted run stopped (RandAugment and mixup/cutmix
-    draw from Keras seed generators and are reproducible only from the start). training=False: one pass, resize + central crop.
+    draw from Keras seed generators and are reproducible only from the start). training=False: one pass, resize + central crop (`recipe.eval_crop_fraction`, default 0.875).
     `batch_size` is the global batch: under a tf.distribute strategy Keras splits it over the replicas.
     """
     tf = _tf()
@@ -211,7 +211,8 @@ def make_pipeline(source, image_size, batch_size, recipe=None, training=False, s
                                                factor=min(magnitude / 10.0, 1.0), seed=seed)
             dataset = dataset.map(lambda images, labels: (augment(images), labels), num_parallel_calls=AUTOTUNE)
     else:
-        dataset = dataset.map(lambda image, label: (eval_transform(image, image_size), label),
+        crop_fraction = recipe.eval_crop_fraction if recipe is not None else 0.875
+        dataset = dataset.map(lambda image, label: (eval_transform(image, image_size, crop_fraction), label),
                               num_parallel_calls=AUTOTUNE)
         dataset = dataset.batch(batch_size)
     classes = source.num_classes

@@ -134,7 +134,7 @@ def train(
 
     train_data = make_pipeline(train_source, image_size, batch_size, recipe, training=True, seed=seed,
                                deterministic=deterministic, skip_batches=start_step)
-    eval_data = make_pipeline(eval_source, image_size, batch_size, training=False)
+    eval_data = make_pipeline(eval_source, image_size, batch_size, recipe, training=False)
     callbacks = [backup]
     if distribution.is_chief:
         callbacks = [ResumableCSVLogger(str(output_dir / "metrics.csv")),
@@ -189,8 +189,10 @@ def evaluate_model(model, eval_data):
     return {"eval_top1": top_k_accuracy(scores, labels, 1), "eval_top5": top_k_accuracy(scores, labels, 5)}
 
 
-def evaluate(model, dataset=DIGITS, image_size=None, batch_size=256, data_dir=None, download=False):
-    """Top-1 / top-5 of a `.keras` file (or keras.Model) on the eval split of `dataset`."""
+def evaluate(model, dataset=DIGITS, image_size=None, batch_size=256, data_dir=None, download=False, recipe=None):
+    """Top-1 / top-5 of a `.keras` file (or keras.Model) on the eval split of `dataset`, preprocessed as the
+    recipe's eval (default: the dataset's default recipe, so digits are not centre-cropped)."""
+    recipe = recipe or default_recipe(dataset, None)
     if not isinstance(model, keras.Model):
         if not Path(model).is_file():
             raise TrainingError(f"model file {model!r} does not exist")
@@ -198,4 +200,4 @@ def evaluate(model, dataset=DIGITS, image_size=None, batch_size=256, data_dir=No
     image_size = image_size or model.input_shape[1]
     source = load_source(dataset, "eval", data_dir, download, image_size)
     return {"model": model.name, "dataset": dataset, "examples": source.num_examples,
-            **evaluate_model(model, make_pipeline(source, image_size, batch_size, training=False))}
+            **evaluate_model(model, make_pipeline(source, image_size, batch_size, get_recipe(recipe), training=False))}
