@@ -85,9 +85,7 @@ def _export(args):
 def _train(args):
     from keras_mixer.training import train
 
-    overrides = {key: getattr(args, key) for key in ("learning_rate", "weight_decay", "warmup_steps",
-                                                     "label_smoothing", "mixup_alpha", "cutmix_alpha",
-                                                     "drop_path_rate", "dropout_rate")}
+    overrides = {field: getattr(args, field) for field, _ in RECIPE_OPTIONS}
     if args.randaugment:
         overrides["randaugment"] = tuple(args.randaugment)
     _, report = train(
@@ -109,6 +107,11 @@ def _evaluate(args):
                       data_dir=args.data_dir, download=args.download)
     print(f"{report['model']} on {report['dataset']} ({report['examples']} images): "
           f"top-1 {report['eval_top1']:.2%}, top-5 {report['eval_top5']:.2%}")
+
+
+# recipe fields `keras-mixer train` can override, as --learning-rate etc.
+RECIPE_OPTIONS = (("learning_rate", float), ("weight_decay", float), ("warmup_steps", int), ("label_smoothing", float),
+                  ("mixup_alpha", float), ("cutmix_alpha", float), ("drop_path_rate", float), ("dropout_rate", float))
 
 
 def _add_dataset_arguments(parser):
@@ -182,10 +185,8 @@ def build_parser():
     train.add_argument("--deterministic", action="store_true", help="reproducible input pipeline")
     train.add_argument("--no-lr-scaling", action="store_true",
                        help="keep the recipe's learning rate whatever the batch size")
-    for option, kind in (("learning-rate", float), ("weight-decay", float), ("warmup-steps", int),
-                         ("label-smoothing", float), ("mixup-alpha", float), ("cutmix-alpha", float),
-                         ("drop-path-rate", float), ("dropout-rate", float)):
-        train.add_argument(f"--{option}", type=kind, help="override the recipe's value")
+    for field, kind in RECIPE_OPTIONS:
+        train.add_argument(f"--{field.replace('_', '-')}", type=kind, help="override the recipe's value")
     train.add_argument("--randaugment", type=int, nargs=2, metavar=("NUM_OPS", "MAGNITUDE"))
     train.set_defaults(run=_train)
 

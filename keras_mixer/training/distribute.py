@@ -129,7 +129,9 @@ def _jax_distribution(name):
         layout[".*kernel"] = (None, "model")  # Dense kernels: output features split over the model axis
         distribution = keras.distribution.ModelParallel(layout_map=layout, batch_dim_name="batch")
         replicas = len(devices) // model_axis
-    return Distribution(name, replicas, distribution.scope, strategy=distribution)
+    import jax  # several hosts (after keras.distribution.initialize): only process 0 writes the run's files
+
+    return Distribution(name, replicas, distribution.scope, jax.process_index(), jax.process_count(), distribution)
 
 
 def set_precision(policy="float32", distribution=None):
