@@ -10,7 +10,7 @@ Several machines: Keras 3's `fit` does not yet run under tf.distribute.MultiWork
     KERAS_BACKEND=jax python examples/multi_gpu_and_tpu.py --strategy data_parallel \\
         --coordinator 10.0.0.1:1234 --num-hosts 2 --host-index <0 or 1>
 
-keras.distribution.initialize connects the hosts; DataParallel then spans every device of every host. For the day
+connect_hosts (keras.distribution.initialize) joins the hosts; DataParallel then spans every device of every host. For the day
 the TensorFlow path works, each machine would get TF_CONFIG like (index 0 on the first, 1 on the second):
 
     {"cluster": {"worker": ["10.0.0.1:12345", "10.0.0.2:12345"]}, "task": {"type": "worker", "index": 0}}
@@ -18,9 +18,7 @@ the TensorFlow path works, each machine would get TF_CONFIG like (index 0 on the
 
 import argparse
 
-import keras
-
-from keras_mixer.training import train
+from keras_mixer.training import connect_hosts, train
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--model", default="mixer_s16")
@@ -35,7 +33,7 @@ parser.add_argument("--epochs", type=int, default=100)
 args = parser.parse_args()
 
 if args.coordinator:
-    keras.distribution.initialize(args.coordinator, args.num_hosts, args.host_index)
+    connect_hosts(args.coordinator, args.num_hosts, args.host_index)
 
 train(args.model, dataset=args.dataset, recipe="scratch", epochs=args.epochs, batch_size=1024,
       strategy=args.strategy, precision=args.precision, tpu=args.tpu, download=True,

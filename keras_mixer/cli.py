@@ -83,8 +83,10 @@ def _export(args):
 
 
 def _train(args):
-    from keras_mixer.training import train
+    from keras_mixer.training import connect_hosts, train
 
+    if args.coordinator:
+        connect_hosts(args.coordinator, args.num_hosts, args.host_index)
     overrides = {field: getattr(args, field) for field, _ in RECIPE_OPTIONS}
     if args.randaugment:
         overrides["randaugment"] = tuple(args.randaugment)
@@ -179,6 +181,9 @@ def build_parser():
                        help="auto | default | mirrored | multi_worker | tpu (TensorFlow); data_parallel | "
                             "model_parallel (JAX)")
     train.add_argument("--tpu", help="TPU name or address for --strategy tpu (default: the local TPU VM)")
+    train.add_argument("--coordinator", help="several hosts (JAX): address:port of host 0, given to every host")
+    train.add_argument("--num-hosts", type=int, default=1, help="with --coordinator: how many hosts")
+    train.add_argument("--host-index", type=int, default=0, help="with --coordinator: this host's index")
     train.add_argument("--precision", default="float32", help="float32 | mixed_float16 | mixed_bfloat16 | auto")
     train.add_argument("--output", default="runs/train", help="run folder (default: runs/train)")
     train.add_argument("--seed", type=int, default=0)

@@ -1,6 +1,7 @@
 """Training: recipe objects, input pipelines, distribution, resumable runs and the train/evaluate CLI."""
 
 import csv
+import json
 import math
 import os
 import signal
@@ -19,6 +20,7 @@ from keras_mixer.training import (
     PRESETS,
     SigmoidCrossEntropy,
     compile_model,
+    connect_hosts,
     get_distribution,
     get_recipe,
     load_source,
@@ -235,6 +237,55 @@ def test_mirrored_over_two_cpus_equals_single_device_training(tmp_path):
     assert difference < 1e-2 * moved  # float summation order only (measured: 6e-8 vs 5e-4)
 
 
+def free_port():
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def backup_weights(run_dir):
+    import h5py
+
+    arrays = {}
+    with h5py.File(run_dir / "latest.weights.h5", "r") as file:
+        file.visititems(lambda name, item: arrays.update({name: item[()]}) if isinstance(item, h5py.Dataset) else None)
+    return arrays
+
+
+def test_two_jax_hosts_agree_with_one_process(tmp_path):
+    """`keras-mixer train` on the JAX backend as 2 hosts on 127.0.0.1 (one CPU device each, DataParallel over both,
+    each host reading half of every global batch) ends with the weights of the same run in one process."""
+    run = ["train", "--steps", "6", "--checkpoint-every", "3", "--batch-size", "32", "--warmup-steps", "1"]
+    coordinator = f"127.0.0.1:{free_port()}"
+    with open(tmp_path / "hosts.log", "w") as log:
+        hosts = [start_cli([*run, "--output", str(tmp_path / "hosts"), "--strategy", "data_parallel",
+                            "--coordinator", coordinator, "--num-hosts", "2", "--host-index", str(index)],
+                           log, KERAS_BACKEND="jax") for index in (0, 1)]
+        assert [host.wait(timeout=600) for host in hosts] == [0, 0], (tmp_path / "hosts.log").read_text()[-3000:]
+    with open(tmp_path / "single.log", "w") as log:
+        assert start_cli([*run, "--output", str(tmp_path / "single"), "--strategy", "default"], log,
+                         KERAS_BACKEND="jax").wait(timeout=600) == 0
+    chief, other = backup_weights(tmp_path / "hosts" / "backup"), backup_weights(tmp_path / "hosts" / "backup_worker1")
+    single = backup_weights(tmp_path / "single" / "backup")
+    report = json.loads((tmp_path / "hosts" / "report.json").read_text())
+    assert report["replicas"] == 2 and report["steps"] == 6
+    assert not (tmp_path / "hosts" / "backup_worker1" / "metrics.csv").exists()  # only host 0 writes the run files
+    kernels = [name for name in single if single[name].ndim == 2]
+    assert kernels and chief.keys() == single.keys() == other.keys()
+    for name in single:
+        np.testing.assert_array_equal(chief[name], other[name])  # the hosts hold one replicated model
+        np.testing.assert_allclose(chief[name], single[name], atol=1e-6)  # measured: identical
+
+
+def test_connect_hosts_needs_the_jax_backend():
+    if keras.backend.backend() == "jax":
+        pytest.skip("checks the error on the other backends")
+    with pytest.raises(TrainingError, match="JAX backend"):
+        connect_hosts("127.0.0.1:1234", 2, 0)
+
+
 def test_mixed_bfloat16_trains(tmp_path):
     try:
         model, report = train(output_dir=tmp_path, steps=4, checkpoint_every=2, precision="mixed_bfloat16",
@@ -255,10 +306,10 @@ def read_csv(path):
         return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
 
 
-def start_cli(args, log):
+def start_cli(args, log, **environment):
     command = [sys.executable, "-c", "import sys; from keras_mixer.cli import main; sys.exit(main())", *args]
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **environment})
 
 
 def wait_for_rows(csv_path, rows, process, timeout=300):
@@ -297,16 +348,12 @@ def test_killed_run_resumes_to_the_same_steps_and_curve(killed_and_uninterrupted
     assert [row["epoch"] for row in resumed] == list(range(6))  # one row per interval, none lost or repeated
     for a, b in zip(expected, resumed):  # deterministic data + re-seeded dropout: the very same curve
         assert a == pytest.approx(b, rel=1e-5)
-    import json
-
     report = json.loads((killed / "report.json").read_text())
     assert report["steps"] == 66 and report["resumed_from_step"] > 0
     assert (killed / "training_curves.png").stat().st_size > 0
 
 
 def test_cli_evaluate_matches_the_training_report(killed_and_uninterrupted_runs, capsys):
-    import json
-
     reference, _ = killed_and_uninterrupted_runs
     assert main(["evaluate", str(reference / "model.keras")]) == 0
     top1 = json.loads((reference / "report.json").read_text())["eval_top1"]

@@ -134,6 +134,18 @@ def _jax_distribution(name):
     return Distribution(name, replicas, distribution.scope, jax.process_index(), jax.process_count(), distribution)
 
 
+def connect_hosts(coordinator, num_hosts, host_index):
+    """Joins this process to a multi-host JAX run (call on every host before building anything): `coordinator` is
+    "address:port" of host 0. `get_distribution("data_parallel")` then spans the devices of all hosts and each host
+    reads its own share of every global batch."""
+    if keras.backend.backend() != "jax":
+        raise TrainingError("several hosts need the JAX backend (KERAS_BACKEND=jax): Keras 3's fit does not run "
+                            "under tf.distribute.MultiWorkerMirroredStrategy yet (keras-team/keras#20585)")
+    if not 0 <= host_index < num_hosts:
+        raise TrainingError(f"host index {host_index} is outside 0..{num_hosts - 1}")
+    keras.distribution.initialize(coordinator, num_hosts, host_index)
+
+
 def set_precision(policy="float32", distribution=None):
     """Sets Keras' global dtype policy: "float32", "mixed_float16" (GPUs; Keras wraps the optimizer in a
     LossScaleOptimizer at compile), "mixed_bfloat16" (TPUs, recent CPUs), or "auto" (bfloat16 on TPU, float16 on

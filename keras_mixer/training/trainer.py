@@ -104,7 +104,8 @@ def train(
         # under this strategy (keras-team/keras#20585, open). Say so instead of failing deep inside fit.
         raise TrainingError("Keras 3 model.fit does not run under MultiWorkerMirroredStrategy yet "
                             "(keras-team/keras#20585); on several machines use the JAX backend "
-                            "(--strategy data_parallel after keras.distribution.initialize), or one machine with "
+                            "(KERAS_BACKEND=jax, --strategy data_parallel --coordinator HOST0:PORT --num-hosts N "
+                            "--host-index I), or one machine with "
                             "--strategy mirrored")
     distribution = get_distribution(strategy, tpu)
     policy = set_precision(precision, distribution)
