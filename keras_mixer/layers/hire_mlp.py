@@ -5,7 +5,8 @@ import keras
 from keras import ops
 
 from keras_mixer.layers.drop_path import DropPath
-from keras_mixer.layers.mlp import MlpBlock, gelu
+from keras_mixer.layers.mlp import MlpBlock
+from keras_mixer.layers.split_attention import SplitAttention
 
 
 def roll(x, shift, axis):
@@ -78,9 +79,7 @@ class HireMLP(keras.layers.Layer):
         self.mlp_h1_norm, self.mlp_w1_norm = _batch_norm("mlp_h1_norm"), _batch_norm("mlp_w1_norm")
         self.mlp_h2, self.mlp_w2 = dense(c * p, name="mlp_h2"), dense(c * p, name="mlp_w2")
         self.mlp_c = dense(c, name="mlp_c")
-        # split-attention weights: C -> C/4 -> 3C (one weight per channel and branch)
-        self.reweight_fc1 = dense(c // 4, name="reweight_fc1")
-        self.reweight_fc2 = dense(3 * c, name="reweight_fc2")
+        self.reweight = SplitAttention(name="reweight")
         self.proj = dense(c, name="proj")
         grid = (None, None, None, c * p)
         for layer in (self.mlp_h1, self.mlp_w1):
@@ -90,8 +89,7 @@ class HireMLP(keras.layers.Layer):
         for layer in (self.mlp_h2, self.mlp_w2):
             layer.build((None, None, None, c // 2))
         self.mlp_c.build(input_shape)
-        self.reweight_fc1.build((None, c))
-        self.reweight_fc2.build((None, c // 4))
+        self.reweight.build([input_shape] * 3)
         self.proj.build(input_shape)
 
     def _branch(self, x, axis, first, norm, second, training):
@@ -107,13 +105,7 @@ class HireMLP(keras.layers.Layer):
     def call(self, x, training=None):
         h = self._branch(x, 1, self.mlp_h1, self.mlp_h1_norm, self.mlp_h2, training)
         w = self._branch(x, 2, self.mlp_w1, self.mlp_w1_norm, self.mlp_w2, training)
-        c = self.mlp_c(x)
-        channels = x.shape[-1]
-        a = ops.mean(h + w + c, axis=(1, 2))
-        a = self.reweight_fc2(gelu(self.reweight_fc1(a), "exact"))
-        a = ops.softmax(ops.reshape(a, (-1, channels, 3)), axis=-1)  # channel-major, softmax over the branches
-        a = ops.expand_dims(ops.expand_dims(a, 1), 1)
-        return self.proj(h * a[..., 0] + w * a[..., 1] + c * a[..., 2])
+        return self.proj(self.reweight([h, w, self.mlp_c(x)]))
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -11,7 +11,6 @@ import keras
 import numpy as np
 
 from keras_mixer import weights as weights_lib
-from keras_mixer.errors import WeightsError
 from keras_mixer.layers import ASMLPBlock, LayerNorm, PatchMerging
 from keras_mixer.models.applications import (
     check_pooling,
@@ -85,31 +84,16 @@ def ASMLP(
 
 # --- official checkpoints ----------------------------------------------------------------------------------------
 
-_BLOCK_PARTS = {"mlp.fc1": "mlp/Dense_0", "mlp.fc2": "mlp/Dense_1"}
+def _layer_path(module):
+    path = re.sub(r"^layers\.(\d+)\.blocks\.(\d+)\.", r"layers_\1_blocks_\2/", module)
+    path = re.sub(r"^layers\.(\d+)\.downsample\.", r"layers_\1_downsample/", path)
+    path = path.replace("patch_embed.", "patch_embed_").replace("axial_shift.", "axial_shift/")
+    return path.replace("mlp.fc1", "mlp/Dense_0").replace("mlp.fc2", "mlp/Dense_1")
 
 
 def official_to_keras(state_dict, source="checkpoint"):
     """Maps the authors' state_dict (channels-first, 1x1 convs) onto our variable paths."""
-    params = {}
-    for key, value in state_dict.items():
-        module, _, kind = key.rpartition(".")
-        path = re.sub(r"^layers\.(\d+)\.blocks\.(\d+)\.", r"layers_\1_blocks_\2/", module)
-        path = re.sub(r"^layers\.(\d+)\.downsample\.", r"layers_\1_downsample/", path)
-        path = path.replace("patch_embed.", "patch_embed_").replace("axial_shift.", "axial_shift/")
-        for official, ours in _BLOCK_PARTS.items():
-            path = path.replace(official, ours)
-        if "." in path:
-            raise WeightsError(f"{source}: unexpected key {key!r} for an AS-MLP state_dict")
-        is_norm = re.search(r"(^|_)norm\d*$", path.split("/")[-1]) is not None  # norm, norm1, patch_embed_norm
-        if kind == "bias":
-            params[f"{path}/bias"] = value
-        elif kind != "weight":
-            raise WeightsError(f"{source}: unexpected key {key!r} for an AS-MLP state_dict")
-        elif is_norm:
-            params[f"{path}/scale"] = value
-        else:
-            params[f"{path}/kernel"] = weights_lib.keras_kernel(value)
-    return params
+    return weights_lib.torch_state_dict_to_keras(state_dict, source, "AS-MLP", _layer_path, r"(^|[_/])norm\d*$")
 
 
 ASMLPTiny, ASMLPSmall, ASMLPBase = (

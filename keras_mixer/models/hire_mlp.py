@@ -11,7 +11,6 @@ import keras
 import numpy as np
 
 from keras_mixer import weights as weights_lib
-from keras_mixer.errors import WeightsError
 from keras_mixer.layers import HireBlock
 from keras_mixer.models.applications import (
     check_pooling,
@@ -89,33 +88,21 @@ def HireMLPModel(
 
 # --- official checkpoints ----------------------------------------------------------------------------------------
 
-_BATCH_NORM = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
-_NORM_MODULE = re.compile(r"(^|[_/])(norm\d*|mlp_[hw]1_norm)$")
+_NORM_MODULE = r"(^|[_/])(norm\d*|mlp_[hw]1_norm)$"
+
+
+def _layer_path(module):
+    path = re.sub(r"^network\.(\d+)\.(\d+)\.", r"network_\1_\2/", module)
+    path = re.sub(r"^network\.(\d+)\.(proj|norm)$", r"network_\1_\2", path)
+    path = path.replace("patch_embed.", "patch_embed_").replace("attn.", "attn/").replace("reweight.", "reweight/")
+    return path.replace("mlp.fc1", "mlp/Dense_0").replace("mlp.fc2", "mlp/Dense_1")
 
 
 def official_to_keras(state_dict, source="checkpoint"):
     """Maps the authors' state_dict onto our variable paths (conv OIHW -> HWIO, 1x1 conv / linear -> Dense,
     BatchNorm weight/bias/running stats -> gamma/beta/moving_*; num_batches_tracked is dropped)."""
-    params = {}
-    for key, value in state_dict.items():
-        module, _, kind = key.rpartition(".")
-        if kind == "num_batches_tracked":
-            continue
-        path = re.sub(r"^network\.(\d+)\.(\d+)\.", r"network_\1_\2/", module)
-        path = re.sub(r"^network\.(\d+)\.(proj|norm)$", r"network_\1_\2", path)
-        path = path.replace("patch_embed.", "patch_embed_").replace("attn.reweight.", "attn/reweight_")
-        path = path.replace("attn.", "attn/").replace("mlp.fc1", "mlp/Dense_0").replace("mlp.fc2", "mlp/Dense_1")
-        if "." in path:
-            raise WeightsError(f"{source}: unexpected key {key!r} for a Hire-MLP state_dict")
-        if _NORM_MODULE.search(path):
-            if kind not in _BATCH_NORM:
-                raise WeightsError(f"{source}: unexpected key {key!r} for a Hire-MLP state_dict")
-            params[f"{path}/{_BATCH_NORM[kind]}"] = value
-        elif kind == "bias":
-            params[f"{path}/bias"] = value
-        else:
-            params[f"{path}/kernel"] = weights_lib.keras_kernel(value)
-    return params
+    return weights_lib.torch_state_dict_to_keras(state_dict, source, "Hire-MLP", _layer_path, _NORM_MODULE,
+                                                 weights_lib.BATCH_NORM_VARIABLES)
 
 
 HireMLPTiny, HireMLPSmall, HireMLPBase, HireMLPLarge = (

@@ -5,6 +5,7 @@ each family's module holds the filter that maps other layouts (e.g. timm's) onto
 """
 
 import os
+import re
 import warnings
 
 import keras
@@ -91,6 +92,32 @@ def keras_kernel(weight):
     return weight.T
 
 
+LAYER_NORM_VARIABLES = {"weight": "scale", "bias": "bias"}
+BATCH_NORM_VARIABLES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
+                        "running_var": "moving_variance"}
+
+
+def torch_state_dict_to_keras(state_dict, source, family, rename, norm_module, norm_variables=LAYER_NORM_VARIABLES):
+    """Maps a PyTorch state_dict onto our variable paths: `rename(module)` gives the layer path of a module name
+    ("network.0.1.attn.proj" -> "network_0_1/attn/proj"); modules matching the regex `norm_module` are norms whose
+    tensors map through `norm_variables`, the others have weight -> kernel (Keras layout) and bias. Any key left
+    with a "." or of an unknown kind is a WeightsError naming it; BatchNorm's num_batches_tracked is dropped."""
+    params = {}
+    for key, value in state_dict.items():
+        module, _, kind = key.rpartition(".")
+        if kind == "num_batches_tracked":
+            continue
+        path = rename(module)
+        norm = re.search(norm_module, path) is not None
+        if "." in path or kind not in (norm_variables if norm else ("weight", "bias")):
+            raise WeightsError(f"{source}: unexpected key {key!r} for a {family} state_dict")
+        if norm:
+            params[f"{path}/{norm_variables[kind]}"] = value
+        else:
+            params[f"{path}/{'bias' if kind == 'bias' else 'kernel'}"] = value if kind == "bias" else keras_kernel(value)
+    return params
+
+
 def load_local_weights(model, weights, convert, family):
     """Loads a Keras weights file, or an official checkpoint mapped by `convert(state_dict, source)` onto the
     model's variable paths (the classifier fitted by `match_head`)."""
@@ -120,6 +147,7 @@ __all__ = [
     "is_keras_file",
     "keras_kernel",
     "load_local_weights",
+    "torch_state_dict_to_keras",
     "list_pretrained",
     "load_keras_weights",
     "match_head",
