@@ -25,3 +25,11 @@ from keras_mixer.models.mlp_mixer import (
     feature_extractor,
 )
 from keras_mixer.models.registry import create_model, list_models
+from keras_mixer.models.vip import (
+    VIP_VARIANTS,
+    VisionPermutator,
+    VisionPermutatorLarge7,
+    VisionPermutatorMedium7,
+    VisionPermutatorSmall7,
+    VisionPermutatorSmall14,
+)

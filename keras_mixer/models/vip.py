@@ -1,0 +1,108 @@
+"""Vision Permutator (Hou et al., 2021): a Mixer-like stack whose token mixing permutes height / width into the
+channels (Weighted Permute-MLP).
+
+NHWC, LayerNorm eps 1e-5, exact GELU. Layer names mirror the official state_dict, whose `network.{k}` list holds
+the stages and, between two stages, a downsample (2x2 stride-2 conv) or 1x1 projection when the width changes:
+blocks are `network_{k}_{j}`, those convs `network_{k}_proj`. The authors' checkpoints are on Google Drive (links in
+the README); pass the downloaded `.pth` as `weights=`.
+"""
+
+import re
+
+import keras
+import numpy as np
+
+from keras_mixer import weights as weights_lib
+from keras_mixer.layers import LayerNorm, PermutatorBlock
+from keras_mixer.models.applications import check_pooling, feature_map_head, finish_model, image_input, variant_builder
+
+# name: (patch_size, layers, embed_dims, segment_dim, transitions); mlp ratio 3 in every stage
+VIP_VARIANTS = {
+    "vip_s14": (14, (4, 3, 8, 3), (384, 384, 384, 384), (16, 16, 16, 16), (False, False, False, False)),
+    "vip_s7": (7, (4, 3, 8, 3), (192, 384, 384, 384), (32, 16, 16, 16), (True, False, False, False)),
+    "vip_m7": (7, (4, 3, 14, 3), (256, 256, 512, 512), (32, 32, 16, 16), (False, True, False, False)),
+    "vip_l7": (7, (8, 8, 16, 4), (256, 512, 512, 512), (32, 16, 16, 16), (True, False, False, False)),
+}
+
+
+def VisionPermutator(
+    layers=(4, 3, 8, 3),
+    embed_dims=(192, 384, 384, 384),
+    transitions=(True, False, False, False),
+    segment_dim=(32, 16, 16, 16),
+    mlp_ratios=(3, 3, 3, 3),
+    patch_size=7,
+    skip_lam=1.0,
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    drop_path_rate=0.0,
+    return_stages=False,
+    name="vip",
+):
+    """Builds a Vision Permutator from the official config names (`layers, embed_dims, transitions, segment_dim,
+    mlp_ratios, patch_size, skip_lam`) plus the keras.applications arguments.
+
+    Stage i's grid must be segment_dim[i] x segment_dim[i] (224 / 7 = 32 for the /7 models, 224 / 14 = 16 for
+    S/14); `transitions[i]` halves the grid after stage i. With `include_top=False`, `return_stages=True` returns
+    every stage's map; otherwise the normalized final map or its `pooling`. `weights`: None, an official
+    `.pth`/`.safetensors` checkpoint, or a Keras file."""
+    check_pooling(pooling)
+    images, input_shape = image_input(input_tensor, input_shape)
+    x = keras.layers.Conv2D(embed_dims[0], patch_size, strides=patch_size, name="patch_embed_proj")(images)
+    rates = np.linspace(0.0, drop_path_rate, sum(layers))
+    stages, block, k = [], 0, 0
+    for i, depth in enumerate(layers):
+        for j in range(depth):
+            x = PermutatorBlock(segment_dim[i], mlp_ratios[i], skip_lam, float(rates[block]),
+                                name=f"network_{k}_{j}")(x)
+            block += 1
+        stages.append(x)
+        k += 1
+        if i < len(layers) - 1 and (transitions[i] or embed_dims[i] != embed_dims[i + 1]):
+            if transitions[i]:
+                x = keras.layers.Conv2D(embed_dims[i + 1], 2, strides=2, name=f"network_{k}_proj")(x)
+            else:  # the official 1x1 conv, as a Dense over channels
+                x = keras.layers.Dense(embed_dims[i + 1], name=f"network_{k}_proj")(x)
+            k += 1
+    x = LayerNorm(1e-5, name="norm")(x)
+    x = feature_map_head(x, stages, include_top, return_stages, pooling, classes, classifier_activation)
+    model = finish_model(images, input_tensor, x, name)
+    if weights is not None:
+        weights_lib.load_local_weights(model, weights, official_to_keras, "Vision Permutator")
+    return model
+
+
+# --- official checkpoints ----------------------------------------------------------------------------------------
+
+
+def _layer_path(module):
+    path = re.sub(r"^network\.(\d+)\.(\d+)\.", r"network_\1_\2/", module)
+    path = re.sub(r"^network\.(\d+)\.proj$", r"network_\1_proj", path)
+    path = path.replace("patch_embed.", "patch_embed_").replace("attn.", "attn/").replace("reweight.", "reweight/")
+    return path.replace("mlp.fc1", "mlp/Dense_0").replace("mlp.fc2", "mlp/Dense_1")
+
+
+def official_to_keras(state_dict, source="checkpoint"):
+    """Maps the authors' state_dict onto our variable paths (conv OIHW -> HWIO, linear (out, in) -> (in, out),
+    LayerNorm weight -> scale)."""
+    return weights_lib.torch_state_dict_to_keras(state_dict, source, "Vision Permutator", _layer_path,
+                                                 r"(^|[_/])norm\d*$")
+
+
+VisionPermutatorSmall14, VisionPermutatorSmall7, VisionPermutatorMedium7, VisionPermutatorLarge7 = (
+    variant_builder(variant, function, VisionPermutator,
+                    {"layers": layers, "embed_dims": dims, "transitions": transitions, "segment_dim": segments,
+                     "patch_size": patch})
+    for variant, function in (
+        ("vip_s14", "VisionPermutatorSmall14"),
+        ("vip_s7", "VisionPermutatorSmall7"),
+        ("vip_m7", "VisionPermutatorMedium7"),
+        ("vip_l7", "VisionPermutatorLarge7"),
+    )
+    for patch, layers, dims, segments, transitions in [VIP_VARIANTS[variant]]
+)
