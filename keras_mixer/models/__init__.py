@@ -25,6 +25,7 @@ from keras_mixer.models.mlp_mixer import (
     feature_extractor,
 )
 from keras_mixer.models.registry import create_model, list_models
+from keras_mixer.models.raft_mlp import RAFT_MLP_VARIANTS, RaftMLP, RaftMLPLarge, RaftMLPMedium, RaftMLPSmall
 from keras_mixer.models.vip import (
     VIP_VARIANTS,
     VisionPermutator,

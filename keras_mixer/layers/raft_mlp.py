@@ -1,0 +1,118 @@
+"""RaftMLP's pieces (Tatsunami & Taki, 2021): the cross-scale embedding and the raft token-mixing block. NHWC."""
+
+import keras
+from keras import ops
+
+from keras_mixer.layers.drop_path import DropPath
+from keras_mixer.layers.layer_norm import LayerNorm
+from keras_mixer.layers.mlp import MlpBlock
+
+
+@keras.saving.register_keras_serializable(package="keras_mixer")
+class CrossScaleEmbedding(keras.layers.Layer):
+    """Patches of every size in `kernels` taken at stride `patch_size` (zero padding (k - patch_size) / 2), their
+    values concatenated (kernel by kernel, each channel-major then row then column, as torch's Unfold) and projected
+    by one linear map to `dim`.
+
+    The layer keeps that linear map as the official (in·Σk², dim) `kernel`; since a linear map of concatenated
+    patches is a sum of strided convolutions, it runs as one Conv2D per kernel size (no unfold, TFLite-friendly)."""
+
+    def __init__(self, dim, patch_size, kernels, **kwargs):
+        super().__init__(**kwargs)
+        if any(k < patch_size or (k - patch_size) % 2 for k in kernels):
+            raise ValueError(f"embedding kernels {kernels} must be >= patch_size {patch_size} and differ from it by an "
+                             "even number")
+        self.dim, self.patch_size, self.kernels = dim, patch_size, tuple(kernels)
+
+    def build(self, input_shape):
+        self.in_channels = input_shape[-1]
+        size = self.in_channels * sum(k * k for k in self.kernels)
+        self.kernel = self.add_weight(name="kernel", shape=(size, self.dim), initializer="glorot_uniform")
+        self.bias = self.add_weight(name="bias", shape=(self.dim,), initializer="zeros")
+
+    def call(self, x):
+        out, start = self.bias, 0
+        for k in self.kernels:
+            size = self.in_channels * k * k
+            # rows ordered (channel, row, column) -> HWIO
+            kernel = ops.transpose(ops.reshape(self.kernel[start:start + size], (self.in_channels, k, k, self.dim)),
+                                   (1, 2, 0, 3))
+            pad = (k - self.patch_size) // 2
+            padded = ops.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))) if pad else x
+            out = out + ops.conv(padded, kernel, strides=self.patch_size, padding="valid")
+            start += size
+        return out
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, _ = input_shape
+        return (b, h // self.patch_size, w // self.patch_size, self.dim)
+
+    def get_config(self):
+        return {**super().get_config(), "dim": self.dim, "patch_size": self.patch_size, "kernels": self.kernels}
+
+
+def _to_raft_major(x, rafts):
+    """Channels (i_r, i_o) -> (i_o, i_r) on NHWC."""
+    _, h, w, c = x.shape
+    return ops.reshape(ops.transpose(ops.reshape(x, (-1, h, w, rafts, c // rafts)), (0, 1, 2, 4, 3)), (-1, h, w, c))
+
+
+@keras.saving.register_keras_serializable(package="keras_mixer")
+class RaftBlock(keras.layers.Layer):
+    """Raft token mixing then channel mixing, each residual (pre-norm, stochastic depth).
+
+    Channels are rafts: index i_r·o + i_o with r = `raft_size` rafts of o = C / r. Vertical mixing sees rows
+    (i_o, w) and mixes the r·h values (i_r, h) of each with an MLP (expansion `token_expansion_factor`); horizontal
+    mixing the same with (i_o, h) rows and (i_r, w) values. Their LayerNorms normalize over the channels with the
+    affine parameters indexed i_o·r + i_r, as the official code applies them after its raft rearrangement."""
+
+    def __init__(self, raft_size=2, token_expansion_factor=2, channel_expansion_factor=4, drop_path_rate=0.0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.raft_size, self.drop_path_rate = raft_size, drop_path_rate
+        self.token_expansion_factor, self.channel_expansion_factor = token_expansion_factor, channel_expansion_factor
+        self.vertical_norm = LayerNorm(1e-5, name="vertical_norm")
+        self.horizontal_norm = LayerNorm(1e-5, name="horizontal_norm")
+        self.channel_norm = LayerNorm(1e-5, name="channel_norm")
+        self.drop_path = DropPath(drop_path_rate)
+
+    def build(self, input_shape):
+        _, h, w, c = input_shape
+        r = self.raft_size
+        if h is None or w is None or c % r:
+            raise ValueError(f"{self.name}: needs a static grid and channels divisible by raft_size {r}, got "
+                             f"{input_shape}")
+        self.vertical_mlp = MlpBlock(self.token_expansion_factor * r * h, gelu="exact", name="vertical_mlp")
+        self.horizontal_mlp = MlpBlock(self.token_expansion_factor * r * w, gelu="exact", name="horizontal_mlp")
+        self.channel_mlp = MlpBlock(self.channel_expansion_factor * c, gelu="exact", name="channel_mlp")
+        for norm in (self.vertical_norm, self.horizontal_norm, self.channel_norm):
+            norm.build(input_shape)
+        self.vertical_mlp.build((None, c // r * w, r * h))
+        self.horizontal_mlp.build((None, c // r * h, r * w))
+        self.channel_mlp.build(input_shape)
+
+    def _mix(self, x, norm, mlp, order, training):
+        """`order` puts [b, h, w, i_o, i_r] into [b, i_o, rows, i_r, cols]; the MLP mixes (i_r, cols)."""
+        _, h, w, c = x.shape
+        r, o = self.raft_size, c // self.raft_size
+        y = ops.transpose(ops.reshape(norm(_to_raft_major(x, r)), (-1, h, w, o, r)), order)
+        shape = y.shape
+        y = mlp(ops.reshape(y, (-1, shape[1] * shape[2], shape[3] * shape[4])), training=training)
+        inverse = [order.index(axis) for axis in range(5)]
+        y = ops.transpose(ops.reshape(y, (-1, *shape[1:])), inverse)  # [b, h, w, i_o, i_r]
+        y = ops.reshape(ops.transpose(y, (0, 1, 2, 4, 3)), (-1, h, w, c))  # channels (i_r, i_o) again
+        return x + self.drop_path(y, training=training)
+
+    def call(self, x, training=None):
+        x = self._mix(x, self.vertical_norm, self.vertical_mlp, (0, 3, 2, 4, 1), training)  # rows (i_o, w), cols (i_r, h)
+        x = self._mix(x, self.horizontal_norm, self.horizontal_mlp, (0, 3, 1, 4, 2), training)  # (i_o, h), (i_r, w)
+        mixed = self.channel_mlp(self.channel_norm(x), training=training)
+        return x + self.drop_path(mixed, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "raft_size": self.raft_size,
+                "token_expansion_factor": self.token_expansion_factor,
+                "channel_expansion_factor": self.channel_expansion_factor, "drop_path_rate": self.drop_path_rate}

@@ -1,0 +1,127 @@
+import keras
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+import keras_mixer
+from digits_helpers import check_training_and_round_trip, fit_on_digits, tflite_agreement
+from keras_mixer.errors import WeightsError
+from keras_mixer.layers import CrossScaleEmbedding, RaftBlock
+from raft_mlp_reference import embed, raft_mixing, raft_mlp_forward, raft_mlp_state_dict, sequential_mlp
+from reference_ops import layer_norm
+
+# trainable parameters at 224x224, 1000 classes, measured from the authors' implementation (spec sheet)
+PARAM_COUNTS = {"RaftMLPSmall": 9_868_768, "RaftMLPMedium": 21_413_632, "RaftMLPLarge": 36_184_672}
+
+
+@pytest.mark.parametrize("builder, expected", PARAM_COUNTS.items())
+def test_parameter_counts(builder, expected):
+    assert getattr(keras_mixer, builder)().count_params() == expected
+
+
+def randomize(layer, seed=1):
+    rng = np.random.default_rng(seed)
+    for variable in layer.weights:
+        variable.assign(rng.normal(0, 0.3, variable.shape))
+
+
+def torch_params(layer, names):
+    """{official name: array in torch layout} for `names` {official module: our sub-layer path}."""
+    values = {v.path.split("/", 1)[1]: keras.ops.convert_to_numpy(v).astype(np.float64) for v in layer.weights}
+    sd = {}
+    for official, ours in names.items():
+        if f"{ours}/kernel" in values:
+            sd[official + ".weight"], sd[official + ".bias"] = values[f"{ours}/kernel"].T, values[f"{ours}/bias"]
+        else:
+            sd[official + ".weight"], sd[official + ".bias"] = values[f"{ours}/scale"], values[f"{ours}/bias"]
+    return sd
+
+
+@pytest.mark.parametrize("patch, kernels", [(4, (4, 8)), (2, (2, 4, 6)), (2, (2,))])
+def test_cross_scale_embedding_matches_unfold_reference(patch, kernels):
+    x = np.random.default_rng(0).normal(size=(2, 12, 8, 3)).astype("float32")
+    layer = CrossScaleEmbedding(5, patch, kernels, name="embedding")
+    layer.build(x.shape)
+    randomize(layer)
+    sd = {"fc.weight": keras.ops.convert_to_numpy(layer.kernel).T, "fc.bias": keras.ops.convert_to_numpy(layer.bias)}
+    tokens, h, w = embed(x.transpose(0, 3, 1, 2).astype(np.float64), sd, "fc", patch, kernels)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x)), tokens.reshape(2, h, w, 5), atol=1e-5)
+
+
+@pytest.mark.parametrize("height, width, channels, rafts", [(4, 6, 8, 2), (3, 3, 12, 3), (5, 2, 6, 1)])
+def test_raft_block_matches_reference(height, width, channels, rafts):
+    x = np.random.default_rng(0).normal(size=(2, height, width, channels)).astype("float32")
+    block = RaftBlock(rafts, name="block")
+    block.build(x.shape)
+    randomize(block)
+    sd = torch_params(block, {"1.norm.1": "vertical_norm", "1.fn.0": "vertical_mlp/Dense_0",
+                              "1.fn.3": "vertical_mlp/Dense_1", "3.norm.1": "horizontal_norm",
+                              "3.fn.0": "horizontal_mlp/Dense_0", "3.fn.3": "horizontal_mlp/Dense_1",
+                              "5.norm": "channel_norm", "5.fn.0": "channel_mlp/Dense_0",
+                              "5.fn.3": "channel_mlp/Dense_1"})
+    tokens = x.astype(np.float64).reshape(2, height * width, channels)
+    tokens = raft_mixing(tokens, sd, "1", height, width, rafts, vertical=True)
+    tokens = raft_mixing(tokens, sd, "3", height, width, rafts, vertical=False)
+    tokens = tokens + sequential_mlp(layer_norm(tokens, sd, "5.norm"), sd, "5.fn")
+    expected = tokens.reshape(2, height, width, channels)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(block(x)), expected, atol=1e-4)
+
+
+# a small RaftMLP: 32x32 input -> grids 8, 4, 2; the last level with 4 rafts and a single embedding kernel
+SMALL = (
+    {"depth": 1, "dim": 16, "patch_size": 4, "raft_size": 2, "embedding_kernels": (4, 8)},
+    {"depth": 2, "dim": 24, "patch_size": 2, "raft_size": 2, "embedding_kernels": (2, 4)},
+    {"depth": 1, "dim": 32, "patch_size": 2, "raft_size": 4, "embedding_kernels": (2,)},
+)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    state = raft_mlp_state_dict(np.random.default_rng(0), SMALL, 32, 10)
+    path = tmp_path_factory.mktemp("raft") / "official.safetensors"
+    save_file(state, str(path))
+    return state, str(path)
+
+
+def test_official_checkpoint_matches_reference_forward(checkpoint):
+    state, path = checkpoint
+    model = keras_mixer.RaftMLP(SMALL, input_shape=(32, 32, 3), classes=10, classifier_activation=None, weights=path)
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    assert np.max(np.abs(model.predict(x, verbose=0) - raft_mlp_forward(state, x, SMALL))) <= 1e-4
+
+
+def test_checkpoint_errors_name_the_key(checkpoint, tmp_path):
+    state, _ = checkpoint
+    broken = {**state, "levels.0.fn.2.1.fn.0.weight": np.zeros((32, 15), "float32")}
+    save_file(broken, str(tmp_path / "broken.safetensors"))
+    with pytest.raises(WeightsError, match=r"levels_0_blocks_0/vertical_mlp/Dense_0/kernel.*\(15, 32\).*\(16, 32\)"):
+        keras_mixer.RaftMLP(SMALL, input_shape=(32, 32, 3), classes=10, weights=str(tmp_path / "broken.safetensors"))
+    extra = {**state, "levels.0.fn.2.7.fn.0.weight": np.zeros(3, "float32")}
+    save_file(extra, str(tmp_path / "extra.safetensors"))
+    with pytest.raises(WeightsError, match=r"unexpected key 'levels.0.fn.2.7.fn.0.weight'"):
+        keras_mixer.RaftMLP(SMALL, input_shape=(32, 32, 3), classes=10, weights=str(tmp_path / "extra.safetensors"))
+
+
+def test_registry_features_and_size_errors():
+    assert {"raft_mlp_s", "raft_mlp_m", "raft_mlp_l"} <= set(keras_mixer.list_models())
+    model = keras_mixer.RaftMLP(SMALL, input_shape=(32, 32, 3), include_top=False, return_stages=True)
+    assert [tuple(o.shape) for o in model.outputs] == [(None, 8, 8, 16), (None, 4, 4, 24), (None, 2, 2, 32)]
+    with pytest.raises(ValueError, match="multiple of 16"):
+        keras_mixer.RaftMLP(SMALL, input_shape=(40, 40, 3))
+
+
+@pytest.fixture(scope="module")
+def trained():
+    model = keras_mixer.RaftMLP(SMALL, input_shape=(32, 32, 3), classes=10, classifier_activation=None)
+    return (model, *fit_on_digits(model))
+
+
+def test_trains_on_digits_and_round_trips(trained, tmp_path):
+    model, history, _, x_test = trained
+    check_training_and_round_trip(model, history, x_test, tmp_path / "m.keras")
+
+
+@pytest.mark.parametrize("mode, minimum", [("float32", 0.99), ("int8", 0.95)])
+def test_tflite_export_agrees_with_keras(trained, tmp_path, mode, minimum):
+    model, _, x_train, x_test = trained
+    assert tflite_agreement(model, x_train, x_test, mode, tmp_path / f"{mode}.tflite") >= minimum
