@@ -10,6 +10,8 @@ from keras_mixer.layers.hierarchical import PatchMerging
 from keras_mixer.layers.hire_mlp import HireBlock, HireMLP
 from keras_mixer.layers.patch_embedding import PatchEmbedding
 from keras_mixer.layers.permute_mlp import PermutatorBlock, WeightedPermuteMLP
+from keras_mixer.layers.moe import MixtureOfExperts
+from keras_mixer.layers.sparse_mixer import SparseMixerBlock
 from keras_mixer.layers.raft_mlp import CrossScaleEmbedding, RaftBlock
 from keras_mixer.layers.split_attention import SplitAttention
 
@@ -22,4 +24,4 @@ __all__ = [
     "HireMLP",
     "ActivationQuantizer",
     "QuantizedDense",
-    "DropPath", "LayerNorm", "MixerBlock", "MlpBlock", "PatchEmbedding", "SplitAttention", "PermutatorBlock", "WeightedPermuteMLP", "CrossScaleEmbedding", "RaftBlock", "gelu"]
+    "DropPath", "LayerNorm", "MixerBlock", "MlpBlock", "PatchEmbedding", "SplitAttention", "PermutatorBlock", "WeightedPermuteMLP", "CrossScaleEmbedding", "RaftBlock", "MixtureOfExperts", "SparseMixerBlock", "gelu"]

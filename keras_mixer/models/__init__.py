@@ -25,6 +25,15 @@ from keras_mixer.models.mlp_mixer import (
     feature_extractor,
 )
 from keras_mixer.models.registry import create_model, list_models
+from keras_mixer.models.sparse_mlp import (
+    SPARSE_MLP_VARIANTS,
+    SparseMLP,
+    SparseMLPBase,
+    SparseMLPLarge,
+    SparseMLPModel,
+    SparseMLPSmall,
+    with_dispatch,
+)
 from keras_mixer.models.raft_mlp import RAFT_MLP_VARIANTS, RaftMLP, RaftMLPLarge, RaftMLPMedium, RaftMLPSmall
 from keras_mixer.models.vip import (
     VIP_VARIANTS,

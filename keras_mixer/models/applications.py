@@ -24,9 +24,25 @@ def check_pooling(pooling):
         raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
 
 
-def finish_model(images, input_tensor, outputs, name):
+def finish_model(images, input_tensor, outputs, name, model_class=keras.Model):
     inputs = keras.utils.get_source_inputs(images) if input_tensor is not None else images
-    return keras.Model(inputs, outputs, name=name)
+    return model_class(inputs, outputs, name=name)
+
+
+def token_head(x, grid, include_top, pooling, classes, classifier_activation, dropout_rate=0.0):
+    """The tail of an isotropic [batch, tokens, C] backbone (Mixer-style): mean over tokens -> dropout -> `head`
+    Dense (zero-initialized, as the official Mixer); with include_top=False the pooled tokens, or the tokens as an
+    NHWC `grid`."""
+    if include_top:
+        x = keras.layers.GlobalAveragePooling1D(name="avg_pool")(x)
+        x = keras.layers.Dropout(dropout_rate, name="head_dropout")(x)
+        return keras.layers.Dense(classes, kernel_initializer="zeros", activation=classifier_activation,
+                                  name="head")(x)
+    if pooling == "avg":
+        return keras.layers.GlobalAveragePooling1D(name="avg_pool")(x)
+    if pooling == "max":
+        return keras.layers.GlobalMaxPooling1D(name="max_pool")(x)
+    return keras.layers.Reshape((*grid, x.shape[-1]), name="token_grid")(x)
 
 
 def feature_map_head(x, stages, include_top, return_stages, pooling, classes, classifier_activation):

@@ -13,7 +13,7 @@ import numpy as np
 from keras_mixer import weights as weights_lib
 from keras_mixer.errors import WeightsError
 from keras_mixer.layers import LayerNorm, MixerBlock, PatchEmbedding
-from keras_mixer.models.applications import check_pooling, finish_model, image_input, variant_builder
+from keras_mixer.models.applications import check_pooling, finish_model, image_input, token_head, variant_builder
 from keras_mixer.weights.token_resize import RESIZE_METHODS
 
 # name: (patch_size, hidden_dim, num_blocks, tokens_mlp_dim, channels_mlp_dim), the official configs
@@ -230,18 +230,7 @@ def MLPMixer(
         )(x)
     x = LayerNorm(name="pre_head_layer_norm")(x)
 
-    if include_top:
-        x = keras.layers.GlobalAveragePooling1D(name="avg_pool")(x)
-        x = keras.layers.Dropout(dropout_rate, name="head_dropout")(x)
-        x = keras.layers.Dense(
-            classes, kernel_initializer="zeros", activation=classifier_activation, name="head"
-        )(x)
-    elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling1D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling1D(name="max_pool")(x)
-    else:
-        x = keras.layers.Reshape((rows, cols, hidden_dim), name="token_grid")(x)
+    x = token_head(x, (rows, cols), include_top, pooling, classes, classifier_activation, dropout_rate)
 
     model = finish_model(images, input_tensor, x, name)
     if checkpoint is not None:

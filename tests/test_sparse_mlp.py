@@ -1,0 +1,166 @@
+import keras
+import numpy as np
+import pytest
+
+import keras_mixer
+from digits_helpers import check_training_and_round_trip, fit_on_digits, tflite_agreement
+from keras_mixer.errors import WeightsError
+from keras_mixer.layers import MixtureOfExperts, SparseMixerBlock
+from reference_ops import layer_norm
+from sparse_mlp_reference import auxiliary_loss, moe_forward
+
+
+def moe_params(layer):
+    return {name: keras.ops.convert_to_numpy(value).astype(np.float64) for name, value in
+            (("router", layer.router.kernel), ("kernel_0", layer.kernel_0), ("bias_0", layer.bias_0),
+             ("kernel_1", layer.kernel_1), ("bias_1", layer.bias_1))}
+
+
+def random_moe(items, dim, weights_seed=0, **options):
+    layer = MixtureOfExperts(**{"num_experts": 4, "hidden_dim": 6, **options})
+    layer.build((None, items, dim))
+    rng = np.random.default_rng(weights_seed)
+    for variable in layer.weights:
+        variable.assign(rng.normal(0, 0.5, variable.shape))
+    return layer
+
+
+@pytest.mark.parametrize("dispatch", ["sparse", "dense"])
+@pytest.mark.parametrize("k, prioritized", [(1, True), (2, True), (2, False), (3, False)])
+@pytest.mark.parametrize("training", [False, True])
+def test_moe_matches_loop_reference(dispatch, k, prioritized, training):
+    # a tight capacity (min 2, factor 0.5) so items are dropped and the queue order matters
+    layer = random_moe(12, 5, k=k, batch_prioritized=prioritized, dispatch=dispatch, capacity_factor_train=0.5,
+                       capacity_factor_eval=0.75, min_capacity=2, noise_std=0.0)
+    x = np.random.default_rng(1).normal(size=(3, 12, 5)).astype("float32")
+    capacity = layer.capacity(training)
+    assert capacity == max(2, int(np.ceil(k * (0.5 if training else 0.75) * 12 / 4)))
+    expected = moe_forward(x.astype(np.float64), moe_params(layer), k, capacity, prioritized)
+    got = keras.ops.convert_to_numpy(layer(x, training=training))
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    dropped = np.mean(np.all(expected == 0, axis=-1))
+    assert k > 1 or dropped > 0  # the test exercises capacity overflow
+
+
+def test_sparse_and_dense_dispatch_agree_with_router_noise():
+    sparse = random_moe(16, 6, k=2, noise_std=0.3, capacity_factor_train=0.5, seed=7)
+    dense = random_moe(16, 6, k=2, noise_std=0.3, capacity_factor_train=0.5, seed=7, dispatch="dense")
+    x = np.random.default_rng(2).normal(size=(2, 16, 6)).astype("float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(sparse(x, training=True)),
+                               keras.ops.convert_to_numpy(dense(x, training=True)), atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_auxiliary_loss_matches_reference(k):
+    layer = random_moe(10, 5, k=k, noise_std=0.25, aux_weight=0.01)
+    rng = np.random.default_rng(3)
+    clean = rng.normal(size=(2, 10, 4)).astype("float32")
+    noisy = (clean + rng.normal(0, 0.25, clean.shape)).astype("float32")
+    got = float(keras.ops.convert_to_numpy(layer.auxiliary_loss(clean, noisy)))
+    assert got == pytest.approx(auxiliary_loss(clean.astype(np.float64), noisy.astype(np.float64), k, 0.25, 0.01),
+                                rel=1e-4)
+
+
+def test_auxiliary_loss_is_added_in_training_only():
+    layer = random_moe(10, 5, k=2)
+    x = np.random.default_rng(4).normal(size=(2, 10, 5)).astype("float32")
+    layer(x, training=False)
+    assert not layer.losses
+    layer(x, training=True)
+    assert len(layer.losses) == 1 and float(keras.ops.convert_to_numpy(layer.losses[0])) > 0
+
+
+@pytest.mark.parametrize("rerep", [None, "token", "both"])
+def test_sparse_block_matches_reference(rerep):
+    tokens, channels = 6, 8
+    block = SparseMixerBlock(5, 12, token_experts=3, channel_experts=2, token_k=1, channel_k=2, rerep=rerep,
+                             min_capacity=1, capacity_factor_eval=1.0)
+    block.build((None, tokens, channels))
+    rng = np.random.default_rng(5)
+    for variable in block.weights:
+        variable.assign(rng.normal(0, 0.4, variable.shape))
+    x = rng.normal(size=(2, tokens, channels)).astype("float32")
+
+    def norm(v, layer):
+        return layer_norm(v, {"n.weight": np.asarray(layer.scale), "n.bias": np.asarray(layer.bias)}, "n", 1e-6)
+
+    def dense(v, layer):
+        return v @ np.asarray(layer.kernel, np.float64) + np.asarray(layer.bias, np.float64)
+
+    def moe(v, layer):  # v: [batch, items, dim]
+        return moe_forward(v, moe_params(layer), layer.k, layer.capacity(False), True)
+
+    y = norm(x.astype(np.float64), block.norm_0)
+    if rerep:
+        y = dense(y, block.rerep_in_channels)
+    y = y.transpose(0, 2, 1)
+    if rerep:
+        y = dense(y, block.rerep_in_tokens)
+    y = moe(y, block.token_moe)
+    if rerep == "both":
+        y = moe(y.transpose(0, 2, 1), block.channel_moe).transpose(0, 2, 1)
+    if rerep:
+        y = dense(y, block.rerep_out_tokens)
+    y = y.transpose(0, 2, 1)
+    if rerep:
+        y = dense(y, block.rerep_out_channels)
+    expected = x + y
+    if rerep != "both":
+        expected = expected + moe(norm(expected, block.norm_1), block.channel_moe)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(block(x)), expected, atol=1e-4)
+
+
+def mixer_block_params(tokens, channels, tokens_mlp, channels_mlp):
+    return 4 * channels + 2 * tokens * tokens_mlp + tokens_mlp + tokens + 2 * channels * channels_mlp + channels_mlp + channels
+
+
+def expert_params(experts, dim, hidden):
+    return dim * experts + experts * (2 * dim * hidden + hidden + dim)  # router + experts
+
+
+@pytest.mark.parametrize("builder, hidden, blocks, tokens_mlp, channels_mlp, sparse, token_experts", [
+    ("SparseMLPSmall", 512, 8, 256, 2048, 2, 4),
+    ("SparseMLPBase", 768, 12, 384, 3072, 2, 8),
+    ("SparseMLPLarge", 1024, 24, 512, 4096, 4, 16),
+])
+def test_parameter_counts_follow_the_configuration(builder, hidden, blocks, tokens_mlp, channels_mlp, sparse,
+                                                   token_experts):
+    tokens, classes, c = 196, 1000, hidden
+    s1, c1 = 2 * tokens, c // 2  # the re-represented sizes (spec: S1 = 2S, C1 = C/2)
+    sparse_block = (4 * c + (c * c1 + c1) + (tokens * s1 + s1) + (s1 * tokens + tokens) + (c1 * c + c)
+                    + expert_params(token_experts, s1, tokens_mlp) + expert_params(4, c, channels_mlp))
+    expected = (16 * 16 * 3 * c + c + (blocks - sparse) * mixer_block_params(tokens, c, tokens_mlp, channels_mlp)
+                + sparse * sparse_block + 2 * c + c * classes + classes)
+    assert getattr(keras_mixer, builder)().count_params() == expected
+
+
+SMALL = {"patch_size": 8, "hidden_dim": 32, "num_blocks": 3, "tokens_mlp_dim": 16, "channels_mlp_dim": 64,
+         "num_sparse_blocks": 2, "min_capacity": 1}
+
+
+def test_registry_features_and_weights_errors(tmp_path):
+    assert {"sparse_mlp_s", "sparse_mlp_b", "sparse_mlp_l"} <= set(keras_mixer.list_models())
+    features = keras_mixer.SparseMLP(**SMALL, input_shape=(32, 32, 3), include_top=False)
+    assert features.output_shape == (None, 4, 4, 32)
+    with pytest.raises(WeightsError, match="no released checkpoint"):
+        keras_mixer.SparseMLP(**SMALL, input_shape=(32, 32, 3), weights=str(tmp_path / "sparse.pth"))
+
+
+@pytest.fixture(scope="module")
+def trained():
+    model = keras_mixer.SparseMLP(**SMALL, input_shape=(32, 32, 3), classes=10, classifier_activation=None)
+    return (model, *fit_on_digits(model))
+
+
+def test_trains_on_digits_reports_aux_loss_and_round_trips(trained, tmp_path):
+    model, history, _, x_test = trained
+    assert "aux_loss" in history and all(0 < value < 0.1 for value in history["aux_loss"]), history
+    check_training_and_round_trip(model, history, x_test, tmp_path / "m.keras")
+    dense = keras_mixer.models.with_dispatch(model, "dense")
+    np.testing.assert_allclose(dense.predict(x_test, verbose=0), model.predict(x_test, verbose=0), atol=1e-4)
+
+
+@pytest.mark.parametrize("mode, minimum", [("float32", 0.99), ("int8", 0.95)])
+def test_tflite_export_agrees_with_keras(trained, tmp_path, mode, minimum):
+    model, _, x_train, x_test = trained
+    assert tflite_agreement(model, x_train, x_test, mode, tmp_path / f"{mode}.tflite") >= minimum
