@@ -61,3 +61,36 @@ def test_qat_model_agrees_across_backends_and_trains_on_jax(tmp_path):
         assert float(fresh.get_layer("stem").input_quant.updates) == 1 + 4  # calibration + 2 epochs x 2 steps
         """)
     np.testing.assert_allclose(np.load(tmp_path / "jax.npy"), qat.predict(images, verbose=0), atol=1e-4)
+
+
+SEED_FAMILIES = {
+    "vip": lambda: keras_mixer.VisionPermutator((1, 1), (8, 16), (True, False), (8, 4), (3, 3), patch_size=2,
+                                                input_shape=(16, 16, 3), classes=5, classifier_activation=None),
+    "raft_mlp": lambda: keras_mixer.RaftMLP(
+        ({"depth": 1, "dim": 8, "patch_size": 4, "raft_size": 2, "embedding_kernels": (4, 8)},),
+        input_shape=(16, 16, 3), classes=5, classifier_activation=None),
+    "sparse_mlp": lambda: keras_mixer.SparseMLP(4, 8, 2, 6, 12, num_sparse_blocks=1, min_capacity=1,
+                                                input_shape=(16, 16, 3), classes=5, classifier_activation=None),
+}
+
+
+@pytest.mark.parametrize("family", SEED_FAMILIES)
+def test_seed_families_agree_across_backends(family, tmp_path):
+    model = SEED_FAMILIES[family]()
+    rng = np.random.default_rng(0)
+    for variable in model.trainable_weights:
+        variable.assign(rng.normal(0, 0.3, variable.shape).astype("float32"))
+    images = rng.uniform(-1, 1, (4, 16, 16, 3)).astype("float32")
+    model.save(tmp_path / "m.keras")
+    np.save(tmp_path / "images.npy", images)
+    run_on_jax(f"""
+        model = keras.models.load_model({str(tmp_path / 'm.keras')!r})
+        images = np.load({str(tmp_path / 'images.npy')!r})
+        np.save({str(tmp_path / 'jax.npy')!r}, model.predict(images, verbose=0))
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        history = model.fit(images, np.arange(4) % 5, epochs=2, batch_size=2, verbose=0).history
+        assert np.all(np.isfinite(history["loss"])), history
+        if {family!r} == "sparse_mlp":  # the experts' auxiliary loss is reported on JAX too
+            assert all(value > 0 for value in history["aux_loss"]), history
+        """)
+    np.testing.assert_allclose(np.load(tmp_path / "jax.npy"), model.predict(images, verbose=0), atol=1e-4)
