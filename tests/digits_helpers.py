@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 
 import keras_mixer
 from keras_mixer.datasets import load_digits
@@ -32,3 +33,28 @@ def check_training_and_round_trip(model, history, x_test, path):
     model.save(path)
     restored = keras.models.load_model(path)
     np.testing.assert_allclose(restored.predict(x_test[:8], verbose=0), model.predict(x_test[:8], verbose=0), atol=1e-5)
+
+
+def digits_family_tests(build):
+    """The digits checks every model family gets, for a module to bind at top level:
+
+        trained, test_trains_on_digits_and_round_trips, test_tflite_export_agrees_with_keras = digits_family_tests(
+            lambda: SomeModel(..., input_shape=(32, 32, 3), classes=10, classifier_activation=None))
+
+    `trained` is a module-scoped fixture (model, history, x_train, x_test) other tests can use too."""
+
+    @pytest.fixture(scope="module")
+    def trained():
+        model = build()
+        return (model, *fit_on_digits(model))
+
+    def test_trains_on_digits_and_round_trips(trained, tmp_path):
+        model, history, _, x_test = trained
+        check_training_and_round_trip(model, history, x_test, tmp_path / "m.keras")
+
+    @pytest.mark.parametrize("mode, minimum", [("float32", 0.99), ("int8", 0.95)])
+    def test_tflite_export_agrees_with_keras(trained, tmp_path, mode, minimum):
+        model, _, x_train, x_test = trained
+        assert tflite_agreement(model, x_train, x_test, mode, tmp_path / f"{mode}.tflite") >= minimum
+
+    return trained, test_trains_on_digits_and_round_trips, test_tflite_export_agrees_with_keras

@@ -4,7 +4,7 @@ import pytest
 from safetensors.numpy import save_file
 
 import keras_mixer
-from digits_helpers import check_training_and_round_trip, fit_on_digits, tflite_agreement
+from digits_helpers import digits_family_tests
 from hire_mlp_reference import hire_mlp_forward, random_state_dict
 from keras_mixer.errors import WeightsError
 from keras_mixer.layers.hire_mlp import channels_to_regions, circular_pad, regions_to_channels, roll
@@ -88,19 +88,6 @@ def test_backbone_stages():
                                                       (None, 2, 3, 32)]
 
 
-@pytest.fixture(scope="module")
-def trained():
-    model = keras_mixer.HireMLPModel(**{**CONFIG, "layers": (1, 1, 1, 1)}, input_shape=(32, 32, 3), classes=10,
-                                     classifier_activation=None)
-    return (model, *fit_on_digits(model))
-
-
-def test_trains_on_digits_and_round_trips(trained, tmp_path):
-    model, history, _, x_test = trained
-    check_training_and_round_trip(model, history, x_test, tmp_path / "m.keras")
-
-
-@pytest.mark.parametrize("mode, minimum", [("float32", 0.99), ("int8", 0.95)])
-def test_tflite_export_agrees_with_keras(trained, tmp_path, mode, minimum):
-    model, _, x_train, x_test = trained
-    assert tflite_agreement(model, x_train, x_test, mode, tmp_path / f"{mode}.tflite") >= minimum
+trained, test_trains_on_digits_and_round_trips, test_tflite_export_agrees_with_keras = digits_family_tests(
+    lambda: keras_mixer.HireMLPModel(**{**CONFIG, "layers": (1, 1, 1, 1)}, input_shape=(32, 32, 3), classes=10,
+                                     classifier_activation=None))

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import keras_mixer
-from digits_helpers import check_training_and_round_trip, fit_on_digits, tflite_agreement
+from digits_helpers import digits_family_tests
 from keras_mixer.errors import WeightsError
 from keras_mixer.layers import MixtureOfExperts, SparseMixerBlock
 from reference_ops import layer_norm
@@ -146,21 +146,12 @@ def test_registry_features_and_weights_errors(tmp_path):
         keras_mixer.SparseMLP(**SMALL, input_shape=(32, 32, 3), weights=str(tmp_path / "sparse.pth"))
 
 
-@pytest.fixture(scope="module")
-def trained():
-    model = keras_mixer.SparseMLP(**SMALL, input_shape=(32, 32, 3), classes=10, classifier_activation=None)
-    return (model, *fit_on_digits(model))
+trained, test_trains_on_digits_and_round_trips, test_tflite_export_agrees_with_keras = digits_family_tests(
+    lambda: keras_mixer.SparseMLP(**SMALL, input_shape=(32, 32, 3), classes=10, classifier_activation=None))
 
 
-def test_trains_on_digits_reports_aux_loss_and_round_trips(trained, tmp_path):
+def test_reports_aux_loss_and_dense_dispatch_agrees(trained):
     model, history, _, x_test = trained
     assert "aux_loss" in history and all(0 < value < 0.1 for value in history["aux_loss"]), history
-    check_training_and_round_trip(model, history, x_test, tmp_path / "m.keras")
     dense = keras_mixer.models.with_dispatch(model, "dense")
     np.testing.assert_allclose(dense.predict(x_test, verbose=0), model.predict(x_test, verbose=0), atol=1e-4)
-
-
-@pytest.mark.parametrize("mode, minimum", [("float32", 0.99), ("int8", 0.95)])
-def test_tflite_export_agrees_with_keras(trained, tmp_path, mode, minimum):
-    model, _, x_train, x_test = trained
-    assert tflite_agreement(model, x_train, x_test, mode, tmp_path / f"{mode}.tflite") >= minimum

@@ -2,8 +2,6 @@
 
 import hashlib
 import os
-import pickle
-import zipfile
 
 import keras
 import numpy as np

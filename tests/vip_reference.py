@@ -3,7 +3,7 @@ state_dict with the official key names."""
 
 import numpy as np
 
-from reference_ops import gelu, layer_norm, linear, mlp, patch_conv, random_state_dict, softmax
+from reference_ops import layer_norm, linear, mlp, patch_conv, random_state_dict, softmax
 
 
 def weighted_permute_mlp(x, sd, p, segment_dim):

@@ -60,6 +60,18 @@ def feature_map_head(x, stages, include_top, return_stages, pooling, classes, cl
     return x
 
 
+def feature_map_model(images, input_tensor, x, stages, head, weights, convert, family, name):
+    """Finishes a hierarchical backbone: `feature_map_head` with `head` (its include_top, return_stages, pooling,
+    classes, classifier_activation), the model, and `weights` (a Keras file, or an official checkpoint mapped by
+    `convert`) loaded into it."""
+    from keras_mixer import weights as weights_lib
+
+    model = finish_model(images, input_tensor, feature_map_head(x, stages, **head), name)
+    if weights is not None:
+        weights_lib.load_local_weights(model, weights, convert, family)
+    return model
+
+
 def variant_builder(variant, function_name, build, config, extra_doc=""):
     """Registers `variant` and returns its keras.applications-style builder: `build(**config, ...)` with the
     standard arguments; family-specific options (drop_path_rate, gelu, return_stages, ...) pass through."""

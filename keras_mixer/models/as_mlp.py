@@ -14,8 +14,7 @@ from keras_mixer import weights as weights_lib
 from keras_mixer.layers import ASMLPBlock, LayerNorm, PatchMerging
 from keras_mixer.models.applications import (
     check_pooling,
-    feature_map_head,
-    finish_model,
+    feature_map_model,
     image_input,
     variant_builder,
 )
@@ -75,11 +74,9 @@ def ASMLP(
         if i < len(depths) - 1:
             x = PatchMerging(GROUP_NORM, EPSILON, name=f"layers_{i}_downsample")(x)
     x = LayerNorm(EPSILON, axis=GROUP_NORM, name="norm")(x)
-    x = feature_map_head(x, stages, include_top, return_stages, pooling, classes, classifier_activation)
-    model = finish_model(images, input_tensor, x, name)
-    if weights is not None:
-        weights_lib.load_local_weights(model, weights, official_to_keras, "AS-MLP")
-    return model
+    head = dict(include_top=include_top, return_stages=return_stages, pooling=pooling, classes=classes,
+                classifier_activation=classifier_activation)
+    return feature_map_model(images, input_tensor, x, stages, head, weights, official_to_keras, "AS-MLP", name)
 
 
 # --- official checkpoints ----------------------------------------------------------------------------------------

@@ -14,8 +14,7 @@ from keras_mixer import weights as weights_lib
 from keras_mixer.layers import HireBlock
 from keras_mixer.models.applications import (
     check_pooling,
-    feature_map_head,
-    finish_model,
+    feature_map_model,
     image_input,
     variant_builder,
 )
@@ -79,11 +78,9 @@ def HireMLPModel(
         if i < len(layers) - 1:
             x = _conv_bn_relu(x, embed_dims[i + 1], 3, 2, 1, f"network_{2 * i + 1}")
     x = _batch_norm("norm")(x)
-    x = feature_map_head(x, stages, include_top, return_stages, pooling, classes, classifier_activation)
-    model = finish_model(images, input_tensor, x, name)
-    if weights is not None:
-        weights_lib.load_local_weights(model, weights, official_to_keras, "Hire-MLP")
-    return model
+    head = dict(include_top=include_top, return_stages=return_stages, pooling=pooling, classes=classes,
+                classifier_activation=classifier_activation)
+    return feature_map_model(images, input_tensor, x, stages, head, weights, official_to_keras, "Hire-MLP", name)
 
 
 # --- official checkpoints ----------------------------------------------------------------------------------------

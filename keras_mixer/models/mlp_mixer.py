@@ -8,7 +8,6 @@ import math
 import re
 
 import keras
-import numpy as np
 
 from keras_mixer import weights as weights_lib
 from keras_mixer.errors import WeightsError

@@ -11,7 +11,7 @@ import numpy as np
 
 from keras_mixer import weights as weights_lib
 from keras_mixer.layers import CrossScaleEmbedding, LayerNorm, RaftBlock
-from keras_mixer.models.applications import check_pooling, feature_map_head, finish_model, image_input, variant_builder
+from keras_mixer.models.applications import check_pooling, feature_map_model, image_input, variant_builder
 
 
 def _levels(dims):
@@ -64,11 +64,9 @@ def RaftMLP(
             block += 1
         stages.append(x)
     x = LayerNorm(1e-5, name="norm")(x)
-    x = feature_map_head(x, stages, include_top, return_stages, pooling, classes, classifier_activation)
-    model = finish_model(images, input_tensor, x, name)
-    if weights is not None:
-        weights_lib.load_local_weights(model, weights, official_to_keras, "RaftMLP")
-    return model
+    head = dict(include_top=include_top, return_stages=return_stages, pooling=pooling, classes=classes,
+                classifier_activation=classifier_activation)
+    return feature_map_model(images, input_tensor, x, stages, head, weights, official_to_keras, "RaftMLP", name)
 
 
 # --- official checkpoints ----------------------------------------------------------------------------------------

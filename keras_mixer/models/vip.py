@@ -14,7 +14,7 @@ import numpy as np
 
 from keras_mixer import weights as weights_lib
 from keras_mixer.layers import LayerNorm, PermutatorBlock
-from keras_mixer.models.applications import check_pooling, feature_map_head, finish_model, image_input, variant_builder
+from keras_mixer.models.applications import check_pooling, feature_map_model, image_input, variant_builder
 
 # name: (patch_size, layers, embed_dims, segment_dim, transitions); mlp ratio 3 in every stage
 VIP_VARIANTS = {
@@ -70,11 +70,10 @@ def VisionPermutator(
                 x = keras.layers.Dense(embed_dims[i + 1], name=f"network_{k}_proj")(x)
             k += 1
     x = LayerNorm(1e-5, name="norm")(x)
-    x = feature_map_head(x, stages, include_top, return_stages, pooling, classes, classifier_activation)
-    model = finish_model(images, input_tensor, x, name)
-    if weights is not None:
-        weights_lib.load_local_weights(model, weights, official_to_keras, "Vision Permutator")
-    return model
+    head = dict(include_top=include_top, return_stages=return_stages, pooling=pooling, classes=classes,
+                classifier_activation=classifier_activation)
+    return feature_map_model(images, input_tensor, x, stages, head, weights, official_to_keras, "Vision Permutator",
+                             name)
 
 
 # --- official checkpoints ----------------------------------------------------------------------------------------
