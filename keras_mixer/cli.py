@@ -35,9 +35,9 @@ def _evaluate_tflite(args):
     images = preprocess_input(images)
     reference = None
     if args.reference:
-        import keras
+        from keras_mixer.weights import load_keras_model
 
-        reference = keras.models.load_model(args.reference).predict(images, verbose=0)
+        reference = load_keras_model(args.reference).predict(images, verbose=0)
     report, scores = evaluate_tflite(args.model, images, labels, reference_scores=reference, num_threads=args.threads)
     for key, value in report.items():
         print(f"{key:>20}: {value:.4f}" if isinstance(value, float) else f"{key:>20}: {value}")
@@ -65,18 +65,17 @@ def _edgetpu_check(args):
 
 
 def _export(args):
-    import keras
-
     from keras_mixer.datasets import load_digits
-    from keras_mixer.export import to_tflite
+    from keras_mixer.export import read_labels, to_tflite
     from keras_mixer.preprocessing import preprocess_input
+    from keras_mixer.weights import load_keras_model
 
-    model = keras.models.load_model(args.model)
+    model = load_keras_model(args.model)
     calibration = None
     if args.quantization in ("int8", "uint8"):  # full-integer conversion always calibrates (QAT models too)
         (images, _), _ = load_digits(model.input_shape[1])
         calibration = preprocess_input(images[:256])
-    labels = open(args.labels, encoding="utf-8").read().splitlines() if args.labels else None
+    labels = read_labels(args.labels, classes=model.output_shape[-1]) if args.labels else None
     path = to_tflite(model, args.output, args.quantization, representative_data=calibration,
                      batch_size=args.batch_size, float_io=args.float_io, labels=labels)
     print(f"wrote {path} ({os.path.getsize(path) / 1024:.0f} KB, {args.quantization}, batch {args.batch_size})")

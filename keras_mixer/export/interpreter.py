@@ -71,16 +71,26 @@ def predict(interpreter, images):
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
     batch = inp["shape"][0]
-    images = np.asarray(images, np.float32)
-    if tuple(images.shape[1:]) != tuple(inp["shape"][1:]):
-        raise ExportError(f"images of shape {images.shape[1:]} do not fit the model input {tuple(inp['shape'][1:])}")
+    try:
+        images = np.asarray(images, np.float32)
+    except (TypeError, ValueError) as error:
+        raise ExportError(f"images must be a numeric array [N, H, W, C] ({error})") from error
+    if images.ndim != len(inp["shape"]) or tuple(images.shape[1:]) != tuple(inp["shape"][1:]) or not len(images):
+        raise ExportError(f"images of shape {images.shape} do not fit the model input [N, "
+                          f"{', '.join(str(d) for d in inp['shape'][1:])}]")
+    if not np.all(np.isfinite(images)):  # NaN/Inf would be quantized to arbitrary integers: a silent wrong result
+        raise ExportError(f"images contain {np.count_nonzero(~np.isfinite(images))} NaN or Inf values")
     outputs = []
     for start in range(0, len(images), batch):
         chunk = images[start : start + batch]
         pad = batch - len(chunk)
         if pad:
             chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.float32)])
-        interpreter.set_tensor(inp["index"], quantize(chunk, inp))
-        interpreter.invoke()
-        outputs.append(dequantize(interpreter.get_tensor(out["index"]), out)[: batch - pad])
+        try:
+            interpreter.set_tensor(inp["index"], quantize(chunk, inp))
+            interpreter.invoke()
+            result = interpreter.get_tensor(out["index"])
+        except (RuntimeError, ValueError) as error:  # a damaged graph fails here, e.g. a tensor without its data
+            raise ExportError(f"the .tflite model failed to run: {error}") from error
+        outputs.append(dequantize(result, out)[: batch - pad])
     return np.concatenate(outputs)

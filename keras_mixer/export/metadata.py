@@ -163,6 +163,25 @@ def _byte(tab, slot):
     return tab.Get(number_types.Uint8Flags, offset + tab.Pos) if offset else 0
 
 
+def read_labels(path, classes=None):
+    """Class names from a UTF-8 text file, one per line; ExportError if the file is missing, not UTF-8 text,
+    has empty names, or (given `classes`) a different count than the model's outputs."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as file:
+            text = file.read().decode("utf-8")
+    except OSError as error:
+        raise ExportError(f"label file {path!r} cannot be read ({error.strerror or error})") from error
+    except UnicodeDecodeError as error:
+        raise ExportError(f"label file {path!r} is not UTF-8 text (byte {error.start})") from error
+    labels = text.splitlines()
+    if "\x00" in text or any(not label.strip() for label in labels) or not labels:
+        raise ExportError(f"label file {path!r} must hold one non-empty class name per line")
+    if classes is not None and len(labels) != classes:
+        raise ExportError(f"label file {path!r} has {len(labels)} names, the model {classes} outputs")
+    return labels
+
+
 def read_metadata(path):
     """The metadata embedded by `add_metadata`, as a dict (name, description, mean, std, image_size as
     (height, width), labels)."""
@@ -191,8 +210,11 @@ def read_metadata(path):
     labels = None
     label_files = [name for name, kind in files if kind == TENSOR_AXIS_LABELS]
     if label_files:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            labels = archive.read(label_files[0]).decode("utf-8").splitlines()
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                labels = archive.read(label_files[0]).decode("utf-8").splitlines()
+        except Exception as error:  # the labels ride in a zip appended to the flatbuffer
+            raise ExportError(f"{path}: damaged label file in the metadata ({type(error).__name__}: {error})") from error
     return {
         "name": _string(root, 0),
         "description": _string(root, 1),

@@ -8,6 +8,7 @@ import math
 import re
 
 import keras
+import numpy as np
 
 from keras_mixer import weights as weights_lib
 from keras_mixer.errors import WeightsError
@@ -68,13 +69,19 @@ def timm_to_official(state_dict, source="checkpoint"):
 def official_params(raw, source):
     """Official-layout parameters from a checkpoint in official (`stem/kernel`) or timm (`stem.proj.weight`) layout."""
     if "stem/kernel" in raw:
-        return dict(raw)
-    if "stem.proj.weight" in raw:
-        return timm_to_official(raw, source)
-    raise WeightsError(
-        f"{source}: not an MLP-Mixer checkpoint: no 'stem/kernel' (official) or 'stem.proj.weight' (timm) key; "
-        f"first keys: {sorted(raw)[:5]}"
-    )
+        params = dict(raw)
+    elif "stem.proj.weight" in raw:
+        params = timm_to_official(raw, source)
+    else:
+        raise WeightsError(
+            f"{source}: not an MLP-Mixer checkpoint: no 'stem/kernel' (official) or 'stem.proj.weight' (timm) key; "
+            f"first keys: {sorted(raw)[:5]}"
+        )
+    token_mixing = TOKEN_MIXING.format(0, 0, "kernel")  # sizes the model's token MLPs: read before any check
+    if np.ndim(params.get(token_mixing)) != 2:
+        raise WeightsError(f"{source}: needs a 2-D {token_mixing!r} (the first token-mixing kernel), got "
+                           f"{'no such key' if token_mixing not in params else np.shape(params[token_mixing])}")
+    return params
 
 
 def fold_input_range(params, low, high):

@@ -22,6 +22,7 @@ from keras_mixer.training.callbacks import (
 from keras_mixer.training.data import DIGITS, load_source, make_pipeline
 from keras_mixer.training.distribute import get_distribution, multi_worker_configured, set_precision
 from keras_mixer.training.recipe import compile_model, get_recipe
+from keras_mixer.weights import load_keras_model
 
 
 def default_recipe(dataset, weights):
@@ -43,9 +44,7 @@ def build_model(model, classes, image_size, weights, recipe):
 
         return build_digits_mixer(drop_path_rate=recipe.drop_path_rate, dropout_rate=recipe.dropout_rate)
     if str(model).endswith(".keras"):
-        if not Path(model).is_file():
-            raise TrainingError(f"model file {model!r} does not exist")
-        return keras.models.load_model(model)
+        return load_keras_model(model)
     try:
         return create_model(
             model, weights=weights, input_shape=(image_size, image_size, 3), classes=classes,
@@ -195,9 +194,7 @@ def evaluate(model, dataset=DIGITS, image_size=None, batch_size=256, data_dir=No
     recipe's eval (default: the dataset's default recipe, so digits are not centre-cropped)."""
     recipe = recipe or default_recipe(dataset, None)
     if not isinstance(model, keras.Model):
-        if not Path(model).is_file():
-            raise TrainingError(f"model file {model!r} does not exist")
-        model = keras.models.load_model(model)
+        model = load_keras_model(model)
     image_size = image_size or model.input_shape[1]
     source = load_source(dataset, "eval", data_dir, download, image_size)
     return {"model": model.name, "dataset": dataset, "examples": source.num_examples,

@@ -4,6 +4,7 @@ Our variable paths are the official checkpoint names, so a checkpoint in officia
 each family's module holds the filter that maps other layouts (e.g. timm's) onto those names.
 """
 
+import contextlib
 import os
 import re
 import warnings
@@ -27,15 +28,49 @@ def is_checkpoint_path(weights):
     return checkpoint_format(weights) is not None
 
 
+@contextlib.contextmanager
+def _complete_load(path):
+    """Keras only warns when a weights file lacks some layers' groups (they keep their fresh initialization, for
+    files of older Keras versions): for us that is a wrong model loaded silently, so it is an error."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    partial = [w for w in caught if "freshly-initialized" in str(w.message) or "could not be loaded" in str(w.message)]
+    if partial:
+        raise WeightsError(f"{path}: incomplete weights ({str(partial[0].message).splitlines()[0]})")
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 def load_keras_weights(model, path):
     """Loads a `.weights.h5` / `.keras` file saved from the same architecture."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise WeightsError(f"weights file not found: {path}")
+    before = model.get_weights()
     try:
-        model.load_weights(path)
-    except (ValueError, KeyError, OSError) as error:
+        with _complete_load(path):
+            model.load_weights(path)
+    except Exception as error:  # h5py / Keras fail anywhere on a damaged file
+        model.set_weights(before)  # all or nothing: Keras may have assigned some variables already
         raise WeightsError(f"could not load {path} into {model.name!r}: {error}") from error
+    bad = [v.path for v in model.weights if not np.all(np.isfinite(keras.ops.convert_to_numpy(v)))]
+    if bad:
+        model.set_weights(before)
+        raise WeightsError(f"{path}: {bad[0]!r} contains NaN or Inf ({len(bad)} variables); nothing was loaded")
+
+
+def load_keras_model(path):
+    """A whole `.keras` model, loaded in Keras' safe mode (no Lambda-layer bytecode is run); a missing or damaged
+    file raises WeightsError naming it."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise WeightsError(f"model file {path!r} does not exist")
+    try:
+        with _complete_load(path):
+            return keras.models.load_model(path, safe_mode=True)
+    except Exception as error:  # a damaged archive fails anywhere inside Keras' loader (zip, JSON, h5, config)
+        raise WeightsError(f"{path}: not a loadable .keras model ({type(error).__name__}: {error})") from error
 
 
 def assign_by_path(model, params, source, progress=False):
@@ -149,6 +184,7 @@ __all__ = [
     "load_local_weights",
     "torch_state_dict_to_keras",
     "list_pretrained",
+    "load_keras_model",
     "load_keras_weights",
     "match_head",
     "read_checkpoint",

@@ -39,9 +39,11 @@ def read_npz(path):
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except ValueError as error:  # numpy refuses object arrays (pickles) without allow_pickle
-        raise WeightsError(f"{path}: refusing to load pickled data from an .npz ({error})") from error
-    except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, KeyError) as error:
+    except ValueError as error:
+        if "allow_pickle" in str(error):  # numpy refuses object arrays (pickles) without allow_pickle
+            raise WeightsError(f"{path}: refusing to load pickled data from an .npz ({error})") from error
+        raise WeightsError(f"{path}: not a readable .npz archive ({error})") from error
+    except Exception as error:  # zipfile / numpy fail in many ways on a damaged archive (BadZipFile, CRC, EOF, ...)
         raise WeightsError(f"{path}: not a readable .npz archive ({type(error).__name__}: {error})") from error
     return arrays
 
@@ -59,7 +61,7 @@ def read_torch(path):
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise WeightsError(f"{path}: refusing to unpickle anything but tensors (weights_only=True): {error}") from error
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
+    except Exception as error:  # torch's zip / pickle readers fail in many ways on a damaged file
         raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: {error})") from error
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
@@ -79,7 +81,7 @@ def read_safetensors(path):
 
     try:
         arrays = load_file(path)
-    except (SafetensorError, OSError, ValueError) as error:
+    except (SafetensorError, OSError, ValueError, MemoryError) as error:
         raise WeightsError(f"{path}: not a readable .safetensors file ({error})") from error
     return arrays
 
