@@ -127,8 +127,11 @@ def huge_safetensors():
 
 
 class Reader:
-    def __init__(self, suffix, seeds, action):
-        self.suffix, self.seeds, self.action = suffix, seeds, action
+    """`seeds` are file contents (bytes) written to a `suffix` file for `action(path)`; with `suffix=None` they are
+    arrays handed to `action(array)` directly and `strategy` generates more."""
+
+    def __init__(self, suffix, seeds, action, strategy=None):
+        self.suffix, self.seeds, self.action, self.strategy = suffix, seeds, action, strategy
 
 
 def build_readers(workdir):
@@ -161,6 +164,9 @@ def build_readers(workdir):
     tflite_seeds = [Path(to_tflite(model, workdir / f"seed_{q}.tflite", q, representative_data=images, labels=labels))
                     .read_bytes() for q in ("int8", "float32")]
     prebuilt = tiny_mixer()
+    from keras_mixer.export import load_interpreter, predict
+
+    interpreter = load_interpreter(workdir / "seed_int8.tflite")
 
     return {
         "npz": Reader(".npz", [npz_bytes(params), *map(npz_bytes, bad_variants(params, key)), pickle_npz(),
@@ -181,6 +187,9 @@ def build_readers(workdir):
                                   lambda path: evaluate_tflite(path, images, np.arange(4) % 5)),
         "tflite_graph": Reader(".tflite", tflite_seeds, check_edgetpu),
         "tflite_metadata": Reader(".tflite", tflite_seeds, read_metadata),
+        "images": Reader(None, [images, np.full_like(images, np.nan), images[..., :2], images.astype(np.int8),
+                                np.zeros((0, 16, 16, 3), np.float32), np.array([[None]], dtype=object)],
+                         lambda array: predict(interpreter, array), image_arrays()),
         "labels": Reader(".txt", ["\n".join(labels).encode(), "a\n\nb".encode(), b"\xff\xfe", "ünïcode\n".encode()],
                          lambda path: read_labels(path, classes=5)),
     }
@@ -227,7 +236,18 @@ def mutate(data, mutations):
     return bytes(data)
 
 
+def image_arrays():
+    """Arrays a user might pass as images: any dtype, 0-5 dimensions, NaN/Inf/huge values."""
+    from hypothesis.extra import numpy as hnp
+
+    dtypes = st.sampled_from([np.float32, np.float64, np.float16, np.int8, np.uint8, np.int64, np.bool_])
+    shapes = st.one_of(st.just((2, 16, 16, 3)), hnp.array_shapes(min_dims=0, max_dims=5, min_side=0, max_side=17))
+    return hnp.arrays(dtypes, shapes)
+
+
 def cases(reader):
+    if reader.suffix is None:
+        return st.one_of(st.sampled_from(range(len(reader.seeds))).map(reader.seeds.__getitem__), reader.strategy)
     seeded = st.tuples(st.integers(0, len(reader.seeds) - 1), st.lists(MUTATION, min_size=0, max_size=4))
     return st.one_of(seeded.map(lambda c: mutate(reader.seeds[c[0]], c[1])), st.binary(max_size=2048))
 
@@ -244,13 +264,14 @@ def _alarm(signum, frame):
 
 
 def run_case(reader, data, path, kept_dir, counts, examples):
-    path.write_bytes(data)
+    if reader.suffix is not None:
+        path.write_bytes(data)
     MARKER.unlink(missing_ok=True)
     signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(TIME_BOX_SECONDS)
     outcome = "ok"
     try:
-        reader.action(path)
+        reader.action(path if reader.suffix is not None else data)
     except KerasMixerError:
         outcome = "typed error"
     except TimeBox:
@@ -263,14 +284,15 @@ def run_case(reader, data, path, kept_dir, counts, examples):
     if MARKER.exists():
         outcome = "code execution"
     if outcome not in ("ok", "typed error"):
-        (kept_dir / f"{outcome.replace(' ', '_')}_{counts[outcome]}{reader.suffix}").write_bytes(data)
+        kept = kept_dir / f"{outcome.replace(' ', '_')}_{counts[outcome]}{reader.suffix or '.npy'}"
+        kept.write_bytes(data) if reader.suffix is not None else np.save(kept, data, allow_pickle=True)
     counts[outcome] += 1
     return outcome
 
 
 def fuzz(reader_name, reader, cases_per_reader, seed, workdir, kept_dir):
     counts, examples = collections.Counter(), {}
-    path = workdir / f"case{reader.suffix}"
+    path = workdir / f"case{reader.suffix or ''}"
     # every seed as it is (the first is valid, the others crafted to be refused), then the generated cases
     seed_outcomes = [run_case(reader, data, path, kept_dir, counts, examples) for data in reader.seeds]
 

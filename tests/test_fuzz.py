@@ -27,7 +27,7 @@ def fuzz_results(tmp_path_factory):
 
 
 READERS = ["npz", "torch", "safetensors", "weights_h5", "keras", "tflite_evaluate", "tflite_graph", "tflite_metadata",
-           "labels"]
+           "labels", "images"]
 
 
 @pytest.mark.parametrize("reader", READERS)
@@ -41,7 +41,8 @@ def test_reader_never_crashes_hangs_or_runs_code(fuzz_results, reader):
 @pytest.mark.parametrize("reader", READERS)
 def test_valid_seed_loads_and_crafted_bad_ones_are_refused(fuzz_results, reader):
     # seeds: the first is a valid file; the rest have wrong shapes / dtypes, NaN, Inf, missing or extra keys, huge
-    # dimensions, pickled code, a Lambda layer (Keras safe mode), bad label text — each must be refused
+    # dimensions, pickled code, a Lambda layer (Keras safe mode), bad label text, NaN / integer / empty / wrongly
+    # shaped image arrays — each must be refused
     first, *crafted = fuzz_results[reader]["seed_outcomes"]
     assert first == "ok"
     valid_variants = {"torch": 1, "tflite_evaluate": 1, "tflite_graph": 1, "tflite_metadata": 1}  # other valid forms

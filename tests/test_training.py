@@ -286,6 +286,16 @@ def test_connect_hosts_needs_the_jax_backend():
         connect_hosts("127.0.0.1:1234", 2, 0)
 
 
+def test_diverged_run_raises_and_writes_no_report(tmp_path):
+    from keras_mixer.demo import build_digits_mixer
+
+    model = build_digits_mixer()
+    model.get_layer("head").bias.assign(np.full(10, np.nan, "float32"))  # NaN logits from the first step
+    with pytest.raises(TrainingError, match="diverged"):
+        train(model, output_dir=tmp_path, steps=4, checkpoint_every=2, verbose=0)
+    assert not (tmp_path / "report.json").exists() and not (tmp_path / "backup" / "latest.weights.h5").exists()
+
+
 def test_mixed_bfloat16_trains(tmp_path):
     try:
         model, report = train(output_dir=tmp_path, steps=4, checkpoint_every=2, precision="mixed_bfloat16",
@@ -321,24 +331,33 @@ def wait_for_rows(csv_path, rows, process, timeout=300):
     raise AssertionError(f"{csv_path} never reached {rows} rows")
 
 
+KILLS = 3
+
+
 @pytest.fixture(scope="module")
 def killed_and_uninterrupted_runs(tmp_path_factory):
-    """One run killed with SIGKILL twice (after 1 and then 4 rows, mid-interval) and restarted each time, and the
-    same run uninterrupted, side by side (2 cores, one process each)."""
+    """One run killed with SIGKILL three times in a row at random points (after a random number of finished
+    intervals, plus a random delay into the next one, which may fall inside a backup write) and restarted each
+    time, and the same run uninterrupted, side by side (2 cores, one process each)."""
     root = tmp_path_factory.mktemp("resume")
+    rng = np.random.default_rng(20261125)
+    kill_after_rows = sorted(rng.choice(np.arange(1, 6), KILLS, replace=False))
+    backups = []
     with open(root / "reference.log", "w") as log:
         reference = start_cli(["train", "--output", str(root / "reference"), *RUN], log)
         killed = root / "killed"
-        for rows in (1, 4):
+        for rows in kill_after_rows:
             with open(root / f"killed_{rows}.log", "w") as killed_log:
                 process = start_cli(["train", "--output", str(killed), *RUN], killed_log)
                 wait_for_rows(killed / "metrics.csv", rows, process)
-                time.sleep(0.4)  # into the next interval
+                time.sleep(rng.uniform(0.0, 1.0))
                 process.send_signal(signal.SIGKILL)
                 process.wait()
+            backups.append(len(backup_weights(killed / "backup")))  # every kill leaves a readable backup
         with open(root / "killed_final.log", "w") as killed_log:
             assert start_cli(["train", "--output", str(killed), *RUN], killed_log).wait() == 0
         assert reference.wait() == 0
+    assert len(backups) == KILLS and min(backups) > 0
     return root / "reference", killed
 
 

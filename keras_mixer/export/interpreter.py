@@ -71,8 +71,11 @@ def predict(interpreter, images):
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
     batch = inp["shape"][0]
+    images = np.asarray(images)
+    if not np.issubdtype(images.dtype, np.floating):  # raw uint8 pixels would be quantized as if preprocessed
+        raise ExportError(f"images must be preprocessed floats (keras_mixer.preprocess_input), got dtype {images.dtype}")
     try:
-        images = np.asarray(images, np.float32)
+        images = images.astype(np.float32)
     except (TypeError, ValueError) as error:
         raise ExportError(f"images must be a numeric array [N, H, W, C] ({error})") from error
     if images.ndim != len(inp["shape"]) or tuple(images.shape[1:]) != tuple(inp["shape"][1:]) or not len(images):

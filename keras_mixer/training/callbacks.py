@@ -9,6 +9,7 @@ from pathlib import Path
 import keras
 
 from keras_mixer.io_utils import atomic_path, write_text
+from keras_mixer.weights import nonfinite_variables
 
 
 def optimizer_step(model):
@@ -57,6 +58,8 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
             state.assign(keras.ops.cast([value, 0], state.dtype))
 
     def _save_model(self):
+        if nonfinite_variables(self.model):  # a diverged run keeps its last good backup
+            return
         os.makedirs(self.backup_dir, exist_ok=True)
         with atomic_path(self._weights_path) as tmp:
             self.model.save_weights(tmp)

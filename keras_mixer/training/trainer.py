@@ -22,7 +22,7 @@ from keras_mixer.training.callbacks import (
 from keras_mixer.training.data import DIGITS, load_source, make_pipeline
 from keras_mixer.training.distribute import get_distribution, multi_worker_configured, set_precision
 from keras_mixer.training.recipe import compile_model, get_recipe
-from keras_mixer.weights import load_keras_model
+from keras_mixer.weights import load_keras_model, nonfinite_variables
 
 
 def default_recipe(dataset, weights):
@@ -135,9 +135,9 @@ def train(
     train_data = make_pipeline(train_source, image_size, batch_size, recipe, training=True, seed=seed,
                                deterministic=deterministic, skip_batches=start_step)
     eval_data = make_pipeline(eval_source, image_size, batch_size, recipe, training=False)
-    callbacks = [backup]
+    callbacks = [keras.callbacks.TerminateOnNaN(), backup]
     if distribution.is_chief:
-        callbacks = [ResumableCSVLogger(str(output_dir / "metrics.csv")),
+        callbacks = [keras.callbacks.TerminateOnNaN(), ResumableCSVLogger(str(output_dir / "metrics.csv")),
                      keras.callbacks.TensorBoard(str(output_dir / "tensorboard")), backup]
     if verbose == "auto":
         import sys
@@ -149,6 +149,10 @@ def train(
                   validation_data=eval_data, callbacks=callbacks, verbose=verbose,
                   shuffle=False)  # the stream is shuffled (seeded) in make_pipeline
     seconds = time.perf_counter() - started
+    if nonfinite_variables(model):
+        raise TrainingError(f"training diverged (NaN/Inf loss or weights) by step {optimizer_step(model)}; nothing "
+                            f"was reported, the last finite backup in {output_dir / 'backup'} is kept. Lower the "
+                            "learning rate or check the data for NaN/Inf")
     trained = optimizer_step(model) - start_step
 
     report = {

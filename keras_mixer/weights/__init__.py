@@ -28,6 +28,18 @@ def is_checkpoint_path(weights):
     return checkpoint_format(weights) is not None
 
 
+def nonfinite_variables(model):
+    """Paths of the model's floating-point variables holding NaN or Inf."""
+    return [v.path for v in model.weights if np.issubdtype(np.dtype(v.dtype), np.floating)
+            and not np.all(np.isfinite(keras.ops.convert_to_numpy(v)))]
+
+
+def _require_finite(model, path):
+    bad = nonfinite_variables(model)
+    if bad:
+        raise WeightsError(f"{path}: {bad[0]!r} contains NaN or Inf ({len(bad)} variables); nothing was loaded")
+
+
 @contextlib.contextmanager
 def _complete_load(path):
     """Keras only warns when a weights file lacks some layers' groups (they keep their fresh initialization, for
@@ -54,10 +66,11 @@ def load_keras_weights(model, path):
     except Exception as error:  # h5py / Keras fail anywhere on a damaged file
         model.set_weights(before)  # all or nothing: Keras may have assigned some variables already
         raise WeightsError(f"could not load {path} into {model.name!r}: {error}") from error
-    bad = [v.path for v in model.weights if not np.all(np.isfinite(keras.ops.convert_to_numpy(v)))]
-    if bad:
+    try:
+        _require_finite(model, path)
+    except WeightsError:
         model.set_weights(before)
-        raise WeightsError(f"{path}: {bad[0]!r} contains NaN or Inf ({len(bad)} variables); nothing was loaded")
+        raise
 
 
 def load_keras_model(path):
@@ -68,9 +81,11 @@ def load_keras_model(path):
         raise WeightsError(f"model file {path!r} does not exist")
     try:
         with _complete_load(path):
-            return keras.models.load_model(path, safe_mode=True)
+            model = keras.models.load_model(path, safe_mode=True)
     except Exception as error:  # a damaged archive fails anywhere inside Keras' loader (zip, JSON, h5, config)
         raise WeightsError(f"{path}: not a loadable .keras model ({type(error).__name__}: {error})") from error
+    _require_finite(model, path)
+    return model
 
 
 def assign_by_path(model, params, source, progress=False):
@@ -187,6 +202,7 @@ __all__ = [
     "load_keras_model",
     "load_keras_weights",
     "match_head",
+    "nonfinite_variables",
     "read_checkpoint",
     "resolve",
 ]
