@@ -34,6 +34,7 @@ import keras  # noqa: E402
 
 import keras_mixer  # noqa: E402
 from keras_mixer.errors import KerasMixerError  # noqa: E402
+from keras_mixer.models.mlp_mixer import official_to_timm  # noqa: E402
 
 MARKER = Path(tempfile.gettempdir()) / "keras_mixer_fuzz_code_ran"
 TIME_BOX_SECONDS = 20
@@ -53,23 +54,6 @@ def tiny_mixer(classes=5):
 
 def official_params(model):
     return {v.path: keras.ops.convert_to_numpy(v) for v in model.weights}
-
-
-def timm_state_dict(model):
-    """The model's weights under timm's MlpMixer key names and layouts."""
-    p = official_params(model)
-    sd = {"stem.proj.weight": p["stem/kernel"].transpose(3, 2, 0, 1), "stem.proj.bias": p["stem/bias"],
-          "norm.weight": p["pre_head_layer_norm/scale"], "norm.bias": p["pre_head_layer_norm/bias"],
-          "head.weight": p["head/kernel"].T, "head.bias": p["head/bias"]}
-    for i in range(2):
-        b = f"MixerBlock_{i}/"
-        for ours, theirs in (("LayerNorm_0", "norm1"), ("LayerNorm_1", "norm2")):
-            sd[f"blocks.{i}.{theirs}.weight"], sd[f"blocks.{i}.{theirs}.bias"] = p[b + ours + "/scale"], p[b + ours + "/bias"]
-        for ours, theirs in (("token_mixing", "mlp_tokens"), ("channel_mixing", "mlp_channels")):
-            for d in (0, 1):
-                sd[f"blocks.{i}.{theirs}.fc{d + 1}.weight"] = p[f"{b}{ours}/Dense_{d}/kernel"].T
-                sd[f"blocks.{i}.{theirs}.fc{d + 1}.bias"] = p[f"{b}{ours}/Dense_{d}/bias"]
-    return {k: np.ascontiguousarray(v, np.float32) for k, v in sd.items()}
 
 
 def bad_variants(arrays, key):
@@ -139,7 +123,7 @@ def build_readers(workdir):
     keras.utils.set_random_seed(0)
     model = tiny_mixer()
     params = official_params(model)
-    timm = timm_state_dict(model)
+    timm = official_to_timm(params)
     torch_tensors = {k: __import__("torch").from_numpy(v) for k, v in timm.items()}
     key = "MixerBlock_0/token_mixing/Dense_0/kernel"
 

@@ -82,3 +82,17 @@ def test_convert_cli_writes_an_equivalent_keras_model(tmp_path):
     assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 5)
     assert_parity(model, reference, images((32, 32)))
     assert main(["convert", str(tmp_path / "tiny.npz"), str(tmp_path / "tiny.txt")]) == 2
+
+
+def test_our_weights_exported_to_timm_give_our_logits():
+    from keras_mixer.models.mlp_mixer import official_to_timm
+
+    ours = keras_mixer.MLPMixer(8, 32, 2, 16, 64, input_shape=(32, 32, 3), classes=7, gelu="exact",
+                                classifier_activation=None)
+    rng = np.random.default_rng(0)
+    for variable in ours.weights:
+        variable.assign(rng.normal(0, 0.2, variable.shape).astype("float32"))
+    reference = timm_mixer(img_size=32, patch_size=8, num_blocks=2, embed_dim=32, mlp_ratio=(0.5, 2.0), num_classes=7)
+    state_dict = official_to_timm({v.path: keras.ops.convert_to_numpy(v) for v in ours.weights})
+    reference.load_state_dict({k: torch.from_numpy(v) for k, v in state_dict.items()}, strict=True)
+    assert_parity(ours, reference, images((32, 32)))

@@ -66,6 +66,23 @@ def timm_to_official(state_dict, source="checkpoint"):
     return params
 
 
+def official_to_timm(params):
+    """The inverse of `timm_to_official`: official-layout parameters (e.g. `{v.path: value for v in model.weights}`)
+    as a timm `MlpMixer` state_dict of float32 arrays (what the benchmarks load into timm for same-weights runs)."""
+    modules = {official: timm for timm, official in _TIMM_TOP_KEYS.items()}
+    modules.update({part: timm for timm, part in _TIMM_BLOCK_PARTS.items()})
+    state_dict = {}
+    for path, value in params.items():
+        module, kind = path.rsplit("/", 1)
+        block = re.fullmatch(r"MixerBlock_(\d+)/(.+)", module)
+        name = f"blocks.{block[1]}.{modules[block[2]]}" if block else modules[module]
+        value = np.asarray(value, np.float32)
+        if kind == "kernel":
+            value = value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T
+        state_dict[f"{name}.{'bias' if kind == 'bias' else 'weight'}"] = np.ascontiguousarray(value)
+    return state_dict
+
+
 def official_params(raw, source):
     """Official-layout parameters from a checkpoint in official (`stem/kernel`) or timm (`stem.proj.weight`) layout."""
     if "stem/kernel" in raw:
