@@ -110,6 +110,14 @@ def _evaluate(args):
           f"top-1 {report['eval_top1']:.2%}, top-5 {report['eval_top5']:.2%}")
 
 
+def _benchmark(args):
+    from keras_mixer.benchmark import run_benchmark
+
+    result = run_benchmark(args.models, args.runtimes, args.batch_sizes, args.threads, args.runs, args.output)
+    print(f"wrote {args.output}/results.json, results.csv, latency.png ({len(result['rows'])} measurements, "
+          f"{len(result['failures'])} runtimes failed)")
+
+
 # recipe fields `keras-mixer train` can override, as --learning-rate etc.
 RECIPE_OPTIONS = (("learning_rate", float), ("weight_decay", float), ("warmup_steps", int), ("label_smoothing", float),
                   ("mixup_alpha", float), ("cutmix_alpha", float), ("drop_path_rate", float), ("dropout_rate", float))
@@ -199,6 +207,18 @@ def build_parser():
     _add_dataset_arguments(evaluate_keras)
     evaluate_keras.add_argument("--batch-size", type=int, default=256)
     evaluate_keras.set_defaults(run=_evaluate)
+
+    bench = commands.add_parser("benchmark", help="latency of the same weights in TFLite, Keras, timm and ONNX "
+                                                  "Runtime, side by side (results.json/.csv, latency.png)")
+    from keras_mixer.benchmark import RUNTIMES
+
+    bench.add_argument("--models", nargs="+", default=["mixer_s32"], help="Mixer variants (default: mixer_s32)")
+    bench.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=RUNTIMES)
+    bench.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
+    bench.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    bench.add_argument("--runs", type=int, default=50, help="timed runs per measurement, after 5 warm-up runs")
+    bench.add_argument("--output", default="runs/benchmark")
+    bench.set_defaults(run=_benchmark)
 
     edgetpu = commands.add_parser("edgetpu-check", help="which ops of a .tflite the Coral Edge TPU would map")
     edgetpu.add_argument("model", help=".tflite file")

@@ -1,0 +1,285 @@
+"""Side-by-side inference benchmarks: one set of Mixer weights in every runtime a user could pick, measured in
+one run on one machine, with ratios to timm eager (the PyTorch reference) taken from that same run.
+
+Each runtime runs in its own subprocess (thread settings that must precede initialization, and a clean peak
+RSS per runtime); inside it, every batch size and thread count is timed after warm-up. Results: a JSON with the
+machine description, a CSV, and a PNG bar chart.
+
+    keras-mixer benchmark --models mixer_s32 --batch-sizes 1 8 --threads 1 2 --output runs/bench
+"""
+
+import csv
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from keras_mixer.io_utils import atomic_path, write_text
+
+RUNTIMES = ("tflite_int8", "tflite_fp16", "tflite_fp32", "keras_tf", "timm_eager", "timm_compile", "ort_fp32",
+            "ort_int8")
+REFERENCE = "timm_eager"
+
+
+def machine():
+    """CPU model, core count and the versions that matter for the figures."""
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    versions = {}
+    for package in ("tensorflow", "keras", "ai_edge_litert", "torch", "timm", "onnxruntime", "jax"):
+        try:
+            from importlib.metadata import version
+
+            versions[package] = version(package.replace("_", "-"))
+        except Exception:  # not installed
+            versions[package] = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "versions": versions}
+
+
+def timings(run, runs, warmup=5):
+    """(median, p90) milliseconds of `run()` over `runs` calls after `warmup` calls."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(times)), float(np.percentile(times, 90))
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# "mixer_tiny": a 32x32 Mixer for the harness's smoke test (seconds, not minutes)
+TINY = {"patch_size": 8, "hidden_dim": 32, "num_blocks": 2, "tokens_mlp_dim": 16, "channels_mlp_dim": 64}
+TIMM_NAMES = {"mixer_s32": "mixer_s32_224", "mixer_s16": "mixer_s16_224", "mixer_b16": "mixer_b16_224",
+              "mixer_b32": "mixer_b32_224", "mixer_l16": "mixer_l16_224", "mixer_l32": "mixer_l32_224"}
+
+
+def reference_model(name, seed=0):
+    """The registered Mixer `name` (or "mixer_tiny") with every weight random (seeded; the zero-initialized head
+    too, so logits differ between inputs)."""
+    import keras
+
+    import keras_mixer
+
+    keras.utils.set_random_seed(seed)
+    if name == "mixer_tiny":
+        model = keras_mixer.MLPMixer(**TINY, input_shape=(32, 32, 3), classes=10, classifier_activation=None,
+                                     gelu="exact", name=name)
+    else:
+        model = keras_mixer.create_model(name, classifier_activation=None, gelu="exact")
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        variable.assign(rng.normal(0, 0.02, variable.shape).astype("float32") + (variable.path.endswith("scale")))
+    return model
+
+
+def images(batch, size, seed=0):
+    return np.random.default_rng(seed + 1).uniform(-1, 1, (batch, size, size, 3)).astype("float32")
+
+
+# --- one runtime, in its own process ---------------------------------------------------------------------------------
+
+
+def _tflite(model, mode, workdir, batch):
+    from keras_mixer.export import load_interpreter, predict, to_tflite
+
+    path = to_tflite(model, Path(workdir) / f"{mode}_b{batch}.tflite", mode, batch_size=batch, float_io=True,
+                     representative_data=images(16, model.input_shape[1], seed=7) if mode == "int8" else None)
+
+    def runner(threads):
+        interpreter = load_interpreter(path, num_threads=threads)
+        return lambda x: predict(interpreter, x)
+
+    return runner, os.path.getsize(path)
+
+
+def _timm(model, workdir, batch, compiled):
+    import keras
+    import timm
+    import torch
+
+    from keras_mixer.models.mlp_mixer import official_to_timm
+
+    if model.name == "mixer_tiny":
+        reference = timm.models.mlp_mixer.MlpMixer(img_size=32, patch_size=8, num_blocks=2, embed_dim=32,
+                                                   mlp_ratio=(0.5, 2.0), num_classes=10)
+    else:
+        reference = timm.create_model(TIMM_NAMES[model.name], pretrained=False)
+    reference.eval()
+    state = official_to_timm({v.path: keras.ops.convert_to_numpy(v) for v in model.weights})
+    reference.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    module = torch.compile(reference) if compiled else reference
+
+    def runner(threads):
+        torch.set_num_threads(threads)
+
+        def run(x):
+            with torch.inference_mode():
+                return module(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+
+        return run
+
+    return runner, sum(p.numel() * 4 for p in reference.parameters()), reference
+
+
+def _onnx(model, workdir, batch, quantized):
+    import onnxruntime
+    import torch
+
+    _, _, reference = _timm(model, workdir, batch, compiled=False)
+    path = Path(workdir) / "timm.onnx"
+    size = model.input_shape[1]
+    torch.onnx.export(reference, torch.zeros(batch, 3, size, size), str(path), input_names=["images"],
+                      output_names=["logits"], opset_version=17, dynamo=False)
+    if quantized:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantized_path = Path(workdir) / "timm_int8.onnx"
+        quantize_dynamic(str(path), str(quantized_path), weight_type=QuantType.QInt8)
+        path = quantized_path
+
+    def runner(threads):
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return lambda x: session.run(None, {"images": np.ascontiguousarray(x.transpose(0, 3, 1, 2))})[0]
+
+    return runner, os.path.getsize(path)
+
+
+def _keras_tf(model, threads):
+    import tensorflow as tf
+
+    call = tf.function(lambda x: model(x, training=False), jit_compile=False)
+    return lambda x: call(tf.constant(x)).numpy()
+
+
+def run_one(runtime, name, batch_sizes, threads_list, runs):
+    """Measures `runtime` for model `name`; returns a list of result rows. Called in a fresh process."""
+    model = reference_model(name)
+    size = model.input_shape[1]
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for batch in batch_sizes:
+            x = images(batch, size)
+            expected = np.asarray(model(x, training=False))
+            if runtime.startswith("tflite_"):
+                runner, file_bytes = _tflite(model, runtime.split("_")[1].replace("fp", "float"), workdir, batch)
+            elif runtime.startswith("timm_"):
+                runner, file_bytes, _ = _timm(model, workdir, batch, compiled=runtime == "timm_compile")
+            elif runtime.startswith("ort_"):
+                runner, file_bytes = _onnx(model, workdir, batch, quantized=runtime == "ort_int8")
+            else:  # keras_tf: the process's thread pools are fixed at TensorFlow's start (see main)
+                runner, file_bytes = (lambda threads: _keras_tf(model, threads)), None
+            for threads in threads_list:
+                run = runner(threads)
+                outputs = run(x)
+                median, p90 = timings(lambda: run(x), runs)
+                rows.append({"model": name, "runtime": runtime, "batch": batch, "threads": threads,
+                             "median_ms": median, "p90_ms": p90, "images_per_s": batch * 1e3 / median,
+                             "max_abs_diff_vs_keras": float(np.max(np.abs(outputs - expected))),
+                             "argmax_agreement": float(np.mean(outputs.argmax(1) == expected.argmax(1))),
+                             "file_mb": file_bytes / 2**20 if file_bytes else None, "peak_rss_mb": peak_rss_mb()})
+    return rows
+
+
+# --- the whole run -------------------------------------------------------------------------------------------------
+
+
+def _subprocess(runtime, name, batch_sizes, threads_list, runs, timeout):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
+    if runtime == "keras_tf":  # TensorFlow reads its thread pool sizes once, at start-up
+        env["TF_NUM_INTRAOP_THREADS"], env["TF_NUM_INTEROP_THREADS"] = str(threads_list[0]), "1"
+    # timm (torch, torchvision, triton) must load before TensorFlow (keras_mixer's import): the other order
+    # segfaults in triton's import
+    preload = "import timm, torch; " if runtime.startswith(("timm_", "ort_")) else ""
+    command = [sys.executable, "-c", f"import sys; {preload}from keras_mixer.benchmark import main_one; "
+               "main_one(sys.argv[1:])", runtime, name, json.dumps(batch_sizes), json.dumps(threads_list), str(runs)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return [], f"timed out after {timeout} s"
+    if done.returncode:
+        return [], (done.stderr.strip().splitlines() or ["failed"])[-1][:300]
+    return json.loads(done.stdout.strip().splitlines()[-1]), None
+
+
+def run_benchmark(models, runtimes=RUNTIMES, batch_sizes=(1, 8), threads=(1, 2), runs=50, output="runs/benchmark",
+                  timeout=1800, progress=print):
+    """Runs every (model, runtime) in turn and writes results.json / results.csv / latency.png into `output`.
+    Returns the result dict. Runtimes that fail (e.g. torch.compile without a compiler) are listed with the
+    error instead of numbers."""
+    output = Path(output)
+    rows, failures = [], {}
+    for name in models:
+        for runtime in runtimes:
+            groups = [[t] for t in threads] if runtime == "keras_tf" else [list(threads)]
+            for group in groups:
+                got, error = _subprocess(runtime, name, list(batch_sizes), group, runs, timeout)
+                if error:
+                    failures[f"{name}/{runtime}"] = error
+                    progress(f"{name:<10} {runtime:<13} failed: {error}")
+                rows.extend(got)
+                for row in got:
+                    progress(f"{name:<10} {runtime:<13} batch {row['batch']} threads {row['threads']}: "
+                             f"{row['median_ms']:8.2f} ms (p90 {row['p90_ms']:.2f})")
+    for row in rows:  # ratios to timm eager, same model / batch / threads, same run
+        base = next((r for r in rows if r["runtime"] == REFERENCE and
+                     (r["model"], r["batch"], r["threads"]) == (row["model"], row["batch"], row["threads"])), None)
+        row["speedup_vs_timm_eager"] = base["median_ms"] / row["median_ms"] if base else None
+    result = {"machine": machine(), "runs": runs, "rows": rows, "failures": failures}
+    output.mkdir(parents=True, exist_ok=True)
+    write_text(output / "results.json", json.dumps(result, indent=2))
+    with atomic_path(output / "results.csv") as tmp:
+        with open(tmp, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=list(rows[0]) if rows else ["model"])
+            writer.writeheader()
+            writer.writerows(rows)
+    if rows:
+        plot_latency(rows, output / "latency.png")
+    return result
+
+
+def plot_latency(rows, path):
+    """Grouped bars: median latency per runtime, one group per (model, batch, threads)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted({(r["model"], r["batch"], r["threads"]) for r in rows})
+    runtimes = [rt for rt in RUNTIMES if any(r["runtime"] == rt for r in rows)]
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 4))
+    width = 0.8 / len(runtimes)
+    for i, runtime in enumerate(runtimes):
+        values = [next((r["median_ms"] for r in rows if r["runtime"] == runtime and
+                        (r["model"], r["batch"], r["threads"]) == g), 0) for g in groups]
+        ax.bar(np.arange(len(groups)) + i * width, values, width, label=runtime)
+    ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2,
+                  [f"{m}\nbatch {b}, {t} thr" for m, b, t in groups], fontsize=8)
+    ax.set_ylabel("median latency (ms)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def main_one(argv):
+    """Entry point of a runtime's subprocess: prints its result rows as one JSON line."""
+    runtime, name, batches, threads_list, runs = argv
+    print(json.dumps(run_one(runtime, name, json.loads(batches), json.loads(threads_list), int(runs))))
