@@ -1,6 +1,8 @@
 """Images/s of one training step (forward + backward + AdamW update, the digits/scratch recipe objects) for a
-registered model on this machine, on the TensorFlow and JAX backends side by side (each in its own process).
-Random data; compiled train step (`model.fit` on a repeated batch), warm-up excluded.
+registered model on this machine: Keras on the TensorFlow and JAX backends and timm (PyTorch eager, AdamW) side
+by side, each in its own process. Random data; warm-up excluded. Also the achieved GFLOP/s (a training step is
+~3x the forward pass: 6 FLOPs per forward multiply-accumulate) against the machine's float32 matmul peak measured
+in the same run (the best of TensorFlow's and torch's 2048x2048 matmul on all cores).
 
     python benchmarks/train_throughput.py mixer_s16 --batch-size 32 --steps 10
 """
@@ -31,8 +33,54 @@ def measure(model_name, batch_size, steps, image_size):
     started = time.perf_counter()
     model.fit(repeated_images, repeated_labels, batch_size=batch_size, epochs=1, verbose=0, shuffle=False)
     seconds = time.perf_counter() - started
-    return {"backend": keras.backend.backend(), "images_per_second": steps * batch_size / seconds,
-            "ms_per_step": 1000 * seconds / steps}
+    row = {"backend": keras.backend.backend(), "images_per_second": steps * batch_size / seconds,
+           "ms_per_step": 1000 * seconds / steps}
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        sys.path.insert(0, os.path.dirname(__file__))
+        from tflite_latency import gflops
+
+        row["forward_gmacs"] = gflops(model)
+        row["matmul_peak_gflops"] = matmul_peak_gflops(tf.matmul, lambda n: tf.random.uniform((n, n)))
+    return row
+
+
+def matmul_peak_gflops(matmul, make, size=2048, runs=20):
+    a, b = make(size), make(size)
+    for _ in range(3):
+        matmul(a, b)
+    started = time.perf_counter()
+    for _ in range(runs):
+        matmul(a, b)
+    return 2 * size**3 * runs / (time.perf_counter() - started) / 1e9
+
+
+def measure_timm(model_name, batch_size, steps, image_size):
+    import timm
+    import torch
+
+    model = timm.create_model(f"{model_name}_224", pretrained=False, img_size=image_size, drop_path_rate=0.1).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    images = torch.rand(batch_size, 3, image_size, image_size) * 2 - 1
+    labels = torch.randint(0, 1000, (batch_size,))
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+
+    for _ in range(2):
+        step()
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    seconds = time.perf_counter() - started
+    peak = matmul_peak_gflops(lambda a, b: torch.mm(a, b), lambda n: torch.rand(n, n))
+    return {"backend": "timm (torch eager)", "images_per_second": steps * batch_size / seconds,
+            "ms_per_step": 1000 * seconds / steps, "matmul_peak_gflops": peak}
 
 
 def main():
@@ -41,23 +89,35 @@ def main():
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax"])
+    parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax", "timm"])
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.model, args.batch_size, args.steps, args.image_size)))
+        run = measure_timm if os.environ.get("KERAS_BACKEND") == "timm" else measure
+        print(json.dumps(run(args.model, args.batch_size, args.steps, args.image_size)))
         return
     print(f"{args.model}, batch {args.batch_size}, {args.image_size}x{args.image_size}, {os.cpu_count()} CPU cores")
+    rows = []
     for backend in args.backends:
         command = [sys.executable, __file__, args.model, "--child", "--batch-size", str(args.batch_size),
                    "--steps", str(args.steps), "--image-size", str(args.image_size)]
         env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
         result = subprocess.run(command, env=env, capture_output=True, text=True)
         if result.returncode:
-            print(f"{backend:<12} failed: {result.stderr.strip().splitlines()[-1]}")
+            print(f"{backend:<20} failed: {result.stderr.strip().splitlines()[-1]}")
             continue
-        row = json.loads(result.stdout.strip().splitlines()[-1])
-        print(f"{backend:<12}{row['images_per_second']:>8.1f} images/s {row['ms_per_step']:>9.0f} ms/step")
+        rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    gmacs = next((r["forward_gmacs"] for r in rows if "forward_gmacs" in r), None)
+    peak = max((r["matmul_peak_gflops"] for r in rows if "matmul_peak_gflops" in r), default=None)
+    timm_rate = next((r["images_per_second"] for r in rows if r["backend"].startswith("timm")), None)
+    for row in rows:
+        line = f"{row['backend']:<20}{row['images_per_second']:>8.1f} images/s {row['ms_per_step']:>9.0f} ms/step"
+        if timm_rate:
+            line += f"  {row['images_per_second'] / timm_rate:>5.2f}x timm"
+        if gmacs and peak:
+            achieved = row["images_per_second"] * 6 * gmacs
+            line += f"  {achieved:>6.1f} GFLOP/s = {achieved / peak:.0%} of the {peak:.0f} GFLOP/s matmul peak"
+        print(line)
 
 
 if __name__ == "__main__":
