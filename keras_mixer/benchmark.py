@@ -251,7 +251,23 @@ def run_benchmark(models, runtimes=RUNTIMES, batch_sizes=(1, 8), threads=(1, 2),
             writer.writerows(rows)
     if rows:
         plot_latency(rows, output / "latency.png")
+        write_text(output / "table.md", markdown_table(rows) + "\n")
     return result
+
+
+def markdown_table(rows):
+    """The results as a Markdown table: median / p90 ms, images/s, speed-up over timm eager, logit agreement,
+    file size and peak RSS."""
+    lines = ["| model | runtime | batch | threads | median ms | p90 ms | images/s | vs timm eager | max |Δ| vs Keras "
+             "| file MB | peak RSS MB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    order = {runtime: i for i, runtime in enumerate(RUNTIMES)}
+    for r in sorted(rows, key=lambda r: (r["model"], r["batch"], r["threads"], order[r["runtime"]])):
+        speedup = f"{r['speedup_vs_timm_eager']:.2f}x" if r.get("speedup_vs_timm_eager") else "–"
+        size = f"{r['file_mb']:.1f}" if r["file_mb"] else "–"
+        lines.append(f"| {r['model']} | {r['runtime']} | {r['batch']} | {r['threads']} | {r['median_ms']:.2f} | "
+                     f"{r['p90_ms']:.2f} | {r['images_per_s']:.1f} | {speedup} | {r['max_abs_diff_vs_keras']:.1e} | "
+                     f"{size} | {r['peak_rss_mb']:.0f} |")
+    return "\n".join(lines)
 
 
 def plot_latency(rows, path):

@@ -111,11 +111,13 @@ def _evaluate(args):
 
 
 def _benchmark(args):
-    from keras_mixer.benchmark import run_benchmark
+    from keras_mixer.benchmark import markdown_table, run_benchmark
 
     result = run_benchmark(args.models, args.runtimes, args.batch_sizes, args.threads, args.runs, args.output)
-    print(f"wrote {args.output}/results.json, results.csv, latency.png ({len(result['rows'])} measurements, "
-          f"{len(result['failures'])} runtimes failed)")
+    if result["rows"]:
+        print(markdown_table(result["rows"]))
+    print(f"wrote {args.output}/results.json, results.csv, table.md, latency.png ({len(result['rows'])} "
+          f"measurements, {len(result['failures'])} runtimes failed)")
 
 
 # recipe fields `keras-mixer train` can override, as --learning-rate etc.

@@ -20,3 +20,4 @@ def test_harness_measures_same_weights_in_each_runtime(tmp_path):
     assert json.loads((tmp_path / "results.json").read_text())["machine"]["cores"] >= 1
     assert len(list(csv.DictReader(open(tmp_path / "results.csv")))) == len(rows)
     assert (tmp_path / "latency.png").stat().st_size > 0
+    assert "| mixer_tiny | timm_eager | 1 | 1 |" in (tmp_path / "table.md").read_text()
