@@ -23,15 +23,21 @@ def _interpreter_module():
     return runtime.Interpreter, runtime.OpResolverType
 
 
-def load_interpreter(path, num_threads=None, delegates=True):
+def load_interpreter(path, num_threads=None, delegates=True, verify=True):
     """An allocated interpreter for `path`; a missing or corrupt file raises ExportError naming it.
 
     With `delegates=False` the graph runs on the builtin kernels only, so its op list is the file's own
-    (XNNPACK would otherwise replace most nodes with DELEGATE nodes).
+    (XNNPACK would otherwise replace most nodes with DELEGATE nodes). `verify` first loads and runs the file in a
+    separate process (`keras_mixer.export.sandbox`): some damaged files abort LiteRT, which would take this
+    process down with it.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ExportError(f"{path}: no such .tflite file")
+    if verify:
+        from keras_mixer.export.sandbox import probe
+
+        probe(path)
     interpreter_class, resolver_types = _interpreter_module()
     kwargs = {"model_path": path, "num_threads": num_threads}
     if not delegates:

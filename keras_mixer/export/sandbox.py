@@ -1,0 +1,73 @@
+"""Opening an untrusted `.tflite` in a separate process first.
+
+LiteRT checks a model's structure, but some damaged files pass those checks and then abort the process while
+tensors are allocated or the graph runs (found by fuzzing: a tensor whose type was flipped to float32 inside an
+int8 graph). An abort cannot be caught in Python, so `probe` loads, allocates and runs the file once (zeros in) in
+a long-lived worker process; if the worker dies, the file is reported as damaged and the next probe starts a new
+worker. Cost: one extra load and run per file, and one worker start (~1 s) per process.
+"""
+
+import atexit
+import os
+import signal
+import subprocess
+import sys
+
+from keras_mixer.errors import ExportError
+
+_WORKER = r"""
+import sys
+import numpy as np
+try:
+    from ai_edge_litert.interpreter import Interpreter
+except ImportError:
+    try:
+        from tflite_runtime.interpreter import Interpreter
+    except ImportError:
+        from tensorflow.lite import Interpreter
+for line in sys.stdin:
+    try:
+        interpreter = Interpreter(model_path=line.rstrip("\n"))
+        interpreter.allocate_tensors()
+        for detail in interpreter.get_input_details():
+            interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+        interpreter.invoke()
+        print("ok", flush=True)
+    except Exception as error:
+        print("error " + " ".join(str(error).split())[:500], flush=True)
+"""
+
+_worker = None
+
+
+def _stop_worker():
+    if _worker is not None and _worker.poll() is None:
+        _worker.kill()
+
+
+def _start_worker():
+    global _worker
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    _worker = subprocess.Popen([sys.executable, "-c", _WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True, env=env)
+    atexit.register(_stop_worker)
+
+
+def probe(path):
+    """Raises ExportError if LiteRT cannot load and run `path`, or crashes trying; returns None if it can."""
+    path = os.path.abspath(os.fspath(path))
+    if _worker is None or _worker.poll() is not None:
+        _start_worker()
+    try:
+        _worker.stdin.write(path + "\n")
+        _worker.stdin.flush()
+        answer = _worker.stdout.readline().strip()
+    except BrokenPipeError:
+        answer = ""
+    if answer == "ok":
+        return
+    if answer.startswith("error "):
+        raise ExportError(f"{path}: not a valid .tflite model ({answer[6:]})")
+    code = _worker.wait()
+    how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+    raise ExportError(f"{path}: damaged .tflite model: LiteRT crashed loading or running it ({how})")
