@@ -33,11 +33,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 
 import keras_mixer  # noqa: E402
+import keras_mixer.export.sandbox  # noqa: E402
 from keras_mixer.errors import KerasMixerError  # noqa: E402
 from keras_mixer.models.mlp_mixer import official_to_timm  # noqa: E402
 
 MARKER = Path(tempfile.gettempdir()) / "keras_mixer_fuzz_code_ran"
 TIME_BOX_SECONDS = 20
+keras_mixer.export.sandbox.TIMEOUT_SECONDS = 10  # a LiteRT load that runs away is reported inside our time box
 
 
 class CodeRan:
@@ -116,6 +118,7 @@ class Reader:
 
     def __init__(self, suffix, seeds, action, strategy=None):
         self.suffix, self.seeds, self.action, self.strategy = suffix, seeds, action, strategy
+        self.name = None  # set by build_readers
 
 
 def build_readers(workdir):
@@ -152,7 +155,7 @@ def build_readers(workdir):
 
     interpreter = load_interpreter(workdir / "seed_int8.tflite")
 
-    return {
+    readers = {
         "npz": Reader(".npz", [npz_bytes(params), *map(npz_bytes, bad_variants(params, key)), pickle_npz(),
                                npy_header_with_shape((2 ** 40, 2 ** 30)), npy_header_with_shape((-1, 4))], load_mixer),
         "torch": Reader(".pth", [torch_bytes(torch_tensors), torch_bytes({"state_dict": torch_tensors}),
@@ -177,6 +180,9 @@ def build_readers(workdir):
         "labels": Reader(".txt", ["\n".join(labels).encode(), "a\n\nb".encode(), b"\xff\xfe", "ünïcode\n".encode()],
                          lambda path: read_labels(path, classes=5)),
     }
+    for name, reader in readers.items():
+        reader.name = name
+    return readers
 
 
 # --- mutations -----------------------------------------------------------------------------------------------------
@@ -268,7 +274,7 @@ def run_case(reader, data, path, kept_dir, counts, examples):
     if MARKER.exists():
         outcome = "code execution"
     if outcome not in ("ok", "typed error"):
-        kept = kept_dir / f"{outcome.replace(' ', '_')}_{counts[outcome]}{reader.suffix or '.npy'}"
+        kept = kept_dir / f"{reader.name}_{outcome.replace(' ', '_')}_{counts[outcome]}{reader.suffix or '.npy'}"
         kept.write_bytes(data) if reader.suffix is not None else np.save(kept, data, allow_pickle=True)
     counts[outcome] += 1
     return outcome

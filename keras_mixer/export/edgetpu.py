@@ -124,7 +124,10 @@ def check_edgetpu(path):
     rows, fallback = [], None
     ops = read_graph(path)
     for index, (op, version, inputs, outputs) in enumerate(ops):
-        reason = _why_not_mapped(op, version, inputs, outputs)
+        try:
+            reason = _why_not_mapped(op, version, inputs, outputs)
+        except (IndexError, ValueError, TypeError) as error:  # e.g. a damaged op without its inputs
+            raise ExportError(f"{path}: op #{index} {op} is malformed ({type(error).__name__}: {error})") from error
         if reason and fallback is None:
             fallback = index
         dtypes = ",".join(sorted({t[0].lower() for t in inputs + outputs if t[2] is None}))

@@ -77,6 +77,8 @@ def predict(interpreter, images):
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
     batch = inp["shape"][0]
+    if len(inp["shape"]) < 1 or min(inp["shape"]) < 1:
+        raise ExportError(f"the model's input shape {tuple(inp['shape'])} is not a static batch of images")
     images = np.asarray(images)
     if not np.issubdtype(images.dtype, np.floating):  # raw uint8 pixels would be quantized as if preprocessed
         raise ExportError(f"images must be preprocessed floats (keras_mixer.preprocess_input), got dtype {images.dtype}")

@@ -187,7 +187,10 @@ def read_metadata(path):
     (height, width), labels)."""
     from tensorflow.lite.python import schema_py_generated as schema
 
-    data = open(path, "rb").read()
+    try:
+        data = open(path, "rb").read()
+    except OSError as error:
+        raise ExportError(f"{path}: cannot read the .tflite file ({error.strerror or error})") from error
     try:
         model = schema.Model.GetRootAs(data, 0)
         entries = {model.Metadata(i).Name(): model.Metadata(i).Buffer() for i in range(model.MetadataLength())}
@@ -203,28 +206,28 @@ def read_metadata(path):
         size = _subtable(image, 1)
         normalization = _subtable(_vector_tables(tensor_in, 4)[0], 1)
         files = [(_string(f, 0), _byte(f, 2)) for f in _vector_tables(tensor_out, 6)]
+        metadata = {
+            "name": _string(root, 0),
+            "description": _string(root, 1),
+            "min_parser_version": _string(root, 7),
+            "input": _string(tensor_in, 0),
+            "color_space": "RGB" if _byte(image, 0) == COLOR_SPACE_RGB else _byte(image, 0),
+            "image_size": (size.Get(number_types.Uint32Flags, size.Offset(6) + size.Pos),
+                           size.Get(number_types.Uint32Flags, size.Offset(4) + size.Pos)),
+            "mean": _floats(normalization, 0),
+            "std": _floats(normalization, 1),
+            "output": _string(tensor_out, 0),
+            "labels": None,
+        }
     except ExportError:
         raise
-    except Exception as error:  # a damaged flatbuffer fails anywhere in the accessors
+    except Exception as error:  # a damaged flatbuffer fails anywhere in the accessors (offsets, UTF-8, sizes)
         raise ExportError(f"{path}: damaged TFLite metadata ({type(error).__name__}: {error})") from error
-    labels = None
     label_files = [name for name, kind in files if kind == TENSOR_AXIS_LABELS]
     if label_files:
         try:
             with zipfile.ZipFile(io.BytesIO(data)) as archive:
-                labels = archive.read(label_files[0]).decode("utf-8").splitlines()
+                metadata["labels"] = archive.read(label_files[0]).decode("utf-8").splitlines()
         except Exception as error:  # the labels ride in a zip appended to the flatbuffer
             raise ExportError(f"{path}: damaged label file in the metadata ({type(error).__name__}: {error})") from error
-    return {
-        "name": _string(root, 0),
-        "description": _string(root, 1),
-        "min_parser_version": _string(root, 7),
-        "input": _string(tensor_in, 0),
-        "color_space": "RGB" if _byte(image, 0) == COLOR_SPACE_RGB else _byte(image, 0),
-        "image_size": (size.Get(number_types.Uint32Flags, size.Offset(6) + size.Pos),
-                       size.Get(number_types.Uint32Flags, size.Offset(4) + size.Pos)),
-        "mean": _floats(normalization, 0),
-        "std": _floats(normalization, 1),
-        "output": _string(tensor_out, 0),
-        "labels": labels,
-    }
+    return metadata

@@ -9,6 +9,7 @@ worker. Cost: one extra load and run per file, and one worker start (~1 s) per p
 
 import atexit
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -53,14 +54,25 @@ def _start_worker():
     atexit.register(_stop_worker)
 
 
-def probe(path):
-    """Raises ExportError if LiteRT cannot load and run `path`, or crashes trying; returns None if it can."""
+TIMEOUT_SECONDS = 120  # a damaged file can also make LiteRT allocate or loop without end
+
+
+def probe(path, timeout=None):
+    """Raises ExportError if LiteRT cannot load and run `path` within `timeout` seconds, or crashes trying;
+    returns None if it can."""
     path = os.path.abspath(os.fspath(path))
+    timeout = TIMEOUT_SECONDS if timeout is None else timeout
     if _worker is None or _worker.poll() is not None:
         _start_worker()
     try:
         _worker.stdin.write(path + "\n")
         _worker.stdin.flush()
+        ready, _, _ = select.select([_worker.stdout], [], [], timeout)
+        if not ready:
+            _worker.kill()
+            _worker.wait()
+            raise ExportError(f"{path}: LiteRT did not finish loading and running it within {timeout} s; "
+                              "the file is damaged or far larger than it looks")
         answer = _worker.stdout.readline().strip()
     except BrokenPipeError:
         answer = ""
