@@ -35,14 +35,19 @@ def machine():
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    versions = {}
-    for package in ("tensorflow", "keras", "ai_edge_litert", "torch", "timm", "onnxruntime", "jax"):
-        try:
-            from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-            versions[package] = version(package.replace("_", "-"))
-        except Exception:  # not installed
-            versions[package] = None
+    versions = {}
+    for package, distributions in (("tensorflow", ("tensorflow", "tensorflow-cpu")), ("keras", ("keras",)),
+                                   ("ai_edge_litert", ("ai-edge-litert",)), ("torch", ("torch",)),
+                                   ("timm", ("timm",)), ("onnxruntime", ("onnxruntime",)), ("jax", ("jax",))):
+        versions[package] = None
+        for distribution in distributions:
+            try:
+                versions[package] = version(distribution)
+                break
+            except PackageNotFoundError:
+                continue
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "versions": versions}
 
 
