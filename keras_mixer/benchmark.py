@@ -112,7 +112,7 @@ def _tflite(model, mode, workdir, batch):
     return runner, os.path.getsize(path)
 
 
-def _timm(model, workdir, batch, compiled):
+def _timm(model, compiled):
     import keras
     import timm
     import torch
@@ -145,7 +145,7 @@ def _onnx(model, workdir, batch, quantized):
     import onnxruntime
     import torch
 
-    _, _, reference = _timm(model, workdir, batch, compiled=False)
+    _, _, reference = _timm(model, compiled=False)
     path = Path(workdir) / "timm.onnx"
     size = model.input_shape[1]
     torch.onnx.export(reference, torch.zeros(batch, 3, size, size), str(path), input_names=["images"],
@@ -185,7 +185,7 @@ def run_one(runtime, name, batch_sizes, threads_list, runs):
             if runtime.startswith("tflite_"):
                 runner, file_bytes = _tflite(model, runtime.split("_")[1].replace("fp", "float"), workdir, batch)
             elif runtime.startswith("timm_"):
-                runner, file_bytes, _ = _timm(model, workdir, batch, compiled=runtime == "timm_compile")
+                runner, file_bytes, _ = _timm(model, compiled=runtime == "timm_compile")
             elif runtime.startswith("ort_"):
                 runner, file_bytes = _onnx(model, workdir, batch, quantized=runtime == "ort_int8")
             else:  # keras_tf: the process's thread pools are fixed at TensorFlow's start (see main)

@@ -42,16 +42,27 @@ _worker = None
 
 
 def _stop_worker():
-    if _worker is not None and _worker.poll() is None:
+    if _worker is None:
+        return
+    if _worker.poll() is None:
         _worker.kill()
+        _worker.wait()
+    for pipe in (_worker.stdin, _worker.stdout):
+        try:
+            pipe.close()
+        except OSError:  # a pipe to a dead worker may fail to flush
+            pass
+
+
+atexit.register(_stop_worker)
 
 
 def _start_worker():
     global _worker
+    _stop_worker()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     _worker = subprocess.Popen([sys.executable, "-c", _WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True, env=env)
-    atexit.register(_stop_worker)
 
 
 TIMEOUT_SECONDS = 120  # a damaged file can also make LiteRT allocate or loop without end
