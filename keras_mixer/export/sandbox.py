@@ -16,6 +16,8 @@ import sys
 
 from keras_mixer.errors import ExportError
 
+# the runtime fallback of interpreter._interpreter_module, repeated here so the worker imports LiteRT only
+# (importing keras_mixer would start TensorFlow in every worker)
 _WORKER = r"""
 import sys
 import numpy as np
@@ -80,8 +82,7 @@ def probe(path, timeout=None):
         _worker.stdin.flush()
         ready, _, _ = select.select([_worker.stdout], [], [], timeout)
         if not ready:
-            _worker.kill()
-            _worker.wait()
+            _stop_worker()  # the next probe starts a fresh worker
             raise ExportError(f"{path}: LiteRT did not finish loading and running it within {timeout} s; "
                               "the file is damaged or far larger than it looks")
         answer = _worker.stdout.readline().strip()
