@@ -39,12 +39,14 @@ def main():
     qat.fit(x_train, y_train, epochs=args.qat_epochs, batch_size=64)
     qat.save(out / "model_qat.keras")
 
-    # 2. Phones: full int8 with int8 input/output (or float_io=True to keep float32 I/O).
+    # 2. Phones: int8 matmuls with int8 input/output (or float_io=True to keep float32 I/O); LayerNorm statistics
+    #    and GELU stay float32, which LiteRT's CPU delegate runs fastest (integer_only=True quantizes them too).
     phone = to_tflite(qat, out / "model_int8.tflite", "int8", representative_data=x_train[:256])
     report, _ = evaluate_tflite(phone, x_test, y_test, reference_scores=qat.predict(x_test, verbose=0))
     print("int8:", report)
 
-    # 3. Edge TPU: the mappable graph form of the same weights, post-training quantized, then checked.
+    # 3. Edge TPU: the mappable graph form of the same weights, post-training quantized (every op: to_tflite knows
+    #    this graph is for the Edge TPU), then checked.
     coral = to_tflite(edgetpu_model(model), out / "model_int8_edgetpu.tflite", "int8", representative_data=x_train[:256])
     rows, summary = check_edgetpu(coral)
     print(format_report(rows, summary).splitlines()[-1])

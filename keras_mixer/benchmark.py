@@ -23,8 +23,12 @@ import numpy as np
 
 from keras_mixer.io_utils import atomic_path, write_text
 
-RUNTIMES = ("tflite_int8", "tflite_fp16", "tflite_fp32", "keras_tf", "timm_eager", "timm_compile", "ort_fp32",
-            "ort_int8")
+# tflite_int8 is `to_tflite(..., "int8")` as phones get it; tflite_int8_integer the all-integer graph
+# (integer_only=True, what the Edge TPU and NNAPI need), measured to show what keeping LayerNorm and GELU float buys
+RUNTIMES = ("tflite_int8", "tflite_int8_integer", "tflite_fp16", "tflite_fp32", "keras_tf", "keras_jax", "timm_eager",
+            "timm_compile", "ort_fp32", "ort_int8")
+# the Keras runtimes fix their thread pools when the backend starts: one process per thread count
+PROCESS_PER_THREAD_COUNT = ("keras_tf", "keras_jax")
 REFERENCE = "timm_eager"
 
 
@@ -99,11 +103,13 @@ def images(batch, size, seed=0):
 # --- one runtime, in its own process ---------------------------------------------------------------------------------
 
 
-def _tflite(model, mode, workdir, batch):
+def _tflite(model, runtime, workdir, batch):
     from keras_mixer.export import load_interpreter, predict, to_tflite
 
-    path = to_tflite(model, Path(workdir) / f"{mode}_b{batch}.tflite", mode, batch_size=batch, float_io=True,
-                     representative_data=images(16, model.input_shape[1], seed=7) if mode == "int8" else None)
+    mode = runtime.split("_")[1].replace("fp", "float")
+    path = to_tflite(model, Path(workdir) / f"{runtime}_b{batch}.tflite", mode, batch_size=batch, float_io=True,
+                     representative_data=images(16, model.input_shape[1], seed=7) if mode == "int8" else None,
+                     integer_only=runtime == "tflite_int8_integer")
 
     def runner(threads):
         interpreter = load_interpreter(path, num_threads=threads)
@@ -166,11 +172,21 @@ def _onnx(model, workdir, batch, quantized):
     return runner, os.path.getsize(path)
 
 
-def _keras_tf(model, threads):
+def _keras_tf(model):
     import tensorflow as tf
 
     call = tf.function(lambda x: model(x, training=False), jit_compile=False)
     return lambda x: call(tf.constant(x)).numpy()
+
+
+def _keras_jax(model):
+    import jax
+
+    # the weights are arguments, not constants folded into the compiled program
+    call = jax.jit(lambda trainable, non_trainable, x: model.stateless_call(trainable, non_trainable, x)[0])
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+    return lambda x: np.asarray(call(trainable, non_trainable, x))
 
 
 def run_one(runtime, name, batch_sizes, threads_list, runs):
@@ -183,13 +199,15 @@ def run_one(runtime, name, batch_sizes, threads_list, runs):
             x = images(batch, size)
             expected = np.asarray(model(x, training=False))
             if runtime.startswith("tflite_"):
-                runner, file_bytes = _tflite(model, runtime.split("_")[1].replace("fp", "float"), workdir, batch)
+                runner, file_bytes = _tflite(model, runtime, workdir, batch)
             elif runtime.startswith("timm_"):
                 runner, file_bytes, _ = _timm(model, compiled=runtime == "timm_compile")
             elif runtime.startswith("ort_"):
                 runner, file_bytes = _onnx(model, workdir, batch, quantized=runtime == "ort_int8")
-            else:  # keras_tf: the process's thread pools are fixed at TensorFlow's start (see main)
-                runner, file_bytes = (lambda threads: _keras_tf(model, threads)), None
+            elif runtime == "keras_jax":  # one thread count per process (see _subprocess)
+                runner, file_bytes = (lambda threads: _keras_jax(model)), None
+            else:  # keras_tf: one thread count per process (see _subprocess)
+                runner, file_bytes = (lambda threads: _keras_tf(model)), None
             for threads in threads_list:
                 run = runner(threads)
                 outputs = run(x)
@@ -206,9 +224,10 @@ def run_one(runtime, name, batch_sizes, threads_list, runs):
 
 
 def _subprocess(runtime, name, batch_sizes, threads_list, runs, timeout):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "jax" if runtime == "keras_jax" else "tensorflow"}
     if runtime == "keras_tf":  # TensorFlow reads its thread pool sizes once, at start-up
         env["TF_NUM_INTRAOP_THREADS"], env["TF_NUM_INTEROP_THREADS"] = str(threads_list[0]), "1"
+
     # timm (torch, torchvision, triton) must load before TensorFlow (keras_mixer's import): the other order
     # segfaults in triton's import
     preload = "import timm, torch; " if runtime.startswith(("timm_", "ort_")) else ""
@@ -232,7 +251,7 @@ def run_benchmark(models, runtimes=RUNTIMES, batch_sizes=(1, 8), threads=(1, 2),
     rows, failures = [], {}
     for name in models:
         for runtime in runtimes:
-            groups = [[t] for t in threads] if runtime == "keras_tf" else [list(threads)]
+            groups = [[t] for t in threads] if runtime in PROCESS_PER_THREAD_COUNT else [list(threads)]
             for group in groups:
                 got, error = _subprocess(runtime, name, list(batch_sizes), group, runs, timeout)
                 if error:
@@ -303,4 +322,6 @@ def plot_latency(rows, path):
 def main_one(argv):
     """Entry point of a runtime's subprocess: prints its result rows as one JSON line."""
     runtime, name, batches, threads_list, runs = argv
+    if runtime == "keras_jax":  # XLA sizes its CPU thread pool, on first use, by the cores the process may run on
+        os.sched_setaffinity(0, range(json.loads(threads_list)[0]))
     print(json.dumps(run_one(runtime, name, json.loads(batches), json.loads(threads_list), int(runs))))

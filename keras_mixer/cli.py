@@ -77,7 +77,8 @@ def _export(args):
         calibration = preprocess_input(images[:256])
     labels = read_labels(args.labels, classes=model.output_shape[-1]) if args.labels else None
     path = to_tflite(model, args.output, args.quantization, representative_data=calibration,
-                     batch_size=args.batch_size, float_io=args.float_io, labels=labels)
+                     batch_size=args.batch_size, float_io=args.float_io, labels=labels,
+                     integer_only=args.integer_only or None)
     print(f"wrote {path} ({os.path.getsize(path) / 1024:.0f} KB, {args.quantization}, batch {args.batch_size})")
 
 
@@ -172,6 +173,9 @@ def build_parser():
     export.add_argument("--labels", help="text file with one class name per line, embedded in the metadata")
     export.add_argument("--batch-size", type=int, default=1)
     export.add_argument("--float-io", action="store_true", help="int8/uint8 inside, float32 input and output")
+    export.add_argument("--integer-only", action="store_true",
+                        help="quantize every op (Edge TPU, NNAPI); default int8 keeps LayerNorm statistics and GELU "
+                             "float32, which LiteRT's CPU delegate runs faster")
     export.set_defaults(run=_export)
 
     train = commands.add_parser("train", help="train or fine-tune with a recipe; resumes an interrupted run")

@@ -12,6 +12,7 @@ from keras_mixer.datasets import load_digits
 from keras_mixer.demo import quantization_aware_finetune, train_float
 from keras_mixer.errors import ExportError, KerasMixerError
 from keras_mixer.export import evaluate_tflite, load_interpreter, op_counts, predict, to_tflite
+from keras_mixer.export.tflite import XNNPACK_FLOAT_OPS
 from keras_mixer.layers import ActivationQuantizer
 from keras_mixer.quantization import quantize_model
 
@@ -33,6 +34,10 @@ def exported(digits, tmp_path_factory):
     return {
         "qat": to_tflite(digits["qat"], out / "qat_int8.tflite", "int8", representative_data=calibration),
         "ptq": to_tflite(digits["model"], out / "ptq_int8.tflite", "int8", representative_data=calibration),
+        "qat_integer": to_tflite(digits["qat"], out / "qat_int8_integer.tflite", "int8",
+                                 representative_data=calibration, integer_only=True),
+        "ptq_integer": to_tflite(digits["model"], out / "ptq_int8_integer.tflite", "int8",
+                                 representative_data=calibration, integer_only=True),
     }
 
 
@@ -55,8 +60,8 @@ def test_qat_model_agrees_with_its_int8_export(digits, exported):
     assert report["agreement"] >= 0.98
 
 
-def test_int8_graph_has_no_float_tensors(exported):
-    interpreter = load_interpreter(exported["qat"], delegates=False)
+def test_integer_only_graph_has_no_float_tensors(exported):
+    interpreter = load_interpreter(exported["qat_integer"], delegates=False)
     dtypes = {t["name"]: t["dtype"] for t in interpreter.get_tensor_details()}
     floats = [name for name, dtype in dtypes.items() if np.issubdtype(dtype, np.floating)]
     assert not floats, floats[:5]
@@ -64,8 +69,35 @@ def test_int8_graph_has_no_float_tensors(exported):
     assert interpreter.get_output_details()[0]["dtype"] == np.int8
 
 
+@pytest.mark.parametrize("source", ["qat", "ptq"])
+def test_int8_keeps_matmuls_integer_and_only_elementwise_ops_float(exported, source):
+    interpreter = load_interpreter(exported[source], delegates=False)
+    tensors = interpreter.get_tensor_details()
+    float_outputs, integer_compute = set(), set()
+    for op in interpreter._get_ops_details():
+        dtypes = [tensors[i]["dtype"] for i in op["outputs"]]
+        if any(np.issubdtype(dtype, np.floating) for dtype in dtypes):
+            float_outputs.add(op["op_name"])
+        elif op["op_name"] in ("FULLY_CONNECTED", "CONV_2D", "BATCH_MATMUL"):
+            integer_compute.add(op["op_name"])
+    assert float_outputs <= set(XNNPACK_FLOAT_OPS) | {"DEQUANTIZE"}, float_outputs
+    assert {"FULLY_CONNECTED", "CONV_2D"} <= integer_compute
+    assert interpreter.get_input_details()[0]["dtype"] == np.int8
+    assert interpreter.get_output_details()[0]["dtype"] == np.int8
+
+
+def test_int8_runs_as_one_xnnpack_partition(exported):
+    """The reason for the float elementwise ops: LiteRT's CPU delegate then takes the whole graph, input to output.
+    (A QAT export keeps int8 the ops its fake-quant ranges pin, e.g. GELU, which XNNPACK runs outside.)"""
+    interpreter = load_interpreter(exported["ptq"])
+    delegated = [op for op in interpreter._get_ops_details() if op["op_name"] == "DELEGATE"]
+    assert len(delegated) == 1, f"{len(delegated)} XNNPACK partitions"
+    assert interpreter.get_input_details()[0]["index"] in delegated[0]["inputs"]
+    assert interpreter.get_output_details()[0]["index"] in delegated[0]["outputs"]
+
+
 def test_qat_export_adds_no_ops_beyond_a_plain_ptq_export(exported):
-    qat_ops, ptq_ops = op_counts(exported["qat"]), op_counts(exported["ptq"])
+    qat_ops, ptq_ops = op_counts(exported["qat_integer"]), op_counts(exported["ptq_integer"])
     assert "QUANTIZE" not in qat_ops and "DEQUANTIZE" not in qat_ops
     assert set(qat_ops) <= set(ptq_ops), set(qat_ops) - set(ptq_ops)
 
@@ -175,7 +207,7 @@ from keras_mixer.export.edgetpu_model import edgetpu_model  # noqa: E402
 
 
 def test_edgetpu_check_on_the_standard_export(exported):
-    rows, summary = check_edgetpu(exported["qat"])
+    rows, summary = check_edgetpu(exported["qat_integer"])
     # a Mixer lowers to these TFLite ops: stem conv, LayerNorm (MEAN, SUB, SQUARED_DIFFERENCE, RSQRT, MUL, ADD),
     # token-mixing transposes, FULLY_CONNECTED MLPs with the GELU builtin, residual ADDs
     assert {r.op for r in rows} == {"CONV_2D", "RESHAPE", "MEAN", "SUB", "SQUARED_DIFFERENCE", "ADD", "RSQRT", "MUL",
@@ -213,9 +245,11 @@ def test_edgetpu_check_flags_what_the_compiler_cannot_map(tmp_path):
     tokens = keras.layers.Dense(5)(keras.layers.Reshape((64, 3))(images))  # Dense on a 2-D token matrix
     unmappable = keras.Model(images, tokens)
     data = rng.uniform(-1, 1, (16, 8, 8, 3)).astype("float32")
-    _, good = check_edgetpu(to_tflite(mappable, tmp_path / "good.tflite", "int8", representative_data=data))
+    _, good = check_edgetpu(to_tflite(mappable, tmp_path / "good.tflite", "int8", representative_data=data,
+                                      integer_only=True))
     assert good["cpu_ops"] == 0 and good["first_cpu_op"] is None
-    _, bad = check_edgetpu(to_tflite(unmappable, tmp_path / "bad.tflite", "int8", representative_data=data))
+    _, bad = check_edgetpu(to_tflite(unmappable, tmp_path / "bad.tflite", "int8", representative_data=data,
+                                     integer_only=True))
     assert "FULLY_CONNECTED" in bad["first_cpu_op"] and "not one-dimensional" in bad["first_cpu_op"]
     _, floats = check_edgetpu(to_tflite(mappable, tmp_path / "float.tflite", "float32"))
     assert "float32 activation" in floats["first_cpu_op"]

@@ -64,7 +64,8 @@ def _block(x, block, form):
 def edgetpu_model(model, gelu="sigmoid"):
     """A batch-1 functional model computing `model` (a keras_mixer Mixer, float or QAT: its float weights are
     used) in the Edge-TPU-mappable form described above. `gelu`: "sigmoid" (mappable) or None to keep the model's
-    own form (then the output equals the model's to float precision). Export it with PTQ int8 (`to_tflite`)."""
+    own form (then the output equals the model's to float precision). Export it with PTQ int8 (`to_tflite`, which
+    quantizes every op of this graph: `integer_only` defaults to True for it)."""
     blocks = [layer for layer in model.layers if isinstance(layer, MixerBlock)]
     stem = next((layer for layer in model.layers if isinstance(layer, PatchEmbedding)), None)
     norms = [layer for layer in model.layers if isinstance(layer, LayerNorm)]
@@ -79,4 +80,6 @@ def edgetpu_model(model, gelu="sigmoid"):
     if isinstance(head, keras.layers.Dense):
         x = ops.matmul(x, _value(head.kernel)) + _value(head.bias)
         x = head.activation(x)
-    return keras.Model(images, x, name=f"{model.name}_edgetpu")
+    edgetpu_graph = keras.Model(images, x, name=f"{model.name}_edgetpu")
+    edgetpu_graph.integer_only_export = True  # the Edge TPU runs integer ops only; read by to_tflite
+    return edgetpu_graph

@@ -13,6 +13,13 @@ from keras_mixer.io_utils import atomic_path
 
 QUANTIZATION_MODES = ("float32", "float16", "dynamic", "int8", "uint8")
 
+# Ops an int8 export keeps float32 unless integer_only: the elementwise ops, LayerNorm's statistics and GELU; the
+# matmuls and convolutions, where the FLOPs and weights are, stay int8. XNNPACK (LiteRT's CPU delegate) has no int8
+# kernels for SQUARED_DIFFERENCE, RSQRT or GELU, nor for the ADD of LayerNorm's tiny epsilon (its scale ratio is out
+# of range), so an all-integer Mixer-S/32 splits into 51 delegate partitions with those ops on single-threaded
+# builtin kernels between them; with these ops float the whole graph is one XNNPACK partition (see docs/benchmarks.md).
+XNNPACK_FLOAT_OPS = ("ADD", "SUB", "MUL", "MEAN", "SQUARED_DIFFERENCE", "RSQRT", "GELU")
+
 
 def _static_batch_model(model, batch_size):
     """The same model with a fixed batch: a dynamic batch dim adds SHAPE/GATHER/PACK ops to the graph."""
@@ -61,6 +68,22 @@ def _representative_dataset(representative_data, batch_size, limit):
     return lambda: ([samples[i : i + batch_size]] for i in range(0, usable, batch_size))
 
 
+def _quantize_keeping_float(converter, float_ops, float_nodes):
+    """Full-integer conversion with `float_ops` (op types) and `float_nodes` (tensor names) left float32: the
+    converter's own two steps (calibrate, then the MLIR quantizer) with the quantizer's denylists, as
+    `tf.lite.experimental.QuantizationDebugger` runs them, without the instrumented debug model it also builds
+    (which a QAT graph, already quantized by its fake-quant ops, does not allow). Fake-quant ranges of a QAT
+    model still decide the ops they surround."""
+    from tensorflow.lite.python import convert
+
+    converter._experimental_calibrate_only = True
+    calibrated = converter.convert()
+    return convert.mlir_quantize(
+        calibrated, disable_per_channel=converter._experimental_disable_per_channel,
+        input_data_type=converter.inference_input_type, output_data_type=converter.inference_output_type,
+        denylisted_ops=float_ops or None, denylisted_nodes=float_nodes or None)
+
+
 def to_tflite(
     model,
     path,
@@ -72,6 +95,7 @@ def to_tflite(
     labels=None,
     description=None,
     metadata=True,
+    integer_only=None,
 ):
     """Converts a Keras model to a `.tflite` file, written atomically; returns the path.
 
@@ -80,7 +104,7 @@ def to_tflite(
             `keras_mixer.quantization.quantize_model` carries its own ranges).
         path: output file.
         quantization: "float32"; "float16" (fp16 weights); "dynamic" (int8 weights, float activations);
-            "int8" / "uint8": full integer with integer input and output (what the Edge TPU and NNAPI need).
+            "int8" / "uint8": int8 weights and activations with integer input and output; see `integer_only`.
         representative_data: [N, H, W, C] preprocessed images for calibrating activation ranges; required for
             "int8"/"uint8" unless the model was trained with fake-quant (QAT), where it fills remaining gaps.
         batch_size: the static batch of the exported graph (1 for phones and the Edge TPU).
@@ -90,12 +114,19 @@ def to_tflite(
         description: model description for the metadata.
         metadata: embed TFLite metadata (input normalization (x - 127.5) / 127.5 as `preprocess_input`, RGB,
             labels); the graph is unchanged.
+        integer_only: with "int8"/"uint8", quantize every op, as the Edge TPU, NNAPI and DSPs need. If False,
+            the elementwise ops, LayerNorm's statistics and GELU (`XNNPACK_FLOAT_OPS`) stay float32 between the
+            int8 matmuls and convolutions, which is what LiteRT's CPU delegate (XNNPACK) runs fastest. Default: True for "uint8" (a legacy-accelerator
+            format) and for `edgetpu_model` graphs, False otherwise. A QAT model exported without
+            `representative_data` is all-integer (its fake-quant ranges cover every tensor).
     """
     import tensorflow as tf
 
     if quantization not in QUANTIZATION_MODES:
         raise ExportError(f"quantization must be one of {QUANTIZATION_MODES}, got {quantization!r}")
     integer = quantization in ("int8", "uint8")
+    if integer_only is None:
+        integer_only = quantization == "uint8" or getattr(model, "integer_only_export", False)
     has_fake_quant = any(getattr(layer, "is_fake_quant", False) for layer in model._flatten_layers())
     if integer and representative_data is None and not has_fake_quant:
         raise ExportError(
@@ -113,9 +144,12 @@ def to_tflite(
         converter.target_spec.supported_types = [tf.float16]
     if integer:
         converter.representative_dataset = _representative_dataset(representative_data, batch_size, calibration_steps)
-        float_nodes = _mixture_of_experts_nodes(static_model)
+        # the denylists act at calibration; a QAT model exported without calibration data is all-integer
+        keep_float = not integer_only and converter.representative_dataset is not None
+        float_nodes = _mixture_of_experts_nodes(static_model) if keep_float else []
+        float_ops = list(XNNPACK_FLOAT_OPS) if keep_float else []
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if float_nodes:
+        if float_nodes or float_ops:
             converter.target_spec.supported_ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
         if not float_io:
             io_type = tf.int8 if quantization == "int8" else tf.uint8
@@ -126,11 +160,8 @@ def to_tflite(
         # (which it sets from the calibration data); neither is actionable for the user
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
-            if integer and float_nodes:
-                debugger = tf.lite.experimental.QuantizationDebugger(
-                    converter=converter, debug_dataset=converter.representative_dataset,
-                    debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=float_nodes))
-                flatbuffer = debugger.get_nondebug_quantized_model()
+            if integer and (float_nodes or float_ops):
+                flatbuffer = _quantize_keeping_float(converter, float_ops, float_nodes)
             else:
                 flatbuffer = converter.convert()
     except Exception as error:  # the converter raises ConverterError / RuntimeError with the MLIR diagnostics
