@@ -79,7 +79,7 @@ def quantization_aware_finetune(model, x_train, y_train, epochs, batch_size, lea
 def run_demo(output_dir="runs/demo", epochs=30, qat_epochs=5, batch_size=64, seed=0, verbose=1):
     """Runs the whole pipeline and writes under `output_dir`: model.keras, model_qat.keras, model_float32.tflite,
     model_int8.tflite (QAT), model_int8_ptq.tflite (plain post-training quantization, for comparison),
-    model_int8_edgetpu.tflite (the Edge-TPU-mappable form), training_curves.png, confusion_matrix_int8.png and
+    model_int8_integer.tflite (QAT, every op int8), model_int8_edgetpu.tflite (the Edge-TPU-mappable form), training_curves.png, confusion_matrix_int8.png and
     report.json. Returns the report dict."""
     output_dir = Path(output_dir)
     keras.utils.set_random_seed(seed)
@@ -96,20 +96,22 @@ def run_demo(output_dir="runs/demo", epochs=30, qat_epochs=5, batch_size=64, see
     for key, keras_model in (("model", model), ("qat_model", qat)):
         with atomic_path(files[key]) as tmp:
             keras_model.save(tmp)
-    exports = {
-        "float32": (model, "float32", output_dir / "model_float32.tflite"),
-        "int8 (QAT)": (qat, "int8", output_dir / "model_int8.tflite"),
-        "int8 (PTQ)": (model, "int8", output_dir / "model_int8_ptq.tflite"),
-        # same weights in the Edge-TPU-mappable graph (sigmoid GELU), post-training quantized
-        "int8 Edge TPU": (edgetpu_model(model), "int8", output_dir / "model_int8_edgetpu.tflite"),
+    exports = {  # name: (model, quantization, file, integer_only: None = to_tflite's default)
+        "float32": (model, "float32", output_dir / "model_float32.tflite", None),
+        "int8 (QAT)": (qat, "int8", output_dir / "model_int8.tflite", None),
+        "int8 (PTQ)": (model, "int8", output_dir / "model_int8_ptq.tflite", None),
+        # every op int8 (NNAPI, DSPs): what keeping elementwise ops float costs or saves
+        "all-int8 (QAT)": (qat, "int8", output_dir / "model_int8_integer.tflite", True),
+        # same weights in the Edge-TPU-mappable graph (sigmoid GELU), post-training quantized, every op int8
+        "int8 Edge TPU": (edgetpu_model(model), "int8", output_dir / "model_int8_edgetpu.tflite", None),
     }
     results = {
         "keras float": {"top1": top_k_accuracy(float_scores, y_test, 1)},
         "keras QAT": {"top1": top_k_accuracy(qat_scores, y_test, 1),
                       "agreement": float(np.mean(qat_scores.argmax(1) == float_scores.argmax(1)))},
     }
-    for name, (source, mode, path) in exports.items():
-        to_tflite(source, path, mode, representative_data=calibration, labels=DIGIT_LABELS)
+    for name, (source, mode, path, integer_only) in exports.items():
+        to_tflite(source, path, mode, representative_data=calibration, labels=DIGIT_LABELS, integer_only=integer_only)
         reference = qat_scores if source is qat else float_scores
         results[name], scores = evaluate_tflite(path, x_test, y_test, reference_scores=reference)
         results[name]["size_kb"] = path.stat().st_size / 1024

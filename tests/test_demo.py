@@ -19,7 +19,7 @@ def test_demo_cli_runs_end_to_end(tmp_path):
     assert report["float_test_accuracy"] > 0.3  # 10 classes: chance is 0.1
     assert report["int8_test_accuracy"] > 0.3
     for name in ("model.keras", "model_qat.keras", "model_float32.tflite", "model_int8.tflite", "model_int8_ptq.tflite",
-                 "model_int8_edgetpu.tflite"):
+                 "model_int8_integer.tflite", "model_int8_edgetpu.tflite"):
         assert (out / name).stat().st_size > 0, name
     for name in ("training_curves.png", "confusion_matrix_int8.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
