@@ -24,7 +24,7 @@ import numpy as np
 from keras_mixer.io_utils import atomic_path, write_text
 
 # tflite_int8 is `to_tflite(..., "int8")` as phones get it; tflite_int8_integer the all-integer graph
-# (integer_only=True, what the Edge TPU and NNAPI need), measured to show what keeping LayerNorm and GELU float buys
+# (integer_only=True, what the Edge TPU and NNAPI need), measured to show what keeping the elementwise ops float buys
 RUNTIMES = ("tflite_int8", "tflite_int8_integer", "tflite_fp16", "tflite_fp32", "keras_tf", "keras_jax", "timm_eager",
             "timm_compile", "ort_fp32", "ort_int8")
 # the Keras runtimes fix their thread pools when the backend starts: one process per thread count
@@ -204,10 +204,9 @@ def run_one(runtime, name, batch_sizes, threads_list, runs):
                 runner, file_bytes, _ = _timm(model, compiled=runtime == "timm_compile")
             elif runtime.startswith("ort_"):
                 runner, file_bytes = _onnx(model, workdir, batch, quantized=runtime == "ort_int8")
-            elif runtime == "keras_jax":  # one thread count per process (see _subprocess)
-                runner, file_bytes = (lambda threads: _keras_jax(model)), None
-            else:  # keras_tf: one thread count per process (see _subprocess)
-                runner, file_bytes = (lambda threads: _keras_tf(model)), None
+            else:  # keras_tf / keras_jax: one thread count per process (see _subprocess)
+                build = _keras_jax if runtime == "keras_jax" else _keras_tf
+                runner, file_bytes = (lambda threads: build(model)), None
             for threads in threads_list:
                 run = runner(threads)
                 outputs = run(x)
@@ -227,7 +226,6 @@ def _subprocess(runtime, name, batch_sizes, threads_list, runs, timeout):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "jax" if runtime == "keras_jax" else "tensorflow"}
     if runtime == "keras_tf":  # TensorFlow reads its thread pool sizes once, at start-up
         env["TF_NUM_INTRAOP_THREADS"], env["TF_NUM_INTEROP_THREADS"] = str(threads_list[0]), "1"
-
     # timm (torch, torchvision, triton) must load before TensorFlow (keras_mixer's import): the other order
     # segfaults in triton's import
     preload = "import timm, torch; " if runtime.startswith(("timm_", "ort_")) else ""

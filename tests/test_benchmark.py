@@ -7,12 +7,12 @@ from keras_mixer.benchmark import run_benchmark
 
 
 def test_harness_measures_same_weights_in_each_runtime(tmp_path):
-    result = run_benchmark(["mixer_tiny"], runtimes=("tflite_fp32", "keras_tf", "timm_eager"), batch_sizes=(1, 2),
-                           threads=(1,), runs=3, output=tmp_path, progress=lambda line: None)
+    runtimes = ("tflite_fp32", "keras_tf", "keras_jax", "timm_eager")
+    result = run_benchmark(["mixer_tiny"], runtimes=runtimes, batch_sizes=(1, 2), threads=(1,), runs=3, output=tmp_path,
+                           progress=lambda line: None)
     assert not result["failures"], result["failures"]
     rows = result["rows"]
-    assert {(r["runtime"], r["batch"]) for r in rows} == {(rt, b) for rt in ("tflite_fp32", "keras_tf", "timm_eager")
-                                                          for b in (1, 2)}
+    assert {(r["runtime"], r["batch"]) for r in rows} == {(rt, b) for rt in runtimes for b in (1, 2)}
     for row in rows:  # the same weights everywhere: float runtimes reproduce the Keras logits
         assert row["max_abs_diff_vs_keras"] < 1e-4 and row["argmax_agreement"] == 1.0, row
         assert row["median_ms"] > 0 and row["p90_ms"] >= row["median_ms"] and row["peak_rss_mb"] > 0
