@@ -39,8 +39,9 @@ def main():
     qat.fit(x_train, y_train, epochs=args.qat_epochs, batch_size=64)
     qat.save(out / "model_qat.keras")
 
-    # 2. Phones: int8 matmuls with int8 input/output (or float_io=True to keep float32 I/O); LayerNorm statistics
-    #    and GELU stay float32, which LiteRT's CPU delegate runs fastest (integer_only=True quantizes them too).
+    # 2. Phones: int8 matmuls with int8 input/output (or float_io=True to keep float32 I/O); the elementwise ops,
+    #    LayerNorm statistics and GELU stay float32, which LiteRT's CPU delegate runs fastest (integer_only=True
+    #    quantizes them too).
     phone = to_tflite(qat, out / "model_int8.tflite", "int8", representative_data=x_train[:256])
     report, _ = evaluate_tflite(phone, x_test, y_test, reference_scores=qat.predict(x_test, verbose=0))
     print("int8:", report)

@@ -223,7 +223,8 @@ def run_one(runtime, name, batch_sizes, threads_list, runs):
 
 
 def _subprocess(runtime, name, batch_sizes, threads_list, runs, timeout):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "jax" if runtime == "keras_jax" else "tensorflow"}
+    backend = "jax" if runtime == "keras_jax" else "tensorflow"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": backend}
     if runtime == "keras_tf":  # TensorFlow reads its thread pool sizes once, at start-up
         env["TF_NUM_INTRAOP_THREADS"], env["TF_NUM_INTEROP_THREADS"] = str(threads_list[0]), "1"
     # timm (torch, torchvision, triton) must load before TensorFlow (keras_mixer's import): the other order

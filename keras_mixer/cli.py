@@ -174,8 +174,8 @@ def build_parser():
     export.add_argument("--batch-size", type=int, default=1)
     export.add_argument("--float-io", action="store_true", help="int8/uint8 inside, float32 input and output")
     export.add_argument("--integer-only", action="store_true",
-                        help="quantize every op (Edge TPU, NNAPI); default int8 keeps LayerNorm statistics and GELU "
-                             "float32, which LiteRT's CPU delegate runs faster")
+                        help="quantize every op (Edge TPU, NNAPI); default int8 keeps the elementwise ops, LayerNorm "
+                             "statistics and GELU float32, which LiteRT's CPU delegate runs faster")
     export.set_defaults(run=_export)
 
     train = commands.add_parser("train", help="train or fine-tune with a recipe; resumes an interrupted run")

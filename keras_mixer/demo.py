@@ -79,8 +79,8 @@ def quantization_aware_finetune(model, x_train, y_train, epochs, batch_size, lea
 def run_demo(output_dir="runs/demo", epochs=30, qat_epochs=5, batch_size=64, seed=0, verbose=1):
     """Runs the whole pipeline and writes under `output_dir`: model.keras, model_qat.keras, model_float32.tflite,
     model_int8.tflite (QAT), model_int8_ptq.tflite (plain post-training quantization, for comparison),
-    model_int8_integer.tflite (QAT, every op int8), model_int8_edgetpu.tflite (the Edge-TPU-mappable form), training_curves.png, confusion_matrix_int8.png and
-    report.json. Returns the report dict."""
+    model_int8_integer.tflite (QAT, every op int8), model_int8_edgetpu.tflite (the Edge-TPU-mappable form),
+    training_curves.png, confusion_matrix_int8.png and report.json. Returns the report dict."""
     output_dir = Path(output_dir)
     keras.utils.set_random_seed(seed)
     (x_train, y_train), (x_test, y_test) = load_digits(IMAGE_SIZE, seed=seed)

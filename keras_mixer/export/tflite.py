@@ -116,9 +116,10 @@ def to_tflite(
             labels); the graph is unchanged.
         integer_only: with "int8"/"uint8", quantize every op, as the Edge TPU, NNAPI and DSPs need. If False,
             the elementwise ops, LayerNorm's statistics and GELU (`XNNPACK_FLOAT_OPS`) stay float32 between the
-            int8 matmuls and convolutions, which is what LiteRT's CPU delegate (XNNPACK) runs fastest. Default: True for "uint8" (a legacy-accelerator
-            format) and for `edgetpu_model` graphs, False otherwise. A QAT model exported without
-            `representative_data` is all-integer (its fake-quant ranges cover every tensor).
+            int8 matmuls and convolutions, which is what LiteRT's CPU delegate (XNNPACK) runs fastest.
+            Default: True for "uint8" (a legacy-accelerator format) and for `edgetpu_model` graphs, False
+            otherwise. A QAT model exported without `representative_data` is all-integer (its fake-quant ranges
+            cover every tensor).
     """
     import tensorflow as tf
 
