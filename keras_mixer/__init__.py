@@ -45,5 +45,10 @@ from keras_mixer.models import (
 )
 from keras_mixer.weights import list_pretrained
 from keras_mixer.preprocessing import decode_predictions, imagenet_labels, preprocess_input
+from keras_mixer.inference import classify
+
+# The training recipes' schedule and loss are serialized into the `.keras` files `train` and `qat` write: register
+# them on import, so those files load with plain `keras.models.load_model` after `import keras_mixer`.
+from keras_mixer.training import recipe as _recipe  # noqa: F401
 
 __version__ = "0.1.0"

@@ -23,30 +23,46 @@ def _convert(args):
     print(f"\nwrote {args.output}: {model.name}, {model.count_params():,} params, input {model.input_shape[1:]}")
 
 
+def _print_report(report, as_json):
+    """One JSON object on stdout (--json), else `key: value` lines."""
+    import json
+
+    if as_json:
+        print(json.dumps(report))
+        return
+    for key, value in report.items():
+        print(f"{key:>20}: {value:.4f}" if isinstance(value, float) else f"{key:>20}: {value}")
+
+
 def _evaluate_tflite(args):
     import numpy as np
 
-    from keras_mixer.datasets import load_digits
+    from keras_mixer.datasets import eval_batches, load_source
     from keras_mixer.export import evaluate_tflite, load_interpreter, plot_confusion_matrix
-    from keras_mixer.preprocessing import preprocess_input
 
     size = int(load_interpreter(args.model).get_input_details()[0]["shape"][1])
-    _, (images, labels) = load_digits(size)
-    images = preprocess_input(images)
+    source = load_source(args.dataset, "eval", args.data_dir, args.download, size)
     reference = None
     if args.reference:
         from keras_mixer.weights import load_keras_model
 
-        reference = load_keras_model(args.reference).predict(images, verbose=0)
-    report, scores = evaluate_tflite(args.model, images, labels, reference_scores=reference, num_threads=args.threads)
-    for key, value in report.items():
-        print(f"{key:>20}: {value:.4f}" if isinstance(value, float) else f"{key:>20}: {value}")
+        reference = load_keras_model(args.reference)
+    labels = []
+
+    def batches():  # keeps the labels for the confusion matrix
+        for images, batch_labels in eval_batches(source, size, 64, args.crop_fraction):
+            labels.append(np.asarray(batch_labels))
+            yield images, batch_labels
+
+    report, scores = evaluate_tflite(args.model, batches(), reference_model=reference, num_threads=args.threads)
+    report = {"model": args.model, "dataset": str(args.dataset), **report}
+    _print_report(report, args.json)
     if report["saturated_outputs"] > 0.01:
         print(f"warning: {report['saturated_outputs']:.1%} of outputs hit the integer limit: the output scale is too "
               "small for the logits (calibrate on more representative data)", file=sys.stderr)
     if args.confusion_matrix:
-        plot_confusion_matrix(labels, np.argmax(scores, 1), args.confusion_matrix, os.path.basename(args.model))
-        print(f"wrote {args.confusion_matrix}")
+        plot_confusion_matrix(np.concatenate(labels), np.argmax(scores, 1), args.confusion_matrix, os.path.basename(args.model))
+        print(f"wrote {args.confusion_matrix}", file=sys.stderr if args.json else sys.stdout)
 
 
 def _edgetpu_check(args):
@@ -65,21 +81,60 @@ def _edgetpu_check(args):
 
 
 def _export(args):
-    from keras_mixer.datasets import load_digits
+    from keras_mixer.datasets import DIGITS, calibration_images
+    from keras_mixer.errors import ExportError
     from keras_mixer.export import read_labels, to_tflite
-    from keras_mixer.preprocessing import preprocess_input
-    from keras_mixer.weights import load_keras_model
+    from keras_mixer.weights import load_keras_model, read_model_info
 
+    info = read_model_info(args.model)
     model = load_keras_model(args.model)
     calibration = None
     if args.quantization in ("int8", "uint8"):  # full-integer conversion always calibrates (QAT models too)
-        (images, _), _ = load_digits(model.input_shape[1])
-        calibration = preprocess_input(images[:256])
-    labels = read_labels(args.labels, classes=model.output_shape[-1]) if args.labels else None
+        source = args.calibration or (DIGITS if info.get("dataset") == DIGITS else None)
+        if source is None:
+            raise ExportError(f"--quantization {args.quantization} needs calibration images: pass --calibration SRC "
+                              "(the model's training data: an image folder, a tfds name or digits)")
+        print(f"reading {args.calibration_samples} calibration images from {source}")
+        calibration = calibration_images(source, model.input_shape[1], args.calibration_samples,
+                                         info.get("crop_fraction"), args.data_dir, args.download)
+    labels = read_labels(args.labels, classes=model.output_shape[-1]) if args.labels else info.get("class_names")
     path = to_tflite(model, args.output, args.quantization, representative_data=calibration,
                      batch_size=args.batch_size, float_io=args.float_io, labels=labels,
                      integer_only=args.integer_only or None)
-    print(f"wrote {path} ({os.path.getsize(path) / 1024:.0f} KB, {args.quantization}, batch {args.batch_size})")
+    print(f"wrote {path} ({os.path.getsize(path) / 1024:.0f} KB, {args.quantization}, batch {args.batch_size}"
+          f"{', ' + str(len(labels)) + ' labels' if labels else ''})")
+
+
+def _predict(args):
+    import json
+
+    from keras_mixer.inference import classify
+
+    results = classify(args.model, args.images, top=args.top, weights=args.weights, crop_fraction=args.crop_fraction)
+    for result in results:
+        if "error" in result:
+            print(f"keras-mixer predict: error: {result['error']}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([result for result in results if "error" not in result]))
+    else:
+        for result in results:
+            if "top" in result:
+                best = ", ".join(f"{entry['label']} {entry['score']:.1%}" for entry in result["top"])
+                print(f"{result['image']}: {best}")
+    return 1 if any("error" in result for result in results) else 0
+
+
+def _qat(args):
+    from keras_mixer.training import quantization_aware_training
+
+    overrides = {field: getattr(args, field) for field, _ in RECIPE_OPTIONS if hasattr(args, field)}
+    _, report = quantization_aware_training(
+        args.model, dataset=args.dataset, output_dir=args.output, calibration_samples=args.calibration_samples,
+        data_dir=args.data_dir, download=args.download, epochs=args.epochs, steps=args.steps,
+        batch_size=args.batch_size, checkpoint_every=args.checkpoint_every, seed=args.seed, **overrides,
+    )
+    print(f"\nfloat eval top-1 {report['float_eval_top1']:.2%}, QAT eval top-1 {report['eval_top1']:.2%} "
+          f"({report['steps']} steps); wrote {args.output}/model_qat.keras")
 
 
 def _train(args):
@@ -107,6 +162,10 @@ def _evaluate(args):
 
     report = evaluate(args.model, args.dataset, image_size=args.image_size, batch_size=args.batch_size,
                       data_dir=args.data_dir, download=args.download)
+    if args.json:
+        _print_report({"model": report["model"], "dataset": str(report["dataset"]), "examples": report["examples"],
+                       "top1": report["eval_top1"], "top5": report["eval_top5"]}, True)
+        return
     print(f"{report['model']} on {report['dataset']} ({report['examples']} images): "
           f"top-1 {report['eval_top1']:.2%}, top-5 {report['eval_top5']:.2%}")
 
@@ -126,12 +185,16 @@ RECIPE_OPTIONS = (("learning_rate", float), ("weight_decay", float), ("warmup_st
                   ("mixup_alpha", float), ("cutmix_alpha", float), ("drop_path_rate", float), ("dropout_rate", float))
 
 
-def _add_dataset_arguments(parser):
-    parser.add_argument("--dataset", default="digits",
-                        help="digits (offline), a tfds name (cifar10, imagenette, imagenet2012, ...) or an image folder")
+DATASET_HELP = ("digits (offline), an image folder (one sub-folder per class, optionally inside train/ and val/) "
+                "or a tfds name (cifar10, imagenette, imagenet2012, ...)")
+
+
+def _add_dataset_arguments(parser, image_size=True, flag="--dataset", default="digits"):
+    parser.add_argument(flag, default=default, help=DATASET_HELP + (f" (default: {default})" if default else ""))
     parser.add_argument("--data-dir", help="tfds data directory (default: ~/tensorflow_datasets)")
     parser.add_argument("--download", action="store_true", help="let tfds download and prepare the dataset")
-    parser.add_argument("--image-size", type=int, help="input size (default: 32 for digits, else 224)")
+    if image_size:
+        parser.add_argument("--image-size", type=int, help="input size (default: 32 for digits, else 224)")
 
 
 def build_parser():
@@ -160,7 +223,10 @@ def build_parser():
 
     evaluate = commands.add_parser("evaluate-tflite", help="top-1/top-5, agreement and latency of a .tflite model")
     evaluate.add_argument("model", help=".tflite file")
-    evaluate.add_argument("--dataset", choices=["digits"], default="digits", help="evaluation data (default: digits)")
+    _add_dataset_arguments(evaluate, image_size=False)
+    evaluate.add_argument("--crop-fraction", type=float,
+                          help="evaluation crop (default: the dataset's: 1.0 for folders and digits, 0.875 for tfds)")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object (top1, top5, examples, ...)")
     evaluate.add_argument("--reference", help="Keras model (.keras) to measure argmax agreement with")
     evaluate.add_argument("--threads", type=int, default=1, help="interpreter threads (default: 1)")
     evaluate.add_argument("--confusion-matrix", help="write a confusion-matrix PNG here")
@@ -170,7 +236,14 @@ def build_parser():
     export.add_argument("model", help=".keras model (float or QAT)")
     export.add_argument("output", help=".tflite file to write")
     export.add_argument("--quantization", choices=["float32", "float16", "dynamic", "int8", "uint8"], default="int8")
-    export.add_argument("--labels", help="text file with one class name per line, embedded in the metadata")
+    export.add_argument("--calibration", metavar="SRC",
+                        help="int8/uint8: calibration images from SRC's training split, preprocessed as for "
+                             "evaluation (" + DATASET_HELP + ")")
+    export.add_argument("--calibration-samples", type=int, default=256, help="calibration images (default: 256)")
+    export.add_argument("--data-dir", help="tfds data directory for --calibration")
+    export.add_argument("--download", action="store_true", help="let tfds download --calibration's dataset")
+    export.add_argument("--labels", help="text file with one class name per line, embedded in the metadata "
+                                         "(default: the class names recorded by `keras-mixer train`)")
     export.add_argument("--batch-size", type=int, default=1)
     export.add_argument("--float-io", action="store_true", help="int8/uint8 inside, float32 input and output")
     export.add_argument("--integer-only", action="store_true",
@@ -212,7 +285,34 @@ def build_parser():
     evaluate_keras.add_argument("model", help=".keras file")
     _add_dataset_arguments(evaluate_keras)
     evaluate_keras.add_argument("--batch-size", type=int, default=256)
+    evaluate_keras.add_argument("--json", action="store_true", help="print one JSON object (top1, top5, examples)")
     evaluate_keras.set_defaults(run=_evaluate)
+
+    qat = commands.add_parser("qat", help="quantization-aware fine-tuning of a trained .keras model on your data "
+                                          "(resumes an interrupted run)")
+    qat.add_argument("model", help="trained float model (.keras)")
+    _add_dataset_arguments(qat, image_size=False)
+    qat_length = qat.add_mutually_exclusive_group()
+    qat_length.add_argument("--epochs", type=int, help="passes over the training split (default 1)")
+    qat_length.add_argument("--steps", type=int, help="optimizer steps")
+    qat.add_argument("--batch-size", type=int, help="global batch (default: 64)")
+    qat.add_argument("--calibration-samples", type=int, default=256,
+                     help="training images that set the initial int8 ranges (default: 256)")
+    qat.add_argument("--checkpoint-every", type=int, help="steps between backups (default: one pass)")
+    qat.add_argument("--learning-rate", type=float, help="peak learning rate (default: 1e-4 at batch 64)")
+    qat.add_argument("--output", default="runs/qat", help="run folder (default: runs/qat)")
+    qat.add_argument("--seed", type=int, default=0)
+    qat.set_defaults(run=_qat)
+
+    predict = commands.add_parser("predict", help="classify image files with a .keras, .tflite or pretrained model")
+    predict.add_argument("model", help=".keras file, .tflite file, or a registry name with --weights")
+    predict.add_argument("images", nargs="+", help="image files (any format and size PIL reads)")
+    predict.add_argument("--weights", help="with a registry name: pretrained tag (imagenet, ...) or checkpoint file")
+    predict.add_argument("--top", type=int, default=5, help="classes per image (default: 5)")
+    predict.add_argument("--crop-fraction", type=float, help="override the model's evaluation crop")
+    predict.add_argument("--json", action="store_true",
+                         help='print [{"image": path, "top": [{"label", "index", "score"}, ...]}, ...]')
+    predict.set_defaults(run=_predict)
 
     bench = commands.add_parser("benchmark", help="latency of the same weights in TFLite, Keras, timm and ONNX "
                                                   "Runtime, side by side (results.json/.csv, latency.png)")
@@ -237,11 +337,10 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info logs drown the command's output
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        return args.run(args) or 0
     except KerasMixerError as error:
         print(f"keras-mixer {args.command}: error: {error}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,8 +1,43 @@
-"""Small offline datasets for the demo, tests and CI."""
+"""Image sources, the same everywhere (training, QAT, calibration, evaluation, prediction): sklearn's digits
+(offline), a folder of class sub-folders, or any tensorflow-datasets image-classification name; and the one
+evaluation transform (centre crop, bilinear resize, [-1, 1]) that evaluation, int8 calibration and `predict` share
+with the Android app's frames (`keras_mixer.preprocessing.preprocess_frame`)."""
+
+import dataclasses
+import os
 
 import numpy as np
 
-from keras_mixer.errors import KerasMixerError
+from keras_mixer.errors import DataError
+
+DIGITS = "digits"
+# What a source is evaluated at: the share of the image's short side the centre crop keeps. tfds datasets follow
+# the ImageNet convention (timm's crop_pct for the Mixers); digits and the user's own folders keep the whole centred
+# square, which is what the Android app feeds the model from a camera frame.
+TFDS_CROP_FRACTION = 0.875
+FULL_CROP_FRACTION = 1.0
+# tf.io.decode_image's formats; a folder's other files (text, .DS_Store, ...) are not images
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+EVAL_SPLIT_FOLDERS = ("val", "validation", "test")
+AUTOTUNE = -1  # tf.data.AUTOTUNE, without importing TensorFlow at module import
+
+
+@dataclasses.dataclass
+class ImageSource:
+    """Unbatched (image uint8 HxWx3, integer label) examples of one split, before any preprocessing."""
+
+    dataset: object  # tf.data.Dataset
+    num_examples: int
+    num_classes: int
+    class_names: list
+    in_memory: bool  # small enough to cache decoded images
+    crop_fraction: float = FULL_CROP_FRACTION  # the evaluation crop this source is measured with
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
 
 
 def load_digits(image_size=32, test_fraction=0.2, seed=0):
@@ -16,7 +51,7 @@ def load_digits(image_size=32, test_fraction=0.2, seed=0):
         from sklearn.datasets import load_digits as sklearn_digits
         from sklearn.model_selection import train_test_split
     except ImportError as error:
-        raise KerasMixerError("the digits dataset needs scikit-learn: pip install 'keras-mixer[demo]'") from error
+        raise DataError("the digits dataset needs scikit-learn: pip install 'keras-mixer[demo]'") from error
     from keras import ops
 
     digits = sklearn_digits()
@@ -28,3 +63,184 @@ def load_digits(image_size=32, test_fraction=0.2, seed=0):
         images, labels, test_size=test_fraction, stratify=labels, random_state=seed
     )
     return (x_train, y_train), (x_test, y_test)
+
+
+def load_source(name, split="train", data_dir=None, download=False, image_size=32):
+    """One split of `name`: "digits" (offline, sklearn), a directory of class sub-folders (or "folder:PATH"), or a
+    tensorflow-datasets name ("cifar10", "imagenette", "imagenet2012", ...). `split` is "train" or "eval"; for tfds
+    "eval" means the dataset's validation split if it has one, else test; any tfds split string also works.
+    `image_size` only matters for digits (they are upscaled from 8x8)."""
+    if isinstance(name, ImageSource):
+        return name
+    name = os.fspath(name)
+    if name == DIGITS:
+        return _digits(split, image_size)
+    if name.startswith("folder:") or os.path.isdir(name):
+        return _folder(name.removeprefix("folder:"), split)
+    if os.sep in name or name.startswith("."):
+        raise DataError(f"image folder {name!r} does not exist")
+    return _tfds(name, split, data_dir, download)
+
+
+def _digits(split, image_size):
+    tf = _tf()
+    train, test = load_digits(image_size)
+    images, labels = train if split == "train" else test
+    dataset = tf.data.Dataset.from_tensor_slices((tf.cast(images.round(), tf.uint8), labels))
+    return ImageSource(dataset, len(labels), 10, [str(digit) for digit in range(10)], in_memory=True)
+
+
+def _class_files(path):
+    """{class name: sorted image paths} of the sub-folders of `path` that hold images (at any depth below)."""
+    classes = {}
+    for entry in sorted(os.scandir(path), key=lambda e: e.name):
+        if not entry.is_dir() or entry.name.startswith("."):
+            continue
+        files = sorted(
+            os.path.join(root, file) for root, _, names in os.walk(entry.path) for file in names
+            if file.lower().endswith(IMAGE_EXTENSIONS)
+        )
+        if files:
+            classes[entry.name] = files
+    return classes
+
+
+def _folder(path, split):
+    """`path/<class>/*.jpg` (any of IMAGE_EXTENSIONS, any size). If `path` has a train/ sub-folder, it is the
+    training split and val/ (or validation/, test/) the eval split; otherwise a fixed 10 % of each class (at least
+    one image, chosen with seed 0) is the eval split. Images keep their own size and aspect ratio: the transforms
+    crop and resize them. Files TensorFlow cannot decode are skipped with a warning."""
+    if not os.path.isdir(path):
+        raise DataError(f"image folder {path!r} does not exist")
+    root = path
+    if os.path.isdir(os.path.join(path, "train")):
+        subsets = ["train"] if split == "train" else [s for s in EVAL_SPLIT_FOLDERS if os.path.isdir(os.path.join(path, s))]
+        if not subsets:
+            raise DataError(f"image folder {path!r} has train/ but no {', '.join(s + '/' for s in EVAL_SPLIT_FOLDERS)}")
+        root = os.path.join(path, subsets[0])
+        classes = _class_files(root)
+        # the class list (and so the label indices) always comes from train/
+        names = list(_class_files(os.path.join(path, "train"))) if split != "train" else list(classes)
+        files = [(file, names.index(name)) for name, paths in classes.items() if name in names for file in paths]
+        unknown = sorted(set(classes) - set(names))
+        if unknown:
+            raise DataError(f"{root} has classes that train/ lacks: {unknown[:5]}")
+    else:
+        classes = _class_files(path)
+        names = list(classes)
+        rng = np.random.RandomState(0)
+        files = []
+        for index, (name, paths) in enumerate(classes.items()):
+            order = rng.permutation(len(paths))
+            held_out = max(1, round(len(paths) * 0.1)) if len(paths) > 1 else 0
+            chosen = order[:held_out] if split != "train" else order[held_out:]
+            files += [(paths[i], index) for i in sorted(chosen)]
+    if len(names) < 2:
+        raise DataError(f"image folder {root!r} needs at least two class sub-folders with images "
+                        f"({', '.join(IMAGE_EXTENSIONS)}); found {names or 'none'}")
+    if not files:
+        raise DataError(f"image folder {root!r} has no {split} images")
+    # a fixed shuffled order (seed 0), so that any prefix (e.g. the calibration images) mixes the classes
+    files = [files[i] for i in np.random.RandomState(0).permutation(len(files))]
+    tf = _tf()
+    paths = tf.constant([file for file, _ in files])
+    labels = tf.constant([label for _, label in files], tf.int32)
+
+    def decode(file, label):
+        image = tf.io.decode_image(tf.io.read_file(file), channels=3, expand_animations=False)
+        return tf.ensure_shape(image, (None, None, 3)), label
+
+    dataset = tf.data.Dataset.from_tensor_slices((paths, labels)).map(decode, num_parallel_calls=AUTOTUNE)
+    dataset = dataset.ignore_errors(log_warning=True)
+    return ImageSource(dataset, len(files), len(names), names, in_memory=False)
+
+
+def _tfds(name, split, data_dir, download):
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as error:
+        raise DataError("tfds datasets need tensorflow-datasets: pip install 'keras-mixer[train]'") from error
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as error:
+        raise DataError(f"unknown dataset {name!r}: not 'digits', not a folder, and not a tfds dataset "
+                        f"(e.g. cifar10, imagenette, imagenet2012)") from error
+    features = builder.info.features
+    if "image" not in features or "label" not in features or not hasattr(features["label"], "num_classes"):
+        raise DataError(f"tfds dataset {name!r} is not image classification (needs 'image' and a 'label' class)")
+    if download:
+        try:
+            builder.download_and_prepare()
+        except Exception as error:  # tfds raises anything from its downloaders (network, checksum, manual data)
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise DataError(f"tfds could not download and prepare {name!r} into {builder.data_dir} "
+                            f"({type(error).__name__}: {first_line}); with no network, build it elsewhere with "
+                            f"`tfds build {name}` and copy it into --data-dir") from error
+    split_name = split
+    if split in ("train", "eval"):
+        available = list(builder.info.splits) or ["train", "validation", "test"]  # mock datasets list no splits
+        wanted = ["train"] if split == "train" else ["validation", "test"]
+        split_name = next((s for s in wanted if s in available), None)
+        if split_name is None:
+            raise DataError(f"tfds dataset {name!r} has no {' or '.join(wanted)} split; it has {available}")
+    try:
+        dataset = builder.as_dataset(split=split_name, as_supervised=True, shuffle_files=split == "train",
+                                      read_config=tfds.ReadConfig(shuffle_seed=0))  # same file order every run
+    except AssertionError as error:  # tfds raises AssertionError for data that was never downloaded
+        raise DataError(f"tfds dataset {name!r} is not in {builder.data_dir}: pass download=True (--download) "
+                        f"or build it with `tfds build {name}`") from error
+    info = builder.info.splits[split_name] if split_name in builder.info.splits else None
+    num_examples = info.num_examples if info else int(dataset.reduce(0, lambda count, _: count + 1))
+    label = features["label"]
+    return ImageSource(dataset, num_examples, label.num_classes, list(label.names),
+                       in_memory=num_examples <= 100_000, crop_fraction=TFDS_CROP_FRACTION)
+
+
+def ensure_rgb(image):
+    tf = _tf()
+    image = tf.convert_to_tensor(image)
+    if image.shape.rank == 2:
+        image = image[..., None]
+    return tf.image.grayscale_to_rgb(image) if image.shape[-1] == 1 else image
+
+
+def eval_transform(image, image_size, crop_fraction=FULL_CROP_FRACTION):
+    """The central square of `crop_fraction` of the short side, resized bilinearly (half-pixel centres, no
+    antialiasing) to image_size x image_size; float32 in [0, 255]. At crop_fraction 1 this is the Android app's
+    camera-frame crop (`preprocess_frame`); at 0.875 and 224 it keeps the central 224/256 of the short side, as
+    timm evaluates the Mixers."""
+    tf = _tf()
+    image = tf.cast(ensure_rgb(image), tf.float32)
+    shape = tf.shape(image)[:2]
+    side = tf.maximum(tf.cast(tf.round(tf.cast(tf.reduce_min(shape), tf.float32) * crop_fraction), tf.int32), 1)
+    top, left = (shape[0] - side) // 2, (shape[1] - side) // 2
+    image = tf.image.resize(image[top : top + side, left : left + side], (image_size, image_size))
+    return tf.clip_by_value(tf.ensure_shape(image, (image_size, image_size, 3)), 0.0, 255.0)
+
+
+def eval_batches(source, image_size, batch_size, crop_fraction=None):
+    """One pass over `source` as batches of ([-1, 1] float32 images, integer labels), through `eval_transform`
+    (at the source's crop fraction unless given)."""
+    tf = _tf()
+    crop_fraction = source.crop_fraction if crop_fraction is None else crop_fraction
+    dataset = source.dataset.map(
+        lambda image, label: (eval_transform(image, image_size, crop_fraction) / 127.5 - 1.0, label),
+        num_parallel_calls=AUTOTUNE,
+    )
+    options = tf.data.Options()
+    options.deterministic = True
+    return dataset.batch(batch_size).with_options(options).prefetch(AUTOTUNE)
+
+
+def calibration_images(source, image_size, samples=256, crop_fraction=None, data_dir=None, download=False):
+    """`samples` images of the training split of `source` (a name or an ImageSource), preprocessed exactly as for
+    evaluation: [N, image_size, image_size, 3] float32 in [-1, 1]. The first `samples` of the split: every source
+    is already in a mixed order (tfds shuffles at preparation, folders are read in a fixed shuffled order, digits
+    come from a shuffled split), so they mix the classes."""
+    source = load_source(source, "train", data_dir, download, image_size)
+    subset = dataclasses.replace(source, dataset=source.dataset.take(samples),
+                                 num_examples=min(samples, source.num_examples))
+    images = [np.asarray(batch) for batch, _ in eval_batches(subset, image_size, 64, crop_fraction)]
+    if not images:
+        raise DataError("no calibration images could be read")
+    return np.concatenate(images)

@@ -12,30 +12,15 @@ from keras_mixer.datasets import load_digits
 from keras_mixer.export import evaluate_tflite, plot_confusion_matrix, to_tflite, top_k_accuracy
 from keras_mixer.export.edgetpu import check_edgetpu
 from keras_mixer.export.edgetpu_model import edgetpu_model
-from keras_mixer.io_utils import atomic_path, write_text
-from keras_mixer.models import MLPMixer
+from keras_mixer.io_utils import write_text
+from keras_mixer.models.mlp_mixer import DIGITS_MIXER, build_digits_mixer
 from keras_mixer.preprocessing import preprocess_input
 from keras_mixer.quantization import quantize_model
 from keras_mixer.training.callbacks import plot_history
+from keras_mixer.weights import save_model
 
 IMAGE_SIZE = 32
 DIGIT_LABELS = [str(digit) for digit in range(10)]
-# A Mixer small enough to train in seconds on 2 CPU cores: 8x8 patches of 4x4 pixels -> 64 tokens.
-DIGITS_MIXER = dict(patch_size=4, hidden_dim=64, num_blocks=4, tokens_mlp_dim=32, channels_mlp_dim=128)
-
-
-def build_digits_mixer(**kwargs):
-    """The demo's Mixer: 32x32x3 input, 10 classes, logits out."""
-    return MLPMixer(
-        **DIGITS_MIXER,
-        input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
-        classes=10,
-        classifier_activation=None,
-        name="mixer_digits",
-        **kwargs,
-    )
-
-
 def compile_for_training(model, optimizer):
     model.compile(
         optimizer=optimizer,
@@ -94,8 +79,7 @@ def run_demo(output_dir="runs/demo", epochs=30, qat_epochs=5, batch_size=64, see
 
     files = {"model": output_dir / "model.keras", "qat_model": output_dir / "model_qat.keras"}
     for key, keras_model in (("model", model), ("qat_model", qat)):
-        with atomic_path(files[key]) as tmp:
-            keras_model.save(tmp)
+        save_model(keras_model, files[key], class_names=DIGIT_LABELS, crop_fraction=1.0, dataset="digits")
     exports = {  # name: (model, quantization, file, integer_only: None = to_tflite's default)
         "float32": (model, "float32", output_dir / "model_float32.tflite", None),
         "int8 (QAT)": (qat, "int8", output_dir / "model_int8.tflite", None),

@@ -15,3 +15,7 @@ class ExportError(KerasMixerError):
 
 class TrainingError(KerasMixerError):
     """A training or evaluation run is misconfigured: unknown model, dataset, strategy, recipe or option."""
+
+
+class DataError(KerasMixerError):
+    """A dataset or an image cannot be found or read: unknown name, empty folder, missing download, bad file."""

@@ -16,7 +16,7 @@ def mirrored(out):
     import keras
     import numpy as np
 
-    from keras_mixer.demo import build_digits_mixer
+    from keras_mixer.models.mlp_mixer import build_digits_mixer
     from keras_mixer.training import compile_model, get_distribution, get_recipe, load_source, make_pipeline
 
     recipe = get_recipe("digits", drop_path_rate=0.0)

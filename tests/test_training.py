@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from keras_mixer.cli import main
-from keras_mixer.errors import TrainingError
+from keras_mixer.errors import DataError, TrainingError
 from keras_mixer.training import (
     PRESETS,
     SigmoidCrossEntropy,
@@ -200,7 +200,7 @@ def test_image_folder_source(tmp_path):
 
 
 def test_unknown_names_give_training_errors(tmp_path):
-    with pytest.raises(TrainingError, match="unknown dataset 'not_a_dataset'"):
+    with pytest.raises(DataError, match="unknown dataset 'not_a_dataset'"):
         load_source("not_a_dataset")
     with pytest.raises(TrainingError, match="unknown strategy 'ring'"):
         get_distribution("ring")
@@ -287,7 +287,7 @@ def test_connect_hosts_needs_the_jax_backend():
 
 
 def test_diverged_run_raises_and_writes_no_report(tmp_path):
-    from keras_mixer.demo import build_digits_mixer
+    from keras_mixer.models.mlp_mixer import build_digits_mixer
 
     model = build_digits_mixer()
     model.get_layer("head").bias.assign(np.full(10, np.nan, "float32"))  # NaN logits from the first step

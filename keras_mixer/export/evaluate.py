@@ -30,23 +30,40 @@ def latency_ms(interpreter, image, runs=50, warmup=5):
     return float(np.median(times)), float(np.percentile(times, 90))
 
 
-def evaluate_tflite(path, images, labels, reference_scores=None, num_threads=1):
-    """Runs a `.tflite` model over preprocessed `images`; returns top-1/top-5, agreement of its argmax with
-    `reference_scores` (e.g. the Keras model's outputs) when given, latency at `num_threads`, and the scores."""
-    labels = np.asarray(labels)
+def evaluate_tflite(path, images, labels=None, reference_scores=None, num_threads=1, reference_model=None):
+    """Runs a `.tflite` model over preprocessed `images` with `labels`, or over `images` as an iterable of
+    (images, labels) batches (e.g. `keras_mixer.datasets.eval_batches`; then `labels` is None). Returns
+    (report, scores): top-1/top-5, the share of images with an integer output at its limit, `examples`, the
+    agreement of its argmax with `reference_scores` or with `reference_model`'s outputs on the same images, and
+    the latency of one `invoke` at `num_threads` (batch-1 models)."""
     interpreter = load_interpreter(path, num_threads=num_threads)
-    scores = predict(interpreter, images)
+    batches = [(images, labels)] if labels is not None else images
+    scores, all_labels, references, first_image = [], [], [], None
+    for batch_images, batch_labels in batches:
+        batch_images = np.asarray(batch_images)
+        scores.append(predict(interpreter, batch_images))
+        all_labels.append(np.asarray(batch_labels))
+        if reference_model is not None:
+            references.append(np.asarray(reference_model.predict(batch_images, verbose=0), np.float32))
+        if first_image is None and len(batch_images):
+            first_image = batch_images[0]
+    if not scores:
+        raise ExportError("no images to evaluate")
+    scores, labels = np.concatenate(scores), np.concatenate(all_labels)
+    if reference_model is not None:
+        reference_scores = np.concatenate(references)
     if len(scores) != len(labels):
         raise ExportError(f"{len(scores)} predictions for {len(labels)} labels")
     report = {
         "top1": top_k_accuracy(scores, labels, 1),
         "top5": top_k_accuracy(scores, labels, min(5, scores.shape[1])),
+        "examples": int(len(labels)),
         "saturated_outputs": float(np.mean(_saturated(interpreter, scores))),
     }
     if reference_scores is not None:
         report["agreement"] = float(np.mean(np.argmax(scores, 1) == np.argmax(reference_scores, 1)))
     if interpreter.get_input_details()[0]["shape"][0] == 1:
-        report["latency_ms_median"], report["latency_ms_p90"] = latency_ms(interpreter, images[0])
+        report["latency_ms_median"], report["latency_ms_p90"] = latency_ms(interpreter, first_image)
     return report, scores
 
 

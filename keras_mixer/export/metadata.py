@@ -22,6 +22,9 @@ METADATA_NAME = b"TFLITE_METADATA"
 FILE_IDENTIFIER = b"M001"
 MIN_PARSER_VERSION = "1.0.0"
 LABELS_FILE = "labels.txt"
+# the output tensor's metadata name and description, by whether the head ends in a softmax
+OUTPUT_KINDS = {False: ("logits", "one logit per class (softmax gives probabilities)"),
+                True: ("probability", "one probability per class (softmax)")}
 # enum and union values of the schema
 TENSOR_AXIS_LABELS = 2
 COLOR_SPACE_RGB = 1
@@ -61,7 +64,7 @@ class _Writer:
         return b.EndObject()
 
 
-def build_metadata(name, description, mean, std, image_size, has_labels):
+def build_metadata(name, description, mean, std, image_size, has_labels, probabilities=False):
     """The ModelMetadata flatbuffer (bytes) for an image classifier with one input and one output."""
     w = _Writer()
     labels = None
@@ -81,7 +84,9 @@ def build_metadata(name, description, mean, std, image_size, has_labels):
     # output: one score per class, labelled by labels.txt
     feature = w.table({})
     feature_content = w.table({0: ("byte", CONTENT_FEATURE_PROPERTIES), 1: ("offset", feature)})
-    output_fields = {0: ("offset", w.string("scores")), 1: ("offset", w.string("one score per class")),
+    # the output's name says what its scores are, so that readers (predict, the Android app) need not guess
+    kind, meaning = OUTPUT_KINDS[bool(probabilities)]
+    output_fields = {0: ("offset", w.string(kind)), 1: ("offset", w.string(meaning)),
                      3: ("offset", feature_content)}
     if labels is not None:
         output_fields[6] = ("offset", w.vector([labels]))
@@ -93,9 +98,10 @@ def build_metadata(name, description, mean, std, image_size, has_labels):
     return bytes(w.builder.Output())
 
 
-def add_metadata(path, name, description, mean=(127.5,), std=(127.5,), labels=None):
+def add_metadata(path, name, description, mean=(127.5,), std=(127.5,), labels=None, probabilities=False):
     """Embeds metadata (and `labels`, a list of class names, as labels.txt) into the `.tflite` at `path`,
-    replacing any metadata it had. Written atomically."""
+    replacing any metadata it had. The output is named "probability" if `probabilities` (a softmax head), else
+    "logits". Written atomically."""
     from tensorflow.lite.python import schema_py_generated as schema
 
     path = os.fspath(path)
@@ -106,7 +112,7 @@ def add_metadata(path, name, description, mean=(127.5,), std=(127.5,), labels=No
     classes = int(graph.tensors[graph.outputs[0]].shape[-1])
     if labels is not None and len(labels) != classes:
         raise ExportError(f"{len(labels)} labels for a model with {classes} outputs")
-    blob = build_metadata(name, description, mean, std, image_size, labels is not None)
+    blob = build_metadata(name, description, mean, std, image_size, labels is not None, probabilities)
     model.metadata = [m for m in (model.metadata or []) if m.name != METADATA_NAME]
     buffer = schema.BufferT()
     buffer.data = np.frombuffer(blob, np.uint8)

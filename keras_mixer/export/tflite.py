@@ -3,6 +3,7 @@
 import contextlib
 import io
 import os
+import sys
 import warnings
 
 import numpy as np
@@ -19,6 +20,10 @@ QUANTIZATION_MODES = ("float32", "float16", "dynamic", "int8", "uint8")
 # of range), so an all-integer Mixer-S/32 splits into 51 delegate partitions with those ops on single-threaded
 # builtin kernels between them; with these ops float the whole graph is one XNNPACK partition (see docs/benchmarks.md).
 XNNPACK_FLOAT_OPS = ("ADD", "SUB", "MUL", "MEAN", "SQUARED_DIFFERENCE", "RSQRT", "GELU")
+# The int8 range of the logits spans the calibration images' logits widened by this share of their span on each
+# side: calibrated to the exact extremes, 0.6-9 % of the digits test images had a logit clipped at +127 (their
+# softmax scores then wrong); with 25 % headroom none, for a 1.5x coarser logit step.
+LOGIT_HEADROOM = 0.25
 
 
 def _static_batch_model(model, batch_size):
@@ -55,17 +60,76 @@ def _mixture_of_experts_nodes(model):
     return sorted({t["name"] for t in tensors if pattern.search(t["name"])})
 
 
-def _representative_dataset(representative_data, batch_size, limit):
-    if representative_data is None:
+def calibration_array(representative_data, image_size, samples=256):
+    """Preprocessed calibration images [N, H, W, C] float32 from an array, a tf.data.Dataset (of images or
+    (images, labels), batched or not) or a source name (`keras_mixer.datasets.load_source`: its training split
+    through the evaluation transform)."""
+    import tensorflow as tf
+
+    from keras_mixer.datasets import ImageSource, calibration_images
+
+    if isinstance(representative_data, (str, os.PathLike, ImageSource)):
+        print(f"reading {samples} calibration images from {representative_data}")
+        return calibration_images(representative_data, image_size, samples)
+    if isinstance(representative_data, tf.data.Dataset):
+        images, count = [], 0
+        for element in representative_data:
+            batch = np.asarray(element[0] if isinstance(element, (tuple, list)) else element, np.float32)
+            batch = batch[None] if batch.ndim == 3 else batch
+            images.append(batch)
+            count += len(batch)
+            if count >= samples:
+                break
+        if not images:
+            raise ExportError("representative_data is an empty dataset")
+        return np.concatenate(images)[:samples]
+    return np.asarray(representative_data, dtype=np.float32)
+
+
+def _representative_dataset(samples, batch_size, limit):
+    if samples is None:
         return None
-    samples = np.asarray(representative_data, dtype=np.float32)
     if samples.ndim != 4:
         raise ExportError(f"representative_data must be [N, H, W, C] preprocessed images, got shape {samples.shape}")
     samples = samples[: limit * batch_size]
     usable = len(samples) - len(samples) % batch_size
     if usable == 0:
         raise ExportError(f"representative_data has {len(samples)} images, fewer than one batch of {batch_size}")
-    return lambda: ([samples[i : i + batch_size]] for i in range(0, usable, batch_size))
+    import keras
+
+    console = sys.stdout  # the converter runs this generator while its own prints are redirected
+
+    def batches():
+        with contextlib.redirect_stdout(console):
+            print(f"calibrating int8 ranges on {usable} images")
+            # a live bar on a terminal, one line at the end in logs
+            progress = keras.utils.Progbar(usable // batch_size, unit_name="batch", verbose=1 if console.isatty() else 2)
+        for step, start in enumerate(range(0, usable, batch_size)):
+            yield [samples[start : start + batch_size]]
+            with contextlib.redirect_stdout(console):
+                progress.update(step + 1)
+
+    return batches
+
+
+def outputs_probabilities(model):
+    """Whether the model ends in a softmax (class probabilities) rather than logits."""
+    activation = getattr(model.layers[-1], "activation", None) if model.layers else None
+    return getattr(activation, "__name__", None) == "softmax"
+
+
+def _with_logit_range(model, calibration):
+    """`model` followed by a FixedRangeQuantizer over its calibration logits plus LOGIT_HEADROOM."""
+    import keras
+
+    from keras_mixer.layers.fake_quant import FixedRangeQuantizer
+
+    logits = model.predict(calibration, batch_size=64, verbose=0)
+    low, high = float(np.min(logits)), float(np.max(logits))
+    margin = LOGIT_HEADROOM * (high - low)
+    images = keras.Input(model.input_shape[1:], batch_size=model.input_shape[0], name="images")
+    return keras.Model(images, FixedRangeQuantizer(low - margin, high + margin, name="logit_range")(model(images)),
+                       name=model.name)
 
 
 def _quantize_keeping_float(converter, float_ops, float_nodes):
@@ -96,6 +160,7 @@ def to_tflite(
     description=None,
     metadata=True,
     integer_only=None,
+    calibration_samples=256,
 ):
     """Converts a Keras model to a `.tflite` file, written atomically; returns the path.
 
@@ -105,11 +170,14 @@ def to_tflite(
         path: output file.
         quantization: "float32"; "float16" (fp16 weights); "dynamic" (int8 weights, float activations);
             "int8" / "uint8": int8 weights and activations with integer input and output; see `integer_only`.
-        representative_data: [N, H, W, C] preprocessed images for calibrating activation ranges; required for
-            "int8"/"uint8" unless the model was trained with fake-quant (QAT), where it fills remaining gaps.
+        representative_data: images for calibrating activation ranges: preprocessed [N, H, W, C] floats, a
+            tf.data.Dataset of them (or of (images, labels)), or a dataset name ("digits", an image folder, a tfds
+            name) whose training images are preprocessed as for evaluation. Required for "int8"/"uint8" unless the
+            model was trained with fake-quant (QAT), which then exports all-integer from its own ranges.
         batch_size: the static batch of the exported graph (1 for phones and the Edge TPU).
         float_io: with "int8"/"uint8", keep float32 input/output (quantize/dequantize inside the model).
         calibration_steps: at most this many batches of `representative_data` are used.
+        calibration_samples: how many images a dataset or a dataset name gives.
         labels: class names, embedded as labels.txt in the TFLite metadata (read by Android tooling).
         description: model description for the metadata.
         metadata: embed TFLite metadata (input normalization (x - 127.5) / 127.5 as `preprocess_input`, RGB,
@@ -118,8 +186,11 @@ def to_tflite(
             the elementwise ops, LayerNorm's statistics and GELU (`XNNPACK_FLOAT_OPS`) stay float32 between the
             int8 matmuls and convolutions, which is what LiteRT's CPU delegate (XNNPACK) runs fastest.
             Default: True for "uint8" (a legacy-accelerator format) and for `edgetpu_model` graphs, False
-            otherwise. A QAT model exported without `representative_data` is all-integer (its fake-quant ranges
-            cover every tensor).
+            otherwise. A QAT model's default int8 export is its fine-tuned float graph calibrated like a
+            post-training export (`strip_quantization`): the converter would otherwise pin int8 every op between
+            fake-quant ops (GELU, residual ADDs, LayerNorm means), splitting XNNPACK's graph (9 partitions on the
+            digits Mixer). With integer_only, or without `representative_data`, a QAT model converts from its own
+            fake-quant ranges. Logits get an int8 range with `LOGIT_HEADROOM` over the calibration logits.
     """
     import tensorflow as tf
 
@@ -128,23 +199,32 @@ def to_tflite(
     integer = quantization in ("int8", "uint8")
     if integer_only is None:
         integer_only = quantization == "uint8" or getattr(model, "integer_only_export", False)
-    has_fake_quant = any(getattr(layer, "is_fake_quant", False) for layer in model._flatten_layers())
+    from keras_mixer.quantization import is_quantized, strip_quantization
+
+    has_fake_quant = is_quantized(model)
     if integer and representative_data is None and not has_fake_quant:
         raise ExportError(
-            f"quantization={quantization!r} needs representative_data (a few hundred preprocessed training images) "
-            "to calibrate activation ranges, or a QAT model from keras_mixer.quantization.quantize_model"
+            f"quantization={quantization!r} needs representative_data (a few hundred training images, or a dataset "
+            "name) to calibrate activation ranges, or a QAT model from keras_mixer.quantization.quantize_model"
         )
+    calibration = None
+    if integer and representative_data is not None:
+        calibration = calibration_array(representative_data, model.input_shape[1], calibration_samples)
     from keras_mixer.models.sparse_mlp import with_dispatch
 
     model = with_dispatch(model, "dense")  # mixtures of experts export in their static-shape form
+    if has_fake_quant and calibration is not None and not integer_only:
+        model, has_fake_quant = strip_quantization(model), False
     static_model = _static_batch_model(model, batch_size)
+    if integer and calibration is not None and not has_fake_quant and not outputs_probabilities(model):
+        static_model = _with_logit_range(static_model, calibration)
     converter = tf.lite.TFLiteConverter.from_keras_model(static_model)
     if quantization != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == "float16":
         converter.target_spec.supported_types = [tf.float16]
     if integer:
-        converter.representative_dataset = _representative_dataset(representative_data, batch_size, calibration_steps)
+        converter.representative_dataset = _representative_dataset(calibration, batch_size, calibration_steps)
         # the denylists act at calibration; a QAT model exported without calibration data is all-integer
         keep_float = not integer_only and converter.representative_dataset is not None
         float_nodes = _mixture_of_experts_nodes(static_model) if keep_float else []
@@ -156,6 +236,7 @@ def to_tflite(
             io_type = tf.int8 if quantization == "int8" else tf.uint8
             converter.inference_input_type = io_type
             converter.inference_output_type = io_type
+    print(f"converting {model.name!r} to TFLite ({quantization}{', integer only' if integer and integer_only else ''})")
     try:
         # the converter prints its SavedModel signature to stdout and warns about the integer input's range
         # (which it sets from the calibration data); neither is actionable for the user
@@ -173,5 +254,5 @@ def to_tflite(
             f.write(flatbuffer)
         if metadata:
             add_metadata(tmp, model.name, description or f"{model.name}, {quantization} TFLite export by keras_mixer",
-                         labels=labels)
+                         labels=labels, probabilities=outputs_probabilities(model))
     return path

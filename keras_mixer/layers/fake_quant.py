@@ -103,3 +103,24 @@ class QuantizedDense(keras.layers.Dense):
             x = x + self.bias
         # the activation (e.g. softmax) runs after the quantized logits, as TFLite runs it on int8 logits
         return self.activation(self.output_quant(x, training=training))
+
+
+@keras.saving.register_keras_serializable(package="keras_mixer")
+class FixedRangeQuantizer(keras.layers.Layer):
+    """8-bit fake-quant with a fixed range [low, high]: pins the int8 range a converter gives its input tensor.
+    `to_tflite` puts one after the logits, with headroom over the calibration images' logits, so that test
+    images with larger logits are not clipped at the integer limit."""
+
+    def __init__(self, low, high, **kwargs):
+        super().__init__(**kwargs)
+        self.low = float(min(low, 0.0))
+        self.high = float(max(high, self.low + MIN_RANGE))
+
+    def call(self, x):
+        return keras.quantizers.fake_quant_with_min_max_vars(x, self.low, self.high, NUM_BITS)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "low": self.low, "high": self.high}

@@ -23,16 +23,31 @@ def is_quantized(model):
     return any(isinstance(layer, ActivationQuantizer) for layer in model._flatten_layers())
 
 
-def _quantized_layer_config(layer_config):
+def _quantized_layer_config(layer_config, quantize=True):
+    """One layer's config with fake-quant switched on (plain Dense -> QuantizedDense) or off (the reverse)."""
     entry = copy.deepcopy(layer_config)
-    if entry.get("class_name") == "Dense" and entry.get("module", "keras.layers") == "keras.layers":
+    if quantize and entry.get("class_name") == "Dense" and entry.get("module", "keras.layers") == "keras.layers":
         entry.update(_QUANTIZED_DENSE)
+    elif not quantize and entry.get("registered_name") == _QUANTIZED_DENSE["registered_name"]:
+        entry.update(_DENSE, registered_name=None)
     elif str(entry.get("registered_name", "")).startswith("keras_mixer>") and "quantize" in entry["config"]:
-        entry["config"]["quantize"] = True
+        entry["config"]["quantize"] = quantize
     return entry
 
 
-def quantize_model(model, scheme="default_8bit", calibration_data=None, batch_size=32):
+def _rebuild(model, quantize):
+    """`model`'s config with every layer's fake-quant set to `quantize`, with `model`'s weights copied by path."""
+    config = model.get_config()
+    config["layers"] = [_quantized_layer_config(entry, quantize) for entry in config["layers"]]
+    rebuilt = keras.Model.from_config(config)
+    source_weights = {v.path: v for v in model.weights}
+    for variable in rebuilt.weights:
+        if variable.path in source_weights:
+            variable.assign(source_weights[variable.path])
+    return rebuilt, sorted(set(v.path for v in rebuilt.weights) - set(source_weights))
+
+
+def quantize_model(model, scheme="default_8bit", calibration_data=None, batch_size=32, verbose=0):
     """Returns a QAT copy of `model` (a functional model of keras_mixer layers), with `model`'s weights.
 
     Scheme "default_8bit" (tfmot's conventions): 8-bit asymmetric activations with moving-average ranges,
@@ -46,27 +61,38 @@ def quantize_model(model, scheme="default_8bit", calibration_data=None, batch_si
         raise KerasMixerError(f"model {model.name!r} is already quantization-aware")
     if not isinstance(model, keras.Model) or not hasattr(model, "_operations_by_depth"):
         raise KerasMixerError("quantize_model needs a functional keras.Model (as keras_mixer's builders return)")
-    config = model.get_config()
-    config["layers"] = [_quantized_layer_config(entry) for entry in config["layers"]]
-    qat = keras.Model.from_config(config)
-    float_weights = {v.path: v for v in model.weights}
-    for variable in qat.weights:
-        if variable.path in float_weights:
-            variable.assign(float_weights[variable.path])
-    missing = sorted(set(float_weights) - {v.path for v in qat.weights})
+    qat, _ = _rebuild(model, quantize=True)
+    missing = sorted({v.path for v in model.weights} - {v.path for v in qat.weights})
     if missing:
         raise KerasMixerError(f"quantize_model lost weights {missing[:5]}: a layer type it does not know?")
     if calibration_data is not None:
-        calibrate(qat, calibration_data, batch_size)
+        calibrate(qat, calibration_data, batch_size, verbose=verbose)
     return qat
 
 
-def calibrate(qat_model, images, batch_size=32, steps=None):
-    """Sets activation ranges from `images` (forward passes in training mode; no weight is changed)."""
+def strip_quantization(qat_model):
+    """The float model a QAT model was made from (same config with fake-quant off, QuantizedDense -> Dense),
+    carrying the QAT model's fine-tuned weights; the fake-quant ranges are dropped. The inverse of
+    `quantize_model`; `to_tflite` exports QAT models through it for LiteRT's CPU delegate."""
+    if not is_quantized(qat_model):
+        raise KerasMixerError(f"model {qat_model.name!r} has no fake-quant layers to strip")
+    stripped, unset = _rebuild(qat_model, quantize=False)
+    if is_quantized(stripped):
+        kept = [layer.path for layer in stripped._flatten_layers() if isinstance(layer, ActivationQuantizer)]
+        raise KerasMixerError(f"strip_quantization could not remove the fake-quant layers {kept[:5]}")
+    if unset:
+        raise KerasMixerError(f"strip_quantization left {unset[:5]} uninitialized: a layer type it does not know?")
+    return stripped
+
+
+def calibrate(qat_model, images, batch_size=32, steps=None, verbose=1):
+    """Sets activation ranges from `images` (forward passes in training mode; no weight is changed), with a
+    progress bar unless verbose=0."""
     images = np.asarray(images, np.float32)
-    batches = range(0, len(images), batch_size)
+    batches = range(0, len(images), batch_size)[:steps]
+    progress = keras.utils.Progbar(len(batches), verbose=verbose, unit_name="batch") if verbose else None
     for i, start in enumerate(batches):
-        if steps is not None and i >= steps:
-            break
         qat_model(images[start : start + batch_size], training=True)
+        if progress:
+            progress.update(i + 1)
     return qat_model

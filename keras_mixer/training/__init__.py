@@ -14,4 +14,4 @@ from keras_mixer.training.recipe import (
     make_optimizer,
     make_schedule,
 )
-from keras_mixer.training.trainer import evaluate, train
+from keras_mixer.training.trainer import evaluate, quantization_aware_training, train

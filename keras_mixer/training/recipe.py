@@ -33,7 +33,9 @@ class Recipe:
     randaugment: tuple = None  # (num_ops, magnitude on the 0..10 scale of TF's RandAugment), e.g. (2, 15)
     inception_crop: bool = True  # random-resized crop for training; False: resize only
     random_flip: bool = True
-    eval_crop_fraction: float = 0.875  # eval: resize the short side to size / fraction, crop the centre
+    # eval: the central square of this share of the short side, resized (None: the dataset's own, see
+    # keras_mixer.datasets: 0.875 for tfds datasets as timm evaluates ImageNet, 1.0 for digits and image folders)
+    eval_crop_fraction: float = None
     drop_path_rate: float = 0.0  # stochastic depth of the last block, rising linearly from 0 over the blocks
     dropout_rate: float = 0.0  # before the head
 
@@ -66,7 +68,13 @@ PRESETS = {
     # training or eval (32x32 digits have no room for them; an eval-only centre crop zooms the test digits).
     "digits": Recipe(
         optimizer="adamw", learning_rate=2e-3, batch_size=64, weight_decay=0.05, warmup_steps=40, decay="cosine",
-        drop_path_rate=0.1, inception_crop=False, random_flip=False, eval_crop_fraction=1.0,
+        drop_path_rate=0.1, inception_crop=False, random_flip=False,
+    ),
+    # Quantization-aware fine-tuning of a trained model (`keras-mixer qat`): a short, low learning-rate adaptation
+    # to the int8 rounding, without augmentation (as the digits demo's QAT).
+    "qat": Recipe(
+        optimizer="adamw", learning_rate=1e-4, batch_size=64, weight_decay=0.05, warmup_steps=0, decay="cosine",
+        inception_crop=False, random_flip=False,
     ),
 }
 

@@ -3,6 +3,7 @@ TensorBoard logs, training-curve PNG, report.json)."""
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from keras_mixer.errors import TrainingError
 from keras_mixer.export.evaluate import top_k_accuracy
-from keras_mixer.io_utils import atomic_path, write_text
+from keras_mixer.io_utils import write_text
 from keras_mixer.training.callbacks import (
     ResumableBackup,
     ResumableCSVLogger,
@@ -19,10 +20,10 @@ from keras_mixer.training.callbacks import (
     plot_history,
     read_history,
 )
-from keras_mixer.training.data import DIGITS, load_source, make_pipeline
+from keras_mixer.training.data import DIGITS, crop_fraction_for, load_source, make_pipeline
 from keras_mixer.training.distribute import get_distribution, multi_worker_configured, set_precision
 from keras_mixer.training.recipe import compile_model, get_recipe
-from keras_mixer.weights import load_keras_model, nonfinite_variables
+from keras_mixer.weights import load_keras_model, nonfinite_variables, read_model_info, save_model
 
 
 def default_recipe(dataset, weights):
@@ -33,14 +34,17 @@ def default_recipe(dataset, weights):
 
 
 def build_model(model, classes, image_size, weights, recipe):
-    """A registry name (built with the recipe's stochastic depth and dropout, logits out), a `.keras` file, or a
-    keras.Model used as is; None on digits is the demo's small Mixer."""
+    """A registry name (built with the recipe's stochastic depth and dropout, logits out), a `.keras` file, a
+    keras.Model used as is, or a function that returns one (called inside the distribution scope); None on digits
+    is the demo's small Mixer."""
     from keras_mixer.models import create_model
 
     if isinstance(model, keras.Model):
         return model
+    if callable(model):
+        return model()
     if model is None:
-        from keras_mixer.demo import build_digits_mixer
+        from keras_mixer.models.mlp_mixer import build_digits_mixer
 
         return build_digits_mixer(drop_path_rate=recipe.drop_path_rate, dropout_rate=recipe.dropout_rate)
     if str(model).endswith(".keras"):
@@ -76,6 +80,7 @@ def train(
     deterministic=False,
     scale_learning_rate=True,
     verbose="auto",
+    model_filename="model.keras",
     **recipe_overrides,
 ):
     """Trains `model` on `dataset` with `recipe`, resuming from `output_dir` if a previous run was interrupted.
@@ -93,6 +98,8 @@ def train(
             from the last backup at the same step, with the same data stream.
         strategy, tpu: see `get_distribution`; precision: see `set_precision`.
         deterministic: reproducible data order and augmentation (slower input pipeline).
+    Writes `output_dir/model_filename` with the dataset's class names and evaluation crop recorded in it
+    (`keras_mixer.weights.read_model_info`), metrics.csv, TensorBoard logs, training_curves.png, report.json.
     Returns (model, report dict).
     """
     output_dir = Path(output_dir)
@@ -108,7 +115,7 @@ def train(
                             "--strategy mirrored")
     distribution = get_distribution(strategy, tpu)
     policy = set_precision(precision, distribution)
-    image_size = image_size or (32 if dataset == DIGITS else 224)
+    requested_size, image_size = image_size, image_size or (32 if dataset == DIGITS else 224)
     train_source = load_source(dataset, "train", data_dir, download, image_size)
     eval_source = load_source(dataset, "eval", data_dir, download, image_size)
     batch_size = batch_size or recipe.batch_size
@@ -117,12 +124,17 @@ def train(
     steps_per_pass = max(train_source.num_examples // batch_size, 1)
     if steps is None:
         steps = (epochs or 1) * steps_per_pass
-    interval = checkpoint_every or steps_per_pass
+    interval = checkpoint_every or min(steps_per_pass, steps)  # a run shorter than one pass is one interval
     intervals = math.ceil(steps / interval)
     total_steps = intervals * interval
 
     with distribution.scope():
         model = build_model(model, train_source.num_classes, image_size, weights, recipe)
+        model_size = model.input_shape[1]
+        if model_size is not None and model_size != image_size:
+            if requested_size:
+                raise TrainingError(f"--image-size {requested_size} does not match the model's input size {model_size}")
+            image_size = model_size  # a .keras model or a keras.Model brings its own input size
         if model.output_shape[-1] != train_source.num_classes:
             raise TrainingError(f"model has {model.output_shape[-1]} outputs but {dataset!r} has "
                                 f"{train_source.num_classes} classes")
@@ -140,8 +152,6 @@ def train(
         callbacks = [keras.callbacks.TerminateOnNaN(), ResumableCSVLogger(str(output_dir / "metrics.csv")),
                      keras.callbacks.TensorBoard(str(output_dir / "tensorboard")), backup]
     if verbose == "auto":
-        import sys
-
         verbose = 1 if sys.stdout.isatty() else 2  # one line per interval in logs, a live bar on a terminal
     started = time.perf_counter()
     if start_step < total_steps:
@@ -173,8 +183,8 @@ def train(
     }
     if distribution.is_chief:
         report.update(evaluate_model(model, eval_data))
-        with atomic_path(output_dir / "model.keras") as tmp:
-            model.save(tmp)
+        save_model(model, output_dir / model_filename, class_names=train_source.class_names,
+                   crop_fraction=crop_fraction_for(recipe, eval_source), dataset=str(dataset))
         history = read_history(output_dir / "metrics.csv")
         if history:
             steps_axis = [interval * (i + 1) for i in range(len(history["loss"]))]
@@ -194,12 +204,50 @@ def evaluate_model(model, eval_data):
 
 
 def evaluate(model, dataset=DIGITS, image_size=None, batch_size=256, data_dir=None, download=False, recipe=None):
-    """Top-1 / top-5 of a `.keras` file (or keras.Model) on the eval split of `dataset`, preprocessed as the
-    recipe's eval (default: the dataset's default recipe, so digits are not centre-cropped)."""
-    recipe = recipe or default_recipe(dataset, None)
+    """Top-1 / top-5 of a `.keras` file (or keras.Model) on the eval split of `dataset`, preprocessed as the model
+    was evaluated in training (the crop recorded in its file), else as `recipe` or the dataset says."""
+    info = {}
     if not isinstance(model, keras.Model):
+        info = read_model_info(model)
         model = load_keras_model(model)
     image_size = image_size or model.input_shape[1]
     source = load_source(dataset, "eval", data_dir, download, image_size)
+    recipe = get_recipe(recipe or default_recipe(dataset, None), eval_crop_fraction=info.get("crop_fraction"))
     return {"model": model.name, "dataset": dataset, "examples": source.num_examples,
-            **evaluate_model(model, make_pipeline(source, image_size, batch_size, get_recipe(recipe), training=False))}
+            **evaluate_model(model, make_pipeline(source, image_size, batch_size, recipe, training=False))}
+
+
+def quantization_aware_training(model, dataset=DIGITS, output_dir="runs/qat", calibration_samples=256,
+                                recipe="qat", data_dir=None, download=False, **train_options):
+    """Quantization-aware fine-tuning of a trained float model on `dataset`, with `train`'s input pipeline,
+    backups and resume: the fake-quant copy (`keras_mixer.quantization.quantize_model`) starts from ranges
+    calibrated on `calibration_samples` training images (preprocessed as for evaluation), then trains with the
+    "qat" recipe (AdamW at 1e-4, no augmentation) unless told otherwise.
+
+    `model`: a `.keras` file or keras.Model (the class names and crop recorded in the file are kept).
+    `train_options`: as for `train` (epochs, steps, batch_size, strategy, ...).
+    Writes `output_dir/model_qat.keras` and report.json with the float model's and the QAT model's eval top-1/5.
+    Returns (QAT model, report).
+    """
+    from keras_mixer.datasets import calibration_images
+    from keras_mixer.quantization import quantize_model
+
+    info = read_model_info(model) if not isinstance(model, keras.Model) else {}
+    float_model = model if isinstance(model, keras.Model) else load_keras_model(model)
+    image_size = float_model.input_shape[1]
+    recipe = get_recipe(recipe, eval_crop_fraction=info.get("crop_fraction"))
+    eval_source = load_source(dataset, "eval", data_dir, download, image_size)
+    float_report = evaluate_model(float_model, make_pipeline(eval_source, image_size, 256, recipe, training=False))
+    print(f"float model: eval top-1 {float_report['eval_top1']:.2%} on {eval_source.num_examples} images")
+    print(f"calibrating the fake-quant ranges on {calibration_samples} training images")
+    calibration = calibration_images(dataset, image_size, calibration_samples, crop_fraction_for(recipe, eval_source),
+                                     data_dir, download)
+    qat_model, report = train(
+        model=lambda: quantize_model(float_model, calibration_data=calibration,
+                                     verbose=1 if sys.stdout.isatty() else 2), dataset=dataset,
+        output_dir=output_dir, recipe=recipe, image_size=image_size, data_dir=data_dir, download=download,
+        model_filename="model_qat.keras", **train_options,
+    )
+    report.update({"float_eval_top1": float_report["eval_top1"], "float_eval_top5": float_report["eval_top5"]})
+    write_text(Path(output_dir) / "report.json", json.dumps(report, indent=2, default=str))
+    return qat_model, report

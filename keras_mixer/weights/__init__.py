@@ -15,6 +15,7 @@ import numpy as np
 from keras_mixer.errors import WeightsError
 from keras_mixer.weights.download import fetch
 from keras_mixer.weights.formats import checkpoint_format, read_checkpoint
+from keras_mixer.weights.model_file import read_model_info, save_model
 from keras_mixer.weights.pretrained import PRETRAINED, list_pretrained, resolve
 
 KERAS_WEIGHT_SUFFIXES = (".weights.h5", ".keras")
@@ -204,5 +205,7 @@ __all__ = [
     "match_head",
     "nonfinite_variables",
     "read_checkpoint",
+    "read_model_info",
     "resolve",
+    "save_model",
 ]

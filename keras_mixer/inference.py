@@ -1,0 +1,150 @@
+"""Classifying images: a `.keras` model, a `.tflite` file or a pretrained registry model, on image files or arrays,
+preprocessed exactly as evaluation preprocesses them (`keras_mixer.datasets.eval_transform`)."""
+
+import dataclasses
+import io
+import os
+
+import numpy as np
+
+from keras_mixer.datasets import FULL_CROP_FRACTION, TFDS_CROP_FRACTION, eval_transform
+from keras_mixer.errors import DataError, ExportError, KerasMixerError
+
+
+@dataclasses.dataclass
+class Classifier:
+    """A model ready to score preprocessed batches: `run([N, size, size, 3] in [-1, 1]) -> [N, classes]`."""
+
+    run: object
+    image_size: int
+    class_names: list
+    crop_fraction: float
+    probabilities: bool  # the outputs are softmax probabilities (else logits)
+
+
+def load_image(path):
+    """An image file as [H, W, 3] uint8 RGB: TensorFlow's decoder for what training reads from folders (JPEG, PNG,
+    GIF, BMP), so a file is classified from the same pixels it was trained on; PIL for anything else it reads
+    (WebP, TIFF, ...). Any mode (grey, palette, RGBA: alpha dropped) becomes RGB. DataError names the file."""
+    import tensorflow as tf
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as error:
+        raise DataError(f"{path}: cannot read the file ({error.strerror or error})") from error
+    try:
+        return tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
+    except (tf.errors.InvalidArgumentError, ValueError):
+        pass
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as error:
+        raise DataError(f"{path}: not a JPEG, PNG, GIF or BMP image (other formats need Pillow)") from error
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise DataError(f"{path}: not an image file TensorFlow or PIL can read ({error})") from error
+
+
+def preprocess_image(image, image_size, crop_fraction=FULL_CROP_FRACTION):
+    """One [H, W, 3] (or [H, W]) image of pixels in [0, 255] -> [image_size, image_size, 3] float32 in [-1, 1],
+    as evaluation preprocesses it."""
+    image = np.asarray(image)
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (1, 3)) or not image.size:
+        raise DataError(f"an image must be [H, W, 3] or [H, W] pixels, got shape {image.shape}")
+    if not np.all(np.isfinite(image)):
+        raise DataError("the image contains NaN or Inf values")
+    return np.asarray(eval_transform(image, image_size, crop_fraction), np.float32) / 127.5 - 1.0
+
+
+def _softmax(scores):
+    shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def load_classifier(model, weights=None, crop_fraction=None):
+    """A Classifier for `model`: a keras.Model, a `.keras` file (class names and crop recorded by `train`), a
+    `.tflite` file (class names and output kind from its metadata; the whole centred square, as the Android app
+    crops frames) or a registry name built with `weights` (ImageNet class names from the shipped label files;
+    timm's 0.875 crop)."""
+    import keras
+
+    from keras_mixer.export import load_interpreter, predict, read_metadata
+    from keras_mixer.export.tflite import outputs_probabilities
+    from keras_mixer.preprocessing import LABEL_FILES, imagenet_labels
+    from keras_mixer.weights import load_keras_model, read_model_info
+
+    info = {}
+    if isinstance(model, (str, os.PathLike)) and os.fspath(model).endswith(".tflite"):
+        interpreter = load_interpreter(model)
+        try:
+            metadata = read_metadata(model)
+        except ExportError:  # a .tflite from elsewhere: no class names, output kind from the values
+            metadata = {"labels": None, "output": None}
+        size = int(interpreter.get_input_details()[0]["shape"][1])
+        return Classifier(lambda x: predict(interpreter, x), size, metadata["labels"],
+                          crop_fraction or FULL_CROP_FRACTION,
+                          {"probability": True, "logits": False}.get(metadata["output"]))
+    if isinstance(model, (str, os.PathLike)) and os.fspath(model).endswith(".keras"):
+        info = read_model_info(model)
+        model = load_keras_model(model)
+    elif isinstance(model, str):
+        from keras_mixer.models import create_model
+
+        try:
+            model = create_model(model, weights=weights)
+        except ValueError as error:
+            if not isinstance(error, KerasMixerError):
+                raise KerasMixerError(f"{model!r} is not a .keras/.tflite file or a registry model ({error})") from error
+            raise
+        classes = model.output_shape[-1]
+        if classes in LABEL_FILES:
+            info["class_names"] = [name.split(",")[0] for _, name in imagenet_labels(classes)]
+        info.setdefault("crop_fraction", TFDS_CROP_FRACTION)
+    if not isinstance(model, keras.Model):
+        raise KerasMixerError(f"cannot classify with {model!r}: give a keras.Model, a .keras or .tflite file, or a "
+                              "registry name")
+    size = model.input_shape[1]
+    return Classifier(lambda x: np.asarray(model.predict(x, batch_size=32, verbose=0), np.float32), size,
+                      info.get("class_names"), crop_fraction or info.get("crop_fraction", FULL_CROP_FRACTION),
+                      outputs_probabilities(model))
+
+
+def classify(model, images, top=5, weights=None, crop_fraction=None):
+    """The `top` classes of each image, best first.
+
+    Args:
+        model: a keras.Model, a `.keras` or `.tflite` file, or a registry name ("mixer_b16") with `weights`.
+        images: image file paths, [H, W, 3] pixel arrays in [0, 255] (or a [N, H, W, 3] batch), or one of them.
+        crop_fraction: override the evaluation crop (default: the model's, see `load_classifier`).
+    Returns one dict per image: {"image": path or index, "top": [{"label", "index", "score"}, ...]}, scores are
+    probabilities (softmax of logits). An unreadable file gives {"image": path, "error": message} and the others
+    are still classified.
+    """
+    classifier = model if isinstance(model, Classifier) else load_classifier(model, weights, crop_fraction)
+    if isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim in (2, 3)):
+        images = [images]
+    results, batch, slots = [], [], []
+    for position, image in enumerate(images):
+        name = os.fspath(image) if isinstance(image, (str, os.PathLike)) else position
+        try:
+            pixels = load_image(name) if isinstance(name, str) else image
+            batch.append(preprocess_image(pixels, classifier.image_size, classifier.crop_fraction))
+            slots.append(len(results))
+            results.append({"image": name})
+        except DataError as error:
+            results.append({"image": name, "error": str(error)})
+    if batch:
+        scores = classifier.run(np.stack(batch))
+        probabilities = classifier.probabilities
+        if probabilities is None:  # unknown output kind: softmax rows are non-negative and sum to 1
+            probabilities = bool(np.all(scores >= 0) and np.allclose(scores.sum(axis=1), 1.0, atol=1e-2))
+        scores = scores if probabilities else _softmax(scores)
+        names = classifier.class_names
+        for slot, row in zip(slots, scores):
+            best = np.argsort(row)[::-1][:top]
+            results[slot]["top"] = [{"label": names[i] if names else str(i), "index": int(i), "score": float(row[i])}
+                                    for i in best]
+    return results

@@ -1,0 +1,184 @@
+"""The user's own images, end to end through the command line: a class-folder dataset of our own (textures, not
+digits: non-square PNG and JPEG files of mixed sizes) -> train -> qat -> export int8 --calibration -> evaluate
+--json / evaluate-tflite --json -> predict --json; every `.keras` written loads with plain Keras in a fresh
+process; the tfds path runs through tensorflow-datasets' own download-and-prepare code from a local server."""
+
+import contextlib
+import functools
+import http.server
+import io
+import json
+import shutil
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from image_folders import CLASSES, make_image_folders
+from keras_mixer.cli import main
+from keras_mixer.datasets import calibration_images, load_source
+from keras_mixer.errors import DataError
+from keras_mixer.export import read_metadata
+from keras_mixer.inference import classify, preprocess_image
+from keras_mixer.models.mlp_mixer import build_digits_mixer
+from keras_mixer.preprocessing import preprocess_frame
+from keras_mixer.weights import read_model_info
+
+
+def cli(*args):
+    """Runs `keras-mixer ARGS` in this process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(arg) for arg in args])
+    return code, out.getvalue(), err.getvalue()
+
+
+def ok(*args):
+    code, out, err = cli(*args)
+    assert code == 0, f"keras-mixer {' '.join(map(str, args))} exited {code}: {err[-2000:]}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("own_images")
+    data = root / "textures"
+    make_image_folders(data, per_class=100)  # 240 train / 60 val images in train/ and val/
+    small = root / "small.keras"
+    build_digits_mixer(classes=len(CLASSES)).save(small)  # a small Mixer, given as a .keras file
+    ok("train", "--model", small, "--dataset", data, "--recipe", "digits", "--epochs", 15, "--batch-size", 32,
+       "--output", root / "float")
+    ok("qat", root / "float" / "model.keras", "--dataset", data, "--epochs", 2, "--output", root / "qat")
+    ok("export", root / "qat" / "model_qat.keras", root / "model_int8.tflite", "--quantization", "int8",
+       "--calibration", data)
+    # the default recipe (from scratch: linear-decay schedule, sigmoid loss) and the fine-tune one, two steps each
+    ok("train", "--model", "mixer_s32", "--dataset", data, "--image-size", 64, "--steps", 2, "--batch-size", 4,
+       "--output", root / "scratch")
+    ok("train", "--model", small, "--dataset", data, "--recipe", "finetune", "--steps", 2, "--batch-size", 4,
+       "--output", root / "finetune")
+    return root
+
+
+def test_int8_file_keeps_the_float_models_top1(run):
+    float_report = json.loads(ok("evaluate", run / "float" / "model.keras", "--dataset", run / "textures", "--json"))
+    qat_report = json.loads(ok("evaluate", run / "qat" / "model_qat.keras", "--dataset", run / "textures", "--json"))
+    int8 = json.loads(ok("evaluate-tflite", run / "model_int8.tflite", "--dataset", run / "textures", "--json",
+                         "--reference", run / "qat" / "model_qat.keras"))
+    print(f"textures top-1: float {float_report['top1']:.2%}, QAT {qat_report['top1']:.2%}, int8 {int8['top1']:.2%}")
+    assert float_report["examples"] == int8["examples"] == 60
+    assert float_report["top1"] >= 0.9
+    assert int8["top1"] >= float_report["top1"] - 0.01
+    assert {"top1", "top5", "examples", "agreement", "latency_ms_median"} <= set(int8)
+    assert int8["saturated_outputs"] == 0.0
+
+
+def test_qat_report_has_float_and_qat_accuracy(run):
+    report = json.loads((run / "qat" / "report.json").read_text())
+    assert 0.0 < report["float_eval_top1"] <= 1.0 and 0.0 < report["eval_top1"] <= 1.0
+
+
+def test_class_names_travel_from_the_folders_to_the_tflite_file(run):
+    assert read_model_info(run / "float" / "model.keras")["class_names"] == list(CLASSES)
+    assert read_model_info(run / "qat" / "model_qat.keras")["class_names"] == list(CLASSES)
+    metadata = read_metadata(run / "model_int8.tflite")
+    assert metadata["labels"] == list(CLASSES)
+    assert metadata["output"] == "logits"
+
+
+@pytest.mark.parametrize("model", ["model_int8.tflite", "float/model.keras"])
+def test_predict_prints_the_folders_class_names(run, model):
+    files = sorted((run / "textures" / "val").glob("*/*"))[::7]  # PNG and JPEG, every class
+    results = json.loads(ok("predict", run / model, *files, "--top", 2, "--json"))
+    assert [result["image"] for result in results] == [str(file) for file in files]
+    for result in results:
+        assert len(result["top"]) == 2 and {entry["label"] for entry in result["top"]} <= set(CLASSES)
+        assert result["top"][0]["score"] >= result["top"][1]["score"]
+    correct = [result["top"][0]["label"] == file.parent.name for result, file in zip(results, files)]
+    assert np.mean(correct) >= 0.8
+
+
+def test_predict_names_an_unreadable_file_and_classifies_the_others(run, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    good = next((run / "textures" / "val" / CLASSES[0]).glob("*.png"))
+    code, out, err = cli("predict", run / "model_int8.tflite", broken, good, "--json")
+    assert code == 1 and str(broken) in err and len(err.strip().splitlines()) == 1
+    assert [result["image"] for result in json.loads(out)] == [str(good)]
+
+
+def test_int8_export_without_calibration_is_refused(run, tmp_path):
+    code, _, err = cli("export", run / "float" / "model.keras", tmp_path / "x.tflite", "--quantization", "int8")
+    assert code == 2 and "--calibration" in err
+    assert not (tmp_path / "x.tflite").exists()
+
+
+def test_every_keras_file_written_loads_with_plain_keras_in_a_fresh_process(run):
+    files = sorted(str(path) for path in run.rglob("*.keras") if path.name != "small.keras")
+    assert len(files) == 4  # float (digits recipe), qat, scratch, finetune
+    script = ("import sys, keras, keras_mixer\n"
+              "for path in sys.argv[1:]:\n"
+              "    keras.models.load_model(path)\n"
+              "print('loaded', len(sys.argv) - 1)")
+    result = subprocess.run([sys.executable, "-c", script, *files], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"loaded {len(files)}" in result.stdout
+
+
+def test_predict_preprocesses_like_the_android_apps_frames():
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (47, 71, 3), dtype=np.uint8)
+    argb = (0xFF << 24) | (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    np.testing.assert_allclose(preprocess_image(rgb, 32), preprocess_frame(argb, 32), atol=1e-5)
+
+
+def test_classify_takes_arrays_and_a_model_object():
+    model = build_digits_mixer(classes=3)
+    head = model.get_layer("head")
+    head.kernel.assign(np.random.default_rng(0).normal(size=head.kernel.shape).astype("float32"))
+    images = np.random.default_rng(2).integers(0, 256, (2, 40, 60, 3)).astype("uint8")
+    results = classify(model, list(images), top=3)
+    assert [result["image"] for result in results] == [0, 1]
+    scores = model.predict(np.stack([preprocess_image(image, 32) for image in images]), verbose=0)
+    assert [r["top"][0]["index"] for r in results] == list(np.argmax(scores, 1))
+    np.testing.assert_allclose(sum(entry["score"] for entry in results[0]["top"]), 1.0, rtol=1e-5)
+
+
+def test_folder_without_split_folders_holds_out_ten_percent_per_class(tmp_path):
+    make_image_folders(tmp_path, per_class=20, split_folders=False)
+    train, held_out = load_source(str(tmp_path), "train"), load_source(str(tmp_path), "eval")
+    assert (train.num_examples, held_out.num_examples) == (54, 6)
+    assert train.class_names == list(CLASSES)
+    images = calibration_images(str(tmp_path), 32, samples=20)
+    assert images.shape == (20, 32, 32, 3) and images.min() >= -1.0 and images.max() <= 1.0
+    with pytest.raises(DataError, match="at least two class sub-folders"):
+        load_source(str(tmp_path / CLASSES[0]), "train")
+
+
+# --- tensorflow-datasets: download_and_prepare through tfds' own download manager, from 127.0.0.1 ----------------
+
+
+@pytest.fixture
+def served_zip(tmp_path):
+    make_image_folders(tmp_path / "data", per_class=6)
+    shutil.make_archive(str(tmp_path / "served" / "textures"), "zip", tmp_path / "data")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "served"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/textures.zip"
+    server.shutdown()
+    server.server_close()
+
+
+def test_tfds_source_downloads_and_prepares_with_tfds_own_code(served_zip, tmp_path):
+    from local_tfds.textures import LocalTextures
+
+    LocalTextures.URL = served_zip
+    source = load_source("local_textures", "train", data_dir=str(tmp_path / "tfds"), download=True)
+    assert (source.num_examples, source.num_classes, source.class_names) == (12, 3, list(CLASSES))
+    held_out = load_source("local_textures", "eval", data_dir=str(tmp_path / "tfds"))
+    assert held_out.num_examples == 6 and held_out.crop_fraction == 0.875
+    image, label = next(iter(source.dataset))
+    assert image.shape[-1] == 3 and 0 <= int(label) < 3
