@@ -157,6 +157,7 @@ def train(
     if start_step < total_steps:
         model.fit(train_data, epochs=intervals, steps_per_epoch=interval, initial_epoch=start_step // interval,
                   validation_data=eval_data, callbacks=callbacks, verbose=verbose,
+                  validation_steps=math.ceil(eval_source.num_examples / batch_size),  # folders: unknown cardinality
                   shuffle=False)  # the stream is shuffled (seeded) in make_pipeline
     seconds = time.perf_counter() - started
     if nonfinite_variables(model):
