@@ -171,6 +171,7 @@ def train(
         "params": model.count_params(),
         "dataset": dataset,
         "image_size": image_size,
+        "class_names": train_source.class_names,
         "train_examples": train_source.num_examples,
         "eval_examples": eval_source.num_examples,
         "recipe": recipe.__dict__,
