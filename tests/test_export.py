@@ -310,7 +310,8 @@ def test_export_cli_embeds_labels(digits, tmp_path):
 
     digits["model"].save(tmp_path / "m.keras")
     (tmp_path / "labels.txt").write_text("".join(f"digit {i}\n" for i in range(10)))
-    result = cli("export", tmp_path / "m.keras", tmp_path / "m.tflite", "--labels", tmp_path / "labels.txt")
+    result = cli("export", tmp_path / "m.keras", tmp_path / "m.tflite", "--labels", tmp_path / "labels.txt",
+                 "--calibration", "digits")
     assert result.returncode == 0, result.stderr[-1000:]
     assert read_metadata(tmp_path / "m.tflite")["labels"] == [f"digit {i}" for i in range(10)]
     assert load_interpreter(tmp_path / "m.tflite").get_input_details()[0]["dtype"] == np.int8
