@@ -5,8 +5,10 @@ Golden vectors come from a real int8/uint8/float32 export: a random camera frame
 with the JDK (`apt-get install default-jdk-headless junit5`, which .ci/run does).
 """
 
+import io
 import shutil
 import subprocess
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -64,13 +66,35 @@ def golden(tmp_path_factory):
     case = 0
     for mode in ("int8", "uint8", "float32"):
         path = to_tflite(model, out / f"{mode}.tflite", mode, representative_data=calibration,
-                         labels=LABELS if mode == "int8" else None)
+                         labels=LABELS if mode != "uint8" else None)
         interpreter = load_interpreter(path)
         for frame in frames:
             write_case(out / f"case_{case}.txt", frame, 16, interpreter)
             case += 1
     (out / "labels.txt").write_bytes(b"zero\r\none\r\ntwo\nthree\nfour\nfive\nsix\nseven\neight\nnine\n")
+    plain = to_tflite(model, out / "int8_no_labels.tflite", "int8", representative_data=calibration)
+    # the same archive with its member deflated, which other packers write (ours stores it, as Google's reader wants)
+    packed = io.BytesIO(Path(plain).read_bytes())
+    with zipfile.ZipFile(packed, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("labels.txt", "".join(f"{label}\n" for label in LABELS))
+    (out / "int8_deflated_labels.tflite").write_bytes(packed.getvalue())
     return out
+
+
+def test_exports_store_their_label_file_uncompressed(golden):
+    """tflite-support's MetadataExtractor reads associated files raw: they must be stored, not deflated."""
+    for name in ("int8.tflite", "float32.tflite"):
+        with zipfile.ZipFile(golden / name) as archive:
+            assert archive.getinfo("labels.txt").compress_type == zipfile.ZIP_STORED
+
+
+def test_java_core_reads_no_zip_through_java_util_zip_zipfile():
+    """Android's ZipFile rejects an archive appended to a flatbuffer (no signature at offset 0): the core parses
+    the archive from its end-of-central-directory record itself."""
+    for source in CORE.rglob("*.java"):
+        if "/test/" not in str(source):
+            code = source.read_text()
+            assert "import java.util.zip.ZipFile" not in code and "ZipFile(" not in code, source
 
 
 def test_java_core_reproduces_python(golden, tmp_path):
@@ -82,12 +106,13 @@ def test_java_core_reproduces_python(golden, tmp_path):
     subprocess.run([javac, "-d", str(classes), "-cp", str(CONSOLE), *sources], check=True, capture_output=True)
     result = subprocess.run(
         [java, f"-Dgolden.dir={golden}", "-jar", str(CONSOLE), "--class-path", str(classes),
-         "--select-class", "org.kerasmixer.core.GoldenVectorTest", "--details=summary", "--disable-banner"],
+         "--select-class", "org.kerasmixer.core.GoldenVectorTest", "--select-class", "org.kerasmixer.core.ModelFilesTest",
+         "--details=summary", "--disable-banner"],
         capture_output=True, text=True, timeout=300,
     )
     print(result.stdout[-1500:])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert "5 tests successful" in result.stdout
+    assert "9 tests successful" in result.stdout
 
 
 def test_python_frame_preprocessing_matches_tensorflow_resize():
