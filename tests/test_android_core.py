@@ -78,6 +78,10 @@ def golden(tmp_path_factory):
     with zipfile.ZipFile(packed, "a", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("labels.txt", "".join(f"{label}\n" for label in LABELS))
     (out / "int8_deflated_labels.tflite").write_bytes(packed.getvalue())
+    # a softmax head (its metadata names the output "probability") and a file without metadata
+    softmax = keras_mixer.MLPMixer(4, 16, 2, 8, 32, input_shape=(16, 16, 3), classes=10)
+    to_tflite(softmax, out / "softmax_float32.tflite", "float32")
+    to_tflite(model, out / "no_metadata.tflite", "float32", metadata=False)
     return out
 
 
@@ -112,7 +116,7 @@ def test_java_core_reproduces_python(golden, tmp_path):
     )
     print(result.stdout[-1500:])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert "9 tests successful" in result.stdout
+    assert "10 tests successful" in result.stdout
 
 
 def test_python_frame_preprocessing_matches_tensorflow_resize():

@@ -97,6 +97,24 @@ class ModelFilesTest {
   }
 
   @Test
+  void outputKindFromTheMetadataNotGuessed() throws IOException {
+    assertEquals(ModelMetadata.OutputKind.LOGITS, ModelMetadata.outputKind(golden("int8.tflite").toFile()));
+    assertEquals(ModelMetadata.OutputKind.LOGITS, ModelMetadata.outputKind(golden("uint8.tflite").toFile()));
+    assertEquals(ModelMetadata.OutputKind.PROBABILITY,
+        ModelMetadata.outputKind(golden("softmax_float32.tflite").toFile()));
+    assertEquals(ModelMetadata.OutputKind.UNKNOWN, ModelMetadata.outputKind(golden("no_metadata.tflite").toFile()));
+    byte[] whole = Files.readAllBytes(golden("int8.tflite"));
+    java.util.Random random = new java.util.Random(0);
+    for (int trial = 0; trial < 300; trial++) { // truncated and bit-flipped copies: an answer, never an exception
+      byte[] damaged = java.util.Arrays.copyOf(whole, trial % 3 == 0 ? random.nextInt(whole.length) : whole.length);
+      for (int flip = 0; flip < 4 && damaged.length > 0; flip++) {
+        damaged[random.nextInt(damaged.length)] ^= (byte) (1 << random.nextInt(8));
+      }
+      ModelMetadata.outputKind(ByteBuffer.wrap(damaged).order(ByteOrder.LITTLE_ENDIAN));
+    }
+  }
+
+  @Test
   void modelCopiedOnceAndNeverRewrittenInPlace(@TempDir Path dir) throws IOException {
     File target = dir.resolve("model-1.tflite").toFile();
     byte[] model = Files.readAllBytes(golden("int8.tflite"));
