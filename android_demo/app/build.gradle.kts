@@ -24,14 +24,14 @@ android {
         sourceCompatibility = JavaVersion.VERSION_17
         targetCompatibility = JavaVersion.VERSION_17
     }
-    kotlinOptions {
-        jvmTarget = "17"
-    }
     buildFeatures {
         viewBinding = true
     }
-    androidResources {
-        noCompress += "tflite" // the interpreter memory-maps the model straight from the APK
+}
+
+kotlin {
+    compilerOptions {
+        jvmTarget.set(org.jetbrains.kotlin.gradle.dsl.JvmTarget.JVM_17)
     }
 }
 
@@ -44,9 +44,12 @@ dependencies {
     implementation("androidx.camera:camera-lifecycle:$camerax")
     implementation("androidx.camera:camera-view:$camerax")
 
-    // LiteRT (formerly TensorFlow Lite); XNNPACK is built in, the GPU delegate is optional
+    // LiteRT (formerly TensorFlow Lite); XNNPACK is built in. The GPU delegate needs both artifacts: litert-gpu has
+    // the delegate, litert-gpu-api the GpuDelegateFactory.Options its constructor and CompatibilityList use.
+    // (The model asset is stream-copied to a file once, not memory-mapped from the APK, so it may be compressed.)
     implementation("com.google.ai.edge.litert:litert:1.4.0")
     implementation("com.google.ai.edge.litert:litert-gpu:1.4.0")
+    implementation("com.google.ai.edge.litert:litert-gpu-api:1.4.0")
 
     implementation("androidx.appcompat:appcompat:1.7.0")
     implementation("androidx.activity:activity-ktx:1.9.3")

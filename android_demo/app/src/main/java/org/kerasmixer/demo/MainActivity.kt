@@ -4,6 +4,7 @@ import android.Manifest
 import android.content.pm.PackageManager
 import android.graphics.Bitmap
 import android.graphics.Matrix
+import android.graphics.Rect
 import android.os.Bundle
 import android.view.View
 import android.widget.AdapterView
@@ -15,6 +16,7 @@ import androidx.camera.core.CameraSelector
 import androidx.camera.core.ImageAnalysis
 import androidx.camera.core.ImageProxy
 import androidx.camera.core.Preview
+import androidx.camera.core.UseCaseGroup
 import androidx.camera.lifecycle.ProcessCameraProvider
 import androidx.core.content.ContextCompat
 import org.kerasmixer.demo.databinding.ActivityMainBinding
@@ -27,6 +29,7 @@ class MainActivity : AppCompatActivity() {
     private lateinit var binding: ActivityMainBinding
     private val analysisExecutor: ExecutorService = Executors.newSingleThreadExecutor()
     private var classifier: MixerClassifier? = null // touched only on analysisExecutor
+    private var accelerator = MixerClassifier.Accelerator.CPU // likewise: what `classifier` runs on
 
     private val requestCamera =
         registerForActivityResult(ActivityResultContracts.RequestPermission()) { granted ->
@@ -60,14 +63,29 @@ class MainActivity : AppCompatActivity() {
 
     private fun loadClassifier(accelerator: MixerClassifier.Accelerator) {
         classifier?.close()
+        classifier = null
+        this.accelerator = accelerator
         classifier = try {
             MixerClassifier(this, accelerator)
         } catch (e: java.io.FileNotFoundException) {
             runOnUiThread { binding.results.setText(R.string.no_model) }
             null
-        } catch (e: Exception) { // e.g. a delegate this device lacks: say so and stay usable
-            runOnUiThread { Toast.makeText(this, "$accelerator: ${e.message}", Toast.LENGTH_LONG).show() }
+        } catch (e: Throwable) { // a delegate this device lacks throws Errors (UnsatisfiedLinkError, ...) too
+            fallBackToCpu(accelerator, e)
             null
+        }
+    }
+
+    /**
+     * Says what failed on `failed` and switches to the CPU (the spinner's listener reloads there), so the app stays
+     * usable; if the CPU itself failed, the message is all there is.
+     */
+    private fun fallBackToCpu(failed: MixerClassifier.Accelerator, error: Throwable) {
+        val cpu = MixerClassifier.Accelerator.CPU
+        runOnUiThread {
+            val next = if (failed == cpu) "" else "; using the CPU"
+            Toast.makeText(this, "$failed: ${error.message ?: error}$next", Toast.LENGTH_LONG).show()
+            binding.delegate.setSelection(cpu.ordinal)
         }
     }
 
@@ -82,23 +100,40 @@ class MainActivity : AppCompatActivity() {
                 .build()
                 .also { it.setAnalyzer(analysisExecutor, ::analyze) }
             provider.unbindAll()
-            provider.bindToLifecycle(this, CameraSelector.DEFAULT_BACK_CAMERA, preview, analysis)
+            // one ViewPort for both use cases: each analysis frame's cropRect is what the preview shows
+            binding.preview.post {
+                val group = UseCaseGroup.Builder().addUseCase(preview).addUseCase(analysis)
+                binding.preview.viewPort?.let(group::setViewPort)
+                provider.bindToLifecycle(this, CameraSelector.DEFAULT_BACK_CAMERA, group.build())
+            }
         }, ContextCompat.getMainExecutor(this))
     }
 
     private fun analyze(image: ImageProxy) {
         image.use {
             val model = classifier ?: return
-            val frame = upright(it.toBitmap(), it.imageInfo.rotationDegrees)
+            val frame = upright(visible(it.toBitmap(), it.cropRect), it.imageInfo.rotationDegrees)
             val pixels = IntArray(frame.width * frame.height)
             frame.getPixels(pixels, 0, frame.width, 0, 0, frame.width, frame.height)
-            val result = model.classify(pixels, frame.width, frame.height)
+            val result = try {
+                model.classify(pixels, frame.width, frame.height)
+            } catch (e: Throwable) { // an uncaught exception would end the analysis thread: report, go to the CPU
+                classifier?.close()
+                classifier = null
+                fallBackToCpu(accelerator, e)
+                return
+            }
             runOnUiThread {
                 binding.results.text = result.top.joinToString("\n")
                 binding.latency.text = "inference ${result.inferenceMs} ms, frame ${result.totalMs} ms"
             }
         }
     }
+
+    /** The part of the frame the preview shows (the analysis crop rectangle of the shared ViewPort). */
+    private fun visible(bitmap: Bitmap, crop: Rect): Bitmap =
+        if (crop.width() == bitmap.width && crop.height() == bitmap.height) bitmap
+        else Bitmap.createBitmap(bitmap, crop.left, crop.top, crop.width(), crop.height())
 
     private fun upright(bitmap: Bitmap, degrees: Int): Bitmap =
         if (degrees == 0) bitmap
