@@ -1,10 +1,11 @@
-"""The `keras-mixer` command line."""
+"""The `keras-mixer` commands. The parser lives in `keras_mixer_cli`, which answers `--help` without importing
+TensorFlow; it calls `run` here for the command itself."""
 
-import argparse
 import os
 import sys
 
 from keras_mixer.errors import KerasMixerError
+from keras_mixer_cli import RECIPE_OPTIONS, main
 
 
 def _demo(args):
@@ -171,173 +172,23 @@ def _evaluate(args):
 
 
 def _benchmark(args):
-    from keras_mixer.benchmark import markdown_table, run_benchmark
+    from keras_mixer.benchmark import RUNTIMES, markdown_table, run_benchmark
 
-    result = run_benchmark(args.models, args.runtimes, args.batch_sizes, args.threads, args.runs, args.output)
+    runtimes = args.runtimes or list(RUNTIMES)
+    unknown = sorted(set(runtimes) - set(RUNTIMES))
+    if unknown:
+        raise KerasMixerError(f"unknown runtimes {unknown}; known: {', '.join(RUNTIMES)}")
+    result = run_benchmark(args.models, runtimes, args.batch_sizes, args.threads, args.runs, args.output)
     if result["rows"]:
         print(markdown_table(result["rows"]))
     print(f"wrote {args.output}/results.json, results.csv, table.md, latency.png ({len(result['rows'])} "
           f"measurements, {len(result['failures'])} runtimes failed)")
 
 
-# recipe fields `keras-mixer train` can override, as --learning-rate etc.
-RECIPE_OPTIONS = (("learning_rate", float), ("weight_decay", float), ("warmup_steps", int), ("label_smoothing", float),
-                  ("mixup_alpha", float), ("cutmix_alpha", float), ("drop_path_rate", float), ("dropout_rate", float))
-
-
-DATASET_HELP = ("digits (offline), an image folder (one sub-folder per class, optionally inside train/ and val/) "
-                "or a tfds name (cifar10, imagenette, imagenet2012, ...)")
-
-
-def _add_dataset_arguments(parser, image_size=True, flag="--dataset", default="digits"):
-    parser.add_argument(flag, default=default, help=DATASET_HELP + (f" (default: {default})" if default else ""))
-    parser.add_argument("--data-dir", help="tfds data directory (default: ~/tensorflow_datasets)")
-    parser.add_argument("--download", action="store_true", help="let tfds download and prepare the dataset")
-    if image_size:
-        parser.add_argument("--image-size", type=int, help="input size (default: 32 for digits, else 224)")
-
-
-def build_parser():
-    parser = argparse.ArgumentParser(prog="keras-mixer", description="MLP-Mixer models for Keras 3.")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    demo = commands.add_parser(
-        "demo", help="offline digits demo: train -> QAT -> int8 .tflite -> evaluate -> report"
-    )
-    demo.add_argument("--output", default="runs/demo", help="output folder (default: runs/demo)")
-    demo.add_argument("--epochs", type=int, default=30, help="float training epochs (default: 30)")
-    demo.add_argument("--qat-epochs", type=int, default=5, help="quantization-aware fine-tuning epochs (default: 5)")
-    demo.add_argument("--batch-size", type=int, default=64)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.set_defaults(run=_demo)
-
-    convert = commands.add_parser(
-        "convert", help="convert an official .npz or timm .pth/.safetensors Mixer checkpoint to .keras/.weights.h5"
-    )
-    convert.add_argument("input", help="checkpoint file (.npz, .pth, .bin, .safetensors)")
-    convert.add_argument("output", help="output file (.keras or .weights.h5)")
-    convert.add_argument(
-        "--gelu", choices=["tanh", "exact"], help="GELU form (default: tanh for official .npz, exact for timm files)"
-    )
-    convert.set_defaults(run=_convert)
-
-    evaluate = commands.add_parser("evaluate-tflite", help="top-1/top-5, agreement and latency of a .tflite model")
-    evaluate.add_argument("model", help=".tflite file")
-    _add_dataset_arguments(evaluate, image_size=False)
-    evaluate.add_argument("--crop-fraction", type=float,
-                          help="evaluation crop (default: the dataset's: 1.0 for folders and digits, 0.875 for tfds)")
-    evaluate.add_argument("--json", action="store_true", help="print one JSON object (top1, top5, examples, ...)")
-    evaluate.add_argument("--reference", help="Keras model (.keras) to measure argmax agreement with")
-    evaluate.add_argument("--threads", type=int, default=1, help="interpreter threads (default: 1)")
-    evaluate.add_argument("--confusion-matrix", help="write a confusion-matrix PNG here")
-    evaluate.set_defaults(run=_evaluate_tflite)
-
-    export = commands.add_parser("export", help="export a .keras model to .tflite (with metadata and labels)")
-    export.add_argument("model", help=".keras model (float or QAT)")
-    export.add_argument("output", help=".tflite file to write")
-    export.add_argument("--quantization", choices=["float32", "float16", "dynamic", "int8", "uint8"], default="int8")
-    export.add_argument("--calibration", metavar="SRC",
-                        help="int8/uint8: calibration images from SRC's training split, preprocessed as for "
-                             "evaluation (" + DATASET_HELP + ")")
-    export.add_argument("--calibration-samples", type=int, default=256, help="calibration images (default: 256)")
-    export.add_argument("--data-dir", help="tfds data directory for --calibration")
-    export.add_argument("--download", action="store_true", help="let tfds download --calibration's dataset")
-    export.add_argument("--labels", help="text file with one class name per line, embedded in the metadata "
-                                         "(default: the class names recorded by `keras-mixer train`)")
-    export.add_argument("--batch-size", type=int, default=1)
-    export.add_argument("--float-io", action="store_true", help="int8/uint8 inside, float32 input and output")
-    export.add_argument("--integer-only", action="store_true",
-                        help="quantize every op (Edge TPU, NNAPI); default int8 keeps the elementwise ops, LayerNorm "
-                             "statistics and GELU float32, which LiteRT's CPU delegate runs faster")
-    export.set_defaults(run=_export)
-
-    train = commands.add_parser("train", help="train or fine-tune with a recipe; resumes an interrupted run")
-    train.add_argument("--model", help="registry name (see keras_mixer.list_models()) or a .keras file "
-                                       "(default on digits: the demo's small Mixer)")
-    train.add_argument("--weights", help="pretrained tag (imagenet, ...) or checkpoint file for --model")
-    _add_dataset_arguments(train)
-    train.add_argument("--recipe", help="finetune | scratch | digits (default: digits on digits, finetune with "
-                                        "--weights, else scratch)")
-    length = train.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=int, help="passes over the training split (default 1)")
-    length.add_argument("--steps", type=int, help="optimizer steps")
-    train.add_argument("--batch-size", type=int, help="global batch (default: the recipe's)")
-    train.add_argument("--checkpoint-every", type=int, help="steps between backups (default: one pass)")
-    train.add_argument("--strategy", default="auto",
-                       help="auto | default | mirrored | multi_worker | tpu (TensorFlow); data_parallel | "
-                            "model_parallel (JAX)")
-    train.add_argument("--tpu", help="TPU name or address for --strategy tpu (default: the local TPU VM)")
-    train.add_argument("--coordinator", help="several hosts (JAX): address:port of host 0, given to every host")
-    train.add_argument("--num-hosts", type=int, default=1, help="with --coordinator: how many hosts")
-    train.add_argument("--host-index", type=int, default=0, help="with --coordinator: this host's index")
-    train.add_argument("--precision", default="float32", help="float32 | mixed_float16 | mixed_bfloat16 | auto")
-    train.add_argument("--output", default="runs/train", help="run folder (default: runs/train)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--deterministic", action="store_true", help="reproducible input pipeline")
-    train.add_argument("--no-lr-scaling", action="store_true",
-                       help="keep the recipe's learning rate whatever the batch size")
-    for field, kind in RECIPE_OPTIONS:
-        train.add_argument(f"--{field.replace('_', '-')}", type=kind, help="override the recipe's value")
-    train.add_argument("--randaugment", type=int, nargs=2, metavar=("NUM_OPS", "MAGNITUDE"))
-    train.set_defaults(run=_train)
-
-    evaluate_keras = commands.add_parser("evaluate", help="top-1/top-5 of a .keras model on a dataset's eval split")
-    evaluate_keras.add_argument("model", help=".keras file")
-    _add_dataset_arguments(evaluate_keras)
-    evaluate_keras.add_argument("--batch-size", type=int, default=256)
-    evaluate_keras.add_argument("--json", action="store_true", help="print one JSON object (top1, top5, examples)")
-    evaluate_keras.set_defaults(run=_evaluate)
-
-    qat = commands.add_parser("qat", help="quantization-aware fine-tuning of a trained .keras model on your data "
-                                          "(resumes an interrupted run)")
-    qat.add_argument("model", help="trained float model (.keras)")
-    _add_dataset_arguments(qat, image_size=False)
-    qat_length = qat.add_mutually_exclusive_group()
-    qat_length.add_argument("--epochs", type=int, help="passes over the training split (default 1)")
-    qat_length.add_argument("--steps", type=int, help="optimizer steps")
-    qat.add_argument("--batch-size", type=int, help="global batch (default: 64)")
-    qat.add_argument("--calibration-samples", type=int, default=256,
-                     help="training images that set the initial int8 ranges (default: 256)")
-    qat.add_argument("--checkpoint-every", type=int, help="steps between backups (default: one pass)")
-    qat.add_argument("--learning-rate", type=float, help="peak learning rate (default: 1e-4 at batch 64)")
-    qat.add_argument("--output", default="runs/qat", help="run folder (default: runs/qat)")
-    qat.add_argument("--seed", type=int, default=0)
-    qat.set_defaults(run=_qat)
-
-    predict = commands.add_parser("predict", help="classify image files with a .keras, .tflite or pretrained model")
-    predict.add_argument("model", help=".keras file, .tflite file, or a registry name with --weights")
-    predict.add_argument("images", nargs="+", help="image files (any format and size PIL reads)")
-    predict.add_argument("--weights", help="with a registry name: pretrained tag (imagenet, ...) or checkpoint file")
-    predict.add_argument("--top", type=int, default=5, help="classes per image (default: 5)")
-    predict.add_argument("--crop-fraction", type=float, help="override the model's evaluation crop")
-    predict.add_argument("--json", action="store_true",
-                         help='print [{"image": path, "top": [{"label", "index", "score"}, ...]}, ...]')
-    predict.set_defaults(run=_predict)
-
-    bench = commands.add_parser("benchmark", help="latency of the same weights in TFLite, Keras, timm and ONNX "
-                                                  "Runtime, side by side (results.json/.csv, latency.png)")
-    from keras_mixer.benchmark import RUNTIMES
-
-    bench.add_argument("--models", nargs="+", default=["mixer_s32"], help="Mixer variants (default: mixer_s32)")
-    bench.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=RUNTIMES)
-    bench.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
-    bench.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    bench.add_argument("--runs", type=int, default=50, help="timed runs per measurement, after 5 warm-up runs")
-    bench.add_argument("--output", default="runs/benchmark")
-    bench.set_defaults(run=_benchmark)
-
-    edgetpu = commands.add_parser("edgetpu-check", help="which ops of a .tflite the Coral Edge TPU would map")
-    edgetpu.add_argument("model", help=".tflite file")
-    edgetpu.add_argument("--json", action="store_true", help="print the summary as JSON")
-    edgetpu.set_defaults(run=_edgetpu_check)
-    return parser
-
-
-def main(argv=None):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info logs drown the command's output
-    args = build_parser().parse_args(argv)
+def run(args):
+    """Runs the parsed command; a KerasMixerError is one line on stderr and exit code 2."""
     try:
-        return args.run(args) or 0
+        return globals()[args.handler](args) or 0
     except KerasMixerError as error:
         print(f"keras-mixer {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -28,3 +29,24 @@ def write_text(path, text):
     """Atomically writes `text` to `path`."""
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text, encoding="utf-8")
+
+
+@contextlib.contextmanager
+def native_stderr_quiet():
+    """While TensorFlow's log level hides its C++ info and warning lines (TF_CPP_MIN_LOG_LEVEL >= 1, as the
+    `keras-mixer` command sets it), sends what native code writes to file descriptor 2 during the block to
+    /dev/null: the TFLite converter prints its quantizer's settings and LiteRT its delegate's INFO line there,
+    whatever the log level. Errors still arrive as the exceptions the block raises."""
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") in ("", "0"):
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

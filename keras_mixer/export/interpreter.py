@@ -6,6 +6,7 @@ from collections import Counter
 import numpy as np
 
 from keras_mixer.errors import ExportError
+from keras_mixer.io_utils import native_stderr_quiet
 from keras_mixer.preprocessing import quantize_values
 
 
@@ -43,8 +44,9 @@ def load_interpreter(path, num_threads=None, delegates=True, verify=True):
     if not delegates:
         kwargs["experimental_op_resolver_type"] = resolver_types.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
-        interpreter = interpreter_class(**kwargs)
-        interpreter.allocate_tensors()
+        with native_stderr_quiet():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" INFO line
+            interpreter = interpreter_class(**kwargs)
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as error:
         raise ExportError(f"{path}: not a valid .tflite model ({error})") from error
     return interpreter

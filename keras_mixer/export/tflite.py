@@ -10,7 +10,7 @@ import numpy as np
 
 from keras_mixer.errors import ExportError
 from keras_mixer.export.metadata import add_metadata
-from keras_mixer.io_utils import atomic_path
+from keras_mixer.io_utils import atomic_path, native_stderr_quiet
 
 QUANTIZATION_MODES = ("float32", "float16", "dynamic", "int8", "uint8")
 
@@ -243,7 +243,7 @@ def to_tflite(
     try:
         # the converter prints its SavedModel signature to stdout and warns about the integer input's range
         # (which it sets from the calibration data); neither is actionable for the user
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), native_stderr_quiet():
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
             if integer and (float_nodes or float_ops):
                 flatbuffer = _quantize_keeping_float(converter, float_ops, float_nodes)
