@@ -1,7 +1,8 @@
 """Fine-tune a pretrained Mixer on a tfds dataset with the official fine-tune recipe, then export int8 TFLite.
 
     python examples/finetune.py --model mixer_b16 --weights imagenet --dataset cifar10 --steps 10000
-    python examples/finetune.py --model mixer_s16 --dataset digits --image-size 32 --steps 200   # offline smoke run
+    python examples/finetune.py --model mixer_s16 --weights '' --dataset digits --image-size 32 --steps 200 \
+        --batch-size 64   # offline smoke run (no pretrained weights, small batches)
 
 Interrupt it at any time and run the same command again: it resumes from runs/<name>/backup.
 """

@@ -9,6 +9,7 @@ from keras_mixer.models import (
     ASMLPTiny,
     HIRE_MLP_VARIANTS,
     HireMLPBase,
+    HireMLP,
     HireMLPLarge,
     HireMLPModel,
     HireMLPSmall,

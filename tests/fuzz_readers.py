@@ -7,7 +7,7 @@ Every case must end in success or a `keras_mixer.errors.KerasMixerError`: anythi
 the time box a hang, and a pickle payload that ran is a code execution. Offending inputs are kept.
 
     python tests/fuzz_readers.py --cases 2000                  # the CI-sized run (the test suite runs this)
-    python tests/fuzz_readers.py --cases 50000 --seed 1        # a long run
+    python tests/fuzz_readers.py --cases 20000 --seed 1        # a long run (the README's table)
     python tests/fuzz_readers.py --readers npz,tflite_graph --cases 100 --json counts.json
 """
 

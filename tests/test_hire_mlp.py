@@ -65,7 +65,7 @@ def checkpoint(tmp_path_factory):
 def test_official_checkpoint_matches_reference_forward(checkpoint):
     """40x40 input: stage grids 10, 5, 3, 2 exercise circular padding (10 -> 12, 5 -> 6) and every step."""
     state, path = checkpoint
-    model = keras_mixer.HireMLPModel(**CONFIG, input_shape=(40, 40, 3), classes=10, classifier_activation=None,
+    model = keras_mixer.HireMLP(**CONFIG, input_shape=(40, 40, 3), classes=10, classifier_activation=None,
                                      weights=path)
     x = np.random.default_rng(1).uniform(-1, 1, (2, 40, 40, 3)).astype("float32")
     expected = hire_mlp_forward(state, x, CONFIG["layers"], CONFIG["pixel"], CONFIG["step_stride"],
@@ -78,16 +78,22 @@ def test_checkpoint_errors_name_the_key(checkpoint, tmp_path):
     broken = {k: v for k, v in state.items() if k != "network.2.1.attn.mlp_w2.bias"}
     save_file(broken, str(tmp_path / "broken.safetensors"))
     with pytest.raises(WeightsError, match=r"missing keys \['network_2_1/attn/mlp_w2/bias'\]"):
-        keras_mixer.HireMLPModel(**CONFIG, input_shape=(40, 40, 3), classes=10,
+        keras_mixer.HireMLP(**CONFIG, input_shape=(40, 40, 3), classes=10,
                                  weights=str(tmp_path / "broken.safetensors"))
 
 
 def test_backbone_stages():
-    model = keras_mixer.HireMLPModel(**CONFIG, input_shape=(64, 96, 3), include_top=False, return_stages=True)
+    model = keras_mixer.HireMLP(**CONFIG, input_shape=(64, 96, 3), include_top=False, return_stages=True)
     assert [tuple(o.shape) for o in model.outputs] == [(None, 16, 24, 8), (None, 8, 12, 16), (None, 4, 6, 24),
                                                       (None, 2, 3, 32)]
 
 
 trained, test_trains_on_digits_and_round_trips, test_tflite_export_agrees_with_keras = digits_family_tests(
-    lambda: keras_mixer.HireMLPModel(**{**CONFIG, "layers": (1, 1, 1, 1)}, input_shape=(32, 32, 3), classes=10,
+    lambda: keras_mixer.HireMLP(**{**CONFIG, "layers": (1, 1, 1, 1)}, input_shape=(32, 32, 3), classes=10,
                                      classifier_activation=None))
+
+
+def test_old_builder_name_still_works_with_a_deprecation_warning():
+    with pytest.warns(DeprecationWarning, match="keras_mixer.HireMLP"):
+        model = keras_mixer.HireMLPModel(**CONFIG, input_shape=(32, 32, 3), classes=10)
+    assert model.count_params() == keras_mixer.HireMLP(**CONFIG, input_shape=(32, 32, 3), classes=10).count_params()

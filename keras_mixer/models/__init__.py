@@ -3,6 +3,7 @@
 from keras_mixer.models.hire_mlp import (
     HIRE_MLP_VARIANTS,
     HireMLPBase,
+    HireMLP,
     HireMLPLarge,
     HireMLPModel,
     HireMLPSmall,

@@ -38,7 +38,7 @@ def _conv_bn_relu(x, filters, kernel, stride, padding, name):
     return keras.layers.ReLU(name=f"{name}_relu")(_batch_norm(f"{name}_norm")(x))
 
 
-def HireMLPModel(
+def HireMLP(
     layers=(2, 2, 4, 2),
     embed_dims=(64, 128, 320, 512),
     mlp_ratios=4.0,
@@ -88,6 +88,14 @@ def HireMLPModel(
 _NORM_MODULE = r"(^|[_/])(norm\d*|mlp_[hw]1_norm)$"
 
 
+
+def HireMLPModel(*args, **kwargs):
+    """Deprecated name of `HireMLP` (every other family builder is named like its family)."""
+    import warnings
+
+    warnings.warn("HireMLPModel is deprecated: use keras_mixer.HireMLP", DeprecationWarning, stacklevel=2)
+    return HireMLP(*args, **kwargs)
+
 def _layer_path(module):
     path = re.sub(r"^network\.(\d+)\.(\d+)\.", r"network_\1_\2/", module)
     path = re.sub(r"^network\.(\d+)\.(proj|norm)$", r"network_\1_\2", path)
@@ -103,7 +111,7 @@ def official_to_keras(state_dict, source="checkpoint"):
 
 
 HireMLPTiny, HireMLPSmall, HireMLPBase, HireMLPLarge = (
-    variant_builder(variant, function, HireMLPModel, {"layers": layers, "embed_dims": dims})
+    variant_builder(variant, function, HireMLP, {"layers": layers, "embed_dims": dims})
     for variant, function in (
         ("hire_mlp_tiny", "HireMLPTiny"),
         ("hire_mlp_small", "HireMLPSmall"),

@@ -297,6 +297,9 @@ def convert_checkpoint(source, destination, gelu=None):
     from keras_mixer.io_utils import atomic_path
 
     destination = str(destination)
+    if weights_lib.is_keras_file(source):
+        raise WeightsError(f"{source}: already a Keras file; convert reads official .npz and timm .pth/.bin/"
+                           ".safetensors Mixer checkpoints (load a .keras with keras.models.load_model)")
     if not weights_lib.is_keras_file(destination):
         raise WeightsError(f"{destination}: the output must end in .keras or .weights.h5")
     params, trained_gelu, source = read_mixer_checkpoint(str(source), variant=None)

@@ -143,7 +143,10 @@ def connect_hosts(coordinator, num_hosts, host_index):
                             "under tf.distribute.MultiWorkerMirroredStrategy yet (keras-team/keras#20585)")
     if not 0 <= host_index < num_hosts:
         raise TrainingError(f"host index {host_index} is outside 0..{num_hosts - 1}")
+    # blocks until every host has joined: say what it waits for
+    print(f"host {host_index} of {num_hosts}: waiting for all hosts to join the coordinator at {coordinator}", flush=True)
     keras.distribution.initialize(coordinator, num_hosts, host_index)
+    print(f"host {host_index}: {num_hosts} hosts joined", flush=True)
 
 
 def set_precision(policy="float32", distribution=None):
