@@ -66,7 +66,7 @@ def test_official_checkpoint_matches_reference_forward(checkpoint):
     """40x40 input: stage grids 10, 5, 3, 2 exercise circular padding (10 -> 12, 5 -> 6) and every step."""
     state, path = checkpoint
     model = keras_mixer.HireMLP(**CONFIG, input_shape=(40, 40, 3), classes=10, classifier_activation=None,
-                                     weights=path)
+                                weights=path)
     x = np.random.default_rng(1).uniform(-1, 1, (2, 40, 40, 3)).astype("float32")
     expected = hire_mlp_forward(state, x, CONFIG["layers"], CONFIG["pixel"], CONFIG["step_stride"],
                                 CONFIG["step_dilation"])
@@ -79,7 +79,7 @@ def test_checkpoint_errors_name_the_key(checkpoint, tmp_path):
     save_file(broken, str(tmp_path / "broken.safetensors"))
     with pytest.raises(WeightsError, match=r"missing keys \['network_2_1/attn/mlp_w2/bias'\]"):
         keras_mixer.HireMLP(**CONFIG, input_shape=(40, 40, 3), classes=10,
-                                 weights=str(tmp_path / "broken.safetensors"))
+                            weights=str(tmp_path / "broken.safetensors"))
 
 
 def test_backbone_stages():
@@ -90,10 +90,31 @@ def test_backbone_stages():
 
 trained, test_trains_on_digits_and_round_trips, test_tflite_export_agrees_with_keras = digits_family_tests(
     lambda: keras_mixer.HireMLP(**{**CONFIG, "layers": (1, 1, 1, 1)}, input_shape=(32, 32, 3), classes=10,
-                                     classifier_activation=None))
+                                classifier_activation=None))
 
 
 def test_old_builder_name_still_works_with_a_deprecation_warning():
     with pytest.warns(DeprecationWarning, match="keras_mixer.HireMLP"):
         model = keras_mixer.HireMLPModel(**CONFIG, input_shape=(32, 32, 3), classes=10)
     assert model.count_params() == keras_mixer.HireMLP(**CONFIG, input_shape=(32, 32, 3), classes=10).count_params()
+
+
+def test_imagenet_tag_reads_the_authors_training_checkpoint(tmp_path, monkeypatch):
+    """The authors release full training checkpoints: {'model': state_dict, 'optimizer': ..., 'args': Namespace}.
+    Read with weights_only=True and only argparse.Namespace allowed; offline, from $KERAS_MIXER_WEIGHTS_DIR."""
+    import argparse
+
+    torch = pytest.importorskip("torch")
+    assert "imagenet" in keras_mixer.list_pretrained("hire_mlp_tiny")
+    config = dict(layers=(2, 2, 4, 2), dims=(64, 128, 320, 512), pixel=(4, 3, 3, 2), classes=1000)
+    state = random_state_dict(np.random.default_rng(0), **config)
+    checkpoint = {"model": {k: torch.from_numpy(np.asarray(v)) for k, v in state.items()},
+                  "optimizer": {"state": {}, "param_groups": [{"lr": 1e-3}]}, "epoch": 299,
+                  "args": argparse.Namespace(model="hire_mlp_tiny", lr=1e-3)}
+    torch.save(checkpoint, tmp_path / "hire_mlp_tiny.imagenet1k.pth")
+    monkeypatch.setenv("KERAS_MIXER_WEIGHTS_DIR", str(tmp_path))
+    with pytest.warns(UserWarning, match="no published hash"):
+        model = keras_mixer.HireMLPTiny(weights="imagenet", input_shape=(64, 64, 3), classifier_activation=None)
+    images = np.random.default_rng(1).uniform(-1, 1, (1, 64, 64, 3)).astype("float32")
+    expected = hire_mlp_forward(state, images, (2, 2, 4, 2), (4, 3, 3, 2), (2, 2, 3, 2), (2, 2, 1, 1))
+    assert np.max(np.abs(model.predict(images, verbose=0) - expected)) <= 1e-4

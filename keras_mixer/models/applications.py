@@ -63,11 +63,13 @@ def feature_map_head(x, stages, include_top, return_stages, pooling, classes, cl
 def feature_map_model(images, input_tensor, x, stages, head, weights, convert, family, name):
     """Finishes a hierarchical backbone: `feature_map_head` with `head` (its include_top, return_stages, pooling,
     classes, classifier_activation), the model, and `weights` (a Keras file, or an official checkpoint mapped by
-    `convert`) loaded into it."""
+    `convert`; or a released tag of the variant `name`, such as "imagenet") loaded into it."""
     from keras_mixer import weights as weights_lib
 
     model = finish_model(images, input_tensor, feature_map_head(x, stages, **head), name)
     if weights is not None:
+        if not (weights_lib.is_keras_file(weights) or weights_lib.is_checkpoint_path(weights)):
+            weights = weights_lib.released_file(name, weights)  # the builders name models by their variant
         weights_lib.load_local_weights(model, weights, convert, family)
     return model
 

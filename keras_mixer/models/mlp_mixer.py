@@ -149,9 +149,7 @@ def read_mixer_checkpoint(weights, variant):
         raw = weights_lib.read_checkpoint(path)
         return official_params(raw, path), "tanh" if "stem/kernel" in raw else "exact", path
     release = weights_lib.resolve(variant, weights)
-    if release.file_hash is None:
-        weights_lib.warn(f"{release.url} has no published hash; it is used unverified")
-    path = weights_lib.fetch(release.filename, release.url, release.file_hash)
+    path = weights_lib.released_file(variant, weights)
     params = official_params(weights_lib.read_checkpoint(path), path)
     if release.input_range != (-1.0, 1.0):
         params = fold_input_range(params, *release.input_range)

@@ -185,6 +185,15 @@ def load_local_weights(model, weights, convert, family):
     assign_by_path(model, match_head(params, model, source), source)
 
 
+def released_file(variant, tag):
+    """The local path of release `tag` of `variant` (downloaded and cached, or from $KERAS_MIXER_WEIGHTS_DIR);
+    a release without a published hash is used with a warning."""
+    release = resolve(variant, tag)
+    if release.file_hash is None:
+        warn(f"{release.url} has no published hash; it is used unverified")
+    return fetch(release.filename, release.url, release.file_hash)
+
+
 def warn(message):
     warnings.warn(message, stacklevel=3)
 
@@ -206,6 +215,7 @@ __all__ = [
     "nonfinite_variables",
     "read_checkpoint",
     "read_model_info",
+    "released_file",
     "resolve",
     "save_model",
 ]

@@ -6,6 +6,7 @@ None of them executes code from the file: `.npz` is read with `allow_pickle=Fals
 `torch.load(weights_only=True)`, `.safetensors` by the safetensors library (no torch needed).
 """
 
+import argparse
 import os
 import pickle
 import zipfile
@@ -58,7 +59,9 @@ def read_torch(path):
             f"{path}: reading PyTorch checkpoints needs torch (pip install torch), or convert it to .safetensors"
         ) from error
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        # authors' training checkpoints also hold the run's argparse.Namespace: the one class allowed beside tensors
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise WeightsError(f"{path}: refusing to unpickle anything but tensors (weights_only=True): {error}") from error
     except Exception as error:  # torch's zip / pickle readers fail in many ways on a damaged file

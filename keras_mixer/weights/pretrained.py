@@ -1,6 +1,7 @@
 """Released Mixer checkpoints: (variant, tag) -> where the file is and how it was trained.
 
-Official `.npz` files come from the vit_jax release (gs://mixer_models); `.pth` files from timm's releases.
+Official `.npz` files come from the vit_jax release (gs://mixer_models); `.pth` files from timm's releases and, for
+Hire-MLP, from its authors' release.
 Hashes: timm file names carry a sha256 prefix (checked like torch.hub does); Google publishes no hash for the
 `.npz` files, so those are fetched unverified (a warning says so).
 """
@@ -11,6 +12,9 @@ from keras_mixer.errors import WeightsError
 
 GOOGLE = "https://storage.googleapis.com/mixer_models"
 TIMM = "https://github.com/rwightman/pytorch-image-models/releases/download"
+# Hire-MLP's authors publish their ImageNet-1k training checkpoints (model state_dict beside optimizer state and the
+# run's argparse.Namespace) as release assets, without hashes
+HIRE_MLP = "https://github.com/ggjy/Hire-Wave-MLP.pytorch/releases/download/log"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +60,9 @@ _RELEASES = [
     # Alibaba MIIL's ImageNet-21k-P pre-training, fine-tuned on 1k; trained on [0, 1] inputs with exact GELU.
     PretrainedWeights("mixer_b16", "miil_in21k_ft_in1k", f"{TIMM}/v0.1-tresnet/mixer_b16_224_miil-9229a591.pth",
                       "9229a591", "exact", 1000, 82.314, input_range=(0.0, 1.0)),
+    # Hire-MLP (paper top-1 at 224, ImageNet-1k from scratch)
+    *(PretrainedWeights(f"hire_mlp_{size}", "imagenet1k", f"{HIRE_MLP}/hire_mlp_{size}.pth", None, "exact", 1000, top1)
+      for size, top1 in (("tiny", 79.7), ("small", 82.1), ("base", 83.2))),
 ]
 PRETRAINED = {(w.variant, w.tag): w for w in _RELEASES}
 
@@ -68,6 +75,9 @@ IMAGENET_ALIAS = {
     "mixer_s32": "gsam",
     "mixer_s16": "gsam",
     "mixer_s8": "gsam",
+    "hire_mlp_tiny": "imagenet1k",
+    "hire_mlp_small": "imagenet1k",
+    "hire_mlp_base": "imagenet1k",
 }
 
 
