@@ -91,8 +91,9 @@ def train(
         recipe: preset name ("finetune", "scratch", "digits") or Recipe; default from `default_recipe`;
             `recipe_overrides` replace single fields (e.g. learning_rate=0.01, mixup_alpha=0.2).
         epochs / steps: run length in passes over the training split, or in optimizer steps.
-        batch_size: the global batch (split over replicas); default the recipe's. The learning rate scales
-            linearly from the recipe's batch unless scale_learning_rate=False.
+        batch_size: the global batch (split over replicas); default the recipe's, or the largest power of two
+            within the training split when that is smaller. The learning rate scales linearly from the recipe's
+            batch unless scale_learning_rate=False.
         checkpoint_every: steps between backups, validation and a CSV row (default: one pass over the data).
             The run is rounded up to whole intervals. A killed run restarted with the same arguments continues
             from the last backup at the same step, with the same data stream.
@@ -118,7 +119,12 @@ def train(
     requested_size, image_size = image_size, image_size or (32 if dataset == DIGITS else 224)
     train_source = load_source(dataset, "train", data_dir, download, image_size)
     eval_source = load_source(dataset, "eval", data_dir, download, image_size)
-    batch_size = batch_size or recipe.batch_size
+    if batch_size is None:
+        batch_size = recipe.batch_size
+        if batch_size > train_source.num_examples:  # a small folder: no batch repeats an image many times over
+            batch_size = 2 ** int(math.log2(max(train_source.num_examples, 1)))
+            print(f"batch {batch_size}: the recipe's {recipe.batch_size} is more than the {train_source.num_examples} "
+                  "training images (the learning rate scales with it)")
     if batch_size % distribution.num_replicas:
         raise TrainingError(f"global batch {batch_size} does not split over {distribution.num_replicas} replicas")
     steps_per_pass = max(train_source.num_examples // batch_size, 1)
