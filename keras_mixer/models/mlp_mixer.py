@@ -202,7 +202,12 @@ def MLPMixer(
     """Builds an MLP-Mixer from the official config fields plus the keras.applications arguments.
 
     Args:
-        patch_size, hidden_dim, num_blocks, tokens_mlp_dim, channels_mlp_dim: the official config, one to one.
+        patch_size: the official config, one to one (as `hidden_dim`, `num_blocks`, `tokens_mlp_dim` and
+            `channels_mlp_dim`): the side of the square patches.
+        hidden_dim: the channels of every token.
+        num_blocks: how many Mixer blocks.
+        tokens_mlp_dim: the hidden width of the token-mixing MLPs.
+        channels_mlp_dim: the hidden width of the channel-mixing MLPs.
         include_top: end with pre-head LayerNorm -> mean over tokens -> dropout -> `head` Dense (zero-initialized).
         weights: None; a released tag ("imagenet", "imagenet1k", "imagenet21k", "sam", "gsam", timm's
             "goog_in21k_ft_in1k", "goog_in21k", "miil_in21k_ft_in1k" — see `keras_mixer.list_pretrained`); or a local

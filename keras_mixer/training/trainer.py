@@ -90,14 +90,16 @@ def train(
         dataset: "digits", a tfds name ("cifar10", "imagenet2012", ...) or an image folder.
         recipe: preset name ("finetune", "scratch", "digits") or Recipe; default from `default_recipe`;
             `recipe_overrides` replace single fields (e.g. learning_rate=0.01, mixup_alpha=0.2).
-        epochs / steps: run length in passes over the training split, or in optimizer steps.
+        epochs: run length in passes over the training split (or give `steps`).
+        steps: run length in optimizer steps.
         batch_size: the global batch (split over replicas); default the recipe's, or the largest power of two
             within the training split when that is smaller. The learning rate scales linearly from the recipe's
             batch unless scale_learning_rate=False.
         checkpoint_every: steps between backups, validation and a CSV row (default: one pass over the data).
             The run is rounded up to whole intervals. A killed run restarted with the same arguments continues
             from the last backup at the same step, with the same data stream.
-        strategy, tpu: see `get_distribution`; precision: see `set_precision`.
+        strategy: see `get_distribution` (`tpu` names the TPU for strategy "tpu").
+        precision: see `set_precision`.
         deterministic: reproducible data order and augmentation (slower input pipeline).
     Writes `output_dir/model_filename` with the dataset's class names and evaluation crop recorded in it
     (`keras_mixer.weights.read_model_info`), metrics.csv, TensorBoard logs, training_curves.png, report.json.
