@@ -142,7 +142,8 @@ class MixtureOfExperts(keras.layers.Layer):
             out = ops.einsum("bne,bned->bnd", weights, outputs)
         else:
             capacity = self.capacity(training)
-            slots = [kept[..., None] * ops.one_hot(ops.cast(position, "int32"), capacity)
+            # a dropped token (kept 0) can sit past the capacity: clamped, as torch's one_hot refuses it
+            slots = [kept[..., None] * ops.one_hot(ops.minimum(ops.cast(position, "int32"), capacity - 1), capacity)
                      for kept, _, position in choices]
             dispatch = sum(slots)  # [b, n, e, c]
             combine = sum(slot * gate[..., None] for slot, (_, gate, _) in zip(slots, choices))
