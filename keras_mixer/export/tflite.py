@@ -124,7 +124,9 @@ def _with_logit_range(model, calibration):
 
     from keras_mixer.layers.fake_quant import FixedRangeQuantizer
 
-    logits = model.predict(calibration, batch_size=64, verbose=0)
+    # eager calls: predict() would trace a new function for every exported model (TensorFlow's retracing warning)
+    logits = np.concatenate([keras.ops.convert_to_numpy(model(calibration[start : start + 64], training=False))
+                             for start in range(0, len(calibration), 64)])
     low, high = float(np.min(logits)), float(np.max(logits))
     margin = LOGIT_HEADROOM * (high - low)
     images = keras.Input(model.input_shape[1:], batch_size=model.input_shape[0], name="images")
