@@ -61,11 +61,31 @@ def _block(x, block, form):
     return x + _mlp(_layer_norm(x, block.norm_1), block.channel_mixing, form)
 
 
+# Every operation of a Mixer this rewrite reproduces, by exact type: anything else (a subclass such as Sparse-MLP's
+# SparseMixerBlock, another family's layers, max pooling, a custom layer) would be dropped from the graph silently.
+REWRITTEN_OPERATIONS = ("InputLayer", "PatchEmbedding", "MixerBlock", "LayerNorm", "GlobalAveragePooling1D",
+                        "Dropout", "Dense", "QuantizedDense")
+
+
+def _check_rewritable(model):
+    """ExportError naming what `edgetpu_model` cannot rewrite: an operation it does not know, or a token-grid
+    output (the rewrite ends in the pooled features or the head)."""
+    operations = {type(op).__name__ for op in getattr(model, "operations", model.layers)}
+    if "MixerBlock" in operations and "GlobalAveragePooling1D" not in operations:
+        raise ExportError(f"edgetpu_model rewrites classifiers and pooled backbones; {model.name!r} outputs its "
+                          "token grid (build it with include_top=True or pooling='avg')")
+    unknown = sorted(operations - set(REWRITTEN_OPERATIONS))
+    if unknown:
+        raise ExportError(f"edgetpu_model cannot rewrite {type(model).__name__} {model.name!r}: it has "
+                          f"{', '.join(unknown)} (it rewrites MLP-Mixers: {', '.join(REWRITTEN_OPERATIONS)})")
+
+
 def edgetpu_model(model, gelu="sigmoid"):
     """A batch-1 functional model computing `model` (a keras_mixer Mixer, float or QAT: its float weights are
     used) in the Edge-TPU-mappable form described above. `gelu`: "sigmoid" (mappable) or None to keep the model's
     own form (then the output equals the model's to float precision). Export it with PTQ int8 (`to_tflite`, which
     quantizes every op of this graph: `integer_only` defaults to True for it)."""
+    _check_rewritable(model)
     blocks = [layer for layer in model.layers if isinstance(layer, MixerBlock)]
     stem = next((layer for layer in model.layers if isinstance(layer, PatchEmbedding)), None)
     norms = [layer for layer in model.layers if isinstance(layer, LayerNorm)]
