@@ -9,7 +9,6 @@ None of them executes code from the file: `.npz` is read with `allow_pickle=Fals
 import argparse
 import os
 import pickle
-import zipfile
 
 import numpy as np
 
