@@ -74,8 +74,14 @@ FAMILIES = {
 }
 
 
-@pytest.mark.parametrize("backend", ["jax", "torch"])
-@pytest.mark.parametrize("family", FAMILIES)
+# JAX compiles each hierarchical model's training step for about a minute on 2 cores: those two run with -m slow
+SLOW_ON_JAX = ("as_mlp", "hire_mlp")
+
+
+@pytest.mark.parametrize("family, backend", [
+    pytest.param(family, backend, marks=[pytest.mark.slow] if backend == "jax" and family in SLOW_ON_JAX else [])
+    for backend in ("jax", "torch") for family in FAMILIES
+])
 def test_every_family_agrees_trains_and_round_trips_on_every_backend(family, backend, tmp_path):
     """Same weights (a non-zero head) -> the TensorFlow backend's outputs; a few fit steps; a .keras round trip."""
     model = FAMILIES[family]()
