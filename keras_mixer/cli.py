@@ -62,7 +62,8 @@ def _evaluate_tflite(args):
         print(f"warning: {report['saturated_outputs']:.1%} of outputs hit the integer limit: the output scale is too "
               "small for the logits (calibrate on more representative data)", file=sys.stderr)
     if args.confusion_matrix:
-        plot_confusion_matrix(np.concatenate(labels), np.argmax(scores, 1), args.confusion_matrix, os.path.basename(args.model))
+        plot_confusion_matrix(np.concatenate(labels), np.argmax(scores, 1), args.confusion_matrix,
+                              os.path.basename(args.model))
         print(f"wrote {args.confusion_matrix}", file=sys.stderr if args.json else sys.stdout)
 
 
@@ -85,10 +86,9 @@ def _export(args):
     from keras_mixer.datasets import DIGITS, calibration_images
     from keras_mixer.errors import ExportError
     from keras_mixer.export import read_labels, to_tflite
-    from keras_mixer.weights import load_keras_model, read_model_info
+    from keras_mixer.weights import load_keras_model_with_info
 
-    info = read_model_info(args.model)
-    model = load_keras_model(args.model)
+    model, info = load_keras_model_with_info(args.model)
     calibration = None
     if args.quantization in ("int8", "uint8"):  # full-integer conversion always calibrates (QAT models too)
         source = args.calibration or (DIGITS if info.get("dataset") == DIGITS else None)

@@ -114,7 +114,8 @@ def _folder(path, split):
         raise DataError(f"image folder {path!r} does not exist")
     root = path
     if os.path.isdir(os.path.join(path, "train")):
-        subsets = ["train"] if split == "train" else [s for s in EVAL_SPLIT_FOLDERS if os.path.isdir(os.path.join(path, s))]
+        subsets = ["train"] if split == "train" else [
+            s for s in EVAL_SPLIT_FOLDERS if os.path.isdir(os.path.join(path, s))]
         if not subsets:
             raise DataError(f"image folder {path!r} has train/ but no {', '.join(s + '/' for s in EVAL_SPLIT_FOLDERS)}")
         root = os.path.join(path, subsets[0])

@@ -74,7 +74,7 @@ def load_classifier(model, weights=None, crop_fraction=None):
     from keras_mixer.export import load_interpreter, predict, read_metadata
     from keras_mixer.export.tflite import outputs_probabilities
     from keras_mixer.preprocessing import LABEL_FILES, imagenet_labels
-    from keras_mixer.weights import load_keras_model, read_model_info
+    from keras_mixer.weights import load_keras_model_with_info
 
     info = {}
     if isinstance(model, (str, os.PathLike)) and os.fspath(model).endswith(".tflite"):
@@ -88,8 +88,7 @@ def load_classifier(model, weights=None, crop_fraction=None):
                           crop_fraction or FULL_CROP_FRACTION,
                           {"probability": True, "logits": False}.get(metadata["output"]))
     if isinstance(model, (str, os.PathLike)) and os.fspath(model).endswith(".keras"):
-        info = read_model_info(model)
-        model = load_keras_model(model)
+        model, info = load_keras_model_with_info(model)
     elif isinstance(model, str):
         from keras_mixer.models import create_model
 
@@ -97,7 +96,8 @@ def load_classifier(model, weights=None, crop_fraction=None):
             model = create_model(model, weights=weights)
         except ValueError as error:
             if not isinstance(error, KerasMixerError):
-                raise KerasMixerError(f"{model!r} is not a .keras/.tflite file or a registry model ({error})") from error
+                message = f"{model!r} is not a .keras/.tflite file or a registry model ({error})"
+                raise KerasMixerError(message) from error
             raise
         classes = model.output_shape[-1]
         if classes in LABEL_FILES:

@@ -103,7 +103,8 @@ def _representative_dataset(samples, batch_size, limit):
         with contextlib.redirect_stdout(console):
             print(f"calibrating int8 ranges on {usable} images")
             # a live bar on a terminal, one line at the end in logs
-            progress = keras.utils.Progbar(usable // batch_size, unit_name="batch", verbose=1 if console.isatty() else 2)
+            progress = keras.utils.Progbar(usable // batch_size, unit_name="batch",
+                                           verbose=1 if console.isatty() else 2)
         for step, start in enumerate(range(0, usable, batch_size)):
             yield [samples[start : start + batch_size]]
             with contextlib.redirect_stdout(console):

@@ -6,7 +6,8 @@ import keras
 
 from keras_mixer.datasets import AUTOTUNE, DIGITS, ImageSource, ensure_rgb, eval_transform, load_source
 
-__all__ = ["DIGITS", "ImageSource", "batch_mixer", "eval_transform", "load_source", "make_pipeline", "train_transform"]
+__all__ = ["DIGITS", "ImageSource", "batch_mixer", "crop_fraction_for", "eval_transform", "load_source",
+           "make_pipeline", "train_transform"]
 
 
 def _tf():

@@ -144,7 +144,8 @@ def connect_hosts(coordinator, num_hosts, host_index):
     if not 0 <= host_index < num_hosts:
         raise TrainingError(f"host index {host_index} is outside 0..{num_hosts - 1}")
     # blocks until every host has joined: say what it waits for
-    print(f"host {host_index} of {num_hosts}: waiting for all hosts to join the coordinator at {coordinator}", flush=True)
+    print(f"host {host_index} of {num_hosts}: waiting for all hosts to join the coordinator at {coordinator}",
+          flush=True)
     keras.distribution.initialize(coordinator, num_hosts, host_index)
     print(f"host {host_index}: {num_hosts} hosts joined", flush=True)
 

@@ -23,7 +23,7 @@ from keras_mixer.training.callbacks import (
 from keras_mixer.training.data import DIGITS, crop_fraction_for, load_source, make_pipeline
 from keras_mixer.training.distribute import get_distribution, multi_worker_configured, set_precision
 from keras_mixer.training.recipe import compile_model, get_recipe
-from keras_mixer.weights import load_keras_model, nonfinite_variables, read_model_info, save_model
+from keras_mixer.weights import load_keras_model, load_keras_model_with_info, nonfinite_variables, save_model
 
 
 def default_recipe(dataset, weights):
@@ -148,7 +148,8 @@ def train(
                                 f"{train_source.num_classes} classes")
         compile_model(model, recipe, total_steps, batch_size, scale_learning_rate)
         # workers other than the chief keep their own backup (Keras' multi-worker convention)
-        backup_dir = output_dir / "backup" if distribution.is_chief else output_dir / f"backup_worker{distribution.worker_index}"
+        backup_dir = (output_dir / "backup" if distribution.is_chief
+                      else output_dir / f"backup_worker{distribution.worker_index}")
         backup = ResumableBackup(str(backup_dir), interval, seed)
         start_step = backup.restore(model)
 
@@ -213,13 +214,15 @@ def evaluate_model(model, eval_data):
     return {"eval_top1": top_k_accuracy(scores, labels, 1), "eval_top5": top_k_accuracy(scores, labels, 5)}
 
 
+def _model_and_info(model):
+    """A keras.Model as it is (nothing recorded), or a `.keras` file loaded with what `train` recorded in it."""
+    return (model, {}) if isinstance(model, keras.Model) else load_keras_model_with_info(model)
+
+
 def evaluate(model, dataset=DIGITS, image_size=None, batch_size=256, data_dir=None, download=False, recipe=None):
     """Top-1 / top-5 of a `.keras` file (or keras.Model) on the eval split of `dataset`, preprocessed as the model
     was evaluated in training (the crop recorded in its file), else as `recipe` or the dataset says."""
-    info = {}
-    if not isinstance(model, keras.Model):
-        info = read_model_info(model)
-        model = load_keras_model(model)
+    model, info = _model_and_info(model)
     image_size = image_size or model.input_shape[1]
     source = load_source(dataset, "eval", data_dir, download, image_size)
     recipe = get_recipe(recipe or default_recipe(dataset, None), eval_crop_fraction=info.get("crop_fraction"))
@@ -242,8 +245,7 @@ def quantization_aware_training(model, dataset=DIGITS, output_dir="runs/qat", ca
     from keras_mixer.datasets import calibration_images
     from keras_mixer.quantization import quantize_model
 
-    info = read_model_info(model) if not isinstance(model, keras.Model) else {}
-    float_model = model if isinstance(model, keras.Model) else load_keras_model(model)
+    float_model, info = _model_and_info(model)
     image_size = float_model.input_shape[1]
     recipe = get_recipe(recipe, eval_crop_fraction=info.get("crop_fraction"))
     eval_source = load_source(dataset, "eval", data_dir, download, image_size)

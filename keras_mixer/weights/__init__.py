@@ -89,6 +89,11 @@ def load_keras_model(path):
     return model
 
 
+def load_keras_model_with_info(path):
+    """(model, info): `load_keras_model(path)` and what `save_model` recorded in the file (`read_model_info`)."""
+    return load_keras_model(path), read_model_info(path)
+
+
 def assign_by_path(model, params, source, progress=False):
     """Assigns `params` ({variable path: array}) to `model`'s variables, all or nothing.
 
@@ -210,6 +215,7 @@ __all__ = [
     "torch_state_dict_to_keras",
     "list_pretrained",
     "load_keras_model",
+    "load_keras_model_with_info",
     "load_keras_weights",
     "match_head",
     "nonfinite_variables",
