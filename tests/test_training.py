@@ -254,6 +254,7 @@ def backup_weights(run_dir):
     return arrays
 
 
+@pytest.mark.slow  # two JAX processes joined through a local coordinator: about 2 minutes on 2 cores
 def test_two_jax_hosts_agree_with_one_process(tmp_path):
     """`keras-mixer train` on the JAX backend as 2 hosts on 127.0.0.1 (one CPU device each, DataParallel over both,
     each host reading half of every global batch) ends with the weights of the same run in one process."""
@@ -384,3 +385,23 @@ def test_cli_reports_bad_names(capsys, tmp_path):
     assert "unknown dataset 'no_such_set'" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "missing.keras")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_backup_of_another_model_is_refused_not_half_loaded(tmp_path):
+    """`qat` pointed at the float run's folder met the float backup: a typed error naming the folder, not
+    Keras' 45-object loading failure (or, worse, a resume from the wrong weights)."""
+    from keras_mixer.training.callbacks import ResumableBackup
+
+    def small(width):
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(width), keras.layers.Dense(2)])
+        model.compile("adam", "mse")
+        return model
+
+    first = small(3)
+    backup = ResumableBackup(str(tmp_path / "backup"), steps_per_epoch=1)
+    backup.set_model(first)
+    first.fit(np.ones((2, 4)), np.ones((2, 2)), epochs=1, verbose=0, callbacks=[backup])
+    assert (tmp_path / "backup").exists()
+    assert ResumableBackup(str(tmp_path / "backup"), 1).restore(small(3)) == 1  # the same model resumes
+    with pytest.raises(TrainingError, match="backup in .*backup was written by a different model"):
+        ResumableBackup(str(tmp_path / "backup"), 1).restore(small(5))

@@ -74,7 +74,7 @@ def calibration_array(representative_data, image_size, samples=256):
     if isinstance(representative_data, tf.data.Dataset):
         images, count = [], 0
         for element in representative_data:
-            batch = np.asarray(element[0] if isinstance(element, (tuple, list)) else element, np.float32)
+            batch = _preprocessed(element[0] if isinstance(element, (tuple, list)) else element)
             batch = batch[None] if batch.ndim == 3 else batch
             images.append(batch)
             count += len(batch)
@@ -83,7 +83,17 @@ def calibration_array(representative_data, image_size, samples=256):
         if not images:
             raise ExportError("representative_data is an empty dataset")
         return np.concatenate(images)[:samples]
-    return np.asarray(representative_data, dtype=np.float32)
+    return _preprocessed(representative_data)
+
+
+def _preprocessed(images):
+    """float32 images; integer pixels would calibrate ranges ~100x too wide without a word, so they are refused."""
+    images = np.asarray(images)
+    if not np.issubdtype(images.dtype, np.floating):
+        raise ExportError(f"representative_data holds {images.dtype} pixels: pass preprocessed float images "
+                          f"(keras_mixer.preprocess_input gives [-1, 1]), or a dataset name or image folder, which "
+                          f"is preprocessed as evaluation preprocesses it")
+    return images.astype(np.float32)
 
 
 def _representative_dataset(samples, batch_size, limit):

@@ -1,6 +1,7 @@
 """Callbacks that make a run resumable to the step, and its logs continuous after a kill."""
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -8,8 +9,16 @@ from pathlib import Path
 
 import keras
 
+from keras_mixer.errors import TrainingError
 from keras_mixer.io_utils import atomic_path, write_text
 from keras_mixer.weights import nonfinite_variables
+
+
+def architecture_fingerprint(model):
+    """A short hash of the model's variables (names and shapes, in order; not their paths, which carry the
+    auto-numbered layer names of the session): two models that share a backup must agree on it."""
+    layout = [f"{v.name}:{tuple(v.shape)}" for v in model.weights]
+    return hashlib.sha256("\n".join(layout).encode()).hexdigest()[:16]
 
 
 def optimizer_step(model):
@@ -40,7 +49,19 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         if os.path.exists(self._weights_path):
-            model.load_weights(self._weights_path)
+            recorded = {}
+            if os.path.exists(self._training_metadata_path):
+                recorded = json.loads(Path(self._training_metadata_path).read_text())
+            if recorded.get("architecture", architecture_fingerprint(model)) != architecture_fingerprint(model):
+                raise TrainingError(f"the backup in {self.backup_dir} was written by a different model (another "
+                                    f"architecture or a float/QAT mismatch): give this run its own output folder, "
+                                    f"or delete that backup to start over")
+            try:
+                model.load_weights(self._weights_path)
+            except ValueError as error:  # e.g. a backup written before fingerprints were recorded
+                raise TrainingError(f"cannot resume from {self._weights_path}: it does not fit this model "
+                                    f"({str(error).splitlines()[0]}); give this run its own output folder, or "
+                                    f"delete that backup to start over") from error
         self._restored = True
         return optimizer_step(model)
 
@@ -65,7 +86,8 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
             self.model.save_weights(tmp)
         step = optimizer_step(self.model)
         # informational only: the step is restored from the weights file
-        write_text(self._training_metadata_path, json.dumps({"epoch": self._current_epoch, "step": step}))
+        write_text(self._training_metadata_path, json.dumps(
+            {"epoch": self._current_epoch, "step": step, "architecture": architecture_fingerprint(self.model)}))
 
 
 class ResumableCSVLogger(keras.callbacks.CSVLogger):
