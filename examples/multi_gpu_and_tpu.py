@@ -8,7 +8,7 @@ Several machines: Keras 3's `fit` does not yet run under tf.distribute.MultiWork
 (keras-team/keras#20585; keras_mixer raises a clear error). Use the JAX backend: on every host run
 
     KERAS_BACKEND=jax python examples/multi_gpu_and_tpu.py --strategy data_parallel \\
-        --coordinator 10.0.0.1:1234 --num-hosts 2 --host-index <0 or 1>
+        --coordinator 10.0.0.1:1234 --num-hosts 2 --host-index 0   # --host-index 1 on the other
 
 connect_hosts (keras.distribution.initialize) joins the hosts; DataParallel then spans every device of every host. For the day
 the TensorFlow path works, each machine would get TF_CONFIG like (index 0 on the first, 1 on the second):

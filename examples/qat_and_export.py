@@ -1,6 +1,6 @@
 """Quantization-aware fine-tuning of a trained Mixer, then int8 TFLite export for phones and the Edge TPU.
 
-    python examples/qat_and_export.py --model runs/demo/model.keras --output runs/export
+    python examples/qat_and_export.py --model runs/demo/model.keras --qat-epochs 5 --output runs/export
 
 Uses the offline digits data; swap `load_digits` for your own (preprocessed with keras_mixer.preprocess_input).
 """
