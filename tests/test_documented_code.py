@@ -57,6 +57,7 @@ OFFLINE = [
 # example's own flags that make it small and offline where its defaults need a download.
 EXAMPLE_MARKS = {
     "--weights imagenet --dataset cifar10": ("slow-download", "DataError: tfds could not download", ""),
+    "--weights '' --dataset digits": ("slow", None, ""),  # train + int8 export: the CLI tests cover both by default
     # offline, tfds retries its download for about 3.5 minutes before failing: slow
     "--strategy mirrored": ("slow-download", "DataError: tfds could not download", " --dataset digits --epochs 1"),
     "--strategy data_parallel\n": ("slow-download", "DataError: tfds could not download", " --dataset digits --epochs 1"),
