@@ -25,7 +25,11 @@ from keras_mixer.io_utils import atomic_path, write_text
 
 # tflite_int8 is `to_tflite(..., "int8")` as phones get it; tflite_int8_integer the all-integer graph
 # (integer_only=True, what the Edge TPU and NNAPI need), measured to show what keeping the elementwise ops float buys
-RUNTIMES = ("tflite_int8", "tflite_int8_integer", "tflite_fp16", "tflite_fp32", "keras_tf", "keras_jax", "timm_eager",
+# litert_torch_*: Google's own PyTorch -> LiteRT path, the edge peer: timm's model converted by litert-torch, then
+# quantized by ai-edge-quantizer with its stock recipes (dynamic_wi8_afp32: int8 weights, float activations;
+# static_wi8_ai8: int8 weights and activations)
+RUNTIMES = ("tflite_int8", "tflite_int8_integer", "tflite_fp16", "tflite_fp32", "litert_torch_fp32",
+            "litert_torch_dynamic_int8", "litert_torch_static_int8", "keras_tf", "keras_jax", "timm_eager",
             "timm_compile", "ort_fp32", "ort_int8")
 # the Keras runtimes fix their thread pools when the backend starts: one process per thread count
 PROCESS_PER_THREAD_COUNT = ("keras_tf", "keras_jax")
@@ -147,6 +151,37 @@ def _timm(model, compiled):
     return runner, sum(p.numel() * 4 for p in reference.parameters()), reference
 
 
+def _litert_torch(model, runtime, workdir, batch):
+    import litert_torch
+    import torch
+    from ai_edge_quantizer import quantizer, recipe
+
+    from keras_mixer.export import load_interpreter, predict
+
+    _, _, reference = _timm(model, compiled=False)
+    size = model.input_shape[1]
+    path = Path(workdir) / f"litert_torch_fp32_b{batch}.tflite"
+    litert_torch.convert(reference, (torch.zeros(batch, 3, size, size),)).export(str(path))
+    if runtime != "litert_torch_fp32":
+        static = runtime == "litert_torch_static_int8"
+        quantizing = quantizer.Quantizer(str(path))
+        quantizing.load_quantization_recipe(recipe.static_wi8_ai8() if static else recipe.dynamic_wi8_afp32())
+        calibration = None
+        if static:  # the same 16 calibration images as our int8 export, one batch at a time, NCHW
+            signature, inputs = next(iter(load_interpreter(path).get_signature_list().items()))
+            samples = images(16, size, seed=7).transpose(0, 3, 1, 2)
+            calibration = quantizing.calibrate({signature: [{inputs["inputs"][0]: samples[i : i + batch]}
+                                                            for i in range(0, 16 - batch + 1, batch)]})
+        path = Path(workdir) / f"{runtime}_b{batch}.tflite"
+        quantizing.quantize(calibration).export_model(str(path))
+
+    def runner(threads):
+        interpreter = load_interpreter(path, num_threads=threads)
+        return lambda x: predict(interpreter, np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+    return runner, os.path.getsize(path)
+
+
 def _onnx(model, workdir, batch, quantized):
     import onnxruntime
     import torch
@@ -200,6 +235,8 @@ def run_one(runtime, name, batch_sizes, threads_list, runs):
             expected = np.asarray(model(x, training=False))
             if runtime.startswith("tflite_"):
                 runner, file_bytes = _tflite(model, runtime, workdir, batch)
+            elif runtime.startswith("litert_torch_"):
+                runner, file_bytes = _litert_torch(model, runtime, workdir, batch)
             elif runtime.startswith("timm_"):
                 runner, file_bytes, _ = _timm(model, compiled=runtime == "timm_compile")
             elif runtime.startswith("ort_"):
@@ -229,7 +266,7 @@ def _subprocess(runtime, name, batch_sizes, threads_list, runs, timeout):
         env["TF_NUM_INTRAOP_THREADS"], env["TF_NUM_INTEROP_THREADS"] = str(threads_list[0]), "1"
     # timm (torch, torchvision, triton) must load before TensorFlow (keras_mixer's import): the other order
     # segfaults in triton's import
-    preload = "import timm, torch; " if runtime.startswith(("timm_", "ort_")) else ""
+    preload = "import timm, torch; " if runtime.startswith(("timm_", "ort_", "litert_torch_")) else ""
     command = [sys.executable, "-c", f"import sys; {preload}from keras_mixer.benchmark import main_one; "
                "main_one(sys.argv[1:])", runtime, name, json.dumps(batch_sizes), json.dumps(threads_list), str(runs)]
     try:

@@ -21,3 +21,19 @@ def test_harness_measures_same_weights_in_each_runtime(tmp_path):
     assert len(list(csv.DictReader(open(tmp_path / "results.csv")))) == len(rows)
     assert (tmp_path / "latency.png").stat().st_size > 0
     assert "| mixer_tiny | timm_eager | 1 | 1 |" in (tmp_path / "table.md").read_text()
+
+
+def test_the_edge_peer_runs_the_same_weights(tmp_path):
+    """Google's PyTorch -> LiteRT path (litert-torch + ai-edge-quantizer: the `bench` extra) on the same weights:
+    its float file reproduces the Keras logits, its int8 files stay close."""
+    import pytest
+
+    pytest.importorskip("litert_torch", reason="the edge peer installs with the bench extra: pip install -e '.[bench]'")
+    runtimes = ("litert_torch_fp32", "litert_torch_dynamic_int8", "litert_torch_static_int8")
+    result = run_benchmark(["mixer_tiny"], runtimes=runtimes, batch_sizes=(1,), threads=(1,), runs=3, output=tmp_path,
+                           progress=lambda line: None)
+    assert not result["failures"], result["failures"]
+    rows = {row["runtime"]: row for row in result["rows"]}
+    assert rows["litert_torch_fp32"]["max_abs_diff_vs_keras"] < 1e-4
+    for runtime in runtimes[1:]:  # logits of a random tiny Mixer span ~±0.5: int8 errors are ~1e-3
+        assert rows[runtime]["max_abs_diff_vs_keras"] < 0.05 and rows[runtime]["argmax_agreement"] == 1.0, rows[runtime]
