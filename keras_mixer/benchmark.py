@@ -30,7 +30,12 @@ from keras_mixer.io_utils import atomic_path, write_text
 # static_wi8_ai8: int8 weights and activations)
 RUNTIMES = ("tflite_int8", "tflite_int8_integer", "tflite_fp16", "tflite_fp32", "litert_torch_fp32",
             "litert_torch_dynamic_int8", "litert_torch_static_int8", "keras_tf", "keras_jax", "timm_eager",
-            "timm_compile", "ort_fp32", "ort_int8")
+            "timm_compile", "ort_fp32", "ort_int8", "matmul_peak_int8", "matmul_peak_fp32")
+# The ceiling: the model's own matmuls alone, exported like our files (int8 and float32) and timed in the same run.
+# A runtime's efficiency is its GMAC/s as a share of the matching peak (int8 runtimes: the int8 peak).
+PEAKS = ("matmul_peak_int8", "matmul_peak_fp32")
+INT8_RUNTIMES = ("tflite_int8", "tflite_int8_integer", "litert_torch_dynamic_int8", "litert_torch_static_int8",
+                 "ort_int8", "matmul_peak_int8")
 # the Keras runtimes fix their thread pools when the backend starts: one process per thread count
 PROCESS_PER_THREAD_COUNT = ("keras_tf", "keras_jax")
 REFERENCE = "timm_eager"
@@ -77,6 +82,61 @@ def peak_rss_mb():
 
 # "mixer_tiny": a 32x32 Mixer for the harness's smoke test (seconds, not minutes)
 TINY = {"patch_size": 8, "hidden_dim": 32, "num_blocks": 2, "tokens_mlp_dim": 16, "channels_mlp_dim": 64}
+def mixer_shape(name):
+    """(tokens, hidden_dim, num_blocks, tokens_mlp_dim, channels_mlp_dim, patch_size, classes) of `name`."""
+    from keras_mixer.models.mlp_mixer import MIXER_VARIANTS
+
+    patch, hidden, blocks, tokens_mlp, channels_mlp = ((TINY[k] for k in ("patch_size", "hidden_dim", "num_blocks",
+                                                                         "tokens_mlp_dim", "channels_mlp_dim"))
+                                                       if name == "mixer_tiny" else MIXER_VARIANTS[name])
+    size, classes = (32, 10) if name == "mixer_tiny" else (224, 1000)
+    return (size // patch) ** 2, hidden, blocks, tokens_mlp, channels_mlp, patch, classes
+
+
+def mixer_gmacs(name):
+    """Multiply-accumulates of one image: the patch stem, the token- and channel-mixing matmuls, the head."""
+    tokens, hidden, blocks, tokens_mlp, channels_mlp, patch, classes = mixer_shape(name)
+    mixing = blocks * 2 * tokens * hidden * (tokens_mlp + channels_mlp)
+    return (tokens * hidden * 3 * patch**2 + mixing + hidden * classes) / 1e9
+
+
+def matmul_stack(name):
+    """The Mixer's mixing matmuls and nothing else: channel mixing on [tokens, hidden], one transpose, token mixing
+    on [hidden, tokens] (4-D, [batch, 1, rows, features], as the exporter takes images); ReLU between them (fused
+    into the matmul) so that no two consecutive matmuls fold."""
+    import keras
+
+    tokens, hidden, blocks, tokens_mlp, channels_mlp, _, _ = mixer_shape(name)
+    x = inputs = keras.Input((1, tokens, hidden))
+    for _ in range(blocks):
+        x = keras.layers.Dense(hidden, "relu")(keras.layers.Dense(channels_mlp, "relu")(x))
+    x = keras.layers.Permute((1, 3, 2))(x)
+    for _ in range(blocks):
+        x = keras.layers.Dense(tokens, "relu")(keras.layers.Dense(tokens_mlp, "relu")(x))
+    return keras.Model(inputs, x, name=f"{name}_matmuls")
+
+
+def _matmul_peak(name, runtime, workdir, batch):
+    from keras_mixer.export import load_interpreter, predict, to_tflite
+
+    stack = matmul_stack(name)
+    rng = np.random.default_rng(0)
+    for variable in stack.weights:
+        variable.assign(rng.normal(0, 0.05, variable.shape).astype("float32"))
+    int8 = runtime == "matmul_peak_int8"
+    path = to_tflite(stack, Path(workdir) / f"{runtime}_b{batch}.tflite", "int8" if int8 else "float32",
+                     batch_size=batch, float_io=True,
+                     representative_data=rng.uniform(-1, 1, (16, *stack.input_shape[1:])).astype("float32")
+                     if int8 else None)
+    x = rng.uniform(-1, 1, (batch, *stack.input_shape[1:])).astype("float32")
+
+    def runner(threads):
+        interpreter = load_interpreter(path, num_threads=threads)
+        return lambda _: predict(interpreter, x)
+
+    return runner, os.path.getsize(path)
+
+
 TIMM_NAMES = {"mixer_s32": "mixer_s32_224", "mixer_s16": "mixer_s16_224", "mixer_b16": "mixer_b16_224",
               "mixer_b32": "mixer_b32_224", "mixer_l16": "mixer_l16_224", "mixer_l32": "mixer_l32_224"}
 
@@ -237,6 +297,8 @@ def run_one(runtime, name, batch_sizes, threads_list, runs):
                 runner, file_bytes = _tflite(model, runtime, workdir, batch)
             elif runtime.startswith("litert_torch_"):
                 runner, file_bytes = _litert_torch(model, runtime, workdir, batch)
+            elif runtime in PEAKS:
+                runner, file_bytes = _matmul_peak(name, runtime, workdir, batch)
             elif runtime.startswith("timm_"):
                 runner, file_bytes, _ = _timm(model, compiled=runtime == "timm_compile")
             elif runtime.startswith("ort_"):
@@ -248,10 +310,13 @@ def run_one(runtime, name, batch_sizes, threads_list, runs):
                 run = runner(threads)
                 outputs = run(x)
                 median, p90 = timings(lambda: run(x), runs)
+                logits = runtime not in PEAKS  # a matmul stack has no logits to compare
                 rows.append({"model": name, "runtime": runtime, "batch": batch, "threads": threads,
                              "median_ms": median, "p90_ms": p90, "images_per_s": batch * 1e3 / median,
-                             "max_abs_diff_vs_keras": float(np.max(np.abs(outputs - expected))),
-                             "argmax_agreement": float(np.mean(outputs.argmax(1) == expected.argmax(1))),
+                             "gmac_per_s": batch * mixer_gmacs(name) / (median / 1e3),
+                             "max_abs_diff_vs_keras": float(np.max(np.abs(outputs - expected))) if logits else None,
+                             "argmax_agreement": float(np.mean(outputs.argmax(1) == expected.argmax(1)))
+                             if logits else None,
                              "file_mb": file_bytes / 2**20 if file_bytes else None, "peak_rss_mb": peak_rss_mb()})
     return rows
 
@@ -301,6 +366,10 @@ def run_benchmark(models, runtimes=RUNTIMES, batch_sizes=(1, 8), threads=(1, 2),
         base = next((r for r in rows if r["runtime"] == REFERENCE and
                      (r["model"], r["batch"], r["threads"]) == (row["model"], row["batch"], row["threads"])), None)
         row["speedup_vs_timm_eager"] = base["median_ms"] / row["median_ms"] if base else None
+        peak_name = PEAKS[0] if row["runtime"] in INT8_RUNTIMES else PEAKS[1]
+        peak = next((r for r in rows if r["runtime"] == peak_name and
+                     (r["model"], r["batch"], r["threads"]) == (row["model"], row["batch"], row["threads"])), None)
+        row["share_of_peak"] = row["gmac_per_s"] / peak["gmac_per_s"] if peak else None
     result = {"machine": machine(), "runs": runs, "rows": rows, "failures": failures}
     output.mkdir(parents=True, exist_ok=True)
     write_text(output / "results.json", json.dumps(result, indent=2))
@@ -316,17 +385,20 @@ def run_benchmark(models, runtimes=RUNTIMES, batch_sizes=(1, 8), threads=(1, 2),
 
 
 def markdown_table(rows):
-    """The results as a Markdown table: median / p90 ms, images/s, speed-up over timm eager, logit agreement,
-    file size and peak RSS."""
-    lines = ["| model | runtime | batch | threads | median ms | p90 ms | images/s | vs timm eager | max |Δ| vs Keras "
-             "| file MB | peak RSS MB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    """The results as a Markdown table: median / p90 ms, images/s, speed-up over timm eager, GMAC/s and its share of
+    the matching matmul peak, logit agreement, file size and peak RSS."""
+    lines = ["| model | runtime | batch | threads | median ms | p90 ms | images/s | vs timm eager | GMAC/s "
+             "| share of peak | max |Δ| vs Keras | file MB | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     order = {runtime: i for i, runtime in enumerate(RUNTIMES)}
     for r in sorted(rows, key=lambda r: (r["model"], r["batch"], r["threads"], order[r["runtime"]])):
         speedup = f"{r['speedup_vs_timm_eager']:.2f}x" if r.get("speedup_vs_timm_eager") else "–"
         size = f"{r['file_mb']:.1f}" if r["file_mb"] else "–"
+        share = f"{r['share_of_peak']:.0%}" if r.get("share_of_peak") else "–"
+        difference = f"{r['max_abs_diff_vs_keras']:.1e}" if r["max_abs_diff_vs_keras"] is not None else "–"
         lines.append(f"| {r['model']} | {r['runtime']} | {r['batch']} | {r['threads']} | {r['median_ms']:.2f} | "
-                     f"{r['p90_ms']:.2f} | {r['images_per_s']:.1f} | {speedup} | {r['max_abs_diff_vs_keras']:.1e} | "
-                     f"{size} | {r['peak_rss_mb']:.0f} |")
+                     f"{r['p90_ms']:.2f} | {r['images_per_s']:.1f} | {speedup} | {r['gmac_per_s']:.1f} | {share} | "
+                     f"{difference} | {size} | {r['peak_rss_mb']:.0f} |")
     return "\n".join(lines)
 
 

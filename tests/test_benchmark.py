@@ -3,17 +3,24 @@
 import csv
 import json
 
-from keras_mixer.benchmark import run_benchmark
+import pytest
+
+from keras_mixer.benchmark import matmul_stack, mixer_gmacs, run_benchmark
 
 
 def test_harness_measures_same_weights_in_each_runtime(tmp_path):
-    runtimes = ("tflite_fp32", "keras_tf", "keras_jax", "timm_eager")
+    runtimes = ("tflite_fp32", "keras_tf", "keras_jax", "timm_eager", "matmul_peak_fp32")
     result = run_benchmark(["mixer_tiny"], runtimes=runtimes, batch_sizes=(1, 2), threads=(1,), runs=3, output=tmp_path,
                            progress=lambda line: None)
     assert not result["failures"], result["failures"]
     rows = result["rows"]
     assert {(r["runtime"], r["batch"]) for r in rows} == {(rt, b) for rt in runtimes for b in (1, 2)}
     for row in rows:  # the same weights everywhere: float runtimes reproduce the Keras logits
+        if row["runtime"] == "matmul_peak_fp32":  # the ceiling: the model's matmuls alone, no logits
+            assert row["share_of_peak"] == 1.0 and row["max_abs_diff_vs_keras"] is None
+            continue
+        assert 0 < row["share_of_peak"] and row["gmac_per_s"] == pytest.approx(
+            mixer_gmacs("mixer_tiny") * row["batch"] / (row["median_ms"] / 1e3))
         assert row["max_abs_diff_vs_keras"] < 1e-4 and row["argmax_agreement"] == 1.0, row
         assert row["median_ms"] > 0 and row["p90_ms"] >= row["median_ms"] and row["peak_rss_mb"] > 0
     assert all(r["speedup_vs_timm_eager"] == 1.0 for r in rows if r["runtime"] == "timm_eager")
@@ -21,19 +28,28 @@ def test_harness_measures_same_weights_in_each_runtime(tmp_path):
     assert len(list(csv.DictReader(open(tmp_path / "results.csv")))) == len(rows)
     assert (tmp_path / "latency.png").stat().st_size > 0
     assert "| mixer_tiny | timm_eager | 1 | 1 |" in (tmp_path / "table.md").read_text()
+    assert "share of peak" in (tmp_path / "table.md").read_text()
+
+
+def test_efficiency_counts_the_models_own_matmuls():
+    # Mixer-S/32: 49 tokens x 512 channels, 8 blocks of 256- and 2048-wide MLPs, 32x32 patches, 1000 classes
+    blocks = 8 * 2 * 49 * 512 * (256 + 2048)
+    assert mixer_gmacs("mixer_s32") * 1e9 == pytest.approx(49 * 512 * 3 * 32**2 + blocks + 512 * 1000, rel=1e-12)
+    stack = matmul_stack("mixer_s32")
+    assert sum(layer.kernel.shape[0] * layer.kernel.shape[1] * layer.output.shape[2]
+               for layer in stack.layers if hasattr(layer, "kernel")) == blocks  # rows x kernel = MACs
 
 
 def test_the_edge_peer_runs_the_same_weights(tmp_path):
     """Google's PyTorch -> LiteRT path (litert-torch + ai-edge-quantizer: the `bench` extra) on the same weights:
     its float file reproduces the Keras logits, its int8 files stay close."""
-    import pytest
-
     pytest.importorskip("litert_torch", reason="the edge peer installs with the bench extra: pip install -e '.[bench]'")
-    runtimes = ("litert_torch_fp32", "litert_torch_dynamic_int8", "litert_torch_static_int8")
+    runtimes = ("litert_torch_fp32", "litert_torch_dynamic_int8", "litert_torch_static_int8", "matmul_peak_int8")
     result = run_benchmark(["mixer_tiny"], runtimes=runtimes, batch_sizes=(1,), threads=(1,), runs=3, output=tmp_path,
                            progress=lambda line: None)
     assert not result["failures"], result["failures"]
     rows = {row["runtime"]: row for row in result["rows"]}
     assert rows["litert_torch_fp32"]["max_abs_diff_vs_keras"] < 1e-4
-    for runtime in runtimes[1:]:  # logits of a random tiny Mixer span ~±0.5: int8 errors are ~1e-3
+    for runtime in runtimes[1:3]:  # logits of a random tiny Mixer span ~±0.5: int8 errors are ~1e-3
         assert rows[runtime]["max_abs_diff_vs_keras"] < 0.05 and rows[runtime]["argmax_agreement"] == 1.0, rows[runtime]
+        assert rows[runtime]["share_of_peak"] > 0  # of the int8 matmul peak
