@@ -16,8 +16,10 @@ def test_harness_measures_same_weights_in_each_runtime(tmp_path):
     rows = result["rows"]
     assert {(r["runtime"], r["batch"]) for r in rows} == {(rt, b) for rt in runtimes for b in (1, 2)}
     for row in rows:  # the same weights everywhere: float runtimes reproduce the Keras logits
-        if row["runtime"] == "matmul_peak_fp32":  # the ceiling: the model's matmuls alone, no logits
+        if row["runtime"] == "matmul_peak_fp32":  # the ceiling: the model's mixing matmuls alone, no logits
             assert row["share_of_peak"] == 1.0 and row["max_abs_diff_vs_keras"] is None
+            assert row["gmac_per_s"] == pytest.approx(
+                mixer_gmacs("mixer_tiny", mixing_only=True) * row["batch"] / (row["median_ms"] / 1e3))
             continue
         assert 0 < row["share_of_peak"] and row["gmac_per_s"] == pytest.approx(
             mixer_gmacs("mixer_tiny") * row["batch"] / (row["median_ms"] / 1e3))
@@ -35,6 +37,7 @@ def test_efficiency_counts_the_models_own_matmuls():
     # Mixer-S/32: 49 tokens x 512 channels, 8 blocks of 256- and 2048-wide MLPs, 32x32 patches, 1000 classes
     blocks = 8 * 2 * 49 * 512 * (256 + 2048)
     assert mixer_gmacs("mixer_s32") * 1e9 == pytest.approx(49 * 512 * 3 * 32**2 + blocks + 512 * 1000, rel=1e-12)
+    assert mixer_gmacs("mixer_s32", mixing_only=True) * 1e9 == pytest.approx(blocks, rel=1e-12)
     stack = matmul_stack("mixer_s32")
     assert sum(layer.kernel.shape[0] * layer.kernel.shape[1] * layer.output.shape[2]
                for layer in stack.layers if hasattr(layer, "kernel")) == blocks  # rows x kernel = MACs

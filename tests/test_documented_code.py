@@ -44,7 +44,8 @@ SMALL = [
     (r"--steps \d+", "--steps 2"), (r"\bsteps=[\d_]+", "steps=2"),
     (r"--batch-size \d+", "--batch-size 8"), (r"\bbatch_size=\d+", "batch_size=8"),
     (r"--image-size 224", "--image-size 32"),
-    (r"--runs \d+", "--runs 2"), (r"--batch-sizes [\d ]+", "--batch-sizes 1 "), (r"--threads [\d ]+", "--threads 1 "),
+    (r"(keras-mixer benchmark --models)( mixer_\w+)+", r"\1 mixer_tiny"), (r"--runs \d+", "--runs 2"),
+    (r"--batch-sizes [\d ]+", "--batch-sizes 1 "), (r"--threads [\d ]+", "--threads 1 "),
     (r"(keras-mixer train --model) mixer_b16", r"\1 mixer_s16"), (r'train\("mixer_b16"', 'train("mixer_s16"'),
 ]
 # Offline: no pretrained weights, and the offline digits instead of a tfds download.
