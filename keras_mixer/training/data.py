@@ -40,10 +40,11 @@ def batch_mixer(recipe, seed):
     """Batch-level mixup and/or cutmix (Keras' MixUp / CutMix layers) on one-hot labels; with both, each batch
     gets one of them with probability 1/2, as timm does. None when the recipe mixes nothing."""
     mixers = []
+    # float32 whatever the global policy: under mixed_float16 the layers would mix float16 data with float32 weights
     if recipe.mixup_alpha:
-        mixers.append(keras.layers.MixUp(alpha=recipe.mixup_alpha, seed=seed))
+        mixers.append(keras.layers.MixUp(alpha=recipe.mixup_alpha, seed=seed, dtype="float32"))
     if recipe.cutmix_alpha:
-        mixers.append(keras.layers.CutMix(factor=recipe.cutmix_alpha, seed=seed))
+        mixers.append(keras.layers.CutMix(factor=recipe.cutmix_alpha, seed=seed, dtype="float32"))
     if not mixers:
         return None
     tf = _tf()
