@@ -218,9 +218,21 @@ def one_line_error(result):
 BLOCKS = all_blocks()
 
 
+# Documented commands this harness found broken and not yet mended: strict, so the fix flips them to a failure to remove
+KNOWN_BROKEN = {
+    "examples/multi_gpu_and_tpu.py: KERAS_BACKEND=jax python examples/multi_gpu_and_tpu.py --strategy data_parallel":
+        "JAX + the scratch recipe on digits: 'Triggering __jax_array__() during abstractification' (open)",
+}
+
+
 def params(kinds):
-    return [pytest.param(block, id=str(block), marks=[pytest.mark.slow] if block.mark.startswith("slow") else [])
-            for block in BLOCKS if block.mark in kinds]
+    def marks(block):
+        known = next((reason for key, reason in KNOWN_BROKEN.items()
+                      if key.startswith(block.where) and block.mark != "hosts"), None)
+        return ([pytest.mark.slow] if block.mark.startswith("slow") else []) + \
+            ([pytest.mark.xfail(strict=True, reason=known)] if known else [])
+
+    return [pytest.param(block, id=str(block), marks=marks(block)) for block in BLOCKS if block.mark in kinds]
 
 
 def setup_only(block):
