@@ -218,11 +218,9 @@ def one_line_error(result):
 BLOCKS = all_blocks()
 
 
-# Documented commands this harness found broken and not yet mended: strict, so the fix flips them to a failure to remove
-KNOWN_BROKEN = {
-    "examples/multi_gpu_and_tpu.py: KERAS_BACKEND=jax python examples/multi_gpu_and_tpu.py --strategy data_parallel":
-        "JAX + the scratch recipe on digits: 'Triggering __jax_array__() during abstractification' (open)",
-}
+# Documented commands this harness found broken and not yet mended (strict xfail, so that the fix flips them):
+# {block id prefix: reason}
+KNOWN_BROKEN = {}
 
 
 def params(kinds):

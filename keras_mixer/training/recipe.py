@@ -183,7 +183,8 @@ def prepare_head(model, recipe):
     """Sigmoid cross-entropy starts from a head bias of -log(classes) (big_vision's -6.9 for 1000 classes), so
     the first steps do not push every class down at once."""
     head = model.get_layer("head") if any(layer.name == "head" for layer in model.layers) else None
-    if recipe.loss == "sigmoid" and head is not None and not ops.any(head.bias):
+    # the bias read as NumPy: JAX no longer takes a Keras Variable inside jnp.any
+    if recipe.loss == "sigmoid" and head is not None and not ops.convert_to_numpy(head.bias).any():
         classes = head.bias.shape[0]
         head.bias.assign(ops.full((classes,), -float(ops.log(float(classes)))))
 
