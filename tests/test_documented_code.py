@@ -218,19 +218,9 @@ def one_line_error(result):
 BLOCKS = all_blocks()
 
 
-# Documented commands this harness found broken and not yet mended (strict xfail, so that the fix flips them):
-# {block id prefix: reason}
-KNOWN_BROKEN = {}
-
-
 def params(kinds):
-    def marks(block):
-        known = next((reason for key, reason in KNOWN_BROKEN.items()
-                      if key.startswith(block.where) and block.mark != "hosts"), None)
-        return ([pytest.mark.slow] if block.mark.startswith("slow") else []) + \
-            ([pytest.mark.xfail(strict=True, reason=known)] if known else [])
-
-    return [pytest.param(block, id=str(block), marks=marks(block)) for block in BLOCKS if block.mark in kinds]
+    return [pytest.param(block, id=str(block), marks=[pytest.mark.slow] if block.mark.startswith("slow") else [])
+            for block in BLOCKS if block.mark in kinds]
 
 
 def setup_only(block):
