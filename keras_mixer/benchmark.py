@@ -82,6 +82,8 @@ def peak_rss_mb():
 
 # "mixer_tiny": a 32x32 Mixer for the harness's smoke test (seconds, not minutes)
 TINY = {"patch_size": 8, "hidden_dim": 32, "num_blocks": 2, "tokens_mlp_dim": 16, "channels_mlp_dim": 64}
+
+
 def mixer_shape(name):
     """(tokens, hidden_dim, num_blocks, tokens_mlp_dim, channels_mlp_dim, patch_size, classes) of `name`."""
     from keras_mixer.models.mlp_mixer import MIXER_VARIANTS
@@ -363,13 +365,12 @@ def run_benchmark(models, runtimes=RUNTIMES, batch_sizes=(1, 8), threads=(1, 2),
                 for row in got:
                     progress(f"{name:<10} {runtime:<13} batch {row['batch']} threads {row['threads']}: "
                              f"{row['median_ms']:8.2f} ms (p90 {row['p90_ms']:.2f})")
-    for row in rows:  # ratios to timm eager, same model / batch / threads, same run
-        base = next((r for r in rows if r["runtime"] == REFERENCE and
-                     (r["model"], r["batch"], r["threads"]) == (row["model"], row["batch"], row["threads"])), None)
+    cells = {(r["model"], r["batch"], r["threads"], r["runtime"]): r for r in rows}
+    for row in rows:  # ratios to timm eager and to the matmul peak, same model / batch / threads, same run
+        cell = (row["model"], row["batch"], row["threads"])
+        base = cells.get((*cell, REFERENCE))
         row["speedup_vs_timm_eager"] = base["median_ms"] / row["median_ms"] if base else None
-        peak_name = PEAKS[0] if row["runtime"] in INT8_RUNTIMES else PEAKS[1]
-        peak = next((r for r in rows if r["runtime"] == peak_name and
-                     (r["model"], r["batch"], r["threads"]) == (row["model"], row["batch"], row["threads"])), None)
+        peak = cells.get((*cell, PEAKS[0] if row["runtime"] in INT8_RUNTIMES else PEAKS[1]))
         row["share_of_peak"] = row["gmac_per_s"] / peak["gmac_per_s"] if peak else None
     result = {"machine": machine(), "runs": runs, "rows": rows, "failures": failures}
     output.mkdir(parents=True, exist_ok=True)
