@@ -35,6 +35,8 @@ REJECTED_OPS = {"GELU": "compiler 16 cannot parse the GELU builtin (op code 150)
 # op versions newer than compiler 16's schema knows (seen rejected: TRANSPOSE v6, CONV_2D v6) [U on exact bounds]
 MAX_KNOWN_VERSION = {"TRANSPOSE": 5, "CONV_2D": 5}
 INTEGER_TYPES = {"INT8", "UINT8"}
+# elementwise ops whose two activation inputs must have one shape (a constant operand may broadcast)
+ELEMENTWISE_OPS = {"ADD", "SUB", "MUL", "MAXIMUM", "MINIMUM", "SQUARED_DIFFERENCE"}
 
 
 @dataclasses.dataclass
@@ -45,6 +47,7 @@ class OpReport:
     dtypes: str
     on_edgetpu: bool
     reason: str = ""
+    output: str = ""  # the op's first output tensor: its name carries the Keras layer that made it
 
 
 def _schema():
@@ -61,7 +64,7 @@ def _enum_names(enum):
 
 def read_graph(path):
     """[(op name, version, [input tensors], [output tensors])] of the main subgraph, where a tensor is
-    (dtype name, shape tuple, constant data or None)."""
+    (dtype name, shape tuple, constant data or None, name)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ExportError(f"{path}: no such .tflite file")
@@ -78,7 +81,8 @@ def read_graph(path):
             t = graph.Tensors(i)
             buffer = model.Buffers(t.Buffer())
             constant = buffer.DataAsNumpy() if buffer is not None and buffer.DataLength() else None
-            return type_names.get(t.Type(), str(t.Type())), tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength() else (), constant
+            shape = tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength() else ()
+            return type_names.get(t.Type(), str(t.Type())), shape, constant, t.Name().decode(errors="replace")
 
         ops = []
         for k in range(graph.OperatorsLength()):
@@ -99,7 +103,7 @@ def _why_not_mapped(op, version, inputs, outputs):
     if op not in SUPPORTED_OPS:
         return f"{op} is not supported by the Edge TPU"
     activations = [t for t in inputs if t[2] is None] + outputs
-    for dtype, shape, _ in activations:
+    for dtype, shape, *_ in activations:
         if dtype not in INTEGER_TYPES:
             return f"{dtype.lower()} activation (the Edge TPU runs 8-bit integer tensors only)"
         if any(d > 1 for d in shape[:-3]):
@@ -112,6 +116,11 @@ def _why_not_mapped(op, version, inputs, outputs):
         rank = len(inputs[0][1])
         if axes is None or rank != 4 or not set((axes % rank).tolist()) <= {1, 2}:
             return f"MEAN over axes {None if axes is None else axes.tolist()} of a {rank}-D tensor (only H/W of 4-D)"
+    variables = [t for t in inputs if t[2] is None]
+    if op in ELEMENTWISE_OPS and len(variables) > 1 and len({int(np.prod(t[1])) for t in variables}) > 1:
+        shapes = " and ".join(str(list(t[1])) for t in variables)
+        return (f"{op} broadcasts one activation against another ({shapes}): compilers have left such ops on the "
+                "CPU (google-coral/edgetpu#35) [risk]")
     if op == "TRANSPOSE" and len(inputs[0][1]) > 4:
         return f"{len(inputs[0][1])}-D TRANSPOSE (at most 4-D)"
     if version > MAX_KNOWN_VERSION.get(op, version):
@@ -131,7 +140,7 @@ def check_edgetpu(path):
         if reason and fallback is None:
             fallback = index
         dtypes = ",".join(sorted({t[0].lower() for t in inputs + outputs if t[2] is None}))
-        rows.append(OpReport(index, op, version, dtypes, fallback is None, reason))
+        rows.append(OpReport(index, op, version, dtypes, fallback is None, reason, outputs[0][3] if outputs else ""))
     rejected = sorted({r.op for r in rows if r.op in REJECTED_OPS})
     summary = {
         "ops": len(rows),
@@ -139,6 +148,7 @@ def check_edgetpu(path):
         "cpu_ops": len(rows) if rejected else sum(not r.on_edgetpu for r in rows),
         "rejected_by": rejected,
         "first_cpu_op": None if fallback is None else f"#{fallback} {rows[fallback].op}: {rows[fallback].reason}",
+        "first_cpu_tensor": None if fallback is None else rows[fallback].output,
     }
     return rows, summary
 
@@ -167,4 +177,5 @@ def format_report(rows, summary):
         lines.append(f"{summary['edgetpu_ops']} of {summary['ops']} ops would run on the Edge TPU, {summary['cpu_ops']} on the CPU")
     if summary["first_cpu_op"]:
         lines.append(f"first op on the CPU: {summary['first_cpu_op']}")
+        lines.append(f"  it computes {summary['first_cpu_tensor']}: everything from there runs on the CPU")
     return "\n".join(lines)

@@ -1,16 +1,27 @@
-"""An Edge-TPU-mappable graph of a trained Mixer, with the same weights.
+"""An Edge-TPU-mappable graph of a trained model of any keras_mixer family, with the same weights.
 
-The standard graph cannot map: it uses the GELU builtin (compiler 16 rejects the model), Dense on [batch, tokens, C]
-(FULLY_CONNECTED must have a 1-D output) and LayerNorm's MEAN over channels (MEAN maps over H/W only). This form
-keeps activations as a [1, H, W, C] grid and writes every piece with mappable ops:
+The standard graphs cannot map: the GELU builtin makes compiler 16 reject the model, Dense on a [batch, tokens, C]
+or [batch, H, W, C] tensor is a FULLY_CONNECTED whose output is not 1-D, LayerNorm's MEAN over channels and
+GroupNorm's MEAN over H·W·C are outside "MEAN over H/W", and the families' rearrangements use 5-D tensors. This
+form keeps every activation a [1, H, W, C] grid and rewrites each layer (by exact class) with ops that map:
 
-- Dense -> 1x1 CONV_2D (the kernel reshaped to (1, 1, in, out));
-- token mixing -> reshape to [1, 1, S, C], TRANSPOSE to [1, 1, C, S] (4-D), two 1x1 convs over S, and back;
-- LayerNorm -> the channel mean as a 1x1 conv with a constant 1/C kernel of C outputs (a mean already broadcast
-  to every channel, so no broadcasting op), SUB, MUL (square), the same conv for the variance, ADD, RSQRT, MUL, ADD;
-- GELU -> x * sigmoid(1.702 x) (LOGISTIC + MUL; the converter does not fuse it back into GELU), or the model's own
-  form with gelu=None (for checking that the rewrite is exact);
-- global average pool -> MEAN over H/W; head -> FULLY_CONNECTED on the pooled [1, C] vector.
+- Dense on a grid -> 1x1 CONV_2D; the head's Dense on the pooled [1, C] vector stays FULLY_CONNECTED (1-D output);
+- LayerNorm over channels -> the channel mean as a 1x1 conv C -> 1 (kernel 1/C) broadcast back by a 1x1 conv
+  1 -> C (kernel 1), SUB, MUL, the same for the variance, RSQRT on the one-channel map, MUL, ADD: 2·C MACs per
+  position and no broadcasting between activations (which old compilers do not map);
+- GroupNorm(1) (AS-MLP) -> MEAN over H/W, the same channel mean on the [1, 1, 1, C] result, tiled back over the
+  grid by CONCATENATION;
+- GELU -> x·sigmoid(1.702 x) (LOGISTIC + MUL; the converter does not fuse it into the GELU builtin), or the
+  model's own form with gelu=None (for checking that the rewrite is exact);
+- BatchNorm (inference) -> a per-channel affine the converter folds into the neighbouring convolution;
+- token mixing and the families' rearrangements -> RESHAPE and TRANSPOSE of at most 4-D with a leading 1; where
+  the layout a transpose would produce only permutes an MLP's inputs and outputs, the MLP's weights are permuted
+  instead (RaftMLP's horizontal mixing);
+- global pooling -> MEAN (REDUCE_MAX) over H/W.
+
+Sparse-MLP's expert layers route with top-k and one-hot gathers, which no Edge TPU op does: `edgetpu_model`
+refuses them by name, or with `experts_on_cpu=True` keeps them (sigmoid GELU, tokens layout) after the mappable part,
+so the compiler maps up to the first expert block and the CPU runs the rest.
 """
 
 import keras
@@ -18,88 +29,322 @@ import numpy as np
 from keras import ops
 
 from keras_mixer.errors import ExportError
-from keras_mixer.layers import LayerNorm, MixerBlock, PatchEmbedding
 from keras_mixer.layers.mlp import gelu as gelu_fn
+
+EXPERT_LAYERS = ("SparseMixerBlock",)
 
 
 def _value(variable):
-    return keras.ops.convert_to_numpy(variable)
+    return ops.convert_to_numpy(variable).astype(np.float32)
 
 
 def _conv1x1(x, kernel, bias=None):
+    """A 1x1 CONV_2D with constant weights: `kernel` (in, out)."""
     layer = keras.layers.Conv2D(kernel.shape[-1], 1, use_bias=bias is not None)
     layer.build(x.shape)
     layer.set_weights([kernel.reshape(1, 1, *kernel.shape)] + ([bias] if bias is not None else []))
     return layer(x)
 
 
-def _activation(x, form):
-    if form == "sigmoid":
-        return x * ops.sigmoid(1.702 * x)
-    return gelu_fn(x, form)
+def _dense(x, dense):
+    bias = _value(dense.bias) if dense.use_bias else None
+    return _conv1x1(x, _value(dense.kernel), bias)
 
 
-def _layer_norm(x, norm):
+def _channel_mean(x):
+    """The mean over channels at every position, as a [1, H, W, 1] map (1x1 conv with a 1/C kernel)."""
     channels = x.shape[-1]
-    averaging = np.full((channels, channels), 1.0 / channels, np.float32)
-    centered = x - _conv1x1(x, averaging)
-    variance = _conv1x1(centered * centered, averaging)
-    return centered * ops.rsqrt(variance + norm.epsilon) * _value(norm.scale) + _value(norm.bias)
+    return _conv1x1(x, np.full((channels, 1), 1.0 / channels, np.float32))
 
 
-def _mlp(x, mlp, form):
-    hidden = _activation(_conv1x1(x, _value(mlp.dense_0.kernel), _value(mlp.dense_0.bias)), form)
-    return _conv1x1(hidden, _value(mlp.dense_1.kernel), _value(mlp.dense_1.bias))
+def _spread(x, channels):
+    """[1, H, W, 1] -> [1, H, W, channels], every channel a copy (1x1 conv with a kernel of ones)."""
+    return _conv1x1(x, np.ones((1, channels), np.float32))
 
 
-def _block(x, block, form):
+def _tile_grid(x, rows, cols):
+    """[1, 1, 1, C] -> [1, rows, cols, C] by concatenation (no broadcasting op)."""
+    x = ops.concatenate([x] * cols, axis=2) if cols > 1 else x
+    return ops.concatenate([x] * rows, axis=1) if rows > 1 else x
+
+
+def _normalize(x, norm, scale, bias):
+    """LayerNorm over channels (norm.axis -1) or GroupNorm(1) (norm.axis (1, 2, 3)) of the grid `x`."""
     _, rows, cols, channels = x.shape
-    tokens = keras.layers.Reshape((1, rows * cols, channels))(_layer_norm(x, block.norm_0))
-    mixed = ops.transpose(tokens, (0, 1, 3, 2))  # [1, 1, C, S]: the token MLP runs as 1x1 convs over S
-    mixed = ops.transpose(_mlp(mixed, block.token_mixing, form), (0, 1, 3, 2))
-    x = x + keras.layers.Reshape((rows, cols, channels))(mixed)
-    return x + _mlp(_layer_norm(x, block.norm_1), block.channel_mixing, form)
+    if norm.axis in (-1, 3, (-1,), (3,)):
+        centered = x - _spread(_channel_mean(x), channels)
+        inverse_std = ops.rsqrt(_channel_mean(centered * centered) + norm.epsilon)
+        return centered * _spread(inverse_std, channels) * scale + bias
+    if tuple(norm.axis) != (1, 2, 3):
+        raise ExportError(f"edgetpu_model cannot rewrite LayerNorm {norm.name!r} over axes {norm.axis}: it maps "
+                          "normalization over the channels or over H, W and C (GroupNorm with one group)")
+
+    def grid_mean(tensor):  # MEAN over H/W, then the channel mean: [1, 1, 1, 1]
+        return _channel_mean(ops.mean(tensor, axis=(1, 2), keepdims=True))
+
+    centered = x - _tile_grid(_spread(grid_mean(x), channels), rows, cols)
+    inverse_std = ops.rsqrt(grid_mean(centered * centered) + norm.epsilon)
+    return centered * _tile_grid(_spread(inverse_std, channels), rows, cols) * scale + bias
 
 
-# Every operation of a Mixer this rewrite reproduces, by exact type: anything else (a subclass such as Sparse-MLP's
-# SparseMixerBlock, another family's layers, max pooling, a custom layer) would be dropped from the graph silently.
-REWRITTEN_OPERATIONS = ("InputLayer", "PatchEmbedding", "MixerBlock", "LayerNorm", "GlobalAveragePooling1D",
-                        "Dropout", "Dense", "QuantizedDense")
+def _norm(x, norm, permutation=None):
+    """`norm` (a keras_mixer LayerNorm) on the grid; `permutation` reindexes its affine parameters."""
+    scale, bias = _value(norm.scale), _value(norm.bias)
+    if permutation is not None:
+        scale, bias = scale[permutation], bias[permutation]
+    return _normalize(x, norm, scale, bias)
 
 
-def _check_rewritable(model):
-    """ExportError naming what `edgetpu_model` cannot rewrite: an operation it does not know, or a token-grid
-    output (the rewrite ends in the pooled features or the head)."""
-    operations = {type(op).__name__ for op in getattr(model, "operations", model.layers)}
-    if "MixerBlock" in operations and "GlobalAveragePooling1D" not in operations:
-        raise ExportError(f"edgetpu_model rewrites classifiers and pooled backbones; {model.name!r} outputs its "
-                          "token grid (build it with include_top=True or pooling='avg')")
-    unknown = sorted(operations - set(REWRITTEN_OPERATIONS))
+def _batch_norm_affine(norm):
+    """(scale, shift) of an inference-mode BatchNormalization."""
+    gamma = _value(norm.gamma) if norm.scale else 1.0
+    beta = _value(norm.beta) if norm.center else 0.0
+    scale = gamma / np.sqrt(_value(norm.moving_variance) + norm.epsilon)
+    return scale.astype(np.float32), (beta - _value(norm.moving_mean) * scale).astype(np.float32)
+
+
+def _flat_reshape(x, shape):
+    return ops.reshape(x, (-1, *shape))
+
+
+class _Rewriter:
+    """Rewrites each layer of a keras_mixer model (by exact class name) in the mappable form; see the module doc."""
+
+    def __init__(self, gelu, experts_on_cpu):
+        self.gelu, self.experts_on_cpu = gelu, experts_on_cpu
+
+    def act(self, x, own_form):
+        return gelu_fn(x, self.gelu or own_form)
+
+    def mlp(self, x, mlp, kernel_order=None):
+        """MlpBlock as two 1x1 convs; `kernel_order` permutes its input and output features alike."""
+        kernel_0, bias_0 = _value(mlp.dense_0.kernel), _value(mlp.dense_0.bias)
+        kernel_1, bias_1 = _value(mlp.dense_1.kernel), _value(mlp.dense_1.bias)
+        if kernel_order is not None:
+            kernel_0, kernel_1, bias_1 = kernel_0[kernel_order], kernel_1[:, kernel_order], bias_1[kernel_order]
+        return _conv1x1(self.act(_conv1x1(x, kernel_0, bias_0), mlp.gelu), kernel_1, bias_1)
+
+    # --- layers shared by the families ----------------------------------------------------------------------------
+
+    def Dense(self, layer, x):
+        if len(x.shape) == 2:  # the head on pooled features: FULLY_CONNECTED with a 1-D output
+            head = keras.layers.Dense(layer.units, activation=layer.activation, use_bias=layer.use_bias)
+            head.build(x.shape)  # a float Dense (a QAT head's fake quantization is not part of this form)
+            head.set_weights([_value(layer.kernel)] + ([_value(layer.bias)] if layer.use_bias else []))
+            return head(x)  # the graph's last layer, so exports see a softmax head as probabilities
+        return layer.activation(_dense(x, layer))
+
+    QuantizedDense = Dense
+
+    def Conv2D(self, layer, x):
+        return layer(x)
+
+    ZeroPadding2D = ReLU = Conv2D
+
+    def Dropout(self, layer, x):
+        return x
+
+    def LayerNorm(self, layer, x):
+        return _norm(x, layer)
+
+    def BatchNormalization(self, layer, x):
+        scale, shift = _batch_norm_affine(layer)
+        return x * scale + shift
+
+    def GlobalAveragePooling2D(self, layer, x):
+        return ops.mean(x, axis=(1, 2))
+
+    def GlobalMaxPooling2D(self, layer, x):
+        return ops.max(x, axis=(1, 2))
+
+    GlobalAveragePooling1D, GlobalMaxPooling1D = GlobalAveragePooling2D, GlobalMaxPooling2D
+
+    def Reshape(self, layer, x):  # the Mixer's token grid output: our tokens already are that grid
+        if tuple(layer.target_shape) != tuple(x.shape[1:]):
+            raise ExportError(f"edgetpu_model cannot rewrite Reshape {layer.name!r} to {layer.target_shape} of a "
+                              f"{tuple(x.shape[1:])} grid")
+        return x
+
+    def SplitAttention(self, layer, branches):
+        _, rows, cols, channels = branches[0].shape
+        count = len(branches)
+        a = ops.mean(sum(branches[1:], branches[0]), axis=(1, 2), keepdims=True)  # [1, 1, 1, C]
+        a = _dense(self.act(_dense(a, layer.fc1), "exact"), layer.fc2)  # [1, 1, 1, C·n], channel c·n + i
+        a = ops.softmax(_flat_reshape(a, (1, channels, count)), axis=-1)
+        weights = [_tile_grid(_flat_reshape(a_i, (1, 1, channels)), rows, cols) for a_i in ops.split(a, count, axis=-1)]
+        return sum(branch * weight for branch, weight in zip(branches, weights))
+
+    # --- MLP-Mixer (and Sparse-MLP's dense blocks) --------------------------------------------------------------------
+
+    def PatchEmbedding(self, layer, x):
+        return ops.conv(x, _value(layer.kernel), strides=layer.patch_size, padding="valid") + _value(layer.bias)
+
+    def MixerBlock(self, layer, x):
+        _, rows, cols, channels = x.shape
+        tokens = _flat_reshape(_norm(x, layer.norm_0), (1, rows * cols, channels))
+        mixed = ops.transpose(tokens, (0, 1, 3, 2))  # [1, 1, C, S]: the token MLP runs as 1x1 convs over S
+        mixed = ops.transpose(self.mlp(mixed, layer.token_mixing), (0, 1, 3, 2))
+        x = x + _flat_reshape(mixed, (rows, cols, channels))
+        return x + self.mlp(_norm(x, layer.norm_1), layer.channel_mixing)
+
+    def SparseMixerBlock(self, layer, x):
+        if not self.experts_on_cpu:
+            raise AssertionError("refused before rewriting")  # _check_rewritable names these layers
+        _, rows, cols, channels = x.shape
+        if self.gelu:  # the same block with the sigmoid GELU, so the CPU part holds no GELU builtin
+            config = {**layer.get_config(), "gelu": self.gelu}
+            config.pop("name")
+            block = type(layer).from_config(config)
+            block.build((1, rows * cols, channels))
+            block.set_weights(layer.get_weights())
+            layer = block
+        tokens = layer(ops.reshape(x, (-1, rows * cols, channels)))
+        return ops.reshape(tokens, (-1, rows, cols, channels))
+
+    # --- AS-MLP -------------------------------------------------------------------------------------------------
+
+    def ASMLPBlock(self, layer, x):
+        from keras_mixer.layers.axial_shift import axial_shift
+
+        shift = layer.axial_shift
+        y = self.act(_norm(_dense(_norm(x, layer.norm1), shift.conv1), shift.norm1), "exact")
+        horizontal = self.act(_dense(axial_shift(y, shift.shift_size, 2, shift.dilation), shift.conv2_1), "exact")
+        vertical = self.act(_dense(axial_shift(y, shift.shift_size, 1, shift.dilation), shift.conv2_2), "exact")
+        x = x + _dense(_norm(horizontal + vertical, shift.norm2), shift.conv3)
+        return x + self.mlp(_norm(x, layer.norm2), layer.mlp)
+
+    def PatchMerging(self, layer, x):
+        x = ops.concatenate([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], axis=-1)
+        return _dense(_norm(x, layer.norm), layer.reduction)
+
+    # --- Hire-MLP -----------------------------------------------------------------------------------------------
+
+    def HireBlock(self, layer, x):
+        scale, shift = _batch_norm_affine(layer.norm1)
+        x = x + self.hire_mlp(layer.attn, x * scale + shift)
+        scale, shift = _batch_norm_affine(layer.norm2)
+        return x + self.mlp(x * scale + shift, layer.mlp)
+
+    def hire_mlp(self, layer, x):
+        from keras_mixer.layers.hire_mlp import circular_pad, roll
+
+        def branch(axis, first, norm, second):
+            length, pixel = x.shape[axis], layer.pixel
+            y = circular_pad(roll(x, layer.step, axis), pixel, axis)
+            _, rows, cols, channels = y.shape
+            # regions into channels (channel c·p + k) with one 4-D transpose: rows as [R, p, W·C] (axis 1) or
+            # columns as [H·W/p, p, C] (axis 2), then p innermost
+            grouped = (rows // pixel, pixel, cols * channels) if axis == 1 else (rows * cols // pixel, pixel, channels)
+            merged = (rows // pixel, cols, channels * pixel) if axis == 1 else (rows, cols // pixel, channels * pixel)
+            y = _flat_reshape(ops.transpose(_flat_reshape(y, grouped), (0, 1, 3, 2)), merged)
+            scale, shift = _batch_norm_affine(norm)  # folded into the bias-free first conv
+            y = _conv1x1(y, _value(first.kernel) * scale, shift)
+            y = _dense(ops.relu(y), second)
+            swapped = (grouped[0], grouped[2], grouped[1])
+            y = _flat_reshape(ops.transpose(_flat_reshape(y, swapped), (0, 1, 3, 2)), (rows, cols, channels))
+            index = [slice(None)] * 4
+            index[axis] = slice(0, length)
+            return roll(y[tuple(index)], (-layer.step) % length, axis)
+
+        h = branch(1, layer.mlp_h1, layer.mlp_h1_norm, layer.mlp_h2)
+        w = branch(2, layer.mlp_w1, layer.mlp_w1_norm, layer.mlp_w2)
+        return _dense(self.SplitAttention(layer.reweight, [h, w, _dense(x, layer.mlp_c)]), layer.proj)
+
+    # --- Vision Permutator --------------------------------------------------------------------------------------
+
+    def PermutatorBlock(self, layer, x):
+        x = x + self.permute_mlp(layer.attn, _norm(x, layer.norm1)) / layer.skip_lam
+        return x + self.mlp(_norm(x, layer.norm2), layer.mlp) / layer.skip_lam
+
+    def permute_mlp(self, layer, x):
+        _, rows, cols, channels = x.shape
+        segments = layer.segment_dim
+        size = channels // segments
+        # height branch: (h, s) into channels with w, g as the grid: [1, H, W·G, S] -> [1, W·G, H, S]
+        h = ops.transpose(_flat_reshape(x, (rows, cols * segments, size)), (0, 2, 1, 3))
+        h = _dense(_flat_reshape(h, (cols, segments, rows * size)), layer.mlp_h)
+        h = ops.transpose(_flat_reshape(h, (cols * segments, rows, size)), (0, 2, 1, 3))
+        # width branch: (w, s) into channels with g, h as the grid: [1, H·W, G, S] -> [1, G, H·W, S]
+        w = ops.transpose(_flat_reshape(x, (rows * cols, segments, size)), (0, 2, 1, 3))
+        w = _dense(_flat_reshape(w, (segments, rows, cols * size)), layer.mlp_w)
+        w = ops.transpose(_flat_reshape(w, (segments, rows * cols, size)), (0, 2, 1, 3))
+        branches = [_flat_reshape(h, (rows, cols, channels)), _flat_reshape(w, (rows, cols, channels)),
+                    _dense(x, layer.mlp_c)]
+        return _dense(self.SplitAttention(layer.reweight, branches), layer.proj)
+
+    # --- RaftMLP ------------------------------------------------------------------------------------------------
+
+    def CrossScaleEmbedding(self, layer, x):
+        return layer(x)  # PADs, strided CONV_2Ds and ADDs already
+
+    def RaftBlock(self, layer, x):
+        _, rows, cols, channels = x.shape
+        rafts = layer.raft_size
+        size = channels // rafts
+        # the token norms' affine parameters are indexed (i_o, i_r); the grid's channels are (i_r, i_o)
+        raft_major = np.arange(channels).reshape(size, rafts).T.reshape(-1)
+        # vertical: rows (i_o, w), values (i_r, h): [1, h, w·r, o] -> [1, o, w·r, h], one transpose each way
+        y = _flat_reshape(_norm(x, layer.vertical_norm, raft_major), (rows, cols * rafts, size))
+        y = _flat_reshape(ops.transpose(y, (0, 3, 2, 1)), (size, cols, rafts * rows))
+        y = _flat_reshape(self.mlp(y, layer.vertical_mlp), (size, cols * rafts, rows))
+        x = x + _flat_reshape(ops.transpose(y, (0, 3, 2, 1)), (rows, cols, channels))
+        # horizontal: rows (i_o, h), values (i_r, w); [1, h·w, r, o] -> [1, o, h·w, r] leaves the values ordered
+        # (w, i_r), so the MLP's features are permuted to that order instead of transposing again
+        y = _flat_reshape(_norm(x, layer.horizontal_norm, raft_major), (rows * cols, rafts, size))
+        y = _flat_reshape(ops.transpose(y, (0, 3, 1, 2)), (size, rows, cols * rafts))
+        column_major = np.arange(rafts * cols).reshape(rafts, cols).T.reshape(-1)
+        y = _flat_reshape(self.mlp(y, layer.horizontal_mlp, column_major), (size, rows * cols, rafts))
+        x = x + _flat_reshape(ops.transpose(y, (0, 2, 3, 1)), (rows, cols, channels))
+        return x + self.mlp(_norm(x, layer.channel_norm), layer.channel_mlp)
+
+    def __call__(self, layer, *args, **kwargs):
+        return getattr(self, type(layer).__name__)(layer, *args)
+
+
+REWRITTEN_LAYERS = tuple(name for name in dir(_Rewriter) if name[0].isupper())
+
+
+def _check_rewritable(model, experts_on_cpu):
+    """ExportError naming what `edgetpu_model` cannot rewrite: a layer class it does not know (it would otherwise
+    be dropped or mistranslated), or Sparse-MLP's expert layers unless they may run on the CPU."""
+    if not isinstance(model, keras.Model) or not hasattr(model, "operations") or isinstance(model, keras.Sequential):
+        raise ExportError(f"edgetpu_model rewrites keras_mixer's functional models; got {type(model).__name__}")
+    layers = [op for op in model.operations if type(op).__name__ != "InputLayer"]
+    unknown = sorted({type(op).__name__ for op in layers} - set(REWRITTEN_LAYERS))
     if unknown:
         raise ExportError(f"edgetpu_model cannot rewrite {type(model).__name__} {model.name!r}: it has "
-                          f"{', '.join(unknown)} (it rewrites MLP-Mixers: {', '.join(REWRITTEN_OPERATIONS)})")
+                          f"{', '.join(unknown)} (it rewrites the layers of keras_mixer's families: "
+                          f"{', '.join(REWRITTEN_LAYERS)})")
+    experts = [op.name for op in layers if type(op).__name__ in EXPERT_LAYERS]
+    if experts and not experts_on_cpu:
+        raise ExportError(
+            f"edgetpu_model cannot map {model.name!r}'s expert layers {', '.join(experts)} (SparseMixerBlock): "
+            "their top-k routing and one-hot dispatch have no Edge TPU op. Pass experts_on_cpu=True for a graph "
+            "that maps up to the first expert layer and runs the rest on the CPU (keras-mixer edgetpu-check "
+            "shows the split)")
 
 
-def edgetpu_model(model, gelu="sigmoid"):
-    """A batch-1 functional model computing `model` (a keras_mixer Mixer, float or QAT: its float weights are
-    used) in the Edge-TPU-mappable form described above. `gelu`: "sigmoid" (mappable) or None to keep the model's
-    own form (then the output equals the model's to float precision). Export it with PTQ int8 (`to_tflite`, which
-    quantizes every op of this graph: `integer_only` defaults to True for it)."""
-    _check_rewritable(model)
-    blocks = [layer for layer in model.layers if isinstance(layer, MixerBlock)]
-    stem = next((layer for layer in model.layers if isinstance(layer, PatchEmbedding)), None)
-    norms = [layer for layer in model.layers if isinstance(layer, LayerNorm)]
-    if stem is None or not blocks or not norms:
-        raise ExportError(f"edgetpu_model needs a keras_mixer MLP-Mixer; {model.name!r} has no stem/blocks/norm")
+def edgetpu_model(model, gelu="sigmoid", experts_on_cpu=False):
+    """A batch-1 functional model computing `model` (any keras_mixer family; float or QAT: its float weights are
+    used) in the Edge-TPU-mappable form described above.
+
+    `gelu`: "sigmoid" (mappable) or None to keep the model's own form (then the output equals the model's to float
+    precision). `experts_on_cpu`: for Sparse-MLP, keep the expert blocks (they cannot map) instead of refusing.
+    Export it with PTQ int8 (`to_tflite`, which quantizes every op of this graph: `integer_only` defaults to True
+    for it). Raises ExportError naming any layer it cannot rewrite."""
+    if gelu not in ("sigmoid", None):
+        raise ExportError(f"edgetpu_model: gelu must be 'sigmoid' or None (the model's own form), got {gelu!r}")
+    _check_rewritable(model, experts_on_cpu)
     images = keras.Input(model.input_shape[1:], batch_size=1, name="images")
-    x = ops.conv(images, _value(stem.kernel), strides=stem.patch_size, padding="valid") + _value(stem.bias)
-    for block in blocks:
-        x = _block(x, block, gelu or block.gelu)
-    x = ops.mean(_layer_norm(x, norms[-1]), axis=(1, 2))
-    head = model.layers[-1]
-    if isinstance(head, keras.layers.Dense):
-        x = ops.matmul(x, _value(head.kernel)) + _value(head.bias)
-        x = head.activation(x)
-    edgetpu_graph = keras.Model(images, x, name=f"{model.name}_edgetpu")
+    rewritten = keras.models.clone_model(model, input_tensors=images, clone_function=lambda layer: layer,
+                                         call_function=_Rewriter(gelu, experts_on_cpu))
+    outputs = rewritten.outputs if isinstance(model.output, (list, tuple)) else [rewritten.output]
+    expected = model.outputs if isinstance(model.output, (list, tuple)) else [model.output]
+    for got, want in zip(outputs, expected):
+        if tuple(got.shape[1:]) != tuple(want.shape[1:]):
+            raise ExportError(f"edgetpu_model: the rewritten {model.name!r} outputs {tuple(got.shape[1:])}, the "
+                              f"model {tuple(want.shape[1:])}")
+    edgetpu_graph = keras.Model(images, rewritten.outputs if len(outputs) > 1 else rewritten.output,
+                                name=f"{model.name}_edgetpu")
     edgetpu_graph.integer_only_export = True  # the Edge TPU runs integer ops only; read by to_tflite
     return edgetpu_graph

@@ -32,7 +32,7 @@ def axial_shift(x, shift_size, axis, dilation=1):
         begin = [0, 0, 0, 0]
         begin[axis] = 0 if d > 0 else -d
         size = list(chunk.shape)
-        size[0] = -1 if size[0] is None else size[0]
+        size[0] = -1  # whatever the batch (a batch-1 graph is also run on calibration batches)
         size[axis] = length
         pieces.append(ops.slice(padded, begin, size) if abs(d) < length else ops.zeros_like(chunk))
     return ops.concatenate(pieces, axis=-1)

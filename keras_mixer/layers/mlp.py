@@ -5,13 +5,17 @@ from keras import ops
 
 from keras_mixer.layers import fake_quant
 
-GELU_FORMS = ("tanh", "exact")
+GELU_FORMS = ("tanh", "exact", "sigmoid")
 
 
 def gelu(x, form):
-    """GELU in the named form: "tanh" (Flax's default, what the official Mixer checkpoints use) or "exact" (erf, timm)."""
+    """GELU in the named form: "tanh" (Flax's default, what the official Mixer checkpoints use), "exact" (erf, timm)
+    or "sigmoid", x·sigmoid(1.702·x) (Hendrycks & Gimpel's approximation: LOGISTIC and MUL, which the Edge TPU maps,
+    where the GELU builtin makes its compiler reject the model)."""
     if form not in GELU_FORMS:
         raise ValueError(f"gelu form must be one of {GELU_FORMS}, got {form!r}")
+    if form == "sigmoid":
+        return x * ops.sigmoid(1.702 * x)
     return ops.gelu(x, approximate=form == "tanh")
 
 
