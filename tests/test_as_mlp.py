@@ -67,5 +67,6 @@ def test_backbone_stages_and_sizes():
         keras_mixer.ASMLP(8, DEPTHS, input_shape=(48, 48, 3))
 
 
-trained, test_trains_on_digits_and_round_trips, test_tflite_export_agrees_with_keras = digits_family_tests(
+(trained, test_trains_on_digits_and_round_trips, test_tflite_export_agrees_with_keras,
+ test_edgetpu_form_keeps_top1) = digits_family_tests(
     lambda: keras_mixer.ASMLP(16, (1, 1, 1, 1), input_shape=(32, 32, 3), classes=10, classifier_activation=None))

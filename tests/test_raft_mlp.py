@@ -110,5 +110,6 @@ def test_registry_features_and_size_errors():
         keras_mixer.RaftMLP(SMALL, input_shape=(40, 40, 3))
 
 
-trained, test_trains_on_digits_and_round_trips, test_tflite_export_agrees_with_keras = digits_family_tests(
+(trained, test_trains_on_digits_and_round_trips, test_tflite_export_agrees_with_keras,
+ test_edgetpu_form_keeps_top1) = digits_family_tests(
     lambda: keras_mixer.RaftMLP(SMALL, input_shape=(32, 32, 3), classes=10, classifier_activation=None))

@@ -146,12 +146,13 @@ def test_registry_features_and_weights_errors(tmp_path):
         keras_mixer.SparseMLP(**SMALL, input_shape=(32, 32, 3), weights=str(tmp_path / "sparse.pth"))
 
 
-trained, test_trains_on_digits_and_round_trips, test_tflite_export_agrees_with_keras = digits_family_tests(
+(trained, test_trains_on_digits_and_round_trips, test_tflite_export_agrees_with_keras,
+ test_edgetpu_form_keeps_top1) = digits_family_tests(
     lambda: keras_mixer.SparseMLP(**SMALL, input_shape=(32, 32, 3), classes=10, classifier_activation=None))
 
 
 def test_reports_aux_loss_and_dense_dispatch_agrees(trained):
-    model, history, _, x_test = trained
+    model, history, _, x_test, _ = trained
     assert "aux_loss" in history and all(0 < value < 0.1 for value in history["aux_loss"]), history
     dense = keras_mixer.models.with_dispatch(model, "dense")
     np.testing.assert_allclose(dense.predict(x_test, verbose=0), model.predict(x_test, verbose=0), atol=1e-4)

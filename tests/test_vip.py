@@ -88,5 +88,6 @@ def test_registry_and_features():
     assert pooled.output_shape == (None, 48)
 
 
-trained, test_trains_on_digits_and_round_trips, test_tflite_export_agrees_with_keras = digits_family_tests(
+(trained, test_trains_on_digits_and_round_trips, test_tflite_export_agrees_with_keras,
+ test_edgetpu_form_keeps_top1) = digits_family_tests(
     lambda: keras_mixer.VisionPermutator(**SMALL, input_shape=(32, 32, 3), classes=10, classifier_activation=None))

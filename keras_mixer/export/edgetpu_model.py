@@ -191,14 +191,13 @@ class _Rewriter:
         if not self.experts_on_cpu:
             raise AssertionError("refused before rewriting")  # _check_rewritable names these layers
         _, rows, cols, channels = x.shape
-        if self.gelu:  # the same block with the sigmoid GELU, so the CPU part holds no GELU builtin
-            config = {**layer.get_config(), "gelu": self.gelu}
-            config.pop("name")
-            block = type(layer).from_config(config)
-            block.build((1, rows * cols, channels))
-            block.set_weights(layer.get_weights())
-            layer = block
-        tokens = layer(ops.reshape(x, (-1, rows * cols, channels)))
+        # the same block (its name too, for reports) in its static-shape "dense" dispatch, which exports, and with
+        # the sigmoid GELU, so the CPU part holds no GELU builtin either (the compiler would reject the file)
+        config = {**layer.get_config(), "dispatch": "dense", "gelu": self.gelu or layer.get_config()["gelu"]}
+        block = type(layer).from_config(config)
+        block.build((1, rows * cols, channels))
+        block.set_weights(layer.get_weights())
+        tokens = block(ops.reshape(x, (-1, rows * cols, channels)))
         return ops.reshape(tokens, (-1, rows, cols, channels))
 
     # --- AS-MLP -------------------------------------------------------------------------------------------------
@@ -318,7 +317,7 @@ def _check_rewritable(model, experts_on_cpu):
     experts = [op.name for op in layers if type(op).__name__ in EXPERT_LAYERS]
     if experts and not experts_on_cpu:
         raise ExportError(
-            f"edgetpu_model cannot map {model.name!r}'s expert layers {', '.join(experts)} (SparseMixerBlock): "
+            f"edgetpu_model cannot map the expert layers {', '.join(experts)} (SparseMixerBlock) of {model.name!r}: "
             "their top-k routing and one-hot dispatch have no Edge TPU op. Pass experts_on_cpu=True for a graph "
             "that maps up to the first expert layer and runs the rest on the CPU (keras-mixer edgetpu-check "
             "shows the split)")
@@ -347,4 +346,7 @@ def edgetpu_model(model, gelu="sigmoid", experts_on_cpu=False):
     edgetpu_graph = keras.Model(images, rewritten.outputs if len(outputs) > 1 else rewritten.output,
                                 name=f"{model.name}_edgetpu")
     edgetpu_graph.integer_only_export = True  # the Edge TPU runs integer ops only; read by to_tflite
+    # read by to_tflite too: the expert layers (after the mappable part, on the CPU) export float, as int8 routing
+    # flips expert choices
+    edgetpu_graph.experts_on_cpu = experts_on_cpu and any(type(op).__name__ in EXPERT_LAYERS for op in model.operations)
     return edgetpu_graph

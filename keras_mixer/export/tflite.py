@@ -212,6 +212,7 @@ def to_tflite(
     integer = quantization in ("int8", "uint8")
     if integer_only is None:
         integer_only = quantization == "uint8" or getattr(model, "integer_only_export", False)
+    experts_on_cpu = getattr(model, "experts_on_cpu", False)  # set by edgetpu_model
     from keras_mixer.quantization import is_quantized, strip_quantization
 
     has_fake_quant = is_quantized(model)
@@ -243,7 +244,9 @@ def to_tflite(
         converter.representative_dataset = _representative_dataset(calibration, batch_size, calibration_steps)
         # the denylists act at calibration; a QAT model exported without calibration data is all-integer
         keep_float = not integer_only and converter.representative_dataset is not None
-        float_nodes = _mixture_of_experts_nodes(static_model) if keep_float else []
+        # an Edge-TPU graph's expert layers run on the CPU anyway: float there, as in the default export
+        experts_float = keep_float or (experts_on_cpu and converter.representative_dataset is not None)
+        float_nodes = _mixture_of_experts_nodes(static_model) if experts_float else []
         float_ops = list(XNNPACK_FLOAT_OPS) if keep_float else []
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if float_nodes or float_ops:

@@ -1,0 +1,158 @@
+"""`edgetpu_model` for every family: the same function as the model (its own GELU), an int8 export every op of which
+the Edge TPU compiler maps with no float32 tensor, and a refusal for anything it cannot rewrite.
+
+Every model gets a non-zero head and non-trivial norm statistics first: a fresh Mixer's head is zero-initialized, so
+every logit is 0 and a graph that drops whole blocks would still "match" (Sparse-MLP's experts once vanished so)."""
+
+import re
+
+import keras
+import numpy as np
+import pytest
+
+import keras_mixer
+from keras_mixer.errors import ExportError
+from keras_mixer.export import to_tflite
+from keras_mixer.export.edgetpu import check_edgetpu, read_graph
+from keras_mixer.export.edgetpu_model import edgetpu_model
+
+# digits-sized models exercising every layer of each family: Hire-MLP's shifted blocks (step > 0) and circular
+# padding (a 5-row map with pixel 3), ViP's transition and segment widths, RaftMLP's two embedding kernels
+SMALL = {
+    "mixer": lambda: keras_mixer.MLPMixer(4, 16, 2, 8, 32, input_shape=(16, 16, 3), classes=5),
+    "as_mlp": lambda: keras_mixer.ASMLP(8, (1, 1, 1, 1), input_shape=(32, 32, 3), classes=5),
+    "hire_mlp": lambda: keras_mixer.HireMLP((1, 2, 1, 1), (16, 32, 32, 64), input_shape=(80, 80, 3), classes=5),
+    "vip": lambda: keras_mixer.VisionPermutator((1, 1, 1, 1), (16, 32, 32, 32), (True, False, False, False),
+                                                (8, 4, 4, 4), patch_size=4, input_shape=(32, 32, 3), classes=5),
+    "raft_mlp": lambda: keras_mixer.RaftMLP(
+        [dict(depth=1, dim=8, patch_size=4, raft_size=2, embedding_kernels=(4, 8)),
+         dict(depth=1, dim=16, patch_size=2, raft_size=2, embedding_kernels=(2, 4))],
+        input_shape=(32, 48, 3), classes=5),
+}
+
+
+def with_nonzero_weights(model, seed=1):
+    """The head and every norm's affine / BatchNorm statistic set to random values (see the module doc)."""
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        name = variable.path.rsplit("/", 1)[-1]
+        if "head" in variable.path or name in ("bias", "beta", "moving_mean") and "norm" in variable.path:
+            variable.assign(rng.normal(0, 0.3, variable.shape).astype("float32"))
+        elif name in ("scale", "gamma", "moving_variance"):
+            variable.assign(rng.uniform(0.5, 1.5, variable.shape).astype("float32"))
+    return model
+
+
+def images(model, count, seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, (count, *model.input_shape[1:])).astype("float32")
+
+
+def assert_same_function(model, **options):
+    x = images(model, 2)
+    form = edgetpu_model(model, gelu=None, **options)
+    got = np.concatenate([form.predict(x[i : i + 1], verbose=0) for i in range(len(x))])
+    want = model.predict(x, verbose=0)
+    assert np.abs(want).max() > 0.05  # not vacuous: the outputs vary
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def assert_maps_fully(model, path):
+    exported = to_tflite(edgetpu_model(model), path, "int8", representative_data=images(model, 16))
+    rows, summary = check_edgetpu(exported)
+    assert summary["cpu_ops"] == 0 and summary["edgetpu_ops"] == len(rows), summary
+    floats = {(op, t[0]) for op, _, inputs, outputs in read_graph(exported) for t in inputs + outputs
+              if t[0] not in ("INT8", "UINT8", "INT32")}
+    assert not floats, floats  # int32 only for shapes and biases
+    return rows
+
+
+@pytest.mark.parametrize("family", sorted(SMALL))
+def test_form_is_the_model_with_its_own_gelu(family):
+    assert_same_function(with_nonzero_weights(SMALL[family]()))
+
+
+@pytest.mark.parametrize("family", sorted(SMALL))
+def test_form_maps_every_op_with_no_float_tensor(family, tmp_path):
+    rows = assert_maps_fully(with_nonzero_weights(SMALL[family]()), tmp_path / "edgetpu.tflite")
+    assert not {"GELU", "BATCH_MATMUL", "DEQUANTIZE", "GATHER"} & {r.op for r in rows}
+
+
+def test_a_wrong_rewrite_is_caught():
+    """The checks above fail on a form that is wrong in one place: RaftMLP's horizontal MLP without the feature
+    permutation its layout needs."""
+    from keras_mixer.export import edgetpu_model as forms
+
+    model = with_nonzero_weights(SMALL["raft_mlp"]())
+    original = forms._Rewriter.mlp
+    try:
+        forms._Rewriter.mlp = lambda self, x, mlp, kernel_order=None: original(self, x, mlp)
+        with pytest.raises(AssertionError):
+            assert_same_function(model)
+    finally:
+        forms._Rewriter.mlp = original
+
+
+def test_sparse_mlp_is_refused_by_name_or_split_at_its_first_expert_layer(tmp_path):
+    model = with_nonzero_weights(keras_mixer.SparseMLP(4, 16, 3, 8, 32, num_sparse_blocks=2, min_capacity=1,
+                                                       input_shape=(16, 16, 3), classes=5))
+    with pytest.raises(ExportError, match=r"expert layers SparseBlock_1, SparseBlock_2 \(SparseMixerBlock\).*"
+                                          r"experts_on_cpu=True"):
+        edgetpu_model(model)
+    assert_same_function(model, experts_on_cpu=True)
+    path = to_tflite(edgetpu_model(model, experts_on_cpu=True), tmp_path / "split.tflite", "int8",
+                     representative_data=images(model, 16))
+    rows, summary = check_edgetpu(path)
+    assert "GELU" not in {r.op for r in rows}  # the CPU part too: the compiler would reject the whole file
+    first_cpu = summary["ops"] - summary["cpu_ops"]
+    assert 0 < first_cpu < summary["ops"] and all(r.on_edgetpu for r in rows[:first_cpu])
+    # the dense block maps; the first op on the CPU is the first expert block's (Keras may suffix its name)
+    assert re.search(r"/SparseBlock_1(_\d+)?/", summary["first_cpu_tensor"]), summary
+
+
+@pytest.mark.parametrize("build, named", [
+    (lambda: keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(2)]),
+     "functional models; got Sequential"),
+    (lambda: keras.Model(*(lambda i: (i, keras.layers.MaxPooling2D()(keras.layers.Conv2D(4, 1)(i))))(
+        keras.Input((8, 8, 3)))), "it has MaxPooling2D"),
+])
+def test_an_unknown_model_is_refused_by_class(build, named):
+    with pytest.raises(ExportError, match=named):
+        edgetpu_model(build())
+
+
+def test_token_grid_and_pooled_backbones():
+    for options in (dict(include_top=False), dict(include_top=False, pooling="avg")):
+        assert_same_function(with_nonzero_weights(
+            keras_mixer.MLPMixer(4, 16, 2, 8, 32, input_shape=(16, 16, 3), **options)))
+    stages = keras_mixer.ASMLP(8, (1, 1, 1, 1), input_shape=(32, 32, 3), include_top=False, return_stages=True)
+    form = edgetpu_model(stages, gelu=None)
+    x = images(stages, 1)
+    for got, want in zip(form.predict(x, verbose=0), stages.predict(x, verbose=0)):
+        np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+# --- the released architectures at 224 and one other size (slow: minutes per variant) --------------------------
+
+def _vip_s14_at(size):  # ViP fits one grid per segment_dim: 224 / 14 = 16 as released, 112 / 14 = 8
+    from keras_mixer.models.vip import VIP_VARIANTS
+
+    patch, layers, dims, _, transitions = VIP_VARIANTS["vip_s14"]
+    return keras_mixer.VisionPermutator(layers, dims, transitions, (size // patch,) * 4, patch_size=patch,
+                                        input_shape=(size, size, 3))
+
+
+RELEASED = {  # the smallest variant of each family at 224 and at a second size the family supports
+    **{f"{variant}@{size}": (lambda v=variant, s=size: keras_mixer.create_model(v, input_shape=(s, s, 3)))
+       for variant, sizes in (("mixer_s32", (224, 160)), ("as_mlp_t", (224, 256)), ("hire_mlp_tiny", (224, 192)),
+                              ("raft_mlp_s", (224, 256))) for size in sizes},
+    "vip_s14@224": lambda: _vip_s14_at(224),
+    "vip_s14@112": lambda: _vip_s14_at(112),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(RELEASED))
+def test_released_variant_forms(name, tmp_path):
+    model = with_nonzero_weights(RELEASED[name]())
+    assert_same_function(model)
+    assert_maps_fully(model, tmp_path / "edgetpu.tflite")
