@@ -1,11 +1,13 @@
 """float32 vs int8 TFLite latency of registered models, measured side by side in one run: the default int8 export
-(elementwise ops float, for XNNPACK) and the all-integer one (`integer_only=True`) with its Edge TPU compatibility
-summary. Random weights, random calibration: speed and graph structure only, not accuracy.
+(elementwise ops float, for XNNPACK), the all-integer one (`integer_only=True`, what NNAPI and DSPs need) and the
+Edge-TPU form (`edgetpu_model`, all-integer), with the form's Edge TPU compatibility summary and size against the
+Edge TPU's ~8 MiB parameter cache. Random weights, random calibration: speed and graph structure, not accuracy.
 
-    python benchmarks/tflite_latency.py as_mlp_t hire_mlp_tiny mixer_s32 --threads 1 2
+    python benchmarks/tflite_latency.py mixer_s32 as_mlp_t hire_mlp_tiny vip_s14 raft_mlp_s --threads 1 2
 """
 
 import argparse
+import os
 import tempfile
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import keras_mixer
 from keras_mixer.export import load_interpreter, to_tflite
 from keras_mixer.export.evaluate import latency_ms
 from keras_mixer.export.edgetpu import check_edgetpu
+from keras_mixer.export.edgetpu_model import edgetpu_model
 
 
 def gflops(model):
@@ -37,24 +40,29 @@ def main():
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     calibration = rng.uniform(-1, 1, (8, 224, 224, 3)).astype("float32")
-    print(f"{'model':<16}{'GMACs':>7}{'threads':>8}{'fp32 ms':>10}{'int8 ms':>10}{'int8/fp32':>10}"
-          f"{'all-int8 ms':>12}  Edge TPU (all-int8)")
+    print(f"{'model':<18}{'GMACs':>7}{'threads':>8}{'fp32 ms':>9}{'int8 ms':>9}{'all-int8':>9}{'edgetpu':>9}"
+          f"{'form/int8':>10}{'form MiB':>9}  Edge TPU (the form)")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             model = keras_mixer.create_model(name, classifier_activation=None)
             macs = gflops(model)
-            exports = {"float32": ("float32", False), "int8": ("int8", False), "integer": ("int8", True)}
-            paths = {key: to_tflite(model, Path(tmp) / f"{name}_{key}.tflite", mode, representative_data=calibration,
-                                    integer_only=integer_only) for key, (mode, integer_only) in exports.items()}
-            _, edgetpu = check_edgetpu(paths["integer"])
+            exports = {"float32": (model, "float32", False), "int8": (model, "int8", False),
+                       "integer": (model, "int8", True), "edgetpu": (edgetpu_model(model, experts_on_cpu=True), "int8", True)}
+            paths = {key: to_tflite(source, Path(tmp) / f"{name}_{key}.tflite", mode, representative_data=calibration,
+                                    integer_only=integer_only)
+                     for key, (source, mode, integer_only) in exports.items()}
+            _, edgetpu = check_edgetpu(paths["edgetpu"])
             verdict = ("rejected (" + ", ".join(edgetpu["rejected_by"]) + ")" if edgetpu["rejected_by"]
-                       else f"{edgetpu['edgetpu_ops']}/{edgetpu['ops']} mapped; first CPU op {edgetpu['first_cpu_op']}")
+                       else f"{edgetpu['edgetpu_ops']}/{edgetpu['ops']} mapped"
+                       + (f"; first CPU op {edgetpu['first_cpu_op']} in {edgetpu['first_cpu_tensor']}"
+                          if edgetpu["first_cpu_op"] else ""))
+            mib = os.path.getsize(paths["edgetpu"]) / 2**20
             for threads in args.threads:
                 ms = {mode: latency_ms(load_interpreter(p, num_threads=threads), calibration[0], runs=args.runs)[0]
                       for mode, p in paths.items()}
-                print(f"{name:<16}{macs:>7.2f}{threads:>8}{ms['float32']:>10.1f}{ms['int8']:>10.1f}"
-                      f"{ms['int8'] / ms['float32']:>10.2f}{ms['integer']:>12.1f}  {verdict}")
-
+                print(f"{name:<18}{macs:>7.2f}{threads:>8}{ms['float32']:>9.1f}{ms['int8']:>9.1f}{ms['integer']:>9.1f}"
+                      f"{ms['edgetpu']:>9.1f}{ms['edgetpu'] / ms['int8']:>10.2f}{mib:>8.1f}{'' if mib < 8 else '!'}"
+                      f"  {verdict}", flush=True)
 
 if __name__ == "__main__":
     main()

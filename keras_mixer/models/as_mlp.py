@@ -24,6 +24,7 @@ AS_MLP_VARIANTS = {
     "as_mlp_t": (96, (2, 2, 6, 2), 0.2),
     "as_mlp_s": (96, (2, 2, 18, 2), 0.3),
     "as_mlp_b": (128, (2, 2, 18, 2), 0.5),
+    "as_mlp_edgetpu": (40, (2, 2, 6, 2), 0.1),  # Edge-TPU-sized, not a paper's: its int8 weights (5.1 M) fit the Edge TPU's ~8 MiB parameter cache at 224
 }
 GROUP_NORM = (1, 2, 3)  # normalize over H, W and C: GroupNorm with one group
 EPSILON = 1e-5
@@ -93,11 +94,12 @@ def official_to_keras(state_dict, source="checkpoint"):
     return weights_lib.torch_state_dict_to_keras(state_dict, source, "AS-MLP", _layer_path, r"(^|[_/])norm\d*$")
 
 
-ASMLPTiny, ASMLPSmall, ASMLPBase = (
+ASMLPTiny, ASMLPSmall, ASMLPBase, ASMLPEdgeTPU = (
     variant_builder(variant, function, ASMLP, {"embed_dim": dim, "depths": depths})
     for variant, function, (dim, depths, _) in (
         ("as_mlp_t", "ASMLPTiny", AS_MLP_VARIANTS["as_mlp_t"]),
         ("as_mlp_s", "ASMLPSmall", AS_MLP_VARIANTS["as_mlp_s"]),
         ("as_mlp_b", "ASMLPBase", AS_MLP_VARIANTS["as_mlp_b"]),
+        ("as_mlp_edgetpu", "ASMLPEdgeTPU", AS_MLP_VARIANTS["as_mlp_edgetpu"]),
     )
 )

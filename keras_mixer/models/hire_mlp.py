@@ -25,6 +25,7 @@ HIRE_MLP_VARIANTS = {
     "hire_mlp_small": ((3, 4, 10, 3), (64, 128, 320, 512)),
     "hire_mlp_base": ((4, 6, 24, 3), (64, 128, 320, 512)),
     "hire_mlp_large": ((4, 6, 24, 3), (96, 192, 384, 768)),
+    "hire_mlp_edgetpu": ((2, 2, 4, 2), (32, 64, 160, 256)),  # Edge-TPU-sized, not a paper's: its int8 weights (4.7 M) fit the Edge TPU's ~8 MiB parameter cache at 224
 }
 
 
@@ -110,13 +111,14 @@ def official_to_keras(state_dict, source="checkpoint"):
                                                  weights_lib.BATCH_NORM_VARIABLES)
 
 
-HireMLPTiny, HireMLPSmall, HireMLPBase, HireMLPLarge = (
+HireMLPTiny, HireMLPSmall, HireMLPBase, HireMLPLarge, HireMLPEdgeTPU = (
     variant_builder(variant, function, HireMLP, {"layers": layers, "embed_dims": dims})
     for variant, function in (
         ("hire_mlp_tiny", "HireMLPTiny"),
         ("hire_mlp_small", "HireMLPSmall"),
         ("hire_mlp_base", "HireMLPBase"),
         ("hire_mlp_large", "HireMLPLarge"),
+        ("hire_mlp_edgetpu", "HireMLPEdgeTPU"),
     )
     for layers, dims in [HIRE_MLP_VARIANTS[variant]]
 )

@@ -27,6 +27,7 @@ MIXER_VARIANTS = {
     "mixer_l32": (32, 1024, 24, 512, 4096),
     "mixer_l16": (16, 1024, 24, 512, 4096),
     "mixer_h14": (14, 1280, 32, 640, 5120),
+    "mixer_edgetpu": (16, 256, 8, 128, 1024),  # Edge-TPU-sized, not a paper's: its int8 weights (5.1 M) fit the Edge TPU's ~8 MiB parameter cache at 224
 }
 CONFIG_KEYS = ("patch_size", "hidden_dim", "num_blocks", "tokens_mlp_dim", "channels_mlp_dim")
 TOKEN_MIXING = "MixerBlock_{}/token_mixing/Dense_{}/{}"
@@ -317,7 +318,7 @@ def convert_checkpoint(source, destination, gelu=None):
     return model
 
 
-MixerS32, MixerS16, MixerS8, MixerB32, MixerB16, MixerL32, MixerL16, MixerH14 = (
+MixerS32, MixerS16, MixerS8, MixerB32, MixerB16, MixerL32, MixerL16, MixerH14, MixerEdgeTPU = (
     variant_builder(variant, function, MLPMixer, dict(zip(CONFIG_KEYS, MIXER_VARIANTS[variant])),
                     "Pretrained tags: keras_mixer.list_pretrained(variant).")
     for variant, function in (
@@ -329,5 +330,6 @@ MixerS32, MixerS16, MixerS8, MixerB32, MixerB16, MixerL32, MixerL16, MixerH14 = 
         ("mixer_l32", "MixerL32"),
         ("mixer_l16", "MixerL16"),
         ("mixer_h14", "MixerH14"),
+        ("mixer_edgetpu", "MixerEdgeTPU"),
     )
 )

@@ -25,6 +25,7 @@ RAFT_MLP_VARIANTS = {
     "raft_mlp_s": _levels((64, 128, 256, 512)),
     "raft_mlp_m": _levels((96, 192, 384, 768)),
     "raft_mlp_l": _levels((128, 192, 512, 1024)),
+    "raft_mlp_edgetpu": _levels((48, 96, 192, 384)),  # Edge-TPU-sized, not a paper's: its int8 weights (5.8 M) fit the Edge TPU's ~8 MiB parameter cache at 224
 }
 
 
@@ -97,8 +98,8 @@ def official_to_keras(state_dict, source="checkpoint"):
     return weights_lib.torch_state_dict_to_keras(state_dict, source, "RaftMLP", _layer_path, r"(^|[_/])norm$")
 
 
-RaftMLPSmall, RaftMLPMedium, RaftMLPLarge = (
+RaftMLPSmall, RaftMLPMedium, RaftMLPLarge, RaftMLPEdgeTPU = (
     variant_builder(variant, function, RaftMLP, {"layers": RAFT_MLP_VARIANTS[variant]})
     for variant, function in (("raft_mlp_s", "RaftMLPSmall"), ("raft_mlp_m", "RaftMLPMedium"),
-                              ("raft_mlp_l", "RaftMLPLarge"))
+                              ("raft_mlp_l", "RaftMLPLarge"), ("raft_mlp_edgetpu", "RaftMLPEdgeTPU"))
 )

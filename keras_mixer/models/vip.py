@@ -22,6 +22,8 @@ VIP_VARIANTS = {
     "vip_s7": (7, (4, 3, 8, 3), (192, 384, 384, 384), (32, 16, 16, 16), (True, False, False, False)),
     "vip_m7": (7, (4, 3, 14, 3), (256, 256, 512, 512), (32, 32, 16, 16), (False, True, False, False)),
     "vip_l7": (7, (8, 8, 16, 4), (256, 512, 512, 512), (32, 16, 16, 16), (True, False, False, False)),
+    # Edge-TPU-sized, not a paper's: its int8 weights (4.4 M) fit the Edge TPU's ~8 MiB parameter cache at 224
+    "vip_edgetpu": (14, (2, 2, 4, 2), (192, 192, 192, 192), (16, 16, 16, 16), (False, False, False, False)),
 }
 
 
@@ -93,7 +95,8 @@ def official_to_keras(state_dict, source="checkpoint"):
                                                  r"(^|[_/])norm\d*$")
 
 
-VisionPermutatorSmall14, VisionPermutatorSmall7, VisionPermutatorMedium7, VisionPermutatorLarge7 = (
+(VisionPermutatorSmall14, VisionPermutatorSmall7, VisionPermutatorMedium7, VisionPermutatorLarge7,
+ VisionPermutatorEdgeTPU) = (
     variant_builder(variant, function, VisionPermutator,
                     {"layers": layers, "embed_dims": dims, "transitions": transitions, "segment_dim": segments,
                      "patch_size": patch})
@@ -102,6 +105,7 @@ VisionPermutatorSmall14, VisionPermutatorSmall7, VisionPermutatorMedium7, Vision
         ("vip_s7", "VisionPermutatorSmall7"),
         ("vip_m7", "VisionPermutatorMedium7"),
         ("vip_l7", "VisionPermutatorLarge7"),
+        ("vip_edgetpu", "VisionPermutatorEdgeTPU"),
     )
     for patch, layers, dims, segments, transitions in [VIP_VARIANTS[variant]]
 )
