@@ -89,6 +89,15 @@ def _export(args):
     from keras_mixer.weights import load_keras_model_with_info
 
     model, info = load_keras_model_with_info(args.model)
+    if args.edgetpu:
+        from keras_mixer.export.edgetpu_model import edgetpu_model
+
+        if args.quantization not in ("int8", "uint8") or args.batch_size != 1:
+            raise ExportError(f"--edgetpu exports int8 or uint8 at batch 1 (the Edge TPU's), not --quantization "
+                              f"{args.quantization} --batch-size {args.batch_size}")
+        model = edgetpu_model(model, experts_on_cpu=args.experts_on_cpu)
+    elif args.experts_on_cpu:
+        raise ExportError("--experts-on-cpu applies to --edgetpu exports")
     calibration = None
     if args.quantization in ("int8", "uint8"):  # full-integer conversion always calibrates (QAT models too)
         source = args.calibration or (DIGITS if info.get("dataset") == DIGITS else None)

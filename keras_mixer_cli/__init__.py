@@ -76,6 +76,10 @@ def build_parser():
     export.add_argument("--integer-only", action="store_true",
                         help="quantize every op (Edge TPU, NNAPI); default int8 keeps the elementwise ops, LayerNorm "
                              "statistics and GELU float32, which LiteRT's CPU delegate runs faster")
+    export.add_argument("--edgetpu", action="store_true",
+                        help="export the Edge-TPU form (edgetpu_model: every family, every op int8 and mappable)")
+    export.add_argument("--experts-on-cpu", action="store_true",
+                        help="with --edgetpu, a Sparse-MLP maps up to its first expert layer; the rest runs on the CPU")
     export.set_defaults(handler="_export")
 
     train = commands.add_parser("train", help="train or fine-tune with a recipe; resumes an interrupted run")
