@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 import keras_mixer
+from keras_mixer.errors import ExportError
 from keras_mixer.export import load_interpreter, to_tflite
 from keras_mixer.export.evaluate import latency_ms
 from keras_mixer.export.edgetpu import check_edgetpu
@@ -48,9 +49,13 @@ def main():
             macs = gflops(model)
             exports = {"float32": (model, "float32", False), "int8": (model, "int8", False),
                        "integer": (model, "int8", True), "edgetpu": (edgetpu_model(model, experts_on_cpu=True), "int8", True)}
-            paths = {key: to_tflite(source, Path(tmp) / f"{name}_{key}.tflite", mode, representative_data=calibration,
-                                    integer_only=integer_only)
-                     for key, (source, mode, integer_only) in exports.items()}
+            paths = {}
+            for key, (source, mode, integer_only) in exports.items():
+                try:
+                    paths[key] = to_tflite(source, Path(tmp) / f"{name}_{key}.tflite", mode,
+                                           representative_data=calibration, integer_only=integer_only)
+                except ExportError as error:  # Sparse-MLP has no integer-only form: its routing stays float
+                    print(f"{name}: {key} export refused: {error}")
             _, edgetpu = check_edgetpu(paths["edgetpu"])
             verdict = ("rejected (" + ", ".join(edgetpu["rejected_by"]) + ")" if edgetpu["rejected_by"]
                        else f"{edgetpu['edgetpu_ops']}/{edgetpu['ops']} mapped"
@@ -60,6 +65,7 @@ def main():
             for threads in args.threads:
                 ms = {mode: latency_ms(load_interpreter(p, num_threads=threads), calibration[0], runs=args.runs)[0]
                       for mode, p in paths.items()}
+                ms.setdefault("integer", float("nan"))
                 print(f"{name:<18}{macs:>7.2f}{threads:>8}{ms['float32']:>9.1f}{ms['int8']:>9.1f}{ms['integer']:>9.1f}"
                       f"{ms['edgetpu']:>9.1f}{ms['edgetpu'] / ms['int8']:>10.2f}{mib:>8.1f}{'' if mib < 8 else '!'}"
                       f"  {verdict}", flush=True)

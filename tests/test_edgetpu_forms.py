@@ -56,12 +56,16 @@ def assert_same_function(model, **options):
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
+def float_ops(path):
+    return {(op, t[0]) for op, _, inputs, outputs in read_graph(path) for t in inputs + outputs
+            if t[0] not in ("INT8", "UINT8", "INT32")}
+
+
 def assert_maps_fully(model, path):
     exported = to_tflite(edgetpu_model(model), path, "int8", representative_data=images(model, 16))
     rows, summary = check_edgetpu(exported)
     assert summary["cpu_ops"] == 0 and summary["edgetpu_ops"] == len(rows), summary
-    floats = {(op, t[0]) for op, _, inputs, outputs in read_graph(exported) for t in inputs + outputs
-              if t[0] not in ("INT8", "UINT8", "INT32")}
+    floats = float_ops(exported)
     assert not floats, floats  # int32 only for shapes and biases
     return rows
 
@@ -107,6 +111,26 @@ def test_sparse_mlp_is_refused_by_name_or_split_at_its_first_expert_layer(tmp_pa
     assert 0 < first_cpu < summary["ops"] and all(r.on_edgetpu for r in rows[:first_cpu])
     # the dense block maps; the first op on the CPU is the first expert block's (Keras may suffix its name)
     assert re.search(r"/SparseBlock_1(_\d+)?/", summary["first_cpu_tensor"]), summary
+
+
+@pytest.mark.parametrize("family", ["as_mlp", "hire_mlp", "raft_mlp", "vip"])  # the Mixer's: test_export
+def test_integer_only_export_has_no_float_tensor(family, tmp_path):
+    """What NNAPI and DSPs need: the standard graph (GELU builtin and all) with every op integer."""
+    model = with_nonzero_weights(SMALL[family]())
+    path = to_tflite(model, tmp_path / "all_int8.tflite", "int8", representative_data=images(model, 16),
+                     integer_only=True)
+    assert not float_ops(path)
+
+
+def test_integer_only_sparse_mlp_is_refused_not_left_float(tmp_path):
+    """The converter used to leave Sparse-MLP's routing (TOPK_V2, CAST, ...) float32 in an integer_only file."""
+    model = keras_mixer.SparseMLP(4, 16, 1, 8, 32, num_sparse_blocks=1, min_capacity=1, input_shape=(16, 16, 3),
+                                  classes=5)
+    with pytest.raises(ExportError, match=r"integer_only export of 'sparse_mlp' would keep float32 tensors in .*"
+                                          r"TOPK_V2"):
+        to_tflite(model, tmp_path / "all_int8.tflite", "int8", representative_data=images(model, 8),
+                  integer_only=True)
+    assert not (tmp_path / "all_int8.tflite").exists()
 
 
 @pytest.mark.parametrize("build, named", [

@@ -62,13 +62,15 @@ def _enum_names(enum):
     return {value: name for name, value in vars(enum).items() if not name.startswith("_")}
 
 
-def read_graph(path):
+def read_graph(path, data=None):
     """[(op name, version, [input tensors], [output tensors])] of the main subgraph, where a tensor is
-    (dtype name, shape tuple, constant data or None, name)."""
+    (dtype name, shape tuple, constant data or None, name). `data`: the flatbuffer's bytes, if not read from
+    `path` (which then only names it in errors)."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ExportError(f"{path}: no such .tflite file")
-    data = open(path, "rb").read()
+    if data is None:
+        if not os.path.isfile(path):
+            raise ExportError(f"{path}: no such .tflite file")
+        data = open(path, "rb").read()
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise ExportError(f"{path}: not a .tflite flatbuffer (no TFL3 identifier)")
     schema = _schema()

@@ -145,6 +145,21 @@ def _with_logit_range(model, calibration):
                        name=model.name)
 
 
+def _check_integer_only(flatbuffer, name, float_io):
+    """ExportError naming the ops of an `integer_only` conversion that kept float32 tensors (the converter leaves
+    ops it cannot quantize float, silently): NNAPI, DSPs and the Edge TPU would not run such a file."""
+    from keras_mixer.export.edgetpu import read_graph
+
+    boundary = ("QUANTIZE", "DEQUANTIZE") if float_io else ()  # float_io: float input and output by request
+    floats = sorted({op for op, _, inputs, outputs in read_graph(f"{name}.tflite", flatbuffer) if op not in boundary
+                     for dtype, _, constant, _ in inputs + outputs if dtype == "FLOAT32" and constant is None})
+    if floats:
+        raise ExportError(
+            f"integer_only export of {name!r} would keep float32 tensors in {', '.join(floats)}: the converter cannot "
+            "quantize them (a mixture of experts' top-k routing has no integer form). Export without integer_only, "
+            "or for the Edge TPU use edgetpu_model(model, experts_on_cpu=True)")
+
+
 def _quantize_keeping_float(converter, float_ops, float_nodes):
     """Full-integer conversion with `float_ops` (op types) and `float_nodes` (tensor names) left float32: the
     converter's own two steps (calibrate, then the MLIR quantizer) with the quantizer's denylists, as
@@ -267,6 +282,8 @@ def to_tflite(
                 flatbuffer = converter.convert()
     except Exception as error:  # the converter raises ConverterError / RuntimeError with the MLIR diagnostics
         raise ExportError(f"TFLite conversion of {model.name!r} ({quantization}) failed: {error}") from error
+    if integer and integer_only and not experts_on_cpu:
+        _check_integer_only(flatbuffer, model.name, float_io)
     path = os.fspath(path)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
