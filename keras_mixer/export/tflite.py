@@ -48,6 +48,7 @@ def _mixture_of_experts_nodes(model):
 
     import tensorflow as tf
 
+    from keras_mixer.export.edgetpu import read_graph
     from keras_mixer.layers.moe import MixtureOfExperts
 
     names = [layer.name for layer in model._flatten_layers() if isinstance(layer, MixtureOfExperts)]
@@ -56,8 +57,8 @@ def _mixture_of_experts_nodes(model):
     with contextlib.redirect_stdout(io.StringIO()):
         flatbuffer = tf.lite.TFLiteConverter.from_keras_model(model).convert()
     pattern = re.compile("|".join(rf"/{re.escape(name)}(_\d+)?/" for name in names))
-    tensors = tf.lite.Interpreter(model_content=flatbuffer).get_tensor_details()
-    return sorted({t["name"] for t in tensors if pattern.search(t["name"])})
+    tensors = {t[3] for _, _, inputs, outputs in read_graph(f"{model.name}.tflite", flatbuffer) for t in inputs + outputs}
+    return sorted(name for name in tensors if pattern.search(name))
 
 
 def calibration_array(representative_data, image_size, samples=256):
