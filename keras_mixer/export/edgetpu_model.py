@@ -148,6 +148,9 @@ class _Rewriter:
         return _norm(x, layer)
 
     def BatchNormalization(self, layer, x):
+        if layer.axis not in (-1, len(x.shape) - 1):
+            raise ExportError(f"edgetpu_model rewrites BatchNormalization over channels; {layer.name!r} normalizes "
+                              f"axis {layer.axis}")
         scale, shift = _batch_norm_affine(layer)
         return x * scale + shift
 
@@ -309,7 +312,10 @@ def _check_rewritable(model, experts_on_cpu):
     if not isinstance(model, keras.Model) or not hasattr(model, "operations") or isinstance(model, keras.Sequential):
         raise ExportError(f"edgetpu_model rewrites keras_mixer's functional models; got {type(model).__name__}")
     layers = [op for op in model.operations if type(op).__name__ != "InputLayer"]
-    unknown = sorted({type(op).__name__ for op in layers} - set(REWRITTEN_LAYERS))
+    # by exact class: a subclass, or another package's class of the same name, is not what the rewrite reproduces
+    unknown = sorted({type(op).__name__ for op in layers
+                      if type(op).__name__ not in REWRITTEN_LAYERS
+                      or type(op).__module__.split(".")[0] not in ("keras", "keras_mixer")})
     if unknown:
         raise ExportError(f"edgetpu_model cannot rewrite {type(model).__name__} {model.name!r}: it has "
                           f"{', '.join(unknown)} (it rewrites the layers of keras_mixer's families: "

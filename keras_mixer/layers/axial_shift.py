@@ -28,13 +28,10 @@ def axial_shift(x, shift_size, axis, dilation=1):
             continue
         pad = [(0, 0)] * 4
         pad[axis] = (d, 0) if d > 0 else (0, -d)
-        padded = ops.pad(chunk, pad)
-        begin = [0, 0, 0, 0]
-        begin[axis] = 0 if d > 0 else -d
-        size = list(chunk.shape)
-        size[0] = -1  # whatever the batch (a batch-1 graph is also run on calibration batches)
-        size[axis] = length
-        pieces.append(ops.slice(padded, begin, size) if abs(d) < length else ops.zeros_like(chunk))
+        window = [slice(None)] * 4  # the `length` rows (columns) the shift keeps, whatever the batch
+        begin = 0 if d > 0 else -d
+        window[axis] = slice(begin, begin + length)
+        pieces.append(ops.pad(chunk, pad)[tuple(window)] if abs(d) < length else ops.zeros_like(chunk))
     return ops.concatenate(pieces, axis=-1)
 
 
