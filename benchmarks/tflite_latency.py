@@ -70,5 +70,6 @@ def main():
                       f"{ms['edgetpu']:>9.1f}{ms['edgetpu'] / ms['int8']:>10.2f}{mib:>8.1f}{'' if mib < 8 else '!'}"
                       f"  {verdict}", flush=True)
 
+
 if __name__ == "__main__":
     main()

@@ -104,8 +104,8 @@ def _why_not_mapped(op, version, inputs, outputs):
         return REJECTED_OPS[op]
     if op not in SUPPORTED_OPS:
         return f"{op} is not supported by the Edge TPU"
-    activations = [t for t in inputs if t[2] is None] + outputs
-    for dtype, shape, *_ in activations:
+    variables = [t for t in inputs if t[2] is None]  # the activation inputs (constants have data)
+    for dtype, shape, *_ in variables + outputs:
         if dtype not in INTEGER_TYPES:
             return f"{dtype.lower()} activation (the Edge TPU runs 8-bit integer tensors only)"
         if any(d > 1 for d in shape[:-3]):
@@ -118,7 +118,6 @@ def _why_not_mapped(op, version, inputs, outputs):
         rank = len(inputs[0][1])
         if axes is None or rank != 4 or not set((axes % rank).tolist()) <= {1, 2}:
             return f"MEAN over axes {None if axes is None else axes.tolist()} of a {rank}-D tensor (only H/W of 4-D)"
-    variables = [t for t in inputs if t[2] is None]
     if op in ELEMENTWISE_OPS and len(variables) > 1 and len({int(np.prod(t[1])) for t in variables}) > 1:
         shapes = " and ".join(str(list(t[1])) for t in variables)
         return (f"{op} broadcasts one activation against another ({shapes}): compilers have left such ops on the "

@@ -68,8 +68,12 @@ def _tile_grid(x, rows, cols):
     return ops.concatenate([x] * rows, axis=1) if rows > 1 else x
 
 
-def _normalize(x, norm, scale, bias):
-    """LayerNorm over channels (norm.axis -1) or GroupNorm(1) (norm.axis (1, 2, 3)) of the grid `x`."""
+def _norm(x, norm, permutation=None):
+    """`norm` (a keras_mixer LayerNorm) on the grid `x`: over channels (norm.axis -1) or GroupNorm(1) (norm.axis
+    (1, 2, 3)); `permutation` reindexes its affine parameters."""
+    scale, bias = _value(norm.scale), _value(norm.bias)
+    if permutation is not None:
+        scale, bias = scale[permutation], bias[permutation]
     _, rows, cols, channels = x.shape
     if norm.axis in (-1, 3, (-1,), (3,)):
         centered = x - _spread(_channel_mean(x), channels)
@@ -87,14 +91,6 @@ def _normalize(x, norm, scale, bias):
     return centered * _tile_grid(_spread(inverse_std, channels), rows, cols) * scale + bias
 
 
-def _norm(x, norm, permutation=None):
-    """`norm` (a keras_mixer LayerNorm) on the grid; `permutation` reindexes its affine parameters."""
-    scale, bias = _value(norm.scale), _value(norm.bias)
-    if permutation is not None:
-        scale, bias = scale[permutation], bias[permutation]
-    return _normalize(x, norm, scale, bias)
-
-
 def _batch_norm_affine(norm):
     """(scale, shift) of an inference-mode BatchNormalization."""
     gamma = _value(norm.gamma) if norm.scale else 1.0
@@ -110,8 +106,8 @@ def _flat_reshape(x, shape):
 class _Rewriter:
     """Rewrites each layer of a keras_mixer model (by exact class name) in the mappable form; see the module doc."""
 
-    def __init__(self, gelu, experts_on_cpu):
-        self.gelu, self.experts_on_cpu = gelu, experts_on_cpu
+    def __init__(self, gelu):
+        self.gelu = gelu
 
     def act(self, x, own_form):
         return gelu_fn(x, self.gelu or own_form)
@@ -190,9 +186,7 @@ class _Rewriter:
         x = x + _flat_reshape(mixed, (rows, cols, channels))
         return x + self.mlp(_norm(x, layer.norm_1), layer.channel_mixing)
 
-    def SparseMixerBlock(self, layer, x):
-        if not self.experts_on_cpu:
-            raise AssertionError("refused before rewriting")  # _check_rewritable names these layers
+    def SparseMixerBlock(self, layer, x):  # reached only with experts_on_cpu: _check_rewritable refuses it otherwise
         _, rows, cols, channels = x.shape
         # the same block (its name too, for reports) in its static-shape "dense" dispatch, which exports, and with
         # the sigmoid GELU, so the CPU part holds no GELU builtin either (the compiler would reject the file)
@@ -308,7 +302,8 @@ REWRITTEN_LAYERS = tuple(name for name in dir(_Rewriter) if name[0].isupper())
 
 def _check_rewritable(model, experts_on_cpu):
     """ExportError naming what `edgetpu_model` cannot rewrite: a layer class it does not know (it would otherwise
-    be dropped or mistranslated), or Sparse-MLP's expert layers unless they may run on the CPU."""
+    be dropped or mistranslated), or Sparse-MLP's expert layers unless they may run on the CPU. Returns the names
+    of the expert layers it allows."""
     if not isinstance(model, keras.Model) or not hasattr(model, "operations") or isinstance(model, keras.Sequential):
         raise ExportError(f"edgetpu_model rewrites keras_mixer's functional models; got {type(model).__name__}")
     layers = [op for op in model.operations if type(op).__name__ != "InputLayer"]
@@ -327,6 +322,7 @@ def _check_rewritable(model, experts_on_cpu):
             "their top-k routing and one-hot dispatch have no Edge TPU op. Pass experts_on_cpu=True for a graph "
             "that maps up to the first expert layer and runs the rest on the CPU (keras-mixer edgetpu-check "
             "shows the split)")
+    return experts
 
 
 def edgetpu_model(model, gelu="sigmoid", experts_on_cpu=False):
@@ -339,20 +335,17 @@ def edgetpu_model(model, gelu="sigmoid", experts_on_cpu=False):
     for it). Raises ExportError naming any layer it cannot rewrite."""
     if gelu not in ("sigmoid", None):
         raise ExportError(f"edgetpu_model: gelu must be 'sigmoid' or None (the model's own form), got {gelu!r}")
-    _check_rewritable(model, experts_on_cpu)
+    experts = _check_rewritable(model, experts_on_cpu)
     images = keras.Input(model.input_shape[1:], batch_size=1, name="images")
     rewritten = keras.models.clone_model(model, input_tensors=images, clone_function=lambda layer: layer,
-                                         call_function=_Rewriter(gelu, experts_on_cpu))
-    outputs = rewritten.outputs if isinstance(model.output, (list, tuple)) else [rewritten.output]
-    expected = model.outputs if isinstance(model.output, (list, tuple)) else [model.output]
-    for got, want in zip(outputs, expected):
+                                         call_function=_Rewriter(gelu))
+    for got, want in zip(rewritten.outputs, model.outputs):
         if tuple(got.shape[1:]) != tuple(want.shape[1:]):
             raise ExportError(f"edgetpu_model: the rewritten {model.name!r} outputs {tuple(got.shape[1:])}, the "
                               f"model {tuple(want.shape[1:])}")
-    edgetpu_graph = keras.Model(images, rewritten.outputs if len(outputs) > 1 else rewritten.output,
-                                name=f"{model.name}_edgetpu")
+    edgetpu_graph = keras.Model(images, rewritten.output, name=f"{model.name}_edgetpu")
     edgetpu_graph.integer_only_export = True  # the Edge TPU runs integer ops only; read by to_tflite
     # read by to_tflite too: the expert layers (after the mappable part, on the CPU) export float, as int8 routing
     # flips expert choices
-    edgetpu_graph.experts_on_cpu = experts_on_cpu and any(type(op).__name__ in EXPERT_LAYERS for op in model.operations)
+    edgetpu_graph.experts_on_cpu = bool(experts)
     return edgetpu_graph
