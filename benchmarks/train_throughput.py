@@ -15,7 +15,7 @@ import sys
 import time
 
 
-def measure(model_name, batch_size, steps, image_size):
+def measure(model_name, batch_size, steps, image_size, jit_compile="auto"):
     import keras
     import numpy as np
 
@@ -24,7 +24,9 @@ def measure(model_name, batch_size, steps, image_size):
 
     model = create_model(model_name, input_shape=(image_size, image_size, 3), classifier_activation=None,
                          drop_path_rate=0.1)
-    compile_model(model, get_recipe("scratch", loss="softmax"), total_steps=10_000, global_batch_size=batch_size)
+    jit = {"auto": "auto", "on": True, "off": False}[jit_compile]
+    compile_model(model, get_recipe("scratch", loss="softmax"), total_steps=10_000, global_batch_size=batch_size,
+                  jit_compile=jit)
     rng = np.random.default_rng(0)
     images = rng.uniform(-1, 1, (batch_size, image_size, image_size, 3)).astype("float32")
     labels = np.eye(1000, dtype="float32")[rng.integers(0, 1000, batch_size)]
@@ -33,7 +35,8 @@ def measure(model_name, batch_size, steps, image_size):
     started = time.perf_counter()
     model.fit(repeated_images, repeated_labels, batch_size=batch_size, epochs=1, verbose=0, shuffle=False)
     seconds = time.perf_counter() - started
-    row = {"backend": keras.backend.backend(), "images_per_second": steps * batch_size / seconds,
+    backend = keras.backend.backend() + (" XLA" if model.jit_compile and keras.backend.backend() != "jax" else "")
+    row = {"backend": backend, "images_per_second": steps * batch_size / seconds,
            "ms_per_step": 1000 * seconds / steps}
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -90,17 +93,24 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax", "timm"])
+    parser.add_argument("--jit-compile", nargs="+", choices=["auto", "on", "off"], default=["auto"],
+                        help="Keras' jit_compile (XLA) settings to measure for TensorFlow (JAX always compiles)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        run = measure_timm if os.environ.get("KERAS_BACKEND") == "timm" else measure
-        print(json.dumps(run(args.model, args.batch_size, args.steps, args.image_size)))
+        if os.environ.get("KERAS_BACKEND") == "timm":
+            row = measure_timm(args.model, args.batch_size, args.steps, args.image_size)
+        else:
+            row = measure(args.model, args.batch_size, args.steps, args.image_size, args.jit_compile[0])
+        print(json.dumps(row))
         return
     print(f"{args.model}, batch {args.batch_size}, {args.image_size}x{args.image_size}, {os.cpu_count()} CPU cores")
     rows = []
-    for backend in args.backends:
+    runs = [(backend, jit) for backend in args.backends
+            for jit in (args.jit_compile if backend == "tensorflow" else ["auto"])]
+    for backend, jit in runs:
         command = [sys.executable, __file__, args.model, "--child", "--batch-size", str(args.batch_size),
-                   "--steps", str(args.steps), "--image-size", str(args.image_size)]
+                   "--steps", str(args.steps), "--image-size", str(args.image_size), "--jit-compile", jit]
         env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
         result = subprocess.run(command, env=env, capture_output=True, text=True)
         if result.returncode:

@@ -10,6 +10,10 @@ import sys
 RECIPE_OPTIONS = (("learning_rate", float), ("weight_decay", float), ("warmup_steps", int), ("label_smoothing", float),
                   ("mixup_alpha", float), ("cutmix_alpha", float), ("drop_path_rate", float), ("dropout_rate", float))
 
+# keras_mixer.benchmark.RUNTIMES, written out so that --help needs no import of keras_mixer (a test keeps them equal)
+BENCHMARK_RUNTIMES = ("tflite_int8", "tflite_int8_integer", "tflite_fp16", "tflite_fp32", "litert_torch_fp32",
+                      "litert_torch_dynamic_int8", "litert_torch_static_int8", "keras_tf", "keras_jax", "timm_eager",
+                      "timm_compile", "ort_fp32", "ort_int8", "matmul_peak_int8", "matmul_peak_fp32")
 
 DATASET_HELP = ("digits (offline), an image folder (one sub-folder per class, optionally inside train/ and val/) "
                 "or a tfds name (cifar10, imagenette, imagenet2012, ...)")
@@ -145,12 +149,11 @@ def build_parser():
                          help='print [{"image": path, "top": [{"label", "index", "score"}, ...]}, ...]')
     predict.set_defaults(handler="_predict")
 
-    bench = commands.add_parser("benchmark", help="latency of the same weights in TFLite, Keras, timm and ONNX "
-                                                  "Runtime, side by side (results.json/.csv, latency.png)")
+    bench = commands.add_parser("benchmark", help="latency of the same weights in TFLite, Keras, timm, litert-torch "
+                                                  "and ONNX Runtime, and the matmul peak, side by side "
+                                                  "(results.json/.csv, table.md, latency.png)")
     bench.add_argument("--models", nargs="+", default=["mixer_s32"], help="Mixer variants (default: mixer_s32)")
-    bench.add_argument("--runtimes", nargs="+", help="default: all of keras_mixer.benchmark.RUNTIMES (tflite_int8, "
-                                                     "tflite_int8_integer, tflite_fp16, tflite_fp32, keras_tf, "
-                                                     "keras_jax, timm_eager, timm_compile, ort_fp32, ort_int8)")
+    bench.add_argument("--runtimes", nargs="+", help=f"default: all of {', '.join(BENCHMARK_RUNTIMES)}")
     bench.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
     bench.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     bench.add_argument("--runs", type=int, default=50, help="timed runs per measurement, after 5 warm-up runs")

@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+import keras_mixer_cli
+from keras_mixer.benchmark import RUNTIMES
 from keras_mixer.export import to_tflite
 from keras_mixer.models.mlp_mixer import build_digits_mixer
 
@@ -37,3 +39,7 @@ def test_a_command_prints_no_tensorflow_log_lines(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert not NATIVE_LOG_LINE.search(result.stderr + result.stdout), result.stderr[-2000:]
     assert json.loads(result.stdout)["examples"] == 360
+
+
+def test_benchmark_help_lists_every_runtime():
+    assert keras_mixer_cli.BENCHMARK_RUNTIMES == RUNTIMES

@@ -41,6 +41,22 @@ def test_layer_norm_matches_keras_layer_normalization():
     np.testing.assert_allclose(ours(x), reference(x), atol=2e-6)
 
 
+def test_patch_embedding_is_the_official_strided_convolution():
+    """The stem runs as one matmul over flattened patches (for XNNPACK's speed); it must be the official
+    kernel = stride = patch convolution, tokens row-major: checked against the sum written out, on a grid with
+    more columns than rows and a batch of 2 (a mixed-up patch or token order would differ)."""
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(2, 8, 12, 3)).astype("float32")
+    layer = layers.PatchEmbedding(4, 5)
+    layer.build(images.shape)
+    kernel, bias = rng.normal(size=(4, 4, 3, 5)).astype("float32"), rng.normal(size=5).astype("float32")
+    layer.kernel.assign(kernel), layer.bias.assign(bias)
+    expected = np.stack([
+        np.einsum("bhwc,hwco->bo", images[:, 4 * row : 4 * row + 4, 4 * col : 4 * col + 4], kernel) + bias
+        for row in range(2) for col in range(3)], axis=1)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(images)), expected, atol=1e-5)
+
+
 @pytest.mark.parametrize("form", ["tanh", "exact"])
 def test_gelu_forms(form):
     x = np.linspace(-5, 5, 101)

@@ -19,14 +19,6 @@ def fake_quant_weights_per_tensor(kernel):
     return keras.quantizers.fake_quant_with_min_max_vars(kernel, -bound, bound, NUM_BITS, narrow_range=True)
 
 
-def fake_quant_weights_per_channel(kernel):
-    """Symmetric fake-quant with one range per output channel (the last axis), as TFLite quantizes conv filters."""
-    bound = ops.maximum(ops.max(ops.abs(ops.reshape(kernel, (-1, kernel.shape[-1]))), axis=0), MIN_RANGE)
-    return keras.quantizers.fake_quant_with_min_max_vars(
-        kernel, -bound, bound, NUM_BITS, narrow_range=True, axis=len(kernel.shape) - 1
-    )
-
-
 @keras.saving.register_keras_serializable(package="keras_mixer")
 class ActivationQuantizer(keras.layers.Layer):
     """8-bit asymmetric fake-quant of an activation with a range learned by moving averages.
