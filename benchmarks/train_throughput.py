@@ -35,7 +35,8 @@ def measure(model_name, batch_size, steps, image_size, jit_compile="auto"):
     started = time.perf_counter()
     model.fit(repeated_images, repeated_labels, batch_size=batch_size, epochs=1, verbose=0, shuffle=False)
     seconds = time.perf_counter() - started
-    backend = keras.backend.backend() + (" XLA" if model.jit_compile and keras.backend.backend() != "jax" else "")
+    # JAX always compiles (jax.jit); jit_compile means XLA on TensorFlow and torch.compile on torch
+    backend = keras.backend.backend() + (" jit_compile" if model.jit_compile and keras.backend.backend() != "jax" else "")
     row = {"backend": backend, "images_per_second": steps * batch_size / seconds,
            "ms_per_step": 1000 * seconds / steps}
     if keras.backend.backend() == "tensorflow":
@@ -92,9 +93,10 @@ def main():
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax", "timm"])
+    parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax", "torch", "timm"])
     parser.add_argument("--jit-compile", nargs="+", choices=["auto", "on", "off"], default=["auto"],
-                        help="Keras' jit_compile (XLA) settings to measure for TensorFlow (JAX always compiles)")
+                        help="Keras' jit_compile settings to measure on TensorFlow (XLA) and torch (torch.compile); "
+                             "JAX always compiles")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -107,7 +109,7 @@ def main():
     print(f"{args.model}, batch {args.batch_size}, {args.image_size}x{args.image_size}, {os.cpu_count()} CPU cores")
     rows = []
     runs = [(backend, jit) for backend in args.backends
-            for jit in (args.jit_compile if backend == "tensorflow" else ["auto"])]
+            for jit in (args.jit_compile if backend in ("tensorflow", "torch") else ["auto"])]
     for backend, jit in runs:
         command = [sys.executable, __file__, args.model, "--child", "--batch-size", str(args.batch_size),
                    "--steps", str(args.steps), "--image-size", str(args.image_size), "--jit-compile", jit]
