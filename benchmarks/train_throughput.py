@@ -1,8 +1,9 @@
 """Images/s of one training step (forward + backward + AdamW update, the digits/scratch recipe objects) for a
-registered model on this machine: Keras on the TensorFlow and JAX backends and timm (PyTorch eager, AdamW) side
-by side, each in its own process. Random data; warm-up excluded. Also the achieved GFLOP/s (a training step is
-~3x the forward pass: 6 FLOPs per forward multiply-accumulate) against the machine's float32 matmul peak measured
-in the same run (the best of TensorFlow's and torch's 2048x2048 matmul on all cores).
+registered model on this machine: Keras on the TensorFlow, JAX and torch backends and timm (PyTorch eager, AdamW)
+side by side, each in its own process (`--jit-compile off on` adds XLA / torch.compile rows). Random data; warm-up
+excluded. Also the achieved GFLOP/s (a training step is ~3x the forward pass: 6 FLOPs per forward
+multiply-accumulate) against the machine's float32 matmul peak measured in the same run (the best of TensorFlow's
+and torch's 2048x2048 matmul on all cores).
 
     python benchmarks/train_throughput.py mixer_s16 --batch-size 32 --steps 10
 """
