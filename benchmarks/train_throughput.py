@@ -37,7 +37,8 @@ def measure(model_name, batch_size, steps, image_size, jit_compile="auto"):
     model.fit(repeated_images, repeated_labels, batch_size=batch_size, epochs=1, verbose=0, shuffle=False)
     seconds = time.perf_counter() - started
     # JAX always compiles (jax.jit); jit_compile means XLA on TensorFlow and torch.compile on torch
-    backend = keras.backend.backend() + (" jit_compile" if model.jit_compile and keras.backend.backend() != "jax" else "")
+    backend = keras.backend.backend()
+    backend += " jit_compile" if model.jit_compile and backend != "jax" else ""
     row = {"backend": backend, "images_per_second": steps * batch_size / seconds,
            "ms_per_step": 1000 * seconds / steps}
     if keras.backend.backend() == "tensorflow":
