@@ -1,7 +1,11 @@
 """Images/s of one training step (forward + backward + AdamW update, the digits/scratch recipe objects) for a
 registered model on this machine: Keras on the TensorFlow, JAX and torch backends and timm (PyTorch eager, AdamW)
-side by side, each in its own process (`--jit-compile off on` adds XLA / torch.compile rows). Random data; warm-up
-excluded. Also the achieved GFLOP/s (a training step is ~3x the forward pass: 6 FLOPs per forward
+side by side, each in its own process (`--jit-compile off on` adds XLA / torch.compile rows). Both sides compute
+the same function: `--gelu tanh` is the official Mixer's GELU (our default; timm is given it as its activation),
+`--gelu exact` the erf form (timm's default); each Keras row is compared with timm's row of the same form.
+`--rounds N` repeats the whole set N times, interleaved, and reports each row's median (this shared VM drifts by
++-15 % between minutes).
+Random data; warm-up excluded. Also the achieved GFLOP/s (a training step is ~3x the forward pass: 6 FLOPs per forward
 multiply-accumulate) against the machine's float32 matmul peak measured in the same run (the best of TensorFlow's
 and torch's 2048x2048 matmul on all cores).
 
@@ -11,12 +15,13 @@ and torch's 2048x2048 matmul on all cores).
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
 
 
-def measure(model_name, batch_size, steps, image_size, jit_compile="auto"):
+def measure(model_name, batch_size, steps, image_size, gelu, jit_compile="auto"):
     import keras
     import numpy as np
 
@@ -24,7 +29,7 @@ def measure(model_name, batch_size, steps, image_size, jit_compile="auto"):
     from keras_mixer.training import compile_model, get_recipe
 
     model = create_model(model_name, input_shape=(image_size, image_size, 3), classifier_activation=None,
-                         drop_path_rate=0.1)
+                         drop_path_rate=0.1, gelu=gelu)
     jit = {"auto": "auto", "on": True, "off": False}[jit_compile]
     compile_model(model, get_recipe("scratch", loss="softmax"), total_steps=10_000, global_batch_size=batch_size,
                   jit_compile=jit)
@@ -39,7 +44,7 @@ def measure(model_name, batch_size, steps, image_size, jit_compile="auto"):
     # JAX always compiles (jax.jit); jit_compile means XLA on TensorFlow and torch.compile on torch
     backend = keras.backend.backend()
     backend += " jit_compile" if model.jit_compile and backend != "jax" else ""
-    row = {"backend": backend, "images_per_second": steps * batch_size / seconds,
+    row = {"backend": backend, "gelu": gelu, "images_per_second": steps * batch_size / seconds,
            "ms_per_step": 1000 * seconds / steps}
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -62,11 +67,15 @@ def matmul_peak_gflops(matmul, make, size=2048, runs=20):
     return 2 * size**3 * runs / (time.perf_counter() - started) / 1e9
 
 
-def measure_timm(model_name, batch_size, steps, image_size):
+def measure_timm(model_name, batch_size, steps, image_size, gelu):
+    import functools
+
     import timm
     import torch
 
-    model = timm.create_model(f"{model_name}_224", pretrained=False, img_size=image_size, drop_path_rate=0.1).train()
+    activation = functools.partial(torch.nn.GELU, approximate="tanh" if gelu == "tanh" else "none")
+    model = timm.create_model(f"{model_name}_224", pretrained=False, img_size=image_size, drop_path_rate=0.1,
+                              act_layer=activation).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
     images = torch.rand(batch_size, 3, image_size, image_size) * 2 - 1
     labels = torch.randint(0, 1000, (batch_size,))
@@ -85,7 +94,7 @@ def measure_timm(model_name, batch_size, steps, image_size):
         step()
     seconds = time.perf_counter() - started
     peak = matmul_peak_gflops(lambda a, b: torch.mm(a, b), lambda n: torch.rand(n, n))
-    return {"backend": "timm (torch eager)", "images_per_second": steps * batch_size / seconds,
+    return {"backend": "timm (torch eager)", "gelu": gelu, "images_per_second": steps * batch_size / seconds,
             "ms_per_step": 1000 * seconds / steps, "matmul_peak_gflops": peak}
 
 
@@ -95,39 +104,50 @@ def main():
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--gelu", nargs="+", choices=["tanh", "exact"], default=["tanh"],
+                        help="GELU forms to measure, each on every backend and timm: tanh (the official Mixer's) or "
+                             "exact (erf, timm's default)")
     parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax", "torch", "timm"])
     parser.add_argument("--jit-compile", nargs="+", choices=["auto", "on", "off"], default=["auto"],
                         help="Keras' jit_compile settings to measure on TensorFlow (XLA) and torch (torch.compile); "
                              "JAX always compiles")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat every run this often, interleaved; medians")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         if os.environ.get("KERAS_BACKEND") == "timm":
-            row = measure_timm(args.model, args.batch_size, args.steps, args.image_size)
+            row = measure_timm(args.model, args.batch_size, args.steps, args.image_size, args.gelu[0])
         else:
-            row = measure(args.model, args.batch_size, args.steps, args.image_size, args.jit_compile[0])
+            row = measure(args.model, args.batch_size, args.steps, args.image_size, args.gelu[0], args.jit_compile[0])
         print(json.dumps(row))
         return
-    print(f"{args.model}, batch {args.batch_size}, {args.image_size}x{args.image_size}, {os.cpu_count()} CPU cores")
-    rows = []
-    runs = [(backend, jit) for backend in args.backends
+    print(f"{args.model}, batch {args.batch_size}, {args.image_size}x{args.image_size}, {os.cpu_count()} CPU cores, "
+          f"median of {args.rounds} round(s)")
+    measured = {}
+    runs = [(gelu, backend, jit) for gelu in args.gelu for backend in args.backends
             for jit in (args.jit_compile if backend in ("tensorflow", "torch") else ["auto"])]
-    for backend, jit in runs:
+    for gelu, backend, jit in runs * args.rounds:
         command = [sys.executable, __file__, args.model, "--child", "--batch-size", str(args.batch_size),
-                   "--steps", str(args.steps), "--image-size", str(args.image_size), "--jit-compile", jit]
+                   "--steps", str(args.steps), "--image-size", str(args.image_size), "--jit-compile", jit,
+                   "--gelu", gelu]
         env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
         result = subprocess.run(command, env=env, capture_output=True, text=True)
         if result.returncode:
             print(f"{backend:<20} failed: {result.stderr.strip().splitlines()[-1]}")
             continue
-        rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
+        row = json.loads(result.stdout.strip().splitlines()[-1])
+        measured.setdefault((row["backend"], gelu), []).append(row)
+    rows = [{**runs_of_row[0], **{key: statistics.median(r[key] for r in runs_of_row)
+                                  for key in ("images_per_second", "ms_per_step")}}
+            for runs_of_row in measured.values()]
     gmacs = next((r["forward_gmacs"] for r in rows if "forward_gmacs" in r), None)
     peak = max((r["matmul_peak_gflops"] for r in rows if "matmul_peak_gflops" in r), default=None)
-    timm_rate = next((r["images_per_second"] for r in rows if r["backend"].startswith("timm")), None)
+    timm_rates = {r["gelu"]: r["images_per_second"] for r in rows if r["backend"].startswith("timm")}
     for row in rows:
-        line = f"{row['backend']:<20}{row['images_per_second']:>8.1f} images/s {row['ms_per_step']:>9.0f} ms/step"
-        if timm_rate:
-            line += f"  {row['images_per_second'] / timm_rate:>5.2f}x timm"
+        line = (f"{row['backend']:<20} gelu {row['gelu']:<6}{row['images_per_second']:>7.1f} images/s"
+                f"{row['ms_per_step']:>7.0f} ms/step")
+        if row["gelu"] in timm_rates:
+            line += f"  {row['images_per_second'] / timm_rates[row['gelu']]:>5.2f}x timm"
         if gmacs and peak:
             achieved = row["images_per_second"] * 6 * gmacs
             line += f"  {achieved:>6.1f} GFLOP/s = {achieved / peak:.0%} of the {peak:.0f} GFLOP/s matmul peak"
