@@ -25,8 +25,10 @@ class DropPath(keras.layers.Layer):
             return x
         keep = 1.0 - self.rate
         mask_shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
-        mask = keras.random.uniform(mask_shape, seed=self.seed_generator, dtype=x.dtype) < keep
-        return ops.where(mask, x / keep, ops.zeros_like(x))
+        kept = keras.random.uniform(mask_shape, seed=self.seed_generator, dtype=x.dtype) < keep
+        # a multiply by the 0/1 mask instead of a `where` against a zeros tensor: one pass over the branch fewer,
+        # bit-identical values (x / keep is rounded as before)
+        return x / keep * ops.cast(kept, x.dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
