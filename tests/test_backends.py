@@ -108,3 +108,26 @@ def test_every_family_agrees_trains_and_round_trips_on_every_backend(family, bac
         """)
     tolerance = 1e-4 if family == "sparse_mlp" else 1e-5  # the router's top-k over near-equal gates
     np.testing.assert_allclose(np.load(tmp_path / "other.npy"), model.predict(images, verbose=0), atol=tolerance)
+
+
+def test_fused_dense_on_torch_is_keras_dense_forward_and_backward():
+    """MlpBlock's Dense runs as one torch linear op: the same outputs and gradients (input, kernel, bias) as Keras'
+    Dense with the same weights, on a transposed (non-contiguous) 3-D input as token mixing gives it."""
+    run_on("torch", """
+        import torch
+        from keras_mixer.layers.mlp import FusedDense
+        rng = np.random.default_rng(0)
+        weights = [rng.normal(size=(5, 6)).astype("float32"), rng.normal(size=6).astype("float32")]
+        tokens_first = rng.normal(size=(3, 5, 4)).astype("float32")
+        results = []
+        for layer in (FusedDense(6), keras.layers.Dense(6)):
+            layer.build((None, 5))
+            layer.set_weights(weights)
+            x = torch.tensor(tokens_first, requires_grad=True)
+            y = layer(x.transpose(1, 2))
+            (y * torch.arange(6.0)).sum().backward()
+            results.append([y.detach().numpy(), x.grad.numpy()] + [v.value.grad.numpy() for v in layer.weights])
+        assert not np.allclose(results[0][0], 0)
+        for got, expected in zip(*results):
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+        """)
