@@ -8,9 +8,9 @@ Keras is faster).
 """
 
 import argparse
-import functools
 import os
 import statistics
+import sys
 import time
 
 
@@ -26,8 +26,10 @@ def main():
         parser.error("run with KERAS_BACKEND=torch: this compares Keras on torch with timm on the same torch")
 
     import numpy as np
-    import timm
     import torch
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from train_throughput import timm_reference
 
     from keras_mixer.models import create_model
     from keras_mixer.training import compile_model, get_recipe
@@ -36,9 +38,7 @@ def main():
     model = create_model(args.model, input_shape=(size, size, 3), classifier_activation=None, drop_path_rate=0.1,
                          gelu=args.gelu)
     compile_model(model, get_recipe("scratch", loss="softmax"), total_steps=10_000, global_batch_size=batch)
-    activation = functools.partial(torch.nn.GELU, approximate="tanh" if args.gelu == "tanh" else "none")
-    reference = timm.create_model(f"{args.model}_224", img_size=size, drop_path_rate=0.1, act_layer=activation).train()
-    optimizer = torch.optim.AdamW(reference.parameters(), lr=1e-3, weight_decay=0.1)
+    reference, optimizer = timm_reference(args.model, size, args.gelu)
 
     rng = np.random.default_rng(0)
     images = torch.from_numpy(rng.uniform(-1, 1, (batch, size, size, 3)).astype("float32"))

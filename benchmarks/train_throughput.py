@@ -67,7 +67,8 @@ def matmul_peak_gflops(matmul, make, size=2048, runs=20):
     return 2 * size**3 * runs / (time.perf_counter() - started) / 1e9
 
 
-def measure_timm(model_name, batch_size, steps, image_size, gelu):
+def timm_reference(model_name, image_size, gelu):
+    """timm's Mixer in training mode with the GELU form `gelu` ("tanh" or "exact"), and its AdamW optimizer."""
     import functools
 
     import timm
@@ -76,7 +77,13 @@ def measure_timm(model_name, batch_size, steps, image_size, gelu):
     activation = functools.partial(torch.nn.GELU, approximate="tanh" if gelu == "tanh" else "none")
     model = timm.create_model(f"{model_name}_224", pretrained=False, img_size=image_size, drop_path_rate=0.1,
                               act_layer=activation).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    return model, torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+
+
+def measure_timm(model_name, batch_size, steps, image_size, gelu):
+    import torch
+
+    model, optimizer = timm_reference(model_name, image_size, gelu)
     images = torch.rand(batch_size, 3, image_size, image_size) * 2 - 1
     labels = torch.randint(0, 1000, (batch_size,))
 
