@@ -348,4 +348,8 @@ def edgetpu_model(model, gelu="sigmoid", experts_on_cpu=False):
     # read by to_tflite too: the expert layers (after the mappable part, on the CPU) export float, as int8 routing
     # flips expert choices
     edgetpu_graph.experts_on_cpu = bool(experts)
+    # read by to_tflite's channel equalization, which rescales weights of the model this form is built from and
+    # builds the form again (its constants are baked into anonymous ops here)
+    edgetpu_graph.source_model = model
+    edgetpu_graph.rebuild = lambda source: edgetpu_model(source, gelu, experts_on_cpu)
     return edgetpu_graph

@@ -178,6 +178,27 @@ def _quantize_keeping_float(converter, float_ops, float_nodes):
         denylisted_ops=float_ops or None, denylisted_nodes=float_nodes or None)
 
 
+def _equalized(model, calibration):
+    """`equalize_channels` of `model`, or of the model an `edgetpu_model` graph was built from (then rebuilt)."""
+    from keras_mixer.export.equalize import equalize_channels
+    from keras_mixer.quantization import is_quantized, strip_quantization
+
+    source = getattr(model, "source_model", None)
+    if source is None:
+        equalized, equalization = equalize_channels(model, calibration)
+    else:  # the Edge TPU form reads float weights only, so a QAT source is equalized as its float model
+        equalized, equalization = equalize_channels(strip_quantization(source) if is_quantized(source) else source,
+                                                    calibration)
+        equalized = model.rebuild(equalized)
+    moved = equalization["equalized"]
+    if moved:
+        print(f"equalized {len(moved)} normalization -> linear pairs: largest channel range "
+              f"{max(e['range_before'] for e in moved):.3g} -> {max(e['range_after'] for e in moved):.3g}, "
+              f"largest spread (max / median channel) {max(e['spread_before'] for e in moved):.1f} -> "
+              f"{max(e['spread_after'] for e in moved):.1f}")
+    return equalized, equalization
+
+
 def to_tflite(
     model,
     path,
@@ -191,6 +212,8 @@ def to_tflite(
     metadata=True,
     integer_only=None,
     calibration_samples=256,
+    equalize=True,
+    report=None,
 ):
     """Converts a Keras model to a `.tflite` file, written atomically; returns the path.
 
@@ -221,6 +244,12 @@ def to_tflite(
             fake-quant ops (GELU, residual ADDs, LayerNorm means), splitting XNNPACK's graph (9 partitions on the
             digits Mixer). With integer_only, or without `representative_data`, a QAT model converts from its own
             fake-quant ranges. Logits get an int8 range with `LOGIT_HEADROOM` over the calibration logits.
+        equalize: with "int8"/"uint8" calibrated on `representative_data`, first move outlier channels of the
+            normalized activations into the next layer's weights (`keras_mixer.export.equalize_channels`: the same
+            float function, checked; for an `edgetpu_model` graph, applied to the model it was built from). QAT
+            models are exported as trained (`keras-mixer qat` equalizes the float model before fine-tuning).
+        report: a path for a JSON report of the int8 export: what equalization did, and every quantized tensor's
+            error against the float model on the calibration images (`keras_mixer.export.quantization_report`).
     """
     import tensorflow as tf
 
@@ -243,6 +272,9 @@ def to_tflite(
         calibration = calibration_array(representative_data, model.input_shape[1], calibration_samples)
     from keras_mixer.models.sparse_mlp import with_dispatch
 
+    equalization = None
+    if integer and calibration is not None and equalize and not has_fake_quant:
+        model, equalization = _equalized(model, calibration)
     model = with_dispatch(model, "dense")  # mixtures of experts export in their static-shape form
     stripped = has_fake_quant and calibration is not None and not integer_only
     if stripped:

@@ -5,6 +5,7 @@ import math
 import keras
 from keras import ops
 
+from keras_mixer.layers import equalization
 from keras_mixer.layers.drop_path import DropPath
 from keras_mixer.layers.layer_norm import LayerNorm
 from keras_mixer.layers.mlp import MlpBlock, gelu
@@ -66,6 +67,9 @@ class AxialShift(keras.layers.Layer):
         vertical = gelu(self.conv2_2(axial_shift(x, self.shift_size, 1, self.dilation)), "exact")
         return self.conv3(self.norm2(horizontal + vertical))
 
+    def channel_equalization(self):  # see keras_mixer.layers.equalization
+        return {"norm2": ("conv3",), "norm1": equalization.NONLINEAR}
+
     def compute_output_shape(self, input_shape):
         return input_shape
 
@@ -99,6 +103,9 @@ class ASMLPBlock(keras.layers.Layer):
     def call(self, x, training=None):
         x = x + self.drop_path(self.axial_shift(self.norm1(x)), training=training)
         return x + self.drop_path(self.mlp(self.norm2(x), training=training), training=training)
+
+    def channel_equalization(self):  # see keras_mixer.layers.equalization
+        return {"norm1": ("axial_shift.conv1",), "norm2": ("mlp.dense_0",)}
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_mixer.layers import equalization
 from keras_mixer.layers.layer_norm import LayerNorm
 
 
@@ -30,6 +31,9 @@ class PatchMerging(keras.layers.Layer):
     def call(self, x):
         x = ops.concatenate([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], axis=-1)
         return self.reduction(self.norm(x))
+
+    def channel_equalization(self):  # see keras_mixer.layers.equalization
+        return {"norm": ("reduction",)}
 
     def compute_output_shape(self, input_shape):
         batch, height, width, channels = input_shape

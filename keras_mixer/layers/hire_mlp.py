@@ -4,6 +4,7 @@ cross-region circular shift between blocks. NHWC; rolls and circular pads are st
 import keras
 from keras import ops
 
+from keras_mixer.layers import equalization
 from keras_mixer.layers.drop_path import DropPath
 from keras_mixer.layers.mlp import MlpBlock
 from keras_mixer.layers.split_attention import SplitAttention
@@ -107,6 +108,9 @@ class HireMLP(keras.layers.Layer):
         w = self._branch(x, 2, self.mlp_w1, self.mlp_w1_norm, self.mlp_w2, training)
         return self.proj(self.reweight([h, w, self.mlp_c(x)]))
 
+    def channel_equalization(self):  # see keras_mixer.layers.equalization
+        return {"mlp_h1_norm": equalization.NONLINEAR, "mlp_w1_norm": equalization.NONLINEAR}
+
     def compute_output_shape(self, input_shape):
         return input_shape
 
@@ -134,6 +138,9 @@ class HireBlock(keras.layers.Layer):
     def call(self, x, training=None):
         x = x + self.drop_path(self.attn(self.norm1(x, training=training), training=training), training=training)
         return x + self.drop_path(self.mlp(self.norm2(x, training=training), training=training), training=training)
+
+    def channel_equalization(self):  # see keras_mixer.layers.equalization
+        return {"norm2": ("mlp.dense_0",), "norm1": equalization.REGROUPED}
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_mixer.layers import fake_quant
+from keras_mixer.layers import equalization, fake_quant
 from keras_mixer.layers.drop_path import DropPath
 from keras_mixer.layers.layer_norm import LayerNorm
 from keras_mixer.layers.mlp import MlpBlock
@@ -63,6 +63,9 @@ class MixerBlock(keras.layers.Layer):
         x = fake_quant.apply(self.token_residual_quant, x + self.drop_path(mixed, training=training), training)
         mixed = self.channel_mixing(self.norm_1(x, training=training), training=training)
         return fake_quant.apply(self.channel_residual_quant, x + self.drop_path(mixed, training=training), training)
+
+    def channel_equalization(self):  # see keras_mixer.layers.equalization
+        return {"norm_1": ("channel_mixing.dense_0",), "norm_0": equalization.TOKEN_MIXING}
 
     def compute_output_shape(self, input_shape):
         return input_shape

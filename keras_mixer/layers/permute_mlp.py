@@ -4,6 +4,7 @@ axis by permutations, mixed by a C x C linear layer, and moved back. NHWC."""
 import keras
 from keras import ops
 
+from keras_mixer.layers import equalization
 from keras_mixer.layers.drop_path import DropPath
 from keras_mixer.layers.layer_norm import LayerNorm
 from keras_mixer.layers.mlp import MlpBlock
@@ -92,6 +93,9 @@ class PermutatorBlock(keras.layers.Layer):
     def call(self, x, training=None):
         x = x + self.drop_path(self.attn(self.norm1(x)), training=training) / self.skip_lam
         return x + self.drop_path(self.mlp(self.norm2(x), training=training), training=training) / self.skip_lam
+
+    def channel_equalization(self):  # see keras_mixer.layers.equalization
+        return {"norm2": ("mlp.dense_0",), "norm1": equalization.REGROUPED}
 
     def compute_output_shape(self, input_shape):
         return input_shape

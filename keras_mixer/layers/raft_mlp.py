@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_mixer.layers import equalization
 from keras_mixer.layers.drop_path import DropPath
 from keras_mixer.layers.layer_norm import LayerNorm
 from keras_mixer.layers.mlp import MlpBlock
@@ -108,6 +109,10 @@ class RaftBlock(keras.layers.Layer):
         x = self._mix(x, self.horizontal_norm, self.horizontal_mlp, (0, 3, 1, 4, 2), training)  # (i_o, h), (i_r, w)
         mixed = self.channel_mlp(self.channel_norm(x), training=training)
         return x + self.drop_path(mixed, training=training)
+
+    def channel_equalization(self):  # see keras_mixer.layers.equalization
+        return {"channel_norm": ("channel_mlp.dense_0",), "vertical_norm": equalization.TOKEN_MIXING,
+                "horizontal_norm": equalization.TOKEN_MIXING}
 
     def compute_output_shape(self, input_shape):
         return input_shape

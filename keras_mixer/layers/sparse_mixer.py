@@ -4,6 +4,7 @@ with the re-represent layers around the token-mixing experts."""
 import keras
 from keras import ops
 
+from keras_mixer.layers import equalization
 from keras_mixer.layers.drop_path import DropPath
 from keras_mixer.layers.layer_norm import LayerNorm
 from keras_mixer.layers.moe import MixtureOfExperts
@@ -97,6 +98,10 @@ class SparseMixerBlock(keras.layers.Layer):
         if self.rerep == "both":
             return x
         return x + self.drop_path(self.channel_moe(self.norm_1(x), training=training), training=training)
+
+    def channel_equalization(self):  # see keras_mixer.layers.equalization
+        return {"norm_0": ("rerep_in_channels",) if self.rerep else equalization.TOKEN_MIXING,
+                **({"norm_1": equalization.EXPERTS} if self.norm_1 is not None else {})}
 
     def compute_output_shape(self, input_shape):
         return input_shape
