@@ -1,0 +1,144 @@
+"""int8 on weights with outlier channels, as pretrained checkpoints carry them after their LayerNorms.
+
+Outliers are injected without changing the float function (a few channels' norm scale and bias times k, the next
+linear layer's input rows divided by k): the float model is the same, so any int8 error beyond the clean model's
+export is quantization's. Channel equalization (`equalize_channels`, on by default in every int8 export) must bring
+each form back to its clean error; without it the outliers must cost more than 3 dB (so the checks can fail)."""
+
+import re
+
+import keras
+import numpy as np
+import pytest
+
+import keras_mixer
+from keras_mixer.errors import ExportError
+from keras_mixer.export import load_interpreter, predict, to_tflite
+from keras_mixer.export.edgetpu_model import edgetpu_model
+from keras_mixer.export.equalize import equalize_channels
+from small_models import SMALL, with_nonzero_weights
+
+OUTLIER_FACTORS = (100.0, 60.0, 30.0, 10.0)
+# Each family's norm before its channel MLP and the final norm before the head, by variable path, written from the
+# official layouts (not from the blocks' channel_equalization declarations, which this checks).
+CHANNEL_MLP_INPUT = {"LayerNorm_1": "channel_mixing/Dense_0", "norm2": "mlp/Dense_0",
+                     "channel_norm": "channel_mlp/Dense_0", "pre_head_layer_norm": "head", "norm": "head"}
+AFFINE = (("scale", "bias"), ("gamma", "beta"))  # LayerNorm, BatchNorm
+
+SPARSE = lambda: keras_mixer.SparseMLP(4, 16, 2, 8, 32, num_sparse_blocks=1, min_capacity=1,  # noqa: E731
+                                       input_shape=(16, 16, 3), classes=5)
+
+
+def copy_of(model):
+    copy = keras.Model.from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def inject_outliers(model, factors=OUTLIER_FACTORS, seed=0):
+    """A copy of `model` with outlier channels in every norm CHANNEL_MLP_INPUT names; returns (copy, norm paths)."""
+    rng = np.random.default_rng(seed)
+    model = copy_of(model)
+    variables = {v.path: v for v in model.weights}
+    injected = []
+    for path in sorted(variables):
+        prefix, _, name = path.rpartition("/")
+        parent, _, norm = prefix.rpartition("/")
+        if norm not in CHANNEL_MLP_INPUT or name not in ("scale", "gamma"):
+            continue
+        consumer = f"{parent}/{CHANNEL_MLP_INPUT[norm]}/kernel".lstrip("/")
+        if consumer not in variables:  # e.g. AS-MLP's axial-shift norm2, which feeds conv3
+            continue
+        scale_name, bias_name = AFFINE[name == "gamma"]
+        channels = variables[path].shape[0]
+        factor = np.ones(channels, np.float32)
+        factor[rng.choice(channels, len(factors), replace=False)] = factors
+        for affine in (scale_name, bias_name):
+            variable = variables[f"{prefix}/{affine}"]
+            variable.assign(keras.ops.convert_to_numpy(variable) * factor)
+        kernel = variables[consumer]
+        kernel.assign(keras.ops.convert_to_numpy(kernel) / factor[:, None])
+        injected.append(prefix)
+    assert injected, f"no norm -> channel MLP pair found in {model.name}"
+    return model, injected
+
+
+def images(model, count, seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, (count, *model.input_shape[1:])).astype("float32")
+
+
+def sqnr_db(reference, values):
+    return float(10 * np.log10(np.sum(reference ** 2) / np.sum((reference - values) ** 2)))
+
+
+def assert_same_function(model, other, x):
+    want, got = model.predict(x, verbose=0), other.predict(x, verbose=0)
+    assert np.abs(want).max() > 0.05  # not vacuous: the outputs vary
+    np.testing.assert_allclose(got, want, atol=2e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("family", sorted(SMALL) + ["sparse_mlp"])
+def test_equalization_is_exact_and_removes_the_outlier_channels(family):
+    model = with_nonzero_weights(SMALL[family]() if family in SMALL else SPARSE())
+    x = images(model, 24)
+    injected, norms = inject_outliers(model)
+    assert_same_function(model, injected, x)
+    equalized, report = equalize_channels(injected, x)
+    assert_same_function(model, equalized, x)
+    rows = {row["norm"]: row for row in report["equalized"]}
+    assert set(norms) <= set(rows), f"injected norms not equalized: {sorted(set(norms) - set(rows))}"
+    for norm in norms:
+        # the widest channel 100x the others before; after, ranges within a few times each other
+        assert rows[norm]["range_before"] > 20 * rows[norm]["range_after"] and rows[norm]["spread_after"] < 8, rows[norm]
+    not_equalized = {row["norm"]: row["reason"] for row in report["not_equalized"]}
+    assert not set(not_equalized) & set(rows)
+    if family == "mixer":
+        assert "token mixing" in not_equalized["MixerBlock_0/LayerNorm_0"]
+
+
+FORMS = {"int8": {}, "integer_only": {"integer_only": True}, "edgetpu": {}}
+
+
+def export_error_db(model, form, name, tmp_path, **options):
+    """SQNR of `model`'s `form` export against the float model on images it was not calibrated on."""
+    calibration, x = images(model, 32, seed=1), images(model, 48, seed=2)
+    source = edgetpu_model(model) if form == "edgetpu" else model
+    path = to_tflite(source, tmp_path / f"{name}.tflite", "int8", representative_data=calibration, metadata=False,
+                     **FORMS[form], **options)
+    return sqnr_db(model.predict(x, verbose=0), predict(load_interpreter(path, verify=False), x))
+
+
+@pytest.mark.parametrize("form", sorted(FORMS))
+def test_every_int8_form_of_a_mixer_with_outliers_keeps_the_clean_models_error(form, tmp_path):
+    model = with_nonzero_weights(SMALL["mixer"]())
+    injected, _ = inject_outliers(model)
+    clean = export_error_db(model, form, "clean", tmp_path)
+    equalized = export_error_db(injected, form, "equalized", tmp_path)
+    plain = export_error_db(injected, form, "plain", tmp_path, equalize=False)
+    # measured (clean / outliers equalized / not): int8 43.5 / 43.5 / 30.2 dB, integer_only 42.1 / 42.1 / 22.3,
+    # edgetpu 37.4 / 37.4 / 16.5
+    print(f"mixer {form}: clean {clean:.1f} dB, with outliers {equalized:.1f} dB equalized, {plain:.1f} dB not")
+    assert equalized >= clean - 3.0
+    assert plain < clean - 3.0  # the outliers do cost int8 accuracy without equalization
+
+
+@pytest.mark.parametrize("family", sorted(set(SMALL) - {"mixer"}))
+def test_edgetpu_form_of_every_family_with_outliers_keeps_the_clean_models_error(family, tmp_path):
+    """The all-integer Edge TPU form, where outliers cost most (measured without equalization: 4-15 dB where the
+    clean export has 30-37 dB, on every family and form)."""
+    model = with_nonzero_weights(SMALL[family]())
+    clean = export_error_db(model, "edgetpu", "clean", tmp_path)
+    equalized = export_error_db(inject_outliers(model)[0], "edgetpu", "equalized", tmp_path)
+    print(f"{family} edgetpu: clean {clean:.1f} dB, with outliers {equalized:.1f} dB equalized")
+    assert equalized >= clean - 3.0
+
+
+def test_equalization_refuses_what_it_cannot_rewrite():
+    model = with_nonzero_weights(SMALL["mixer"]())
+    with pytest.raises(ExportError, match="quantization-aware"):
+        equalize_channels(keras_mixer.quantization.quantize_model(model), images(model, 4))
+    with pytest.raises(ExportError, match="strength must be in"):
+        equalize_channels(model, images(model, 4), strength=1.5)
+    sequential = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    with pytest.raises(ExportError, match="functional"):
+        equalize_channels(sequential, np.zeros((2, 4), np.float32))
