@@ -107,10 +107,18 @@ def _export(args):
         print(f"reading {args.calibration_samples} calibration images from {source}")
         calibration = calibration_images(source, model.input_shape[1], args.calibration_samples,
                                          info.get("crop_fraction"), args.data_dir, args.download)
+    if info.get("ptq_eval_top1", -1.0) > info.get("eval_top1", 1.0):
+        print(f"note: the QAT run that wrote {args.model} measured its float model's post-training int8 export "
+              f"better on validation ({info['ptq_eval_top1']:.2%} vs this model's {info['eval_top1']:.2%}): "
+              "exporting the float model may give the better int8 file", file=sys.stderr)
     labels = read_labels(args.labels, classes=model.output_shape[-1]) if args.labels else info.get("class_names")
+    float_layers = args.float_layers
+    if float_layers and len(float_layers) == 1 and float_layers[0].isdigit():
+        float_layers = int(float_layers[0])
     path = to_tflite(model, args.output, args.quantization, representative_data=calibration,
                      batch_size=args.batch_size, float_io=args.float_io, labels=labels,
-                     integer_only=args.integer_only or None)
+                     integer_only=args.integer_only or None, equalize=not args.no_equalize, report=args.report,
+                     float_layers=float_layers)
     print(f"wrote {path} ({os.path.getsize(path) / 1024:.0f} KB, {args.quantization}, batch {args.batch_size}"
           f"{', ' + str(len(labels)) + ' labels' if labels else ''})")
 
@@ -143,8 +151,13 @@ def _qat(args):
         data_dir=args.data_dir, download=args.download, epochs=args.epochs, steps=args.steps,
         batch_size=args.batch_size, checkpoint_every=args.checkpoint_every, seed=args.seed, **overrides,
     )
-    print(f"\nfloat eval top-1 {report['float_eval_top1']:.2%}, QAT eval top-1 {report['eval_top1']:.2%} "
-          f"({report['steps']} steps); wrote {args.output}/model_qat.keras")
+    print(f"\neval top-1: float {report['float_eval_top1']:.2%}, post-training int8 {report['ptq_eval_top1']:.2%}, "
+          f"QAT {report['eval_top1']:.2%} (kept the weights of step {report.get('kept_step', report['steps'])} of "
+          f"{report['steps']}); wrote {args.output}/model_qat.keras")
+    if report["eval_top1"] < report["ptq_eval_top1"]:
+        print(f"warning: QAT ended below the float model's post-training int8 export ({report['eval_top1']:.2%} < "
+              f"{report['ptq_eval_top1']:.2%}): export {args.model} with --quantization int8 instead, or fine-tune "
+              "longer or at a lower learning rate", file=sys.stderr)
 
 
 def _train(args):

@@ -84,6 +84,15 @@ def build_parser():
                         help="export the Edge-TPU form (edgetpu_model: every family, every op int8 and mappable)")
     export.add_argument("--experts-on-cpu", action="store_true",
                         help="with --edgetpu, a Sparse-MLP maps up to its first expert layer; the rest runs on the CPU")
+    export.add_argument("--no-equalize", action="store_true",
+                        help="int8/uint8: export the weights as they are, without first moving outlier channels of "
+                             "normalized activations into the next layer's weights (same float function)")
+    export.add_argument("--report", metavar="JSON",
+                        help="int8/uint8: write each quantized op's error against float (SQNR), range and outlier "
+                             "ratio, worst first, and what equalization did")
+    export.add_argument("--float-layers", nargs="+", metavar="PATTERN",
+                        help="int8: keep these ops float32: a number N (the N worst ops of the report) or regular "
+                             "expressions searched in the report's op names")
     export.set_defaults(handler="_export")
 
     train = commands.add_parser("train", help="train or fine-tune with a recipe; resumes an interrupted run")

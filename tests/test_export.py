@@ -108,6 +108,24 @@ def test_int8_logits_are_not_clipped_at_the_integer_limit(digits, exported, sour
     assert report["saturated_outputs"] == 0.0
 
 
+def test_saturation_counts_clipped_logits_not_probabilities_at_zero(digits, tmp_path):
+    """Probabilities of 0 sit at the int8 minimum by design (every softmax export reported 98-99 % "saturated");
+    logits whose range was calibrated too narrow are clipped and must be counted."""
+    model = digits["model"]
+    from keras_mixer.models.mlp_mixer import DIGITS_MIXER
+
+    probabilities = keras_mixer.MLPMixer(**DIGITS_MIXER, input_shape=(32, 32, 3), classes=10)  # softmax, the default
+    probabilities.set_weights(model.get_weights())
+    calibration = digits["x_train"][:64]
+    path = to_tflite(probabilities, tmp_path / "softmax.tflite", "int8", representative_data=calibration)
+    report, scores = evaluate_tflite(path, digits["x_test"], digits["y_test"])
+    assert np.mean(scores == 0.0) > 0.5 and report["saturated_outputs"] == 0.0
+    # calibrated on faint images, the logits of real ones overflow their int8 range
+    narrow = to_tflite(model, tmp_path / "narrow.tflite", "int8", representative_data=calibration * 0.05)
+    report, _ = evaluate_tflite(narrow, digits["x_test"], digits["y_test"])
+    assert report["saturated_outputs"] > 0.2
+
+
 def test_qat_export_adds_no_ops_beyond_a_plain_ptq_export(exported):
     qat_ops, ptq_ops = op_counts(exported["qat_integer"]), op_counts(exported["ptq_integer"])
     assert "QUANTIZE" not in qat_ops and "DEQUANTIZE" not in qat_ops

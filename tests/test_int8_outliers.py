@@ -5,8 +5,6 @@ linear layer's input rows divided by k): the float model is the same, so any int
 export is quantization's. Channel equalization (`equalize_channels`, on by default in every int8 export) must bring
 each form back to its clean error; without it the outliers must cost more than 3 dB (so the checks can fail)."""
 
-import re
-
 import keras
 import numpy as np
 import pytest
@@ -16,59 +14,15 @@ from keras_mixer.errors import ExportError
 from keras_mixer.export import load_interpreter, predict, to_tflite
 from keras_mixer.export.edgetpu_model import edgetpu_model
 from keras_mixer.export.equalize import equalize_channels
+from outliers import inject_outliers, sqnr_db
 from small_models import SMALL, with_nonzero_weights
-
-OUTLIER_FACTORS = (100.0, 60.0, 30.0, 10.0)
-# Each family's norm before its channel MLP and the final norm before the head, by variable path, written from the
-# official layouts (not from the blocks' channel_equalization declarations, which this checks).
-CHANNEL_MLP_INPUT = {"LayerNorm_1": "channel_mixing/Dense_0", "norm2": "mlp/Dense_0",
-                     "channel_norm": "channel_mlp/Dense_0", "pre_head_layer_norm": "head", "norm": "head"}
-AFFINE = (("scale", "bias"), ("gamma", "beta"))  # LayerNorm, BatchNorm
 
 SPARSE = lambda: keras_mixer.SparseMLP(4, 16, 2, 8, 32, num_sparse_blocks=1, min_capacity=1,  # noqa: E731
                                        input_shape=(16, 16, 3), classes=5)
 
 
-def copy_of(model):
-    copy = keras.Model.from_config(model.get_config())
-    copy.set_weights(model.get_weights())
-    return copy
-
-
-def inject_outliers(model, factors=OUTLIER_FACTORS, seed=0):
-    """A copy of `model` with outlier channels in every norm CHANNEL_MLP_INPUT names; returns (copy, norm paths)."""
-    rng = np.random.default_rng(seed)
-    model = copy_of(model)
-    variables = {v.path: v for v in model.weights}
-    injected = []
-    for path in sorted(variables):
-        prefix, _, name = path.rpartition("/")
-        parent, _, norm = prefix.rpartition("/")
-        if norm not in CHANNEL_MLP_INPUT or name not in ("scale", "gamma"):
-            continue
-        consumer = f"{parent}/{CHANNEL_MLP_INPUT[norm]}/kernel".lstrip("/")
-        if consumer not in variables:  # e.g. AS-MLP's axial-shift norm2, which feeds conv3
-            continue
-        scale_name, bias_name = AFFINE[name == "gamma"]
-        channels = variables[path].shape[0]
-        factor = np.ones(channels, np.float32)
-        factor[rng.choice(channels, len(factors), replace=False)] = factors
-        for affine in (scale_name, bias_name):
-            variable = variables[f"{prefix}/{affine}"]
-            variable.assign(keras.ops.convert_to_numpy(variable) * factor)
-        kernel = variables[consumer]
-        kernel.assign(keras.ops.convert_to_numpy(kernel) / factor[:, None])
-        injected.append(prefix)
-    assert injected, f"no norm -> channel MLP pair found in {model.name}"
-    return model, injected
-
-
 def images(model, count, seed=0):
     return np.random.default_rng(seed).uniform(-1, 1, (count, *model.input_shape[1:])).astype("float32")
-
-
-def sqnr_db(reference, values):
-    return float(10 * np.log10(np.sum(reference ** 2) / np.sum((reference - values) ** 2)))
 
 
 def assert_same_function(model, other, x):

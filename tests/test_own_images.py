@@ -50,7 +50,8 @@ def run(tmp_path_factory):
     build_digits_mixer(classes=len(CLASSES)).save(small)  # a small Mixer, given as a .keras file
     ok("train", "--model", small, "--dataset", data, "--recipe", "digits", "--epochs", 15, "--batch-size", 32,
        "--output", root / "float")
-    ok("qat", root / "float" / "model.keras", "--dataset", data, "--epochs", 2, "--output", root / "qat")
+    qat_output = ok("qat", root / "float" / "model.keras", "--dataset", data, "--epochs", 2, "--output", root / "qat")
+    (root / "qat_stdout.txt").write_text(qat_output)
     ok("export", root / "qat" / "model_qat.keras", root / "model_int8.tflite", "--quantization", "int8",
        "--calibration", data)
     # the default recipe (from scratch: linear-decay schedule, sigmoid loss) and the fine-tune one, two steps each
@@ -74,9 +75,51 @@ def test_int8_file_keeps_the_float_models_top1(run):
     assert int8["saturated_outputs"] == 0.0
 
 
-def test_qat_report_has_float_and_qat_accuracy(run):
+def test_qat_reports_float_post_training_and_qat_accuracy_and_keeps_its_best(run):
     report = json.loads((run / "qat" / "report.json").read_text())
-    assert 0.0 < report["float_eval_top1"] <= 1.0 and 0.0 < report["eval_top1"] <= 1.0
+    for key in ("float_eval_top1", "ptq_eval_top1", "eval_top1"):
+        assert 0.3 < report[key] <= 1.0, (key, report[key])  # 3 classes: above chance
+    assert 0 <= report["kept_step"] <= report["steps"]
+    info = read_model_info(run / "qat" / "model_qat.keras")
+    assert {key: info[key] for key in ("float_eval_top1", "ptq_eval_top1", "eval_top1")} == {
+        key: report[key] for key in ("float_eval_top1", "ptq_eval_top1", "eval_top1")}
+    last_line = (run / "qat_stdout.txt").read_text().strip().splitlines()[-1]
+    for key in ("float_eval_top1", "ptq_eval_top1", "eval_top1"):
+        assert f"{report[key]:.2%}" in last_line, last_line
+
+
+def test_int8_exports_of_a_model_with_outlier_channels_keep_its_accuracy(run, tmp_path):
+    """The issue's case: the folder-trained Mixer given outlier channels (factors up to 100) without changing its
+    float function. Its default int8 export, calibrated on the folder, keeps top-1 within 1 pt of float, its Edge TPU
+    form within 1 pt of that form's export without outliers, and both their logit SQNR within 3 dB of the same
+    exports of the model without outliers."""
+    import keras
+
+    from keras_mixer.datasets import eval_batches
+    from keras_mixer.export import load_interpreter, predict
+    from keras_mixer.weights import save_model
+    from outliers import inject_outliers, sqnr_db
+
+    float_file = run / "float" / "model.keras"
+    model, info = keras.models.load_model(float_file), read_model_info(float_file)
+    injected, _ = inject_outliers(model)
+    save_model(injected, tmp_path / "outliers.keras", **{key: info[key] for key in ("class_names", "crop_fraction")})
+    source = load_source(run / "textures", "eval", None, False, 32)
+    images, labels = map(np.concatenate, zip(*eval_batches(source, 32, 64, info["crop_fraction"])))
+    reference = model.predict(images, verbose=0)
+    float_top1 = np.mean(reference.argmax(1) == labels)
+    for form in ([], ["--edgetpu"]):
+        results = {}
+        for name, file in (("clean", float_file), ("outliers", tmp_path / "outliers.keras")):
+            path = tmp_path / f"{name}{''.join(form)}.tflite"
+            ok("export", file, path, "--quantization", "int8", "--calibration", run / "textures", *form)
+            scores = predict(load_interpreter(path), images)
+            results[name] = (sqnr_db(reference, scores), np.mean(scores.argmax(1) == labels))
+        print(f"{form or 'default'}: float top-1 {float_top1:.2%}; (SQNR dB, top-1) {results}")
+        # measured: float 98.33 %; default int8 37.7 dB / 98.33 % with and without outliers, Edge TPU form 28.3 dB /
+        # 96.67 % (one image of 60) with and without
+        assert results["outliers"][1] >= (results["clean"][1] if form else float_top1) - 0.01
+        assert results["outliers"][0] >= results["clean"][0] - 3.0
 
 
 def test_class_names_travel_from_the_folders_to_the_tflite_file(run):

@@ -10,7 +10,7 @@ import numpy as np
 
 from keras_mixer.errors import ExportError
 from keras_mixer.export.metadata import add_metadata
-from keras_mixer.io_utils import atomic_path, native_stderr_quiet
+from keras_mixer.io_utils import atomic_path, native_stderr_quiet, write_text
 
 QUANTIZATION_MODES = ("float32", "float16", "dynamic", "int8", "uint8")
 
@@ -199,6 +199,38 @@ def _equalized(model, calibration):
     return equalized, equalization
 
 
+def _layer_report(converter, model, quantization, integer_only, float_ops, float_nodes, equalization, report,
+                  float_layers):
+    """Measures every quantized op's error (`quantization_report.layer_errors`), writes the `report` JSON if asked,
+    and returns `float_nodes` with the ops `float_layers` keeps float added."""
+    import json
+
+    from keras_mixer.export import quantization_report
+
+    if float_layers and integer_only:
+        raise ExportError("float_layers keeps ops float32, which an integer_only or Edge TPU export cannot have")
+    print(f"measuring each quantized op's error on {quantization_report.DEBUG_IMAGES} calibration images")
+    rows = quantization_report.layer_errors(converter, float_ops, float_nodes)
+    converter._experimental_calibrate_only = False  # the debugger leaves the converter in calibrate-only mode
+    kept = []
+    if isinstance(float_layers, int) and not isinstance(float_layers, bool):
+        kept = [row["tensor"] for row in rows[:float_layers]]
+    elif float_layers:
+        for pattern in float_layers:
+            matched = quantization_report.matching_nodes(rows, [pattern])
+            if not matched:
+                raise ExportError(f"float_layers: {pattern!r} matches no quantized op of {model.name!r} (see the "
+                                  "report's tensor names)")
+            kept += matched
+    for line in quantization_report.format_rows(rows, limit=5):
+        print(line)
+    if report is not None:
+        write_text(report, json.dumps({"model": model.name, "quantization": quantization, "equalization": equalization,
+                                       "float_layers": kept, "layers": rows}, indent=1))
+        print(f"wrote {os.fspath(report)} ({len(rows)} quantized ops, worst first)")
+    return list(float_nodes) + kept
+
+
 def to_tflite(
     model,
     path,
@@ -214,6 +246,7 @@ def to_tflite(
     calibration_samples=256,
     equalize=True,
     report=None,
+    float_layers=None,
 ):
     """Converts a Keras model to a `.tflite` file, written atomically; returns the path.
 
@@ -248,8 +281,12 @@ def to_tflite(
             normalized activations into the next layer's weights (`keras_mixer.export.equalize_channels`: the same
             float function, checked; for an `edgetpu_model` graph, applied to the model it was built from). QAT
             models are exported as trained (`keras-mixer qat` equalizes the float model before fine-tuning).
-        report: a path for a JSON report of the int8 export: what equalization did, and every quantized tensor's
-            error against the float model on the calibration images (`keras_mixer.export.quantization_report`).
+        report: a path for a JSON report of a calibrated int8 export: what equalization did, and for every
+            quantized op the error its quantization adds against the float op on calibration images (SQNR), its
+            float range and outlier ratio, worst first (`keras_mixer.export.quantization_report`).
+        float_layers: keep these ops float32 in a calibrated default int8 export: regular expressions searched in
+            the report's tensor names (e.g. "MixerBlock_7/channel_mixing"), or a number N for the N ops of worst
+            SQNR in the report.
     """
     import tensorflow as tf
 
@@ -304,6 +341,13 @@ def to_tflite(
             io_type = tf.int8 if quantization == "int8" else tf.uint8
             converter.inference_input_type = io_type
             converter.inference_output_type = io_type
+    if report is not None or float_layers:
+        if not integer or converter.representative_dataset is None or has_fake_quant:
+            raise ExportError("report and float_layers measure a calibrated int8 export: pass int8/uint8 quantization "
+                              "with representative_data (a QAT model exported without it converts from its own "
+                              "fake-quant ranges)")
+        float_nodes = _layer_report(converter, model, quantization, integer_only, float_ops, float_nodes,
+                                    equalization, report, float_layers)
     print(f"converting {model.name!r} to TFLite ({quantization}{', integer only' if integer and integer_only else ''})")
     try:
         # the converter prints its SavedModel signature to stdout and warns about the integer input's range

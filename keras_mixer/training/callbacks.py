@@ -26,6 +26,32 @@ def optimizer_step(model):
     return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
 
+class BestValidationWeights(keras.callbacks.Callback):
+    """Puts back, when training ends, the weights (and fake-quant ranges) of the interval with the best validation
+    top-1, counting the weights training started from as measured at `initial_top1`: a run whose last intervals
+    got worse does not return or save them. After a resume, the candidates are the restored weights and the
+    intervals run since (the best of the killed session's intervals is not kept on disk)."""
+
+    def __init__(self, initial_top1, monitor="val_accuracy"):
+        super().__init__()
+        self.monitor = monitor
+        self.best_top1 = initial_top1
+        self.best_step = None
+        self.best_weights = None
+
+    def on_train_begin(self, logs=None):
+        self.best_weights, self.best_step = self.model.get_weights(), optimizer_step(self.model)
+
+    def on_epoch_end(self, epoch, logs=None):
+        top1 = (logs or {}).get(self.monitor)
+        if top1 is not None and top1 > self.best_top1:
+            self.best_top1, self.best_step = float(top1), optimizer_step(self.model)
+            self.best_weights = self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        self.model.set_weights(self.best_weights)
+
+
 class ResumableBackup(keras.callbacks.BackupAndRestore):
     """`keras.callbacks.BackupAndRestore` for step-based runs, exact after a kill at any moment.
 

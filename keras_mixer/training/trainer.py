@@ -14,6 +14,7 @@ from keras_mixer.errors import TrainingError
 from keras_mixer.export.evaluate import top_k_accuracy
 from keras_mixer.io_utils import write_text
 from keras_mixer.training.callbacks import (
+    BestValidationWeights,
     ResumableBackup,
     ResumableCSVLogger,
     optimizer_step,
@@ -81,6 +82,8 @@ def train(
     scale_learning_rate=True,
     verbose="auto",
     model_filename="model.keras",
+    keep_best=False,
+    model_info=None,
     **recipe_overrides,
 ):
     """Trains `model` on `dataset` with `recipe`, resuming from `output_dir` if a previous run was interrupted.
@@ -101,6 +104,9 @@ def train(
         strategy: see `get_distribution` (`tpu` names the TPU for strategy "tpu").
         precision: see `set_precision`.
         deterministic: reproducible data order and augmentation (slower input pipeline).
+        keep_best: end with the weights of the interval with the best validation top-1, the starting weights
+            included (`BestValidationWeights`), rather than the last interval's.
+        model_info: more `keras_mixer.weights.save_model` info to record in the model file.
     Writes `output_dir/model_filename` with the dataset's class names and evaluation crop recorded in it
     (`keras_mixer.weights.read_model_info`), metrics.csv, TensorBoard logs, training_curves.png, report.json.
     Returns (model, report dict).
@@ -162,6 +168,10 @@ def train(
                      keras.callbacks.TensorBoard(str(output_dir / "tensorboard")), backup]
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2  # one line per interval in logs, a live bar on a terminal
+    best = None
+    if keep_best and start_step < total_steps:
+        best = BestValidationWeights(evaluate_model(model, eval_data)["eval_top1"])
+        callbacks.append(best)
     started = time.perf_counter()
     if start_step < total_steps:
         model.fit(train_data, epochs=intervals, steps_per_epoch=interval, initial_epoch=start_step // interval,
@@ -192,10 +202,13 @@ def train(
         "resumed_from_step": start_step,
         "images_per_second": trained * batch_size / seconds if trained else None,
     }
+    if best is not None:
+        report["kept_step"] = best.best_step
     if distribution.is_chief:
         report.update(evaluate_model(model, eval_data))
         save_model(model, output_dir / model_filename, class_names=train_source.class_names,
-                   crop_fraction=crop_fraction_for(recipe, eval_source), dataset=str(dataset))
+                   crop_fraction=crop_fraction_for(recipe, eval_source), dataset=str(dataset),
+                   eval_top1=report["eval_top1"], **(model_info or {}))
         history = read_history(output_dir / "metrics.csv")
         if history:
             steps_axis = [interval * (i + 1) for i in range(len(history["loss"]))]
@@ -233,16 +246,21 @@ def evaluate(model, dataset=DIGITS, image_size=None, batch_size=256, data_dir=No
 def quantization_aware_training(model, dataset=DIGITS, output_dir="runs/qat", calibration_samples=256,
                                 recipe="qat", data_dir=None, download=False, **train_options):
     """Quantization-aware fine-tuning of a trained float model on `dataset`, with `train`'s input pipeline,
-    backups and resume: the fake-quant copy (`keras_mixer.quantization.quantize_model`) starts from ranges
-    calibrated on `calibration_samples` training images (preprocessed as for evaluation), then trains with the
-    "qat" recipe (AdamW at 1e-4, no augmentation) unless told otherwise.
+    backups and resume. It first measures what QAT has to beat: the float model's validation top-1 and that of its
+    post-training int8 export (`to_tflite` calibrated on `calibration_samples` training images, preprocessed as for
+    evaluation). The float model's outlier channels are then equalized on the same images (`equalize_channels`:
+    the same function), its fake-quant copy (`keras_mixer.quantization.quantize_model`) starts from ranges
+    calibrated on them and trains with the "qat" recipe (AdamW at 1e-4, no augmentation) unless told otherwise,
+    ending with the weights of its best interval on validation (the calibrated start included).
 
     `model`: a `.keras` file or keras.Model (the class names and crop recorded in the file are kept).
     `train_options`: as for `train` (epochs, steps, batch_size, strategy, ...).
-    Writes `output_dir/model_qat.keras` and report.json with the float model's and the QAT model's eval top-1/5.
+    Writes `output_dir/model_qat.keras` (with the three top-1s recorded in it, which `keras-mixer export` reads)
+    and report.json with the float, post-training int8 and QAT eval top-1 side by side.
     Returns (QAT model, report).
     """
     from keras_mixer.datasets import calibration_images
+    from keras_mixer.export.equalize import equalize_channels
     from keras_mixer.quantization import quantize_model
 
     float_model, info = _model_and_info(model)
@@ -254,12 +272,32 @@ def quantization_aware_training(model, dataset=DIGITS, output_dir="runs/qat", ca
     print(f"calibrating the fake-quant ranges on {calibration_samples} training images")
     calibration = calibration_images(dataset, image_size, calibration_samples, crop_fraction_for(recipe, eval_source),
                                      data_dir, download)
+    ptq_top1 = int8_top1(float_model, calibration, eval_source, recipe)
+    print(f"its post-training int8 export: eval top-1 {ptq_top1:.2%}")
+    equalized, _ = equalize_channels(float_model, calibration)
+    baselines = {"float_eval_top1": float_report["eval_top1"], "ptq_eval_top1": ptq_top1}
     qat_model, report = train(
-        model=lambda: quantize_model(float_model, calibration_data=calibration,
+        model=lambda: quantize_model(equalized, calibration_data=calibration,
                                      verbose=1 if sys.stdout.isatty() else 2), dataset=dataset,
         output_dir=output_dir, recipe=recipe, image_size=image_size, data_dir=data_dir, download=download,
-        model_filename="model_qat.keras", **train_options,
+        model_filename="model_qat.keras", keep_best=True, model_info=baselines, **train_options,
     )
-    report.update({"float_eval_top1": float_report["eval_top1"], "float_eval_top5": float_report["eval_top5"]})
+    report.update({**baselines, "float_eval_top5": float_report["eval_top5"]})
     write_text(Path(output_dir) / "report.json", json.dumps(report, indent=2, default=str))
     return qat_model, report
+
+
+def int8_top1(model, calibration, eval_source, recipe):
+    """Validation top-1 of `model`'s default int8 export (post-training, calibrated on `calibration`), run by LiteRT."""
+    import tempfile
+
+    from keras_mixer.export import evaluate_tflite, to_tflite
+
+    image_size = model.input_shape[1]
+    batches = ((images, np.argmax(one_hot, axis=-1))
+               for images, one_hot in make_pipeline(eval_source, image_size, 64, recipe, training=False))
+    with tempfile.TemporaryDirectory() as scratch:
+        path = to_tflite(model, Path(scratch) / "ptq_int8.tflite", "int8", representative_data=calibration,
+                         metadata=False)
+        report, _ = evaluate_tflite(path, batches)
+    return report["top1"]

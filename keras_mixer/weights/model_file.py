@@ -10,12 +10,14 @@ from keras_mixer.errors import WeightsError
 from keras_mixer.io_utils import atomic_path
 
 INFO_ENTRY = "keras_mixer.json"
-INFO_KEYS = ("class_names", "crop_fraction", "dataset")
+INFO_KEYS = ("class_names", "crop_fraction", "dataset", "eval_top1", "float_eval_top1", "ptq_eval_top1")
 
 
 def save_model(model, path, **info):
     """`model.save(path)`, written atomically, with `info` (class_names: list of str, crop_fraction: float,
-    dataset: str; None values are left out) stored in the archive."""
+    dataset: str; eval_top1: the model's validation top-1 when saved; for a QAT model, float_eval_top1 and
+    ptq_eval_top1: its float model's and that model's int8 export's; None values are left out) stored in the
+    archive."""
     unknown = set(info) - set(INFO_KEYS)
     if unknown:
         raise WeightsError(f"unknown model info {sorted(unknown)}; known: {INFO_KEYS}")
