@@ -118,7 +118,7 @@ def _export(args):
     path = to_tflite(model, args.output, args.quantization, representative_data=calibration,
                      batch_size=args.batch_size, float_io=args.float_io, labels=labels,
                      integer_only=args.integer_only or None, equalize=not args.no_equalize, report=args.report,
-                     float_layers=float_layers)
+                     float_layers=float_layers, calibration_method=args.calibration_method)
     print(f"wrote {path} ({os.path.getsize(path) / 1024:.0f} KB, {args.quantization}, batch {args.batch_size}"
           f"{', ' + str(len(labels)) + ' labels' if labels else ''})")
 

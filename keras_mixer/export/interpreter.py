@@ -10,7 +10,7 @@ from keras_mixer.io_utils import native_stderr_quiet
 from keras_mixer.preprocessing import quantize_values
 
 
-def _interpreter_module():
+def interpreter_class():
     """(Interpreter class, OpResolverType enum) from the first runtime available."""
     try:
         from ai_edge_litert import interpreter as runtime
@@ -39,13 +39,13 @@ def load_interpreter(path, num_threads=None, delegates=True, verify=True):
         from keras_mixer.export.sandbox import probe
 
         probe(path)
-    interpreter_class, resolver_types = _interpreter_module()
+    interpreter_type, resolver_types = interpreter_class()
     kwargs = {"model_path": path, "num_threads": num_threads}
     if not delegates:
         kwargs["experimental_op_resolver_type"] = resolver_types.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
         with native_stderr_quiet():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" INFO line
-            interpreter = interpreter_class(**kwargs)
+            interpreter = interpreter_type(**kwargs)
             interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as error:
         raise ExportError(f"{path}: not a valid .tflite model ({error})") from error

@@ -5,7 +5,6 @@ dequantized inputs, so each row is the error that op's own quantization adds (no
 ops before it): the rows that stand out are the ones to keep in float (`to_tflite(float_layers=...)`).
 """
 
-import contextlib
 import io
 import re
 import warnings
@@ -64,20 +63,18 @@ def readable_name(tensor_name):
     return "/".join([re.sub(r"_\d+$", "", part) for part in parts[:-1]] + parts[-1:])
 
 
-def layer_errors(converter, float_ops=(), float_nodes=()):
+def layer_errors(debug_model, dataset):
     """Rows (op, tensor, readable name, SQNR dB, float range, outlier ratio, int8 scale), worst SQNR first, for
-    every quantized op of `converter`'s int8 conversion (with its representative dataset), keeping `float_ops`
-    (op types) and `float_nodes` (tensor names) float as the export does."""
+    every quantized op of `debug_model` (the MLIR quantizer's numeric-verify model of the export), run on the
+    batches `dataset()` yields."""
     import tensorflow as tf
 
-    options = tf.lite.experimental.QuantizationDebugOptions(
-        layer_direct_compare_metrics=_metrics(), denylisted_ops=list(float_ops) or None,
-        denylisted_nodes=list(float_nodes) or None)
-    # the debugger prints the converter's signature and warns about its own deprecated interpreter
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), native_stderr_quiet():
+    options = tf.lite.experimental.QuantizationDebugOptions(layer_direct_compare_metrics=_metrics())
+    # the debugger warns about its own deprecated interpreter
+    with warnings.catch_warnings(), native_stderr_quiet():
         warnings.simplefilter("ignore")
         debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=converter.representative_dataset, debug_options=options)
+            quant_debug_model_content=debug_model, debug_dataset=dataset, debug_options=options)
         debugger.run()
         dump = io.StringIO()
         debugger.layer_statistics_dump(dump)

@@ -16,7 +16,7 @@ import sys
 
 from keras_mixer.errors import ExportError
 
-# the runtime fallback of interpreter._interpreter_module, repeated here so the worker imports LiteRT only
+# the runtime fallback of interpreter.interpreter_class, repeated here so the worker imports LiteRT only
 # (importing keras_mixer would start TensorFlow in every worker)
 _WORKER = r"""
 import sys

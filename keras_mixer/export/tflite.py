@@ -3,12 +3,14 @@
 import contextlib
 import io
 import os
+import re
 import sys
 import warnings
 
 import numpy as np
 
-from keras_mixer.errors import ExportError
+from keras_mixer.errors import ExportError, KerasMixerError
+from keras_mixer.export.calibration import CALIBRATION_METHODS, narrow_ranges
 from keras_mixer.export.metadata import add_metadata
 from keras_mixer.io_utils import atomic_path, native_stderr_quiet, write_text
 
@@ -44,8 +46,6 @@ def _mixture_of_experts_nodes(model):
     """Names of the graph nodes inside the model's mixture-of-experts layers, kept float in integer exports:
     measured on a digits Sparse-MLP, int8 routing flips 27 % of the top-k expert choices and the int8 model agrees
     with Keras on 83 % of argmaxes; with these nodes float (the rest int8) on 99 %."""
-    import re
-
     import tensorflow as tf
 
     from keras_mixer.export.edgetpu import read_graph
@@ -161,21 +161,41 @@ def _check_integer_only(flatbuffer, name, float_io):
             "or for the Edge TPU use edgetpu_model(model, experts_on_cpu=True)")
 
 
-def _quantize_keeping_float(converter, float_ops, float_nodes):
-    """Full-integer conversion with `float_ops` (op types) and `float_nodes` (tensor names) left float32: the
-    converter's own two steps (calibrate, then the MLIR quantizer) with the quantizer's denylists, as
-    `tf.lite.experimental.QuantizationDebugger` runs them, without the instrumented debug model it also builds
-    (which a QAT graph, already quantized by its fake-quant ops, does not allow). Fake-quant ranges of a QAT
-    model still decide the ops they surround. `_experimental_calibrate_only` is private; ai-edge-quantizer, the
-    public alternative, measured as fast but with 2.3-3.6x larger logit errors and float I/O (docs/export.md)."""
+@contextlib.contextmanager
+def _converter_quiet():
+    """The converter prints its SavedModel signature to stdout and warns about the integer input's range (which it
+    sets from the calibration data); neither is actionable for the user."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), native_stderr_quiet():
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+        yield
+
+
+def _calibrate(converter):
+    """The converter's first step of a full-integer conversion: the float graph with each activation's min/max
+    over the representative dataset recorded. Then `_quantize` is its second step; between the two, ranges can be
+    narrowed (`calibration.narrow_ranges`) and each op's error measured (`quantization_report`). These are the
+    steps `tf.lite.experimental.QuantizationDebugger` takes too, through the converter's private
+    `_experimental_calibrate_only`; ai-edge-quantizer, the public alternative, measured as fast but with 2.3-3.6x
+    larger logit errors and float I/O (docs/export.md)."""
+    converter._experimental_calibrate_only = True
+    try:
+        return converter.convert()
+    finally:
+        converter._experimental_calibrate_only = False
+
+
+def _quantize(calibrated, converter, float_ops=(), float_nodes=(), numeric_verify=False):
+    """The MLIR quantizer on a calibrated graph, with `float_ops` (op types) and `float_nodes` (tensor names) left
+    float32. Fake-quant ranges of a QAT model still decide the ops they surround. `numeric_verify`: the debug
+    model, float I/O, every quantized op followed by a comparison with its float op."""
     from tensorflow.lite.python import convert
 
-    converter._experimental_calibrate_only = True
-    calibrated = converter.convert()
+    io_types = {} if numeric_verify else {"input_data_type": converter.inference_input_type,
+                                           "output_data_type": converter.inference_output_type}
     return convert.mlir_quantize(
         calibrated, disable_per_channel=converter._experimental_disable_per_channel,
-        input_data_type=converter.inference_input_type, output_data_type=converter.inference_output_type,
-        denylisted_ops=float_ops or None, denylisted_nodes=float_nodes or None)
+        denylisted_ops=list(float_ops) or None, denylisted_nodes=list(float_nodes) or None,
+        enable_numeric_verify=numeric_verify, **io_types)
 
 
 def _equalized(model, calibration):
@@ -199,19 +219,22 @@ def _equalized(model, calibration):
     return equalized, equalization
 
 
-def _layer_report(converter, model, quantization, integer_only, float_ops, float_nodes, equalization, report,
-                  float_layers):
-    """Measures every quantized op's error (`quantization_report.layer_errors`), writes the `report` JSON if asked,
-    and returns `float_nodes` with the ops `float_layers` keeps float added."""
+def _layer_report(calibrated, converter, images, batch_size, model, quantization, integer_only, float_ops,
+                  float_nodes, equalization, calibration_method, report, float_layers):
+    """Measures every quantized op's error (`quantization_report.layer_errors`) on the calibrated graph, writes the
+    `report` JSON if asked, and returns `float_nodes` with the ops `float_layers` keeps float added."""
     import json
 
     from keras_mixer.export import quantization_report
 
     if float_layers and integer_only:
         raise ExportError("float_layers keeps ops float32, which an integer_only or Edge TPU export cannot have")
-    print(f"measuring each quantized op's error on {quantization_report.DEBUG_IMAGES} calibration images")
-    rows = quantization_report.layer_errors(converter, float_ops, float_nodes)
-    converter._experimental_calibrate_only = False  # the debugger leaves the converter in calibrate-only mode
+    count = min(len(images), quantization_report.DEBUG_IMAGES) // batch_size * batch_size
+    print(f"measuring each quantized op's error on {count} calibration images")
+    with _converter_quiet():
+        debug_model = _quantize(calibrated, converter, float_ops, float_nodes, numeric_verify=True)
+    rows = quantization_report.layer_errors(
+        debug_model, lambda: ([images[start : start + batch_size]] for start in range(0, count, batch_size)))
     kept = []
     if isinstance(float_layers, int) and not isinstance(float_layers, bool):
         kept = [row["tensor"] for row in rows[:float_layers]]
@@ -225,7 +248,8 @@ def _layer_report(converter, model, quantization, integer_only, float_ops, float
     for line in quantization_report.format_rows(rows, limit=5):
         print(line)
     if report is not None:
-        write_text(report, json.dumps({"model": model.name, "quantization": quantization, "equalization": equalization,
+        write_text(report, json.dumps({"model": model.name, "quantization": quantization,
+                                       "calibration": calibration_method, "equalization": equalization,
                                        "float_layers": kept, "layers": rows}, indent=1))
         print(f"wrote {os.fspath(report)} ({len(rows)} quantized ops, worst first)")
     return list(float_nodes) + kept
@@ -247,6 +271,7 @@ def to_tflite(
     equalize=True,
     report=None,
     float_layers=None,
+    calibration_method="minmax",
 ):
     """Converts a Keras model to a `.tflite` file, written atomically; returns the path.
 
@@ -284,6 +309,9 @@ def to_tflite(
         report: a path for a JSON report of a calibrated int8 export: what equalization did, and for every
             quantized op the error its quantization adds against the float op on calibration images (SQNR), its
             float range and outlier ratio, worst first (`keras_mixer.export.quantization_report`).
+        calibration_method: how calibrated activation ranges are set: "minmax" (the converter's, each tensor's
+            extremes over the calibration images), "percentile" (narrowed to `calibration.PERCENTILE` of its
+            values) or "mse" (narrowed to the range of least int8 error); see `keras_mixer.export.calibration`.
         float_layers: keep these ops float32 in a calibrated default int8 export: regular expressions searched in
             the report's tensor names (e.g. "MixerBlock_7/channel_mixing"), or a number N for the N ops of worst
             SQNR in the report.
@@ -292,6 +320,14 @@ def to_tflite(
 
     if quantization not in QUANTIZATION_MODES:
         raise ExportError(f"quantization must be one of {QUANTIZATION_MODES}, got {quantization!r}")
+    if calibration_method not in CALIBRATION_METHODS:
+        raise ExportError(f"calibration_method must be one of {CALIBRATION_METHODS}, got {calibration_method!r}")
+    if float_layers and not isinstance(float_layers, int):
+        for pattern in float_layers:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ExportError(f"float_layers: {pattern!r} is not a regular expression ({error})") from error
     integer = quantization in ("int8", "uint8")
     if integer_only is None:
         integer_only = quantization == "uint8" or getattr(model, "integer_only_export", False)
@@ -341,23 +377,32 @@ def to_tflite(
             io_type = tf.int8 if quantization == "int8" else tf.uint8
             converter.inference_input_type = io_type
             converter.inference_output_type = io_type
-    if report is not None or float_layers:
-        if not integer or converter.representative_dataset is None or has_fake_quant:
-            raise ExportError("report and float_layers measure a calibrated int8 export: pass int8/uint8 quantization "
-                              "with representative_data (a QAT model exported without it converts from its own "
-                              "fake-quant ranges)")
-        float_nodes = _layer_report(converter, model, quantization, integer_only, float_ops, float_nodes,
-                                    equalization, report, float_layers)
+    calibrated_conversion = integer and converter.representative_dataset is not None
+    if (report is not None or float_layers or calibration_method != "minmax") and (not calibrated_conversion
+                                                                               or has_fake_quant):
+        raise ExportError("report, float_layers and calibration other than 'minmax' apply to a calibrated int8 "
+                          "export: pass int8/uint8 quantization with representative_data (a QAT model exported "
+                          "without it, or integer_only, converts from its own fake-quant ranges)")
     print(f"converting {model.name!r} to TFLite ({quantization}{', integer only' if integer and integer_only else ''})")
     try:
-        # the converter prints its SavedModel signature to stdout and warns about the integer input's range
-        # (which it sets from the calibration data); neither is actionable for the user
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), native_stderr_quiet():
-            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
-            if integer and (float_nodes or float_ops):
-                flatbuffer = _quantize_keeping_float(converter, float_ops, float_nodes)
-            else:
+        if calibrated_conversion:
+            with _converter_quiet():
+                calibrated = _calibrate(converter)
+            images = calibration[: calibration_steps * batch_size]
+            calibrated, narrowed = narrow_ranges(calibrated, images, batch_size, calibration_method)
+            if narrowed:
+                print(f"{calibration_method} calibration narrowed {len(narrowed)} activation ranges")
+            if report is not None or float_layers:
+                float_nodes = _layer_report(calibrated, converter, images, batch_size, model, quantization,
+                                            integer_only, float_ops, float_nodes, equalization, calibration_method,
+                                            report, float_layers)
+            with _converter_quiet():
+                flatbuffer = _quantize(calibrated, converter, float_ops, float_nodes)
+        else:
+            with _converter_quiet():
                 flatbuffer = converter.convert()
+    except KerasMixerError:
+        raise
     except Exception as error:  # the converter raises ConverterError / RuntimeError with the MLIR diagnostics
         raise ExportError(f"TFLite conversion of {model.name!r} ({quantization}) failed: {error}") from error
     if integer and integer_only and not experts_on_cpu:
