@@ -72,7 +72,7 @@ def _head_pairs(model):
             continue
         source = inbound.get(layer.name, [])
         while (len(source) == 1 and type(layers[source[0]]).__name__ in _CHANNEL_PRESERVING
-               and len(consumers.get(source[0], [])) == 1):
+               and len(consumers.get(source[0], [])) == 1 and source[0] not in outputs):
             source = inbound[source[0]]
         if len(source) == 1 and type(layers[source[0]]).__name__ in _NORMS:
             norm = layers[source[0]]

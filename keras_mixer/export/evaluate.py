@@ -69,15 +69,14 @@ def evaluate_tflite(path, images, labels=None, reference_scores=None, num_thread
 
 def _saturated(interpreter, scores):
     """Per-image flag: an integer output hit its type's limit (its scale is too small for the logits). An output
-    whose integer range spans [0, 1] holds probabilities (softmax, sigmoid), which sit at its limits by design
-    (a probability of 0 is the int8 minimum): never flagged."""
+    with the quantization TFLite gives SOFTMAX and LOGISTIC (scale 1/256 from 0: [0, 1)) holds probabilities,
+    which sit at its limits by design (a probability of 0 is the int8 minimum): never flagged."""
     out = interpreter.get_output_details()[0]
     scale, zero_point = out["quantization"]
     if not np.issubdtype(out["dtype"], np.integer) or scale == 0:
         return np.zeros(len(scores), bool)
     info = np.iinfo(out["dtype"])
-    low, high = (info.min - zero_point) * scale, (info.max - zero_point) * scale
-    if low >= -1e-6 and high <= 1.0 + 1e-6:
+    if np.isclose(scale, 1 / 256, rtol=1e-6, atol=0) and zero_point == info.min:
         return np.zeros(len(scores), bool)
     q = np.round(scores / scale + zero_point)
     return np.any((q <= info.min) | (q >= info.max), axis=1)
