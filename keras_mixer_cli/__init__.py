@@ -87,9 +87,9 @@ def build_parser():
     export.add_argument("--no-equalize", action="store_true",
                         help="int8/uint8: export the weights as they are, without first moving outlier channels of "
                              "normalized activations into the next layer's weights (same float function)")
-    export.add_argument("--calibration-method", choices=["minmax", "percentile", "mse"], default="minmax",
-                        help="int8/uint8: activation ranges from each tensor's extremes over the calibration images "
-                             "(default), a percentile of its values, or the range of least int8 error")
+    export.add_argument("--calibration-method", choices=["percentile", "mse", "minmax"], default="percentile",
+                        help="int8/uint8: each activation's range from 99.99 %% of its values on the calibration "
+                             "images (default), the range of least int8 error, or its extremes (min/max)")
     export.add_argument("--report", metavar="JSON",
                         help="int8/uint8: write each quantized op's error against float (SQNR), range and outlier "
                              "ratio, worst first, and what equalization did")

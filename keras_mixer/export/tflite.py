@@ -271,7 +271,7 @@ def to_tflite(
     equalize=True,
     report=None,
     float_layers=None,
-    calibration_method="minmax",
+    calibration_method="percentile",
 ):
     """Converts a Keras model to a `.tflite` file, written atomically; returns the path.
 
@@ -309,9 +309,10 @@ def to_tflite(
         report: a path for a JSON report of a calibrated int8 export: what equalization did, and for every
             quantized op the error its quantization adds against the float op on calibration images (SQNR), its
             float range and outlier ratio, worst first (`keras_mixer.export.quantization_report`).
-        calibration_method: how calibrated activation ranges are set: "minmax" (the converter's, each tensor's
-            extremes over the calibration images), "percentile" (narrowed to `calibration.PERCENTILE` of its
-            values) or "mse" (narrowed to the range of least int8 error); see `keras_mixer.export.calibration`.
+        calibration_method: how calibrated activation ranges are set: "percentile" (each tensor's range narrowed
+            to `calibration.PERCENTILE` of its values), "mse" (to the range of least int8 error) or "minmax" (the
+            converter's: its extremes over the calibration images); see `keras_mixer.export.calibration`. A QAT
+            model's all-integer export keeps its fake-quant ranges and takes "minmax" for the rest.
         float_layers: keep these ops float32 in a calibrated default int8 export: regular expressions searched in
             the report's tensor names (e.g. "MixerBlock_7/channel_mixing"), or a number N for the N ops of worst
             SQNR in the report.
@@ -378,11 +379,12 @@ def to_tflite(
             converter.inference_input_type = io_type
             converter.inference_output_type = io_type
     calibrated_conversion = integer and converter.representative_dataset is not None
-    if (report is not None or float_layers or calibration_method != "minmax") and (not calibrated_conversion
-                                                                               or has_fake_quant):
-        raise ExportError("report, float_layers and calibration other than 'minmax' apply to a calibrated int8 "
-                          "export: pass int8/uint8 quantization with representative_data (a QAT model exported "
-                          "without it, or integer_only, converts from its own fake-quant ranges)")
+    if (report is not None or float_layers) and (not calibrated_conversion or has_fake_quant):
+        raise ExportError("report and float_layers apply to a calibrated int8 export: pass int8/uint8 quantization "
+                          "with representative_data (a QAT model exported without it, or integer_only, converts from "
+                          "its own fake-quant ranges)")
+    if has_fake_quant:  # its learned ranges rule; narrowing the others around them was not measured
+        calibration_method = "minmax"
     print(f"converting {model.name!r} to TFLite ({quantization}{', integer only' if integer and integer_only else ''})")
     try:
         if calibrated_conversion:
