@@ -90,6 +90,22 @@ def test_qat_reports_float_post_training_and_qat_accuracy_and_keeps_its_best(run
         assert f"{report[key]:.2%}" in last_line, last_line
 
 
+def test_qat_that_only_gets_worse_keeps_its_calibrated_start_and_says_when_ptq_was_better(run, tmp_path):
+    """A learning rate 10,000x the recipe's wrecks the weights in a few steps: the run must end with the weights it
+    started from (the calibrated fake-quant copy), and its last lines must name the better post-training export
+    whenever the kept QAT top-1 is below it."""
+    code, out, err = cli("qat", run / "float" / "model.keras", "--dataset", run / "textures", "--steps", 6,
+                         "--checkpoint-every", 2, "--batch-size", 16, "--learning-rate", 1.0, "--output",
+                         tmp_path / "qat")
+    assert code == 0, err
+    report = json.loads((tmp_path / "qat" / "report.json").read_text())
+    assert report["steps"] == 6 and report["kept_step"] == 0, report
+    assert "(kept the weights of step 0 of 6)" in out
+    assert report["eval_top1"] >= report["float_eval_top1"] - 0.05  # the calibrated start, not the wrecked end
+    below = report["eval_top1"] < report["ptq_eval_top1"]
+    assert ("warning: QAT ended below the float model's post-training int8 export" in err) == below
+
+
 def test_int8_exports_of_a_model_with_outlier_channels_keep_its_accuracy(run, tmp_path):
     """The issue's case: the folder-trained Mixer given outlier channels (factors up to 100) without changing its
     float function. Its default int8 export, calibrated on the folder, keeps top-1 within 1 pt of float, its Edge TPU
