@@ -19,8 +19,9 @@ import numpy as np
 import keras_mixer
 from keras_mixer.datasets import load_digits
 from keras_mixer.demo import train_float
-from keras_mixer.export import equalize_channels, load_interpreter, predict, to_tflite
+from keras_mixer.export import load_interpreter, predict, to_tflite
 from keras_mixer.export.edgetpu_model import edgetpu_model
+from keras_mixer.export.equalize import equalize_channels
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from outliers import inject_outliers, sqnr_db  # noqa: E402  (the tests' function-preserving injection)

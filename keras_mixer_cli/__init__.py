@@ -181,11 +181,23 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if not args.verbose:
-        # before TensorFlow is first imported: its C++ start-up lines (oneDNN, CPU features, absl) are noise here
+    if args.verbose:
+        from keras_mixer.cli import run
+    else:
+        # before TensorFlow is first imported: its C++ start-up lines (oneDNN, CPU features, absl) are noise here.
+        # TensorFlow 2.21 writes some of them before it reads the level (absl's pre-init warning, and the oneDNN
+        # notice on AVX-512 machines), so the import runs with file descriptor 2 sent to /dev/null; an import that
+        # fails still raises its exception after it
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from keras_mixer.cli import run
-
+        sys.stderr.flush()
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+            from keras_mixer.cli import run
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
     return run(args)
 
 

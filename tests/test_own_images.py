@@ -106,6 +106,23 @@ def test_qat_that_only_gets_worse_keeps_its_calibrated_start_and_says_when_ptq_w
     assert ("warning: QAT ended below the float model's post-training int8 export" in err) == below
 
 
+def test_export_says_when_the_qat_run_found_post_training_int8_better(run, tmp_path):
+    import keras
+
+    from keras_mixer.weights import save_model
+
+    qat_file = run / "qat" / "model_qat.keras"
+    info = read_model_info(qat_file)
+    save_model(keras.models.load_model(qat_file), tmp_path / "worse.keras",
+               **{**info, "eval_top1": 0.5, "ptq_eval_top1": 0.9})
+    code, _, err = cli("export", tmp_path / "worse.keras", tmp_path / "worse.tflite", "--quantization", "int8",
+                       "--calibration", run / "textures", "--calibration-samples", 16)
+    assert code == 0 and "better on validation (90.00% vs this model's 50.00%)" in err, err
+    code, _, err = cli("export", qat_file, tmp_path / "fine.tflite", "--quantization", "int8", "--calibration",
+                       run / "textures", "--calibration-samples", 16)
+    assert code == 0 and ("better on validation" in err) == (info["ptq_eval_top1"] > info["eval_top1"])
+
+
 def test_int8_exports_of_a_model_with_outlier_channels_keep_its_accuracy(run, tmp_path):
     """The issue's case: the folder-trained Mixer given outlier channels (factors up to 100) without changing its
     float function. Its default int8 export, calibrated on the folder, keeps top-1 within 1 pt of float, its Edge TPU
