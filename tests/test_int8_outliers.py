@@ -70,8 +70,8 @@ def test_every_int8_form_of_a_mixer_with_outliers_keeps_the_clean_models_error(f
     clean = export_error_db(model, form, "clean", tmp_path)
     equalized = export_error_db(injected, form, "equalized", tmp_path)
     plain = export_error_db(injected, form, "plain", tmp_path, equalize=False)
-    # measured (clean / outliers equalized / not): int8 43.5 / 43.5 / 30.2 dB, integer_only 42.1 / 42.1 / 22.3,
-    # edgetpu 37.4 / 37.4 / 16.5
+    # measured (clean / outliers equalized / not): int8 36.8 / 36.8 / 27.7 dB, integer_only 39.5 / 39.5 / 22.4,
+    # edgetpu 41.9 / 41.9 / 17.0
     print(f"mixer {form}: clean {clean:.1f} dB, with outliers {equalized:.1f} dB equalized, {plain:.1f} dB not")
     assert equalized >= clean - 3.0
     assert plain < clean - 3.0  # the outliers do cost int8 accuracy without equalization
@@ -79,8 +79,9 @@ def test_every_int8_form_of_a_mixer_with_outliers_keeps_the_clean_models_error(f
 
 @pytest.mark.parametrize("family", sorted(set(SMALL) - {"mixer"}))
 def test_edgetpu_form_of_every_family_with_outliers_keeps_the_clean_models_error(family, tmp_path):
-    """The all-integer Edge TPU form, where outliers cost most (measured without equalization: 4-15 dB where the
-    clean export has 30-37 dB, on every family and form)."""
+    """The all-integer Edge TPU form, where outliers cost most (measured without equalization, min/max ranges: 4-15 dB
+    where the clean export had 30-37 dB). Measured with the defaults: clean and with outliers within 0.1 dB (AS-MLP
+    18.7, Hire-MLP 35.2, RaftMLP 36.9, ViP 37.3 dB)."""
     model = with_nonzero_weights(SMALL[family]())
     clean = export_error_db(model, "edgetpu", "clean", tmp_path)
     equalized = export_error_db(inject_outliers(model)[0], "edgetpu", "equalized", tmp_path)
