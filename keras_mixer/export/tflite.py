@@ -219,16 +219,14 @@ def _equalized(model, calibration):
     return equalized, equalization
 
 
-def _layer_report(calibrated, converter, images, batch_size, model, quantization, integer_only, float_ops,
-                  float_nodes, equalization, calibration_method, report, float_layers):
+def _layer_report(calibrated, converter, images, batch_size, model, quantization, float_ops, float_nodes,
+                  equalization, calibration_method, report, float_layers):
     """Measures every quantized op's error (`quantization_report.layer_errors`) on the calibrated graph, writes the
     `report` JSON if asked, and returns `float_nodes` with the ops `float_layers` keeps float added."""
     import json
 
     from keras_mixer.export import quantization_report
 
-    if float_layers and integer_only:
-        raise ExportError("float_layers keeps ops float32, which an integer_only or Edge TPU export cannot have")
     count = min(len(images), quantization_report.DEBUG_IMAGES) // batch_size * batch_size
     print(f"measuring each quantized op's error on {count} calibration images")
     with _converter_quiet():
@@ -341,6 +339,14 @@ def to_tflite(
             f"quantization={quantization!r} needs representative_data (a few hundred training images, or a dataset "
             "name) to calibrate activation ranges, or a QAT model from keras_mixer.quantization.quantize_model"
         )
+    # refused before any calibration work: a QAT model keeps its fake-quant ranges without data or with integer_only
+    if (report is not None or float_layers) and (not integer or representative_data is None
+                                                 or (has_fake_quant and integer_only)):
+        raise ExportError("report and float_layers apply to a calibrated int8 export: pass int8/uint8 quantization "
+                          "with representative_data (a QAT model exported without it, or integer_only, converts from "
+                          "its own fake-quant ranges)")
+    if float_layers and integer_only:
+        raise ExportError("float_layers keeps ops float32, which an integer_only or Edge TPU export cannot have")
     calibration = None
     if integer and representative_data is not None:
         calibration = calibration_array(representative_data, model.input_shape[1], calibration_samples)
@@ -379,10 +385,6 @@ def to_tflite(
             converter.inference_input_type = io_type
             converter.inference_output_type = io_type
     calibrated_conversion = integer and converter.representative_dataset is not None
-    if (report is not None or float_layers) and (not calibrated_conversion or has_fake_quant):
-        raise ExportError("report and float_layers apply to a calibrated int8 export: pass int8/uint8 quantization "
-                          "with representative_data (a QAT model exported without it, or integer_only, converts from "
-                          "its own fake-quant ranges)")
     if has_fake_quant:  # its learned ranges rule; narrowing the others around them was not measured
         calibration_method = "minmax"
     print(f"converting {model.name!r} to TFLite ({quantization}{', integer only' if integer and integer_only else ''})")
@@ -396,7 +398,7 @@ def to_tflite(
                 print(f"{calibration_method} calibration narrowed {len(narrowed)} activation ranges")
             if report is not None or float_layers:
                 float_nodes = _layer_report(calibrated, converter, images, batch_size, model, quantization,
-                                            integer_only, float_ops, float_nodes, equalization, calibration_method,
+                                            float_ops, float_nodes, equalization, calibration_method,
                                             report, float_layers)
             with _converter_quiet():
                 flatbuffer = _quantize(calibrated, converter, float_ops, float_nodes)
