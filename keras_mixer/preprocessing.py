@@ -13,11 +13,16 @@ from keras_mixer.errors import KerasMixerError
 LABEL_FILES = {1000: "imagenet1k_labels.tsv.gz", 21843: "imagenet21k_labels.tsv.gz"}
 
 
-def preprocess_input(x):
-    """Scales pixel values in [0, 255] to [-1, 1] (`x / 127.5 - 1`), the official Mixer input range.
+def preprocess_input(x, data_format=None):
+    """Scales pixel values in [0, 255] to [-1, 1] (`x / 127.5 - 1`): the one input every keras_mixer model takes,
+    whatever normalization its checkpoint was trained on (that one is applied inside the model).
 
-    Accepts NumPy arrays (returned as float32 NumPy) and backend tensors (returned as tensors).
+    Accepts NumPy arrays (returned as float32 NumPy) and backend tensors (returned as tensors). `data_format`
+    ("channels_last", "channels_first" or None) is accepted as in keras.applications; the scaling is the same
+    for every channel, so it changes nothing.
     """
+    if data_format not in (None, "channels_last", "channels_first"):
+        raise KerasMixerError(f"data_format must be None, 'channels_last' or 'channels_first', got {data_format!r}")
     if isinstance(x, (np.ndarray, list, tuple, int, float)):
         return np.asarray(x, dtype=np.float32) / 127.5 - 1.0
     return ops.cast(x, "float32") / 127.5 - 1.0
@@ -38,7 +43,7 @@ def imagenet_labels(num_classes=1000):
 def decode_predictions(preds, top=5):
     """Like `keras.applications.imagenet_utils.decode_predictions`: for each row of `preds`, the `top` classes as
     (synset, name, score), best first. Works for the 1k and the 21,843-class ImageNet-21k heads; `name` is the
-    first WordNet lemma of the class."""
+    first WordNet lemma of the class with spaces as underscores, as Keras writes it ('African_elephant')."""
     preds = np.asarray(preds)
     if preds.ndim != 2:
         raise KerasMixerError(f"decode_predictions expects a [batch, classes] array, got shape {preds.shape}")
@@ -46,7 +51,8 @@ def decode_predictions(preds, top=5):
     results = []
     for row in preds:
         best = np.argsort(row)[::-1][:top]
-        results.append([(labels[i][0], labels[i][1].split(",")[0], float(row[i])) for i in best])
+        results.append([(labels[i][0], labels[i][1].split(",")[0].strip().replace(" ", "_"), float(row[i]))
+                        for i in best])
     return results
 
 

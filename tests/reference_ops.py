@@ -50,3 +50,20 @@ def random_state_dict(rng, shapes):
             value = rng.normal(1 if "norm" in key and key.endswith("weight") else 0, 0.1, shape)
         out[key] = value.astype(np.float32)
     return out
+
+
+# --- the authors' input pipelines --------------------------------------------------------------------------------
+# ViP, AS-MLP, Hire-MLP and RaftMLP were trained and evaluated on torchvision's ToTensor() + Normalize(mean, std)
+# with timm's IMAGENET_DEFAULT_MEAN / _STD (copied from timm/data/constants.py, not from keras_mixer)
+IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
+
+
+def random_pixels(shape, seed=1):
+    """uint8 RGB images, NHWC: what a user starts from."""
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def authors_normalize(pixels, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD):
+    """ToTensor() (pixels / 255) then Normalize(mean, std), per channel, in float64 (NHWC)."""
+    return (np.asarray(pixels, np.float64) / 255.0 - np.asarray(mean)) / np.asarray(std)

@@ -4,6 +4,7 @@ import pytest
 from safetensors.numpy import save_file
 
 import keras_mixer
+from reference_ops import authors_normalize, random_pixels
 from as_mlp_reference import as_mlp_forward, random_state_dict, shift
 from digits_helpers import digits_family_tests
 from keras_mixer.errors import WeightsError
@@ -39,11 +40,13 @@ def checkpoint(tmp_path_factory):
 
 
 def test_official_checkpoint_matches_reference_forward(checkpoint):
+    """From pixels: our model fed `preprocess_input(pixels)` gives the authors' forward of their normalization of
+    the same pixels (timm's ImageNet mean / std), which the builder applies inside the model."""
     state, path = checkpoint
     model = keras_mixer.ASMLP(8, DEPTHS, input_shape=(32, 32, 3), classes=10, classifier_activation=None, weights=path)
-    x = np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
-    expected = as_mlp_forward(state, x, DEPTHS)
-    assert np.max(np.abs(model.predict(x, verbose=0) - expected)) <= 1e-4
+    pixels = random_pixels((2, 32, 32, 3))
+    expected = as_mlp_forward(state, authors_normalize(pixels), DEPTHS)
+    assert np.max(np.abs(model.predict(keras_mixer.preprocess_input(pixels), verbose=0) - expected)) <= 1e-4
 
 
 def test_checkpoint_errors_name_the_key(checkpoint, tmp_path):

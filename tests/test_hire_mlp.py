@@ -5,6 +5,7 @@ from safetensors.numpy import save_file
 
 import keras_mixer
 from digits_helpers import digits_family_tests
+from reference_ops import authors_normalize, random_pixels
 from hire_mlp_reference import hire_mlp_forward, random_state_dict
 from keras_mixer.errors import WeightsError
 from keras_mixer.layers.hire_mlp import channels_to_regions, circular_pad, regions_to_channels, roll
@@ -63,14 +64,16 @@ def checkpoint(tmp_path_factory):
 
 
 def test_official_checkpoint_matches_reference_forward(checkpoint):
-    """40x40 input: stage grids 10, 5, 3, 2 exercise circular padding (10 -> 12, 5 -> 6) and every step."""
+    """40x40 input: stage grids 10, 5, 3, 2 exercise circular padding (10 -> 12, 5 -> 6) and every step. From
+    pixels: our model fed `preprocess_input(pixels)` gives the authors' forward of their normalization of the same
+    pixels (timm's ImageNet mean / std), including the stem's zero padding after that normalization."""
     state, path = checkpoint
     model = keras_mixer.HireMLP(**CONFIG, input_shape=(40, 40, 3), classes=10, classifier_activation=None,
                                 weights=path)
-    x = np.random.default_rng(1).uniform(-1, 1, (2, 40, 40, 3)).astype("float32")
-    expected = hire_mlp_forward(state, x, CONFIG["layers"], CONFIG["pixel"], CONFIG["step_stride"],
-                                CONFIG["step_dilation"])
-    assert np.max(np.abs(model.predict(x, verbose=0) - expected)) <= 1e-4
+    pixels = random_pixels((2, 40, 40, 3))
+    expected = hire_mlp_forward(state, authors_normalize(pixels), CONFIG["layers"], CONFIG["pixel"],
+                                CONFIG["step_stride"], CONFIG["step_dilation"])
+    assert np.max(np.abs(model.predict(keras_mixer.preprocess_input(pixels), verbose=0) - expected)) <= 1e-4
 
 
 def test_checkpoint_errors_name_the_key(checkpoint, tmp_path):
@@ -116,6 +119,7 @@ def test_imagenet_tag_reads_the_authors_training_checkpoint(tmp_path, monkeypatc
     monkeypatch.setenv("KERAS_MIXER_WEIGHTS_DIR", str(tmp_path))
     with pytest.warns(UserWarning, match="no published hash"):
         model = keras_mixer.HireMLPTiny(weights="imagenet", input_shape=(64, 64, 3), classifier_activation=None)
-    images = np.random.default_rng(1).uniform(-1, 1, (1, 64, 64, 3)).astype("float32")
-    expected = hire_mlp_forward(state, images, (2, 2, 4, 2), (4, 3, 3, 2), (2, 2, 3, 2), (2, 2, 1, 1))
-    assert np.max(np.abs(model.predict(images, verbose=0) - expected)) <= 1e-4
+    pixels = random_pixels((1, 64, 64, 3))
+    expected = hire_mlp_forward(state, authors_normalize(pixels), (2, 2, 4, 2), (4, 3, 3, 2), (2, 2, 3, 2),
+                                (2, 2, 1, 1))
+    assert np.max(np.abs(model.predict(keras_mixer.preprocess_input(pixels), verbose=0) - expected)) <= 1e-4

@@ -8,7 +8,7 @@ from digits_helpers import digits_family_tests
 from keras_mixer.errors import WeightsError
 from keras_mixer.layers import CrossScaleEmbedding, RaftBlock
 from raft_mlp_reference import embed, raft_mixing, raft_mlp_forward, raft_mlp_state_dict, sequential_mlp
-from reference_ops import layer_norm
+from reference_ops import authors_normalize, layer_norm, random_pixels
 
 # trainable parameters at 224x224, 1000 classes, measured from the authors' implementation (spec sheet)
 PARAM_COUNTS = {"RaftMLPSmall": 9_868_768, "RaftMLPMedium": 21_413_632, "RaftMLPLarge": 36_184_672}
@@ -84,10 +84,13 @@ def checkpoint(tmp_path_factory):
 
 
 def test_official_checkpoint_matches_reference_forward(checkpoint):
+    """From pixels: our model fed `preprocess_input(pixels)` gives the authors' forward of their normalization of
+    the same pixels (timm's ImageNet mean / std), which the builder applies inside the model."""
     state, path = checkpoint
     model = keras_mixer.RaftMLP(SMALL, input_shape=(32, 32, 3), classes=10, classifier_activation=None, weights=path)
-    x = np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
-    assert np.max(np.abs(model.predict(x, verbose=0) - raft_mlp_forward(state, x, SMALL))) <= 1e-4
+    pixels = random_pixels((2, 32, 32, 3))
+    expected = raft_mlp_forward(state, authors_normalize(pixels), SMALL)
+    assert np.max(np.abs(model.predict(keras_mixer.preprocess_input(pixels), verbose=0) - expected)) <= 1e-4
 
 
 def test_checkpoint_errors_name_the_key(checkpoint, tmp_path):

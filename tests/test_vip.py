@@ -7,6 +7,7 @@ import keras_mixer
 from digits_helpers import digits_family_tests
 from keras_mixer.errors import WeightsError
 from keras_mixer.layers import WeightedPermuteMLP
+from reference_ops import authors_normalize, random_pixels
 from vip_reference import vip_forward, vip_state_dict, weighted_permute_mlp
 
 # trainable parameters at 224x224, 1000 classes, measured from the authors' implementation (spec sheet)
@@ -58,12 +59,15 @@ def checkpoint(tmp_path_factory):
 
 
 def test_official_checkpoint_matches_reference_forward(checkpoint):
+    """From pixels: our model fed `preprocess_input(pixels)` gives the authors' forward of their normalization of
+    the same pixels (timm's ImageNet mean / std), which the builder applies inside the model."""
     state, path = checkpoint
     model = keras_mixer.VisionPermutator(**SMALL, input_shape=(32, 32, 3), classes=10, classifier_activation=None,
                                          weights=path)
-    x = np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
-    expected = vip_forward(state, x, SMALL["layers"], SMALL["embed_dims"], SMALL["segment_dim"], SMALL["transitions"], 4)
-    assert np.max(np.abs(model.predict(x, verbose=0) - expected)) <= 1e-4
+    pixels = random_pixels((2, 32, 32, 3))
+    expected = vip_forward(state, authors_normalize(pixels), SMALL["layers"], SMALL["embed_dims"],
+                           SMALL["segment_dim"], SMALL["transitions"], 4)
+    assert np.max(np.abs(model.predict(keras_mixer.preprocess_input(pixels), verbose=0) - expected)) <= 1e-4
 
 
 def test_checkpoint_errors_name_the_key(checkpoint, tmp_path):

@@ -10,7 +10,7 @@ import torch
 
 import keras_mixer
 from keras_mixer.errors import WeightsError
-from keras_mixer.models.mlp_mixer import fold_input_range
+from keras_mixer.layers.input_normalization import IMAGENET_DEFAULT, UNIT_RANGE, fold_into_stem
 from keras_mixer.weights import fetch, resolve
 from mixer_reference import mixer_forward, random_params
 
@@ -188,13 +188,17 @@ def test_interpolate_2x_preserves_the_response_to_constant_tokens():
     np.testing.assert_allclose((hidden_new @ n2 + nb2).mean(), (hidden_old @ w2 + b2).mean(), atol=1e-5)
 
 
-def test_fold_input_range_into_stem():
+@pytest.mark.parametrize("normalization", [UNIT_RANGE, IMAGENET_DEFAULT])
+def test_a_checkpoints_normalization_folds_into_the_stem(normalization):
+    """Our z = pixels / 127.5 - 1 into the folded stem == the checkpoint's (pixels / 255 - mean) / std into its own."""
     params = tiny_params()
-    z = np.random.default_rng(0).uniform(-1, 1, (2, 8, 8, 3))
-    folded = fold_input_range(params, 0.0, 1.0)
-    np.testing.assert_allclose(
-        mixer_forward(folded, z, 4, 2, "exact"), mixer_forward(params, (z + 1) / 2, 4, 2, "exact"), atol=1e-5
-    )
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3)).astype("float64")
+    mean, std = (np.asarray(v) for v in normalization)
+    folded = dict(params)
+    folded["stem/kernel"], folded["stem/bias"] = fold_into_stem(params["stem/kernel"], params["stem/bias"],
+                                                                normalization)
+    np.testing.assert_allclose(mixer_forward(folded, pixels / 127.5 - 1, 4, 2, "exact"),
+                               mixer_forward(params, (pixels / 255 - mean) / std, 4, 2, "exact"), atol=1e-4)
 
 
 # --- released weights and downloads -----------------------------------------------------------------------------

@@ -40,7 +40,7 @@ def _value(variable):
 
 def _conv1x1(x, kernel, bias=None):
     """A 1x1 CONV_2D with constant weights: `kernel` (in, out)."""
-    layer = keras.layers.Conv2D(kernel.shape[-1], 1, use_bias=bias is not None)
+    layer = keras.layers.Conv2D(kernel.shape[-1], 1, use_bias=bias is not None, data_format="channels_last")
     layer.build(x.shape)
     layer.set_weights([kernel.reshape(1, 1, *kernel.shape)] + ([bias] if bias is not None else []))
     return layer(x)
@@ -150,6 +150,9 @@ class _Rewriter:
         scale, shift = _batch_norm_affine(layer)
         return x * scale + shift
 
+    def InputNormalization(self, layer, x):  # a checkpoint's own normalization: MUL + ADD by constants
+        return x * layer.scale + layer.offset
+
     def GlobalAveragePooling2D(self, layer, x):
         return ops.mean(x, axis=(1, 2))
 
@@ -176,7 +179,8 @@ class _Rewriter:
     # --- MLP-Mixer (and Sparse-MLP's dense blocks) --------------------------------------------------------------------
 
     def PatchEmbedding(self, layer, x):
-        return ops.conv(x, _value(layer.kernel), strides=layer.patch_size, padding="valid") + _value(layer.bias)
+        kernel, bias = _value(layer.kernel), _value(layer.bias)
+        return ops.conv(x, kernel, strides=layer.patch_size, padding="valid", data_format="channels_last") + bias
 
     def MixerBlock(self, layer, x):
         _, rows, cols, channels = x.shape

@@ -124,6 +124,14 @@ def _representative_dataset(samples, batch_size, limit):
     return batches
 
 
+def _normalization_note(model):
+    """The metadata's input normalization is the model's contract, (x - 127.5) / 127.5; a checkpoint trained on
+    another one carries an InputNormalization step inside the graph, whose numbers the description states."""
+    steps = [layer for layer in getattr(model, "layers", []) if type(layer).__name__ == "InputNormalization"]
+    return "".join(f"; inside the graph, {layer.name!r} maps those inputs onto the checkpoint's normalization "
+                   f"(pixels / 255 - mean) / std with mean {layer.mean}, std {layer.std}" for layer in steps)
+
+
 def outputs_probabilities(model):
     """Whether the model ends in a softmax (class probabilities) rather than logits."""
     activation = getattr(model.layers[-1], "activation", None) if model.layers else None
@@ -290,7 +298,8 @@ def to_tflite(
         labels: class names, embedded as labels.txt in the TFLite metadata (read by Android tooling).
         description: model description for the metadata.
         metadata: embed TFLite metadata (input normalization (x - 127.5) / 127.5 as `preprocess_input`, RGB,
-            labels); the graph is unchanged.
+            labels; the description names a checkpoint's own normalization inside the graph); the graph is
+            unchanged.
         integer_only: with "int8"/"uint8", quantize every op, as the Edge TPU, NNAPI and DSPs need. If False,
             the elementwise ops, LayerNorm's statistics and GELU (`XNNPACK_FLOAT_OPS`) stay float32 between the
             int8 matmuls and convolutions, which is what LiteRT's CPU delegate (XNNPACK) runs fastest.
@@ -416,6 +425,7 @@ def to_tflite(
         with open(tmp, "wb") as f:
             f.write(flatbuffer)
         if metadata:
-            add_metadata(tmp, model.name, description or f"{model.name}, {quantization} TFLite export by keras_mixer",
+            add_metadata(tmp, model.name, (description or f"{model.name}, {quantization} TFLite export by keras_mixer")
+                         + _normalization_note(model),
                          labels=labels, probabilities=outputs_probabilities(model))
     return path

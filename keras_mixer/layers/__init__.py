@@ -8,6 +8,7 @@ from keras_mixer.layers.mixer_block import MixerBlock
 from keras_mixer.layers.mlp import MlpBlock, gelu
 from keras_mixer.layers.hierarchical import PatchMerging
 from keras_mixer.layers.hire_mlp import HireBlock, HireMLP
+from keras_mixer.layers.input_normalization import InputNormalization
 from keras_mixer.layers.patch_embedding import PatchEmbedding
 from keras_mixer.layers.permute_mlp import PermutatorBlock, WeightedPermuteMLP
 from keras_mixer.layers.moe import MixtureOfExperts
@@ -22,6 +23,7 @@ __all__ = [
     "PatchMerging",
     "HireBlock",
     "HireMLP",
+    "InputNormalization",
     "ActivationQuantizer",
     "QuantizedDense",
     "DropPath", "LayerNorm", "MixerBlock", "MlpBlock", "PatchEmbedding", "SplitAttention", "PermutatorBlock", "WeightedPermuteMLP", "CrossScaleEmbedding", "RaftBlock", "MixtureOfExperts", "SparseMixerBlock", "gelu"]

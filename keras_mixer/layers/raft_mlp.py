@@ -40,7 +40,8 @@ class CrossScaleEmbedding(keras.layers.Layer):
                                    (1, 2, 0, 3))
             pad = (k - self.patch_size) // 2
             padded = ops.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))) if pad else x
-            out = out + ops.conv(padded, kernel, strides=self.patch_size, padding="valid")
+            out = out + ops.conv(padded, kernel, strides=self.patch_size, padding="valid",
+                                 data_format="channels_last")
             start += size
         return out
 

@@ -1,27 +1,99 @@
-"""What every model family shares: the keras.applications-style input, classifier tail and variant builders."""
+"""What every model family shares: the keras.applications-style input, classifier tail and variant builders.
+
+Every model is channels-last (NHWC) whatever `keras.config.image_data_format()` says: each layer that reads the
+global setting is given `data_format="channels_last"` (a channels-first setting, common with the torch backend,
+would otherwise pool over channels and size the head by the token count without an error).
+"""
 
 import keras
+import numpy as np
 
+from keras_mixer import weights as weights_lib
+from keras_mixer.errors import KerasMixerError
+from keras_mixer.layers.input_normalization import INCEPTION, InputNormalization, check_normalization, fold_into_stem
 from keras_mixer.models.registry import register_variant
 
 POOLING_MODES = (None, "avg", "max")
+CHANNELS_LAST = "channels_last"
 
 
 def image_input(input_tensor, input_shape, default=(224, 224, 3)):
     """(input tensor, static input shape) as keras.applications does it: a new Input, or one wrapping
-    `input_tensor` (whose shape then wins)."""
+    `input_tensor` (whose shape then wins). The shape must be (height, width, channels) with static sizes: every
+    family's token mixing is sized by the patch grid."""
     if input_tensor is not None:
         shape = tuple(input_tensor.shape[1:])
-        if keras.backend.is_keras_tensor(input_tensor):
-            return input_tensor, shape
-        return keras.Input(tensor=input_tensor, shape=shape, name="images"), shape
-    shape = tuple(input_shape or default)
-    return keras.Input(shape=shape, name="images"), shape
+    else:
+        shape = tuple(input_shape or default)
+    if len(shape) != 3:
+        raise KerasMixerError(f"input_shape must be (height, width, channels) (channels last), got {shape}")
+    if any(size is None for size in shape):
+        raise KerasMixerError(f"input_shape {shape}: keras_mixer models need a static height, width and channel "
+                              "count (their token mixing is sized by the patch grid); give e.g. (224, 224, 3)")
+    if input_tensor is None:
+        return keras.Input(shape=shape, name="images"), shape
+    if keras.backend.is_keras_tensor(input_tensor):
+        return input_tensor, shape
+    return keras.Input(tensor=input_tensor, shape=shape, name="images"), shape
 
 
-def check_pooling(pooling):
+def check_arguments(pooling, weights=None, include_top=True, classifier_activation=None):
+    """keras.applications' argument checks: a known `pooling`; with weights and a classifier, only a softmax or
+    no activation (the weights were trained with a softmax cross-entropy on logits)."""
     if pooling not in POOLING_MODES:
-        raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
+        raise KerasMixerError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
+    if weights is not None and include_top:
+        activation = keras.activations.get(classifier_activation)
+        if activation not in (keras.activations.get("softmax"), keras.activations.get(None)):
+            raise KerasMixerError(
+                "Only None and 'softmax' activations are allowed for classifier_activation when loading weights "
+                f"with include_top=True (as in keras.applications); got classifier_activation={classifier_activation!r}")
+
+
+def trained_normalization(weights, variant, authors, override=None, channels=3):
+    """The (mean, std) the checkpoint in `weights` was trained on, or None when that is `preprocess_input`'s
+    [-1, 1] (nothing to do). `override` (the builders' `checkpoint_normalization`) wins; otherwise a released tag's
+    recorded normalization, or for a checkpoint file in the authors' layout the authors' own (`authors`). Keras files
+    hold our weights, which already take `preprocess_input`."""
+    if weights is None or weights_lib.is_keras_file(weights):
+        if override is not None:
+            raise KerasMixerError(
+                f"checkpoint_normalization describes a checkpoint (a released tag or an authors' file); with "
+                f"weights={weights!r} there is none (a .keras file keeps its own InputNormalization step)")
+        return None
+    if override is not None:
+        normalization = check_normalization(override, channels)
+    elif weights_lib.is_checkpoint_path(weights):
+        normalization = authors
+    else:
+        normalization = weights_lib.resolve(variant, weights).normalization
+    if np.allclose(normalization, INCEPTION):
+        return None
+    check_normalization(normalization, channels, f"the normalization {weights!r} was trained on")
+    return normalization
+
+
+def normalized_input(images, normalization):
+    """`images` mapped onto `normalization` by an explicit `InputNormalization` step (for stems that pad, where
+    folding into the stem is not exact), or `images` itself."""
+    if normalization is None:
+        return images
+    return InputNormalization(*normalization, name="input_normalization")(images)
+
+
+def folding_normalization(convert, stem, normalization):
+    """`convert` (state_dict -> our params), followed by folding `normalization` into the unpadded conv `stem`."""
+    if normalization is None:
+        return convert
+
+    def convert_and_fold(state_dict, source="checkpoint"):
+        params = convert(state_dict, source)
+        if f"{stem}/kernel" in params and f"{stem}/bias" in params:  # otherwise assign_by_path names what is missing
+            params[f"{stem}/kernel"], params[f"{stem}/bias"] = fold_into_stem(
+                params[f"{stem}/kernel"], params[f"{stem}/bias"], normalization)
+        return params
+
+    return convert_and_fold
 
 
 def finish_model(images, input_tensor, outputs, name, model_class=keras.Model):
@@ -34,14 +106,14 @@ def token_head(x, grid, include_top, pooling, classes, classifier_activation, dr
     Dense (zero-initialized, as the official Mixer); with include_top=False the pooled tokens, or the tokens as an
     NHWC `grid`."""
     if include_top:
-        x = keras.layers.GlobalAveragePooling1D(name="avg_pool")(x)
+        x = keras.layers.GlobalAveragePooling1D(CHANNELS_LAST, name="avg_pool")(x)
         x = keras.layers.Dropout(dropout_rate, name="head_dropout")(x)
         return keras.layers.Dense(classes, kernel_initializer="zeros", activation=classifier_activation,
                                   name="head")(x)
     if pooling == "avg":
-        return keras.layers.GlobalAveragePooling1D(name="avg_pool")(x)
+        return keras.layers.GlobalAveragePooling1D(CHANNELS_LAST, name="avg_pool")(x)
     if pooling == "max":
-        return keras.layers.GlobalMaxPooling1D(name="max_pool")(x)
+        return keras.layers.GlobalMaxPooling1D(CHANNELS_LAST, name="max_pool")(x)
     return keras.layers.Reshape((*grid, x.shape[-1]), name="token_grid")(x)
 
 
@@ -49,14 +121,14 @@ def feature_map_head(x, stages, include_top, return_stages, pooling, classes, cl
     """The tail of a hierarchical (NHWC) backbone: the classifier (global average pool -> `head`), or with
     include_top=False every stage's map, the final map, or its pooling."""
     if include_top:
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = keras.layers.GlobalAveragePooling2D(CHANNELS_LAST, name="avg_pool")(x)
         return keras.layers.Dense(classes, activation=classifier_activation, name="head")(x)
     if return_stages:
         return stages
     if pooling == "avg":
-        return keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        return keras.layers.GlobalAveragePooling2D(CHANNELS_LAST, name="avg_pool")(x)
     if pooling == "max":
-        return keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+        return keras.layers.GlobalMaxPooling2D(CHANNELS_LAST, name="max_pool")(x)
     return x
 
 
@@ -64,8 +136,6 @@ def feature_map_model(images, input_tensor, x, stages, head, weights, convert, f
     """Finishes a hierarchical backbone: `feature_map_head` with `head` (its include_top, return_stages, pooling,
     classes, classifier_activation), the model, and `weights` (a Keras file, or an official checkpoint mapped by
     `convert`; or a released tag of the variant `name`, such as "imagenet") loaded into it."""
-    from keras_mixer import weights as weights_lib
-
     model = finish_model(images, input_tensor, feature_map_head(x, stages, **head), name)
     if weights is not None:
         if not (weights_lib.is_keras_file(weights) or weights_lib.is_checkpoint_path(weights)):

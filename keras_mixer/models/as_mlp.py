@@ -12,10 +12,14 @@ import numpy as np
 
 from keras_mixer import weights as weights_lib
 from keras_mixer.layers import ASMLPBlock, LayerNorm, PatchMerging
+from keras_mixer.layers.input_normalization import IMAGENET_DEFAULT
 from keras_mixer.models.applications import (
-    check_pooling,
+    CHANNELS_LAST,
+    check_arguments,
     feature_map_model,
+    folding_normalization,
     image_input,
+    trained_normalization,
     variant_builder,
 )
 
@@ -26,6 +30,9 @@ AS_MLP_VARIANTS = {
     "as_mlp_b": (128, (2, 2, 18, 2), 0.5),
     "as_mlp_edgetpu": (40, (2, 2, 6, 2), 0.1),  # Edge-TPU-sized, not a paper's: its int8 weights (5.1 M) fit the Edge TPU's ~8 MiB parameter cache at 224
 }
+# The authors trained and evaluated on timm's ImageNet mean / std (their data/build.py transforms); the patch
+# embedding is an unpadded conv, so it is folded into it exactly
+AUTHORS_NORMALIZATION = IMAGENET_DEFAULT
 GROUP_NORM = (1, 2, 3)  # normalize over H, W and C: GroupNorm with one group
 EPSILON = 1e-5
 
@@ -45,6 +52,7 @@ def ASMLP(
     classifier_activation="softmax",
     drop_path_rate=0.0,
     return_stages=False,
+    checkpoint_normalization=None,
     name="as_mlp",
 ):
     """Builds an AS-MLP from the official config names (`embed_dim, depths, shift_size, patch_size, mlp_ratio`)
@@ -54,16 +62,22 @@ def ASMLP(
     len(depths) - 1 downsamplings (224 -> 56, 28, 14, 7). With `include_top=False`, `return_stages=True` returns
     every stage's feature map (strides 4, 8, 16, 32: what detection / segmentation necks take); otherwise the final
     normalized map, or its `pooling`. `weights`: None, a `.pth`/`.safetensors` official checkpoint, or a Keras file.
+    `checkpoint_normalization`: the (mean, std) per RGB channel on [0, 1] pixels that checkpoint was trained on
+    (default: the authors', timm's ImageNet mean / std), folded into the patch embedding: the model always takes
+    `preprocess_input`'s [-1, 1].
     """
-    check_pooling(pooling)
+    check_arguments(pooling, weights, include_top, classifier_activation)
     images, input_shape = image_input(input_tensor, input_shape)
+    normalization = trained_normalization(weights, name, AUTHORS_NORMALIZATION, checkpoint_normalization,
+                                          input_shape[-1])
     stride = patch_size * 2 ** (len(depths) - 1)
     if input_shape[0] % stride or input_shape[1] % stride:
         raise ValueError(
             f"Input size {input_shape[0]}x{input_shape[1]} must be a multiple of {stride} (patch {patch_size} "
             f"and {len(depths) - 1} 2x downsamplings)"
         )
-    x = keras.layers.Conv2D(embed_dim, patch_size, strides=patch_size, name="patch_embed_proj")(images)
+    x = keras.layers.Conv2D(embed_dim, patch_size, strides=patch_size, data_format=CHANNELS_LAST,
+                            name="patch_embed_proj")(images)
     x = LayerNorm(EPSILON, axis=GROUP_NORM, name="patch_embed_norm")(x)
     rates = np.linspace(0.0, drop_path_rate, sum(depths))
     stages, block = [], 0
@@ -77,7 +91,8 @@ def ASMLP(
     x = LayerNorm(EPSILON, axis=GROUP_NORM, name="norm")(x)
     head = dict(include_top=include_top, return_stages=return_stages, pooling=pooling, classes=classes,
                 classifier_activation=classifier_activation)
-    return feature_map_model(images, input_tensor, x, stages, head, weights, official_to_keras, "AS-MLP", name)
+    convert = folding_normalization(official_to_keras, "patch_embed_proj", normalization)
+    return feature_map_model(images, input_tensor, x, stages, head, weights, convert, "AS-MLP", name)
 
 
 # --- official checkpoints ----------------------------------------------------------------------------------------

@@ -12,10 +12,14 @@ import numpy as np
 
 from keras_mixer import weights as weights_lib
 from keras_mixer.layers import HireBlock
+from keras_mixer.layers.input_normalization import IMAGENET_DEFAULT
 from keras_mixer.models.applications import (
-    check_pooling,
+    CHANNELS_LAST,
+    check_arguments,
     feature_map_model,
     image_input,
+    normalized_input,
+    trained_normalization,
     variant_builder,
 )
 
@@ -27,6 +31,10 @@ HIRE_MLP_VARIANTS = {
     "hire_mlp_large": ((4, 6, 24, 3), (96, 192, 384, 768)),
     "hire_mlp_edgetpu": ((2, 2, 4, 2), (32, 64, 160, 256)),  # Edge-TPU-sized, not a paper's: its int8 weights (4.7 M) fit the Edge TPU's ~8 MiB parameter cache at 224
 }
+# The authors trained and evaluated on timm's ImageNet mean / std (their mlp_based/hire_mlp.py default_cfg and
+# datasets.py transforms). The stem pads by 2 after that normalization, so folding it into the stem would be wrong at
+# the border: it is an explicit InputNormalization step
+AUTHORS_NORMALIZATION = IMAGENET_DEFAULT
 
 
 def _batch_norm(name):
@@ -34,8 +42,8 @@ def _batch_norm(name):
 
 
 def _conv_bn_relu(x, filters, kernel, stride, padding, name):
-    x = keras.layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)  # torch's symmetric padding
-    x = keras.layers.Conv2D(filters, kernel, strides=stride, name=f"{name}_proj")(x)
+    x = keras.layers.ZeroPadding2D(padding, data_format=CHANNELS_LAST, name=f"{name}_pad")(x)  # torch's symmetric padding
+    x = keras.layers.Conv2D(filters, kernel, strides=stride, data_format=CHANNELS_LAST, name=f"{name}_proj")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(_batch_norm(f"{name}_norm")(x))
 
 
@@ -55,19 +63,24 @@ def HireMLP(
     classifier_activation="softmax",
     drop_path_rate=0.0,
     return_stages=False,
+    checkpoint_normalization=None,
     name="hire_mlp",
 ):
     """Builds a Hire-MLP from the official config names (`layers, embed_dims, mlp_ratios, pixel, step_stride,
     step_dilation`) plus the keras.applications arguments. Block j of stage i shifts across regions by
     (j mod step_stride[i]) * step_dilation[i]; sizes not divisible by `pixel` are padded circularly, so any input
     of at least 32x32 works. With `include_top=False`, `return_stages=True` returns the four stage outputs
-    (strides 4, 8, 16, 32)."""
-    check_pooling(pooling)
+    (strides 4, 8, 16, 32). `checkpoint_normalization`: the (mean, std) per RGB channel on [0, 1] pixels that a
+    checkpoint in `weights` was trained on (default: the release's / the authors', timm's ImageNet mean / std),
+    applied by an `input_normalization` step: the model always takes `preprocess_input`'s [-1, 1]."""
+    check_arguments(pooling, weights, include_top, classifier_activation)
     images, input_shape = image_input(input_tensor, input_shape)
+    normalization = trained_normalization(weights, name, AUTHORS_NORMALIZATION, checkpoint_normalization,
+                                          input_shape[-1])
     if min(input_shape[:2]) < 32:
         raise ValueError(f"Input size {input_shape[0]}x{input_shape[1]} is below Hire-MLP's minimum of 32x32")
     ratios = mlp_ratios if isinstance(mlp_ratios, (list, tuple)) else (mlp_ratios,) * len(layers)
-    x = _conv_bn_relu(images, embed_dims[0], 7, 4, 2, "patch_embed")
+    x = _conv_bn_relu(normalized_input(images, normalization), embed_dims[0], 7, 4, 2, "patch_embed")
     rates = np.linspace(0.0, drop_path_rate, sum(layers))
     stages, block = [], 0
     for i, depth in enumerate(layers):

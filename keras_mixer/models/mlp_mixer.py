@@ -13,7 +13,15 @@ import numpy as np
 from keras_mixer import weights as weights_lib
 from keras_mixer.errors import WeightsError
 from keras_mixer.layers import LayerNorm, MixerBlock, PatchEmbedding
-from keras_mixer.models.applications import check_pooling, finish_model, image_input, token_head, variant_builder
+from keras_mixer.layers.input_normalization import INCEPTION, fold_into_stem
+from keras_mixer.models.applications import (
+    check_arguments,
+    finish_model,
+    image_input,
+    token_head,
+    trained_normalization,
+    variant_builder,
+)
 from keras_mixer.weights.token_resize import RESIZE_METHODS
 
 # name: (patch_size, hidden_dim, num_blocks, tokens_mlp_dim, channels_mlp_dim), the official configs
@@ -102,17 +110,6 @@ def official_params(raw, source):
     return params
 
 
-def fold_input_range(params, low, high):
-    """Rewrites the stem of a checkpoint trained on inputs in [low, high] so it takes our [-1, 1] inputs.
-
-    With x = a·z + c (a = (high-low)/2, c = (high+low)/2) and a valid, unpadded patch conv,
-    conv(x) = (a·K) * z + (b + c·ΣK): exact, so every Mixer takes `preprocess_input` the same way.
-    """
-    a, c = (high - low) / 2.0, (high + low) / 2.0
-    kernel = params["stem/kernel"]
-    return {**params, "stem/kernel": kernel * a, "stem/bias": params["stem/bias"] + c * kernel.sum(axis=(0, 1, 2))}
-
-
 def infer_config(params, source="checkpoint"):
     """The MLPMixer arguments (config, input_shape, classes) that a checkpoint in official layout was built for."""
     try:
@@ -141,20 +138,26 @@ def variant_of(config):
     return next((name for name, v in MIXER_VARIANTS.items() if v == values), None)
 
 
-def read_mixer_checkpoint(weights, variant):
+def read_mixer_checkpoint(weights, variant, checkpoint_normalization=None):
     """(official-layout params, the GELU form it was trained with, a description of the source) for a released tag
     or a checkpoint path. Official-layout files are the JAX releases (tanh GELU); timm-layout files default to
-    timm's exact GELU."""
+    timm's exact GELU. A checkpoint trained on another normalization than [-1, 1] (the release's record, or
+    `checkpoint_normalization`; files by path: [-1, 1], as the official and timm's Google releases) has it folded
+    into the stem, which is an unpadded patch convolution: exact."""
+    normalization = trained_normalization(weights, variant, INCEPTION, checkpoint_normalization)
     if weights_lib.is_checkpoint_path(weights):
-        path = str(weights)
+        path = source = str(weights)
         raw = weights_lib.read_checkpoint(path)
-        return official_params(raw, path), "tanh" if "stem/kernel" in raw else "exact", path
-    release = weights_lib.resolve(variant, weights)
-    path = weights_lib.released_file(variant, weights)
-    params = official_params(weights_lib.read_checkpoint(path), path)
-    if release.input_range != (-1.0, 1.0):
-        params = fold_input_range(params, *release.input_range)
-    return params, release.gelu, f"{variant} weights {weights!r} ({path})"
+        params, gelu = official_params(raw, path), "tanh" if "stem/kernel" in raw else "exact"
+    else:
+        release = weights_lib.resolve(variant, weights)
+        path = weights_lib.released_file(variant, weights)
+        params, gelu = official_params(weights_lib.read_checkpoint(path), path), release.gelu
+        source = f"{variant} weights {weights!r} ({path})"
+    if normalization is not None:
+        params["stem/kernel"], params["stem/bias"] = fold_into_stem(params["stem/kernel"], params["stem/bias"],
+                                                                    normalization)
+    return params, gelu, source
 
 
 def fit_checkpoint(params, model, grid, token_mixing_resize, source):
@@ -198,6 +201,7 @@ def MLPMixer(
     dropout_rate=0.0,
     gelu=None,
     token_mixing_resize=None,
+    checkpoint_normalization=None,
     name="mlp_mixer",
 ):
     """Builds an MLP-Mixer from the official config fields plus the keras.applications arguments.
@@ -228,9 +232,13 @@ def MLPMixer(
             Mixer paper's higher-resolution initialization: one copy of the token MLP per tile of the old grid, so
             `tokens_mlp_dim` grows by the number of tiles) or "interpolate" (bilinear over the patch grid; not
             official, works for smaller sizes too).
+        checkpoint_normalization: (mean, std) per RGB channel on [0, 1] pixels (timm's convention) that the
+            checkpoint in `weights` was trained on. Default: the release's (see `keras_mixer.PRETRAINED`), or
+            [-1, 1] for a file. The model always takes `preprocess_input`'s [-1, 1]; another normalization is
+            folded into the stem, exactly.
         name: model name.
     """
-    check_pooling(pooling)
+    check_arguments(pooling, weights, include_top, classifier_activation)
     images, input_shape = image_input(input_tensor, input_shape)
     stem = PatchEmbedding(patch_size, hidden_dim, name="stem")
     rows, cols = stem.grid_shape((None,) + input_shape)
@@ -238,11 +246,13 @@ def MLPMixer(
     checkpoint = None
     if weights is not None and not weights_lib.is_keras_file(weights):
         config = dict(zip(CONFIG_KEYS, (patch_size, hidden_dim, num_blocks, tokens_mlp_dim, channels_mlp_dim)))
-        checkpoint, trained_gelu, source = read_mixer_checkpoint(weights, variant_of(config))
+        checkpoint, trained_gelu, source = read_mixer_checkpoint(weights, variant_of(config), checkpoint_normalization)
         gelu = gelu or trained_gelu
         old_tokens = checkpoint[TOKEN_MIXING.format(0, 0, "kernel")].shape[0]
         if token_mixing_resize == "block_diagonal" and (rows * cols) % old_tokens == 0:
             tokens_mlp_dim *= rows * cols // old_tokens  # one copy of the token MLP per tile
+    elif checkpoint_normalization is not None:
+        trained_normalization(weights, None, INCEPTION, checkpoint_normalization)  # refuses it without a checkpoint
     gelu = gelu or "tanh"
 
     x = stem(images)

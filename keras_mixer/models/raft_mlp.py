@@ -11,7 +11,19 @@ import numpy as np
 
 from keras_mixer import weights as weights_lib
 from keras_mixer.layers import CrossScaleEmbedding, LayerNorm, RaftBlock
-from keras_mixer.models.applications import check_pooling, feature_map_model, image_input, variant_builder
+from keras_mixer.layers.input_normalization import IMAGENET_DEFAULT
+from keras_mixer.models.applications import (
+    check_arguments,
+    feature_map_model,
+    image_input,
+    normalized_input,
+    trained_normalization,
+    variant_builder,
+)
+
+# The authors trained and evaluated on ImageNet mean / std (libs/datasets.py ImageNetGetter's transforms). The first
+# embedding's larger kernels pad after that normalization, so it is an explicit InputNormalization step
+AUTHORS_NORMALIZATION = IMAGENET_DEFAULT
 
 
 def _levels(dims):
@@ -42,20 +54,26 @@ def RaftMLP(
     classifier_activation="softmax",
     drop_path_rate=0.0,
     return_stages=False,
+    checkpoint_normalization=None,
     name="raft_mlp",
 ):
     """Builds a RaftMLP from the official config names: `layers`, a list of dicts with `depth, dim, patch_size,
     raft_size, embedding_kernels` (one per level), and `token_expansion_factor, channel_expansion_factor`; plus the
     keras.applications arguments. The input side must divide by the product of the patch sizes (224 -> 56, 28, 14,
-    7 for the released models). With `include_top=False`, `return_stages=True` returns every level's map."""
-    check_pooling(pooling)
+    7 for the released models). With `include_top=False`, `return_stages=True` returns every level's map.
+    `checkpoint_normalization`: the (mean, std) per RGB channel on [0, 1] pixels that a checkpoint in `weights` was
+    trained on (default: the authors', ImageNet mean / std), applied by an `input_normalization` step: the model
+    always takes `preprocess_input`'s [-1, 1]."""
+    check_arguments(pooling, weights, include_top, classifier_activation)
     images, input_shape = image_input(input_tensor, input_shape)
+    normalization = trained_normalization(weights, name, AUTHORS_NORMALIZATION, checkpoint_normalization,
+                                          input_shape[-1])
     stride = int(np.prod([level["patch_size"] for level in layers]))
     if input_shape[0] % stride or input_shape[1] % stride:
         raise ValueError(f"Input size {input_shape[0]}x{input_shape[1]} must be a multiple of {stride} (the product "
                          "of the levels' patch sizes)")
     rates = np.linspace(0.0, drop_path_rate, sum(level["depth"] for level in layers))
-    x, stages, block = images, [], 0
+    x, stages, block = normalized_input(images, normalization), [], 0
     for i, level in enumerate(layers):
         x = CrossScaleEmbedding(level["dim"], level["patch_size"], level["embedding_kernels"],
                                 name=f"levels_{i}_embedding")(x)

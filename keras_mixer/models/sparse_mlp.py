@@ -13,7 +13,7 @@ from keras import ops
 from keras_mixer import weights as weights_lib
 from keras_mixer.errors import WeightsError
 from keras_mixer.layers import LayerNorm, MixerBlock, PatchEmbedding, SparseMixerBlock
-from keras_mixer.models.applications import check_pooling, finish_model, image_input, token_head, variant_builder
+from keras_mixer.models.applications import check_arguments, finish_model, image_input, token_head, variant_builder
 
 # name: Mixer backbone (patch, hidden, blocks, tokens_mlp_dim, channels_mlp_dim) + (sparse blocks at the end,
 # token-mixing experts, channel-mixing experts); all [U] in the spec except the Mixer-B ablation backbone
@@ -79,7 +79,7 @@ def SparseMLP(
     keras.applications arguments. Routing, capacity, auxiliary loss and re-represent options: see
     `SparseMixerBlock` / `MixtureOfExperts`. `dispatch="dense"` builds the export form (same outputs, static
     matmuls only); `weights`: a Keras weights file (no official checkpoint exists)."""
-    check_pooling(pooling)
+    check_arguments(pooling, weights, include_top, classifier_activation)
     if weights is not None and not weights_lib.is_keras_file(weights):
         raise WeightsError(f"weights={weights!r}: Sparse-MLP has no released checkpoint; pass a Keras file "
                            "(.weights.h5, .keras) saved from this architecture")

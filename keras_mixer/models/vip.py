@@ -14,7 +14,16 @@ import numpy as np
 
 from keras_mixer import weights as weights_lib
 from keras_mixer.layers import LayerNorm, PermutatorBlock
-from keras_mixer.models.applications import check_pooling, feature_map_model, image_input, variant_builder
+from keras_mixer.layers.input_normalization import IMAGENET_DEFAULT
+from keras_mixer.models.applications import (
+    CHANNELS_LAST,
+    check_arguments,
+    feature_map_model,
+    folding_normalization,
+    image_input,
+    trained_normalization,
+    variant_builder,
+)
 
 # name: (patch_size, layers, embed_dims, segment_dim, transitions); mlp ratio 3 in every stage
 VIP_VARIANTS = {
@@ -25,6 +34,9 @@ VIP_VARIANTS = {
     # Edge-TPU-sized, not a paper's: its int8 weights (4.4 M) fit the Edge TPU's ~8 MiB parameter cache at 224
     "vip_edgetpu": (14, (2, 2, 4, 2), (192, 192, 192, 192), (16, 16, 16, 16), (False, False, False, False)),
 }
+# The authors trained and evaluated on timm's ImageNet mean / std (their models/vip.py default_cfg, read by main.py's
+# data config); the patch embedding is an unpadded conv, so it is folded into it exactly
+AUTHORS_NORMALIZATION = IMAGENET_DEFAULT
 
 
 def VisionPermutator(
@@ -44,6 +56,7 @@ def VisionPermutator(
     classifier_activation="softmax",
     drop_path_rate=0.0,
     return_stages=False,
+    checkpoint_normalization=None,
     name="vip",
 ):
     """Builds a Vision Permutator from the official config names (`layers, embed_dims, transitions, segment_dim,
@@ -52,10 +65,15 @@ def VisionPermutator(
     Stage i's grid must be segment_dim[i] x segment_dim[i] (224 / 7 = 32 for the /7 models, 224 / 14 = 16 for
     S/14); `transitions[i]` halves the grid after stage i. With `include_top=False`, `return_stages=True` returns
     every stage's map; otherwise the normalized final map or its `pooling`. `weights`: None, an official
-    `.pth`/`.safetensors` checkpoint, or a Keras file."""
-    check_pooling(pooling)
+    `.pth`/`.safetensors` checkpoint, or a Keras file. `checkpoint_normalization`: the (mean, std) per RGB channel
+    on [0, 1] pixels that checkpoint was trained on (default: the authors', timm's ImageNet mean / std), folded
+    into the patch embedding: the model always takes `preprocess_input`'s [-1, 1]."""
+    check_arguments(pooling, weights, include_top, classifier_activation)
     images, input_shape = image_input(input_tensor, input_shape)
-    x = keras.layers.Conv2D(embed_dims[0], patch_size, strides=patch_size, name="patch_embed_proj")(images)
+    normalization = trained_normalization(weights, name, AUTHORS_NORMALIZATION, checkpoint_normalization,
+                                          input_shape[-1])
+    x = keras.layers.Conv2D(embed_dims[0], patch_size, strides=patch_size, data_format=CHANNELS_LAST,
+                            name="patch_embed_proj")(images)
     rates = np.linspace(0.0, drop_path_rate, sum(layers))
     stages, block, k = [], 0, 0
     for i, depth in enumerate(layers):
@@ -67,15 +85,16 @@ def VisionPermutator(
         k += 1
         if i < len(layers) - 1 and (transitions[i] or embed_dims[i] != embed_dims[i + 1]):
             if transitions[i]:
-                x = keras.layers.Conv2D(embed_dims[i + 1], 2, strides=2, name=f"network_{k}_proj")(x)
+                x = keras.layers.Conv2D(embed_dims[i + 1], 2, strides=2, data_format=CHANNELS_LAST,
+                                        name=f"network_{k}_proj")(x)
             else:  # the official 1x1 conv, as a Dense over channels
                 x = keras.layers.Dense(embed_dims[i + 1], name=f"network_{k}_proj")(x)
             k += 1
     x = LayerNorm(1e-5, name="norm")(x)
     head = dict(include_top=include_top, return_stages=return_stages, pooling=pooling, classes=classes,
                 classifier_activation=classifier_activation)
-    return feature_map_model(images, input_tensor, x, stages, head, weights, official_to_keras, "Vision Permutator",
-                             name)
+    convert = folding_normalization(official_to_keras, "patch_embed_proj", normalization)
+    return feature_map_model(images, input_tensor, x, stages, head, weights, convert, "Vision Permutator", name)
 
 
 # --- official checkpoints ----------------------------------------------------------------------------------------

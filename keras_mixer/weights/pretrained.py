@@ -9,6 +9,7 @@ Hashes: timm file names carry a sha256 prefix (checked like torch.hub does); Goo
 import dataclasses
 
 from keras_mixer.errors import WeightsError
+from keras_mixer.layers.input_normalization import IMAGENET_DEFAULT, INCEPTION, UNIT_RANGE
 
 GOOGLE = "https://storage.googleapis.com/mixer_models"
 TIMM = "https://github.com/rwightman/pytorch-image-models/releases/download"
@@ -26,7 +27,9 @@ class PretrainedWeights:
     gelu: str  # the GELU form the checkpoint was trained with
     classes: int
     top1: float | None = None  # published ImageNet-1k top-1 at 224 (timm's evaluation), where known
-    input_range: tuple = (-1.0, 1.0)  # what the checkpoint expects; other ranges are folded into the stem
+    # (mean, std) on [0, 1] pixels the checkpoint was trained and evaluated on; the builders map
+    # preprocess_input's [-1, 1] onto it inside the model (see keras_mixer/layers/input_normalization.py)
+    normalization: tuple = INCEPTION
 
     @property
     def filename(self):
@@ -40,7 +43,7 @@ def _official(variant, tag, folder, classes=1000, top1=None):
 
 
 _RELEASES = [
-    # Google's official .npz (tanh GELU, inputs in [-1, 1]).
+    # Google's official .npz (tanh GELU, inputs in [-1, 1]: big_vision's value_range(-1, 1)).
     _official("mixer_b16", "imagenet1k", "imagenet1k", top1=76.616),
     _official("mixer_l16", "imagenet1k", "imagenet1k", top1=72.084),
     _official("mixer_b16", "imagenet21k", "imagenet21k", classes=21843),
@@ -48,7 +51,8 @@ _RELEASES = [
     _official("mixer_b16", "sam", "sam"),
     _official("mixer_b32", "sam", "sam"),
     *(_official(v, "gsam", "gsam") for v in ("mixer_s8", "mixer_s16", "mixer_s32", "mixer_b16", "mixer_b32")),
-    # timm's PyTorch conversions (exact-erf GELU in timm, but converted from the tanh-trained JAX weights).
+    # timm's PyTorch conversions (exact-erf GELU in timm, but converted from the tanh-trained JAX weights; timm's
+    # config for them: mean = std = 0.5, i.e. [-1, 1]).
     PretrainedWeights("mixer_b16", "goog_in21k_ft_in1k", f"{TIMM}/v0.1-vitjx/jx_mixer_b16_224-76587d61.pth",
                       "76587d61", "tanh", 1000, 76.616),
     PretrainedWeights("mixer_l16", "goog_in21k_ft_in1k", f"{TIMM}/v0.1-vitjx/jx_mixer_l16_224-92f9adc4.pth",
@@ -57,11 +61,14 @@ _RELEASES = [
                       "617b3de2", "tanh", 21843),
     PretrainedWeights("mixer_l16", "goog_in21k", f"{TIMM}/v0.1-vitjx/jx_mixer_l16_224_in21k-846aa33c.pth",
                       "846aa33c", "tanh", 21843),
-    # Alibaba MIIL's ImageNet-21k-P pre-training, fine-tuned on 1k; trained on [0, 1] inputs with exact GELU.
+    # Alibaba MIIL's ImageNet-21k-P pre-training, fine-tuned on 1k; trained on [0, 1] inputs (timm's config: mean 0,
+    # std 1) with exact GELU.
     PretrainedWeights("mixer_b16", "miil_in21k_ft_in1k", f"{TIMM}/v0.1-tresnet/mixer_b16_224_miil-9229a591.pth",
-                      "9229a591", "exact", 1000, 82.314, input_range=(0.0, 1.0)),
-    # Hire-MLP (paper top-1 at 224, ImageNet-1k from scratch)
-    *(PretrainedWeights(f"hire_mlp_{size}", "imagenet1k", f"{HIRE_MLP}/hire_mlp_{size}.pth", None, "exact", 1000, top1)
+                      "9229a591", "exact", 1000, 82.314, normalization=UNIT_RANGE),
+    # Hire-MLP (paper top-1 at 224, ImageNet-1k from scratch), trained and evaluated on timm's ImageNet mean / std
+    # (the authors' mlp_based/hire_mlp.py default_cfg and datasets.py transforms)
+    *(PretrainedWeights(f"hire_mlp_{size}", "imagenet1k", f"{HIRE_MLP}/hire_mlp_{size}.pth", None, "exact", 1000, top1,
+                        normalization=IMAGENET_DEFAULT)
       for size, top1 in (("tiny", 79.7), ("small", 82.1), ("base", 83.2))),
 ]
 PRETRAINED = {(w.variant, w.tag): w for w in _RELEASES}
