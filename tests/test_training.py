@@ -405,3 +405,31 @@ def test_a_backup_of_another_model_is_refused_not_half_loaded(tmp_path):
     assert ResumableBackup(str(tmp_path / "backup"), 1).restore(small(3)) == 1  # the same model resumes
     with pytest.raises(TrainingError, match="backup in .*backup was written by a different model"):
         ResumableBackup(str(tmp_path / "backup"), 1).restore(small(5))
+
+
+@pytest.mark.parametrize("loss", ["softmax", "sigmoid"])
+def test_the_loss_takes_what_the_head_outputs(loss):
+    """A builder's default softmax head outputs probabilities: the loss takes them as such (a from-logits loss would
+    squash them a second time). Same weights, logits head vs probability head: the same loss value."""
+    import keras_mixer
+
+    recipe = get_recipe("digits", loss=loss)
+    activation = "softmax" if loss == "softmax" else "sigmoid"
+    heads = {}
+    for head in (None, activation):
+        model = keras_mixer.MLPMixer(4, 16, 2, 8, 32, input_shape=(16, 16, 3), classes=5, classifier_activation=head)
+        heads[head] = compile_model(model, recipe, total_steps=10, global_batch_size=8)
+    heads[activation].set_weights(heads[None].get_weights())
+    for variable in heads[None].weights:  # a non-zero head, so the logits differ per class
+        if variable.path.startswith("head/"):
+            variable.assign(np.random.default_rng(0).normal(0, 1, variable.shape))
+    heads[activation].set_weights(heads[None].get_weights())
+    x = np.random.default_rng(1).uniform(-1, 1, (8, 16, 16, 3)).astype("float32")
+    y = np.eye(5, dtype="float32")[np.arange(8) % 5]
+    losses = [model.evaluate(x, y, verbose=0, return_dict=True)["loss"] for model in heads.values()]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+    other = "sigmoid" if loss == "softmax" else "softmax"
+    mismatched = keras_mixer.MLPMixer(4, 16, 2, 8, 32, input_shape=(16, 16, 3), classes=5,
+                                      classifier_activation=other)
+    with pytest.raises(TrainingError, match=f"ends in a {other} head"):
+        compile_model(mismatched, recipe, total_steps=10, global_batch_size=8)

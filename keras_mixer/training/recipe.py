@@ -155,28 +155,44 @@ class SigmoidCrossEntropy(keras.losses.Loss):
     """big_vision's `sigmoid_xent`: per-class binary cross-entropy on logits, summed over classes (Keras'
     BinaryCrossentropy averages over them, which would shrink gradients by the class count)."""
 
-    def __init__(self, label_smoothing=0.0, name="sigmoid_cross_entropy", **kwargs):
+    def __init__(self, label_smoothing=0.0, from_logits=True, name="sigmoid_cross_entropy", **kwargs):
         super().__init__(name=name, **kwargs)
         self.label_smoothing = label_smoothing
+        self.from_logits = from_logits
 
     def call(self, y_true, y_pred):
         classes = ops.shape(y_pred)[-1]
         per_class = keras.losses.binary_crossentropy(
-            y_true, y_pred, from_logits=True, label_smoothing=self.label_smoothing
+            y_true, y_pred, from_logits=self.from_logits, label_smoothing=self.label_smoothing
         )
         return per_class * ops.cast(classes, per_class.dtype)
 
     def get_config(self):
-        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+        return {**super().get_config(), "label_smoothing": self.label_smoothing, "from_logits": self.from_logits}
 
 
-def make_loss(recipe):
-    """The loss on logits and one-hot (possibly mixed) labels."""
+def output_activation(model):
+    """"softmax" or "sigmoid" when the model's last layer ends in that activation (it outputs probabilities),
+    else None (logits)."""
+    activation = getattr(model.layers[-1], "activation", None) if getattr(model, "layers", None) else None
+    name = getattr(activation, "__name__", None)
+    return name if name in ("softmax", "sigmoid") else None
+
+
+def make_loss(recipe, model=None):
+    """The recipe's loss on one-hot (possibly mixed) labels, taking the outputs `model` gives: logits, or the
+    probabilities of a softmax / sigmoid head (a builder's default `classifier_activation`), which a from-logits
+    loss would squash a second time. A head whose probabilities the loss cannot take is refused."""
+    head = output_activation(model) if model is not None else None
+    expected = {"softmax": "softmax", "sigmoid": "sigmoid"}.get(recipe.loss)
+    if expected is None:
+        raise TrainingError(f"unknown loss {recipe.loss!r}; use 'softmax' or 'sigmoid'")
+    if head not in (None, expected):
+        raise TrainingError(f"model {model.name!r} ends in a {head} head, but the recipe's loss is {recipe.loss} "
+                            f"cross-entropy: rebuild it with classifier_activation=None (logits) or {expected!r}")
     if recipe.loss == "softmax":
-        return keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=recipe.label_smoothing)
-    if recipe.loss == "sigmoid":
-        return SigmoidCrossEntropy(label_smoothing=recipe.label_smoothing)
-    raise TrainingError(f"unknown loss {recipe.loss!r}; use 'softmax' or 'sigmoid'")
+        return keras.losses.CategoricalCrossentropy(from_logits=head is None, label_smoothing=recipe.label_smoothing)
+    return SigmoidCrossEntropy(label_smoothing=recipe.label_smoothing, from_logits=head is None)
 
 
 def prepare_head(model, recipe):
@@ -190,7 +206,8 @@ def prepare_head(model, recipe):
 
 
 def compile_model(model, recipe, total_steps, global_batch_size, scale_learning_rate=True, **compile_kwargs):
-    """Compiles `model` (logits out) with the recipe's optimizer, loss and top-1 accuracy on one-hot labels.
+    """Compiles `model` (logits or probabilities out: `make_loss`) with the recipe's optimizer, loss and top-1
+    accuracy on one-hot labels.
 
     `jit_compile` stays Keras' "auto" unless given: measured on a 2-core CPU (Mixer-S/32, batch 32,
     `benchmarks/train_throughput.py`), that is the faster choice on every backend: TensorFlow without XLA (XLA ran at
@@ -199,7 +216,7 @@ def compile_model(model, recipe, total_steps, global_batch_size, scale_learning_
     prepare_head(model, recipe)
     model.compile(
         optimizer=make_optimizer(recipe, model, total_steps, global_batch_size, scale_learning_rate),
-        loss=make_loss(recipe),
+        loss=make_loss(recipe, model),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         **compile_kwargs,
     )
