@@ -1,6 +1,7 @@
 """The `keras-mixer` commands. The parser lives in `keras_mixer_cli`, which answers `--help` without importing
 TensorFlow; it calls `run` here for the command itself."""
 
+import difflib
 import os
 import sys
 
@@ -196,23 +197,38 @@ def _evaluate(args):
 def _benchmark(args):
     from keras_mixer.benchmark import RUNTIMES, markdown_table, run_benchmark
 
+    from keras_mixer.models import list_models
+
     runtimes = args.runtimes or list(RUNTIMES)
     unknown = sorted(set(runtimes) - set(RUNTIMES))
     if unknown:
         raise KerasMixerError(f"unknown runtimes {unknown}; known: {', '.join(RUNTIMES)}")
+    mixers = ["mixer_tiny"] + [name for name in list_models() if name.startswith("mixer_")]
+    for name in args.models:  # timm and litert-torch run the same weights: Mixers only
+        if name not in mixers:
+            near = difflib.get_close_matches(name, mixers, n=1)
+            raise KerasMixerError(f"--models {name}: not a Mixer variant{'; did you mean ' + near[0] + '?' if near else ''}"
+                                  f" (known: {', '.join(mixers)})")
     result = run_benchmark(args.models, runtimes, args.batch_sizes, args.threads, args.runs, args.output)
+    written = "results.json, results.csv" + (", table.md, latency.png" if result["rows"] else "")
     if result["rows"]:
         print(markdown_table(result["rows"]))
-    print(f"wrote {args.output}/results.json, results.csv, table.md, latency.png ({len(result['rows'])} "
-          f"measurements, {len(result['failures'])} runtimes failed)")
+    print(f"wrote {args.output}/: {written} ({len(result['rows'])} measurements, {len(result['failures'])} runtimes "
+          "failed)")
+    return 0 if result["rows"] else 1
 
 
 def run(args):
-    """Runs the parsed command; a KerasMixerError is one line on stderr and exit code 2."""
+    """Runs the parsed command; a KerasMixerError, or a file the command cannot read or write (permissions, a
+    directory in the way, a full disk), is one line on stderr naming it, and exit code 2."""
     try:
         return globals()[args.handler](args) or 0
     except KerasMixerError as error:
         print(f"keras-mixer {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        where = error.filename if error.filename is not None else "a file"
+        print(f"keras-mixer {args.command}: error: {where}: {error.strerror or error}", file=sys.stderr)
         return 2
 
 

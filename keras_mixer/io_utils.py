@@ -1,6 +1,7 @@
 """File writing that never leaves a half-written file behind."""
 
 import contextlib
+import errno
 import os
 import sys
 import tempfile
@@ -10,18 +11,28 @@ from pathlib import Path
 @contextlib.contextmanager
 def atomic_path(path):
     """Yields a temporary path beside `path` (same suffix, so Keras accepts it); renames it onto `path` only if the
-    block succeeds, and removes it otherwise. Readers see the old file or the complete new one, never a partial one."""
+    block succeeds, and removes it otherwise. Readers see the old file or the complete new one, never a partial one.
+    A failure to write (a directory in the way, permissions, a full disk) is an OSError naming `path`, not the
+    temporary file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    os.unlink(tmp)  # writers such as Keras and h5py want to create the file themselves
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory; give a file name", str(path))
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        suffix = "".join(path.suffixes) or ".tmp"
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
+        os.close(fd)
+        os.unlink(tmp)  # writers such as Keras and h5py want to create the file themselves
         yield tmp
         os.replace(tmp, path)
+    except OSError as error:
+        if error.filename is None or error.filename in (tmp, str(path.parent)) or str(error.filename).startswith(
+                str(path.parent / f".{path.stem}.")):
+            raise OSError(error.errno, f"cannot write it ({error.strerror})", str(path)) from error
+        raise
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 

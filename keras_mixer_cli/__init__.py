@@ -3,12 +3,53 @@ subcommand's `--help` answer without importing keras_mixer (and so TensorFlow). 
 `keras_mixer.cli`."""
 
 import argparse
+import math
 import os
 import sys
 
-# recipe fields `keras-mixer train` can override, as --learning-rate etc.
-RECIPE_OPTIONS = (("learning_rate", float), ("weight_decay", float), ("warmup_steps", int), ("label_smoothing", float),
-                  ("mixup_alpha", float), ("cutmix_alpha", float), ("drop_path_rate", float), ("dropout_rate", float))
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad flag or value as one line (`keras-mixer train: error: argument --epochs: must be an
+    integer >= 1, got -3`, exit 2) instead of the usage block first."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _number(kind, low=None, high=None, low_open=False, high_open=False):
+    """An argparse type: `kind` (int or float), finite, within [low, high] (open ends where asked); the message
+    states the allowed range."""
+    bounds = [f"{'>' if low_open else '>='} {low}" if low is not None else "",
+              f"{'<' if high_open else '<='} {high}" if high is not None else ""]
+    allowed = f"{'an integer' if kind is int else 'a number'} {' and '.join(b for b in bounds if b)}".strip()
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}") from None
+        too_low = low is not None and (value <= low if low_open else value < low)
+        too_high = high is not None and (value >= high if high_open else value > high)
+        if not math.isfinite(value) or too_low or too_high:
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text}")
+        return value
+
+    parse.__name__ = allowed  # what argparse names in its own messages
+    return parse
+
+
+COUNT = _number(int, 1)  # epochs, steps, batch sizes, images, threads, ...
+INDEX = _number(int, 0)
+IMAGE_SIZE = _number(int, 16, 1024)  # below, no family's stem fits; above, the token MLPs outgrow memory
+FRACTION = _number(float, 0, 1, low_open=True)
+RATE = _number(float, 0, 1, high_open=True)
+NON_NEGATIVE = _number(float, 0)
+POSITIVE = _number(float, 0, low_open=True)
+
+# recipe fields `keras-mixer train` can override, as --learning-rate etc., with their allowed values
+RECIPE_OPTIONS = (("learning_rate", POSITIVE), ("weight_decay", NON_NEGATIVE),
+                  ("warmup_steps", INDEX), ("label_smoothing", RATE), ("mixup_alpha", NON_NEGATIVE),
+                  ("cutmix_alpha", NON_NEGATIVE), ("drop_path_rate", RATE), ("dropout_rate", RATE))
 
 # keras_mixer.benchmark.RUNTIMES, written out so that --help needs no import of keras_mixer (a test keeps them equal)
 BENCHMARK_RUNTIMES = ("tflite_int8", "tflite_int8_integer", "tflite_fp16", "tflite_fp32", "litert_torch_fp32",
@@ -24,11 +65,11 @@ def _add_dataset_arguments(parser, image_size=True, flag="--dataset", default="d
     parser.add_argument("--data-dir", help="tfds data directory (default: ~/tensorflow_datasets)")
     parser.add_argument("--download", action="store_true", help="let tfds download and prepare the dataset")
     if image_size:
-        parser.add_argument("--image-size", type=int, help="input size (default: 32 for digits, else 224)")
+        parser.add_argument("--image-size", type=IMAGE_SIZE, help="input size (default: 32 for digits, else 224)")
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="keras-mixer", description="MLP-Mixer models for Keras 3.")
+    parser = _Parser(prog="keras-mixer", description="MLP-Mixer models for Keras 3.")
     parser.add_argument("--verbose", action="store_true", help="keep TensorFlow's own log lines")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -36,9 +77,9 @@ def build_parser():
         "demo", help="offline digits demo: train -> QAT -> int8 .tflite -> evaluate -> report"
     )
     demo.add_argument("--output", default="runs/demo", help="output folder (default: runs/demo)")
-    demo.add_argument("--epochs", type=int, default=30, help="float training epochs (default: 30)")
-    demo.add_argument("--qat-epochs", type=int, default=5, help="quantization-aware fine-tuning epochs (default: 5)")
-    demo.add_argument("--batch-size", type=int, default=64)
+    demo.add_argument("--epochs", type=COUNT, default=30, help="float training epochs (default: 30)")
+    demo.add_argument("--qat-epochs", type=COUNT, default=5, help="quantization-aware fine-tuning epochs (default: 5)")
+    demo.add_argument("--batch-size", type=COUNT, default=64)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(handler="_demo")
 
@@ -55,11 +96,11 @@ def build_parser():
     evaluate = commands.add_parser("evaluate-tflite", help="top-1/top-5, agreement and latency of a .tflite model")
     evaluate.add_argument("model", help=".tflite file")
     _add_dataset_arguments(evaluate, image_size=False)
-    evaluate.add_argument("--crop-fraction", type=float,
+    evaluate.add_argument("--crop-fraction", type=FRACTION,
                           help="evaluation crop (default: the dataset's: 1.0 for folders and digits, 0.875 for tfds)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object (top1, top5, examples, ...)")
     evaluate.add_argument("--reference", help="Keras model (.keras) to measure argmax agreement with")
-    evaluate.add_argument("--threads", type=int, default=1, help="interpreter threads (default: 1)")
+    evaluate.add_argument("--threads", type=COUNT, default=1, help="interpreter threads (default: 1)")
     evaluate.add_argument("--confusion-matrix", help="write a confusion-matrix PNG here")
     evaluate.set_defaults(handler="_evaluate_tflite")
 
@@ -70,12 +111,12 @@ def build_parser():
     export.add_argument("--calibration", metavar="SRC",
                         help="int8/uint8: calibration images from SRC's training split, preprocessed as for "
                              "evaluation (" + DATASET_HELP + ")")
-    export.add_argument("--calibration-samples", type=int, default=256, help="calibration images (default: 256)")
+    export.add_argument("--calibration-samples", type=COUNT, default=256, help="calibration images (default: 256)")
     export.add_argument("--data-dir", help="tfds data directory for --calibration")
     export.add_argument("--download", action="store_true", help="let tfds download --calibration's dataset")
     export.add_argument("--labels", help="text file with one class name per line, embedded in the metadata "
                                          "(default: the class names recorded by `keras-mixer train`)")
-    export.add_argument("--batch-size", type=int, default=1)
+    export.add_argument("--batch-size", type=COUNT, default=1)
     export.add_argument("--float-io", action="store_true", help="int8/uint8 inside, float32 input and output")
     export.add_argument("--integer-only", action="store_true",
                         help="quantize every op (Edge TPU, NNAPI); default int8 keeps the elementwise ops, LayerNorm "
@@ -106,17 +147,17 @@ def build_parser():
     train.add_argument("--recipe", help="finetune | scratch | digits (default: digits on digits, finetune with "
                                         "--weights, else scratch)")
     length = train.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=int, help="passes over the training split (default 1)")
-    length.add_argument("--steps", type=int, help="optimizer steps")
-    train.add_argument("--batch-size", type=int, help="global batch (default: the recipe's)")
-    train.add_argument("--checkpoint-every", type=int, help="steps between backups (default: one pass)")
+    length.add_argument("--epochs", type=COUNT, help="passes over the training split (default 1)")
+    length.add_argument("--steps", type=COUNT, help="optimizer steps")
+    train.add_argument("--batch-size", type=COUNT, help="global batch (default: the recipe's)")
+    train.add_argument("--checkpoint-every", type=COUNT, help="steps between backups (default: one pass)")
     train.add_argument("--strategy", default="auto",
                        help="auto | default | mirrored | multi_worker | tpu (TensorFlow); data_parallel | "
                             "model_parallel (JAX)")
     train.add_argument("--tpu", help="TPU name or address for --strategy tpu (default: the local TPU VM)")
     train.add_argument("--coordinator", help="several hosts (JAX): address:port of host 0, given to every host")
-    train.add_argument("--num-hosts", type=int, default=1, help="with --coordinator: how many hosts")
-    train.add_argument("--host-index", type=int, default=0, help="with --coordinator: this host's index")
+    train.add_argument("--num-hosts", type=COUNT, default=1, help="with --coordinator: how many hosts")
+    train.add_argument("--host-index", type=INDEX, default=0, help="with --coordinator: this host's index")
     train.add_argument("--precision", default="float32", help="float32 | mixed_float16 | mixed_bfloat16 | auto")
     train.add_argument("--output", default="runs/train", help="run folder (default: runs/train)")
     train.add_argument("--seed", type=int, default=0)
@@ -125,13 +166,13 @@ def build_parser():
                        help="keep the recipe's learning rate whatever the batch size")
     for field, kind in RECIPE_OPTIONS:
         train.add_argument(f"--{field.replace('_', '-')}", type=kind, help="override the recipe's value")
-    train.add_argument("--randaugment", type=int, nargs=2, metavar=("NUM_OPS", "MAGNITUDE"))
+    train.add_argument("--randaugment", type=INDEX, nargs=2, metavar=("NUM_OPS", "MAGNITUDE"))
     train.set_defaults(handler="_train")
 
     evaluate_keras = commands.add_parser("evaluate", help="top-1/top-5 of a .keras model on a dataset's eval split")
     evaluate_keras.add_argument("model", help=".keras file")
     _add_dataset_arguments(evaluate_keras)
-    evaluate_keras.add_argument("--batch-size", type=int, default=256)
+    evaluate_keras.add_argument("--batch-size", type=COUNT, default=256)
     evaluate_keras.add_argument("--json", action="store_true", help="print one JSON object (top1, top5, examples)")
     evaluate_keras.set_defaults(handler="_evaluate")
 
@@ -140,13 +181,13 @@ def build_parser():
     qat.add_argument("model", help="trained float model (.keras)")
     _add_dataset_arguments(qat, image_size=False)
     qat_length = qat.add_mutually_exclusive_group()
-    qat_length.add_argument("--epochs", type=int, help="passes over the training split (default 1)")
-    qat_length.add_argument("--steps", type=int, help="optimizer steps")
-    qat.add_argument("--batch-size", type=int, help="global batch (default: 64)")
-    qat.add_argument("--calibration-samples", type=int, default=256,
+    qat_length.add_argument("--epochs", type=COUNT, help="passes over the training split (default 1)")
+    qat_length.add_argument("--steps", type=COUNT, help="optimizer steps")
+    qat.add_argument("--batch-size", type=COUNT, help="global batch (default: 64)")
+    qat.add_argument("--calibration-samples", type=COUNT, default=256,
                      help="training images that set the initial int8 ranges (default: 256)")
-    qat.add_argument("--checkpoint-every", type=int, help="steps between backups (default: one pass)")
-    qat.add_argument("--learning-rate", type=float, help="peak learning rate (default: 1e-4 at batch 64)")
+    qat.add_argument("--checkpoint-every", type=COUNT, help="steps between backups (default: one pass)")
+    qat.add_argument("--learning-rate", type=POSITIVE, help="peak learning rate (default: 1e-4 at batch 64)")
     qat.add_argument("--output", default="runs/qat", help="run folder (default: runs/qat)")
     qat.add_argument("--seed", type=int, default=0)
     qat.set_defaults(handler="_qat")
@@ -155,8 +196,8 @@ def build_parser():
     predict.add_argument("model", help=".keras file, .tflite file, or a registry name with --weights")
     predict.add_argument("images", nargs="+", help="image files (any format and size PIL reads)")
     predict.add_argument("--weights", help="with a registry name: pretrained tag (imagenet, ...) or checkpoint file")
-    predict.add_argument("--top", type=int, default=5, help="classes per image (default: 5)")
-    predict.add_argument("--crop-fraction", type=float, help="override the model's evaluation crop")
+    predict.add_argument("--top", type=COUNT, default=5, help="classes per image (default: 5)")
+    predict.add_argument("--crop-fraction", type=FRACTION, help="override the model's evaluation crop")
     predict.add_argument("--json", action="store_true",
                          help='print [{"image": path, "top": [{"label", "index", "score"}, ...]}, ...]')
     predict.set_defaults(handler="_predict")
@@ -166,9 +207,9 @@ def build_parser():
                                                   "(results.json/.csv, table.md, latency.png)")
     bench.add_argument("--models", nargs="+", default=["mixer_s32"], help="Mixer variants (default: mixer_s32)")
     bench.add_argument("--runtimes", nargs="+", help=f"default: all of {', '.join(BENCHMARK_RUNTIMES)}")
-    bench.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
-    bench.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    bench.add_argument("--runs", type=int, default=50, help="timed runs per measurement, after 5 warm-up runs")
+    bench.add_argument("--batch-sizes", nargs="+", type=COUNT, default=[1, 8])
+    bench.add_argument("--threads", nargs="+", type=COUNT, default=[1, 2])
+    bench.add_argument("--runs", type=COUNT, default=50, help="timed runs per measurement, after 5 warm-up runs")
     bench.add_argument("--output", default="runs/benchmark")
     bench.set_defaults(handler="_benchmark")
 

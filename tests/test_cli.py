@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 import keras_mixer_cli
 from keras_mixer.benchmark import RUNTIMES
 from keras_mixer.export import to_tflite
@@ -43,3 +45,50 @@ def test_a_command_prints_no_tensorflow_log_lines(tmp_path):
 
 def test_benchmark_help_lists_every_runtime():
     assert keras_mixer_cli.BENCHMARK_RUNTIMES == RUNTIMES
+
+
+# --- bad values: one line naming the flag, exit 2, before any work --------------------------------------------------
+
+BAD_VALUES = [
+    (["train", "--epochs", "-3"], "argument --epochs: must be an integer >= 1, got -3"),
+    (["train", "--epochs", "0"], "argument --epochs: must be an integer >= 1, got 0"),
+    (["train", "--batch-size", "0"], "argument --batch-size: must be an integer >= 1, got 0"),
+    (["train", "--image-size", "7"], "argument --image-size: must be an integer >= 16 and <= 1024, got 7"),
+    (["train", "--image-size", "100000"], "argument --image-size: must be an integer >= 16 and <= 1024, got 100000"),
+    (["train", "--image-size", "0"], "argument --image-size: must be an integer >= 16 and <= 1024, got 0"),
+    (["train", "--label-smoothing", "1.5"], "argument --label-smoothing: must be a number >= 0 and < 1, got 1.5"),
+    (["train", "--learning-rate", "nan"], "argument --learning-rate: must be a number > 0, got nan"),
+    (["train", "--epochs", "two"], "argument --epochs: must be an integer >= 1, got 'two'"),
+    (["predict", "m.keras", "a.png", "--top", "0"], "argument --top: must be an integer >= 1, got 0"),
+    (["predict", "m.keras", "a.png", "--crop-fraction", "0"],
+     "argument --crop-fraction: must be a number > 0 and <= 1, got 0"),
+    (["evaluate-tflite", "m.tflite", "--threads", "0"], "argument --threads: must be an integer >= 1, got 0"),
+    (["benchmark", "--batch-sizes", "1", "-2"], "argument --batch-sizes: must be an integer >= 1, got -2"),
+    (["export", "m.keras", "m.tflite", "--calibration-samples", "0"],
+     "argument --calibration-samples: must be an integer >= 1, got 0"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD_VALUES, ids=[" ".join(argv) for argv, _ in BAD_VALUES])
+def test_bad_numbers_are_one_line_naming_the_flag(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        keras_mixer_cli.main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err == f"keras-mixer {argv[0]}: error: {message}\n"
+
+
+def test_benchmark_refuses_an_unknown_model_with_the_nearest_name(tmp_path, capsys):
+    code = keras_mixer_cli.main(["benchmark", "--models", "mixer_s3", "--output", str(tmp_path / "bench")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--models mixer_s3: not a Mixer variant; did you mean mixer_s32?" in err
+    assert not (tmp_path / "bench").exists()
+
+
+def test_unwritable_outputs_are_one_line(tmp_path, capsys):
+    model = tmp_path / "m.keras"
+    build_digits_mixer().save(model)
+    (tmp_path / "folder.tflite").mkdir()
+    code = keras_mixer_cli.main(["export", str(model), str(tmp_path / "folder.tflite"), "--quantization", "float32"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("keras-mixer export: error: ") and "folder.tflite" in err
+    assert len(err.strip().splitlines()) == 1

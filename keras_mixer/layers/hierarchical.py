@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_mixer.errors import KerasMixerError
 from keras_mixer.layers import equalization
 from keras_mixer.layers.layer_norm import LayerNorm
 
@@ -22,7 +23,7 @@ class PatchMerging(keras.layers.Layer):
     def build(self, input_shape):
         _, height, width, channels = input_shape
         if height % 2 or width % 2:
-            raise ValueError(f"PatchMerging needs an even feature map, got {height}x{width}")
+            raise KerasMixerError(f"PatchMerging needs an even feature map, got {height}x{width}")
         merged = (input_shape[0], height // 2, width // 2, 4 * channels)
         self.norm.build(merged)
         self.reduction = keras.layers.Dense(2 * channels, use_bias=False, name="reduction")

@@ -11,6 +11,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_mixer.errors import KerasMixerError
+
 # (mean, std) per RGB channel, on pixels scaled to [0, 1]
 INCEPTION = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # [-1, 1]: preprocess_input itself (the official Mixer's inputs)
 UNIT_RANGE = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # [0, 1]
@@ -22,13 +24,13 @@ def check_normalization(normalization, channels=3, what="checkpoint_normalizatio
     try:
         mean, std = (tuple(float(v) for v in values) for values in normalization)
     except (TypeError, ValueError):
-        raise ValueError(f"{what} must be (mean, std), each a sequence of {channels} floats in [0, 1] pixel units "
+        raise KerasMixerError(f"{what} must be (mean, std), each a sequence of {channels} floats in [0, 1] pixel units "
                          f"(timm's convention), got {normalization!r}") from None
     if len(mean) != channels or len(std) != channels:
-        raise ValueError(f"{what} must give {channels} means and {channels} stds (one per input channel), got "
+        raise KerasMixerError(f"{what} must give {channels} means and {channels} stds (one per input channel), got "
                          f"{len(mean)} and {len(std)}")
     if not all(np.isfinite(mean)) or not all(np.isfinite(std) & (np.asarray(std) > 0)):
-        raise ValueError(f"{what}: means must be finite and stds finite and positive, got {normalization!r}")
+        raise KerasMixerError(f"{what}: means must be finite and stds finite and positive, got {normalization!r}")
     return mean, std
 
 
@@ -60,7 +62,7 @@ class InputNormalization(keras.layers.Layer):
 
     def build(self, input_shape):
         if input_shape[-1] != len(self.mean):
-            raise ValueError(f"InputNormalization {self.name!r} normalizes {len(self.mean)} channels; the input has "
+            raise KerasMixerError(f"InputNormalization {self.name!r} normalizes {len(self.mean)} channels; the input has "
                              f"{input_shape[-1]} (channels last)")
 
     def call(self, images):

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_mixer.errors import KerasMixerError
 from keras_mixer.layers import fake_quant
 
 GELU_FORMS = ("tanh", "exact", "sigmoid")
@@ -13,7 +14,7 @@ def gelu(x, form):
     or "sigmoid", x·sigmoid(1.702·x) (Hendrycks & Gimpel's approximation: LOGISTIC and MUL, which the Edge TPU maps,
     where the GELU builtin makes its compiler reject the model)."""
     if form not in GELU_FORMS:
-        raise ValueError(f"gelu form must be one of {GELU_FORMS}, got {form!r}")
+        raise KerasMixerError(f"gelu form must be one of {GELU_FORMS}, got {form!r}")
     if form == "sigmoid":
         return x * ops.sigmoid(1.702 * x)
     return ops.gelu(x, approximate=form == "tanh")
@@ -47,7 +48,7 @@ class MlpBlock(keras.layers.Layer):
     def __init__(self, mlp_dim, gelu="tanh", dropout_rate=0.0, quantize=False, **kwargs):
         super().__init__(**kwargs)
         if gelu not in GELU_FORMS:
-            raise ValueError(f"gelu form must be one of {GELU_FORMS}, got {gelu!r}")
+            raise KerasMixerError(f"gelu form must be one of {GELU_FORMS}, got {gelu!r}")
         self.mlp_dim = mlp_dim
         self.gelu = gelu
         self.dropout_rate = dropout_rate

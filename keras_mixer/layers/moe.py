@@ -5,6 +5,7 @@ import math
 import keras
 from keras import ops
 
+from keras_mixer.errors import KerasMixerError
 from keras_mixer.layers.mlp import gelu
 
 DISPATCH_FORMS = ("sparse", "dense")
@@ -47,9 +48,9 @@ class MixtureOfExperts(keras.layers.Layer):
                  gelu="exact", seed=None, **kwargs):
         super().__init__(**kwargs)
         if not 1 <= k <= num_experts:
-            raise ValueError(f"k must be between 1 and num_experts={num_experts}, got {k}")
+            raise KerasMixerError(f"k must be between 1 and num_experts={num_experts}, got {k}")
         if dispatch not in DISPATCH_FORMS:
-            raise ValueError(f"dispatch must be one of {DISPATCH_FORMS}, got {dispatch!r}")
+            raise KerasMixerError(f"dispatch must be one of {DISPATCH_FORMS}, got {dispatch!r}")
         self.num_experts, self.hidden_dim, self.k = num_experts, hidden_dim, k
         self.capacity_factor_train, self.capacity_factor_eval = capacity_factor_train, capacity_factor_eval
         self.min_capacity = min_capacity
@@ -62,7 +63,7 @@ class MixtureOfExperts(keras.layers.Layer):
     def build(self, input_shape):
         _, items, dim = input_shape
         if items is None:
-            raise ValueError(f"{self.name}: the item count must be static (capacity is a fixed buffer size)")
+            raise KerasMixerError(f"{self.name}: the item count must be static (capacity is a fixed buffer size)")
         self.items, experts = items, self.num_experts
         self.router = keras.layers.Dense(experts, use_bias=False, name="router")
         self.router.build(input_shape)

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_mixer.errors import KerasMixerError
 from keras_mixer.layers import fake_quant
 
 
@@ -32,9 +33,9 @@ class PatchEmbedding(keras.layers.Layer):
         """The patch grid (rows, cols) for an NHWC input shape; raises if the image does not tile into patches."""
         height, width = input_shape[1], input_shape[2]
         if height is None or width is None:
-            raise ValueError("PatchEmbedding needs a static image height and width: the token count must be fixed")
+            raise KerasMixerError("PatchEmbedding needs a static image height and width: the token count must be fixed")
         if height % self.patch_size or width % self.patch_size:
-            raise ValueError(
+            raise KerasMixerError(
                 f"Input size {height}x{width} is not a multiple of the patch size {self.patch_size}: "
                 f"height and width must both be divisible by {self.patch_size}"
             )

@@ -4,6 +4,7 @@ axis by permutations, mixed by a C x C linear layer, and moved back. NHWC."""
 import keras
 from keras import ops
 
+from keras_mixer.errors import KerasMixerError
 from keras_mixer.layers import equalization
 from keras_mixer.layers.drop_path import DropPath
 from keras_mixer.layers.layer_norm import LayerNorm
@@ -47,7 +48,7 @@ class WeightedPermuteMLP(keras.layers.Layer):
     def build(self, input_shape):
         _, h, w, c = input_shape
         if c % self.segment_dim or h * (c // self.segment_dim) != c or w * (c // self.segment_dim) != c:
-            raise ValueError(
+            raise KerasMixerError(
                 f"{self.name}: a {h}x{w} grid with {c} channels does not fit segment_dim {self.segment_dim} "
                 f"(needs height = width = segment_dim and channels divisible by it): build the model for the input "
                 f"size its segment_dim was chosen for")

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_mixer.errors import KerasMixerError
 from keras_mixer.layers import equalization
 from keras_mixer.layers.drop_path import DropPath
 from keras_mixer.layers.layer_norm import LayerNorm
@@ -21,7 +22,7 @@ class CrossScaleEmbedding(keras.layers.Layer):
     def __init__(self, dim, patch_size, kernels, **kwargs):
         super().__init__(**kwargs)
         if any(k < patch_size or (k - patch_size) % 2 for k in kernels):
-            raise ValueError(f"embedding kernels {kernels} must be >= patch_size {patch_size} and differ from it by an "
+            raise KerasMixerError(f"embedding kernels {kernels} must be >= patch_size {patch_size} and differ from it by an "
                              "even number")
         self.dim, self.patch_size, self.kernels = dim, patch_size, tuple(kernels)
 
@@ -82,7 +83,7 @@ class RaftBlock(keras.layers.Layer):
         _, h, w, c = input_shape
         r = self.raft_size
         if h is None or w is None or c % r:
-            raise ValueError(f"{self.name}: needs a static grid and channels divisible by raft_size {r}, got "
+            raise KerasMixerError(f"{self.name}: needs a static grid and channels divisible by raft_size {r}, got "
                              f"{input_shape}")
         self.vertical_mlp = MlpBlock(self.token_expansion_factor * r * h, gelu="exact", name="vertical_mlp")
         self.horizontal_mlp = MlpBlock(self.token_expansion_factor * r * w, gelu="exact", name="horizontal_mlp")

@@ -4,6 +4,7 @@ with the re-represent layers around the token-mixing experts."""
 import keras
 from keras import ops
 
+from keras_mixer.errors import KerasMixerError
 from keras_mixer.layers import equalization
 from keras_mixer.layers.drop_path import DropPath
 from keras_mixer.layers.layer_norm import LayerNorm
@@ -33,7 +34,7 @@ class SparseMixerBlock(keras.layers.Layer):
                  dispatch="sparse", gelu="exact", drop_path_rate=0.0, epsilon=1e-6, **kwargs):
         super().__init__(**kwargs)
         if rerep not in REREPRESENT_MODES:
-            raise ValueError(f"rerep must be one of {REREPRESENT_MODES}, got {rerep!r}")
+            raise KerasMixerError(f"rerep must be one of {REREPRESENT_MODES}, got {rerep!r}")
         self.config = dict(
             tokens_mlp_dim=tokens_mlp_dim, channels_mlp_dim=channels_mlp_dim, token_experts=token_experts,
             channel_experts=channel_experts, token_k=token_k, channel_k=channel_k, rerep=rerep,
@@ -56,7 +57,7 @@ class SparseMixerBlock(keras.layers.Layer):
     def build(self, input_shape):
         _, tokens, channels = input_shape
         if tokens is None:
-            raise ValueError(f"{self.name}: needs a static token count")
+            raise KerasMixerError(f"{self.name}: needs a static token count")
         self.norm_0.build(input_shape)
         if self.rerep:
             mixed_tokens = int(tokens * self.config["rerep_token_factor"])

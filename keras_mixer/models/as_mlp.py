@@ -10,6 +10,7 @@ import re
 import keras
 import numpy as np
 
+from keras_mixer.errors import KerasMixerError
 from keras_mixer import weights as weights_lib
 from keras_mixer.layers import ASMLPBlock, LayerNorm, PatchMerging
 from keras_mixer.layers.input_normalization import IMAGENET_DEFAULT
@@ -72,7 +73,7 @@ def ASMLP(
                                           input_shape[-1])
     stride = patch_size * 2 ** (len(depths) - 1)
     if input_shape[0] % stride or input_shape[1] % stride:
-        raise ValueError(
+        raise KerasMixerError(
             f"Input size {input_shape[0]}x{input_shape[1]} must be a multiple of {stride} (patch {patch_size} "
             f"and {len(depths) - 1} 2x downsamplings)"
         )

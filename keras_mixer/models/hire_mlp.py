@@ -10,6 +10,7 @@ import re
 import keras
 import numpy as np
 
+from keras_mixer.errors import KerasMixerError
 from keras_mixer import weights as weights_lib
 from keras_mixer.layers import HireBlock
 from keras_mixer.layers.input_normalization import IMAGENET_DEFAULT
@@ -78,7 +79,7 @@ def HireMLP(
     normalization = trained_normalization(weights, name, AUTHORS_NORMALIZATION, checkpoint_normalization,
                                           input_shape[-1])
     if min(input_shape[:2]) < 32:
-        raise ValueError(f"Input size {input_shape[0]}x{input_shape[1]} is below Hire-MLP's minimum of 32x32")
+        raise KerasMixerError(f"Input size {input_shape[0]}x{input_shape[1]} is below Hire-MLP's minimum of 32x32")
     ratios = mlp_ratios if isinstance(mlp_ratios, (list, tuple)) else (mlp_ratios,) * len(layers)
     x = _conv_bn_relu(normalized_input(images, normalization), embed_dims[0], 7, 4, 2, "patch_embed")
     rates = np.linspace(0.0, drop_path_rate, sum(layers))

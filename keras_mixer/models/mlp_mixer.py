@@ -11,7 +11,7 @@ import keras
 import numpy as np
 
 from keras_mixer import weights as weights_lib
-from keras_mixer.errors import WeightsError
+from keras_mixer.errors import KerasMixerError, WeightsError
 from keras_mixer.layers import LayerNorm, MixerBlock, PatchEmbedding
 from keras_mixer.layers.input_normalization import INCEPTION, fold_into_stem
 from keras_mixer.models.applications import (
@@ -296,7 +296,7 @@ def feature_extractor(model, as_grid=True):
     """
     blocks = [layer for layer in model.layers if isinstance(layer, MixerBlock)]
     if not blocks:
-        raise ValueError(f"model {model.name!r} has no MixerBlock layers")
+        raise KerasMixerError(f"model {model.name!r} has no MixerBlock layers")
     outputs = [block.output for block in blocks]
     if as_grid:
         stem = next(layer for layer in model.layers if isinstance(layer, PatchEmbedding))

@@ -9,6 +9,7 @@ import re
 
 import numpy as np
 
+from keras_mixer.errors import KerasMixerError
 from keras_mixer import weights as weights_lib
 from keras_mixer.layers import CrossScaleEmbedding, LayerNorm, RaftBlock
 from keras_mixer.layers.input_normalization import IMAGENET_DEFAULT
@@ -70,7 +71,7 @@ def RaftMLP(
                                           input_shape[-1])
     stride = int(np.prod([level["patch_size"] for level in layers]))
     if input_shape[0] % stride or input_shape[1] % stride:
-        raise ValueError(f"Input size {input_shape[0]}x{input_shape[1]} must be a multiple of {stride} (the product "
+        raise KerasMixerError(f"Input size {input_shape[0]}x{input_shape[1]} must be a multiple of {stride} (the product "
                          "of the levels' patch sizes)")
     rates = np.linspace(0.0, drop_path_rate, sum(level["depth"] for level in layers))
     x, stages, block = normalized_input(images, normalization), [], 0

@@ -1,5 +1,9 @@
 """One registry of named variants across all model families (timm-style names such as `mixer_b16`)."""
 
+import difflib
+
+from keras_mixer.errors import KerasMixerError
+
 _BUILDERS = {}
 
 
@@ -19,5 +23,7 @@ def list_models():
 def create_model(name, **kwargs):
     """Builds the variant `name` (e.g. "mixer_b16") with the builder's keyword arguments."""
     if name not in _BUILDERS:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+        near = difflib.get_close_matches(str(name), list_models(), n=3)
+        hint = f"did you mean {' or '.join(near)}? " if near else ""
+        raise KerasMixerError(f"unknown model {name!r}; {hint}keras_mixer.list_models() lists all {len(_BUILDERS)}")
     return _BUILDERS[name](**kwargs)
