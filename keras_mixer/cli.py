@@ -39,20 +39,32 @@ def _print_report(report, as_json):
 def _evaluate_tflite(args):
     import numpy as np
 
-    from keras_mixer.datasets import eval_batches, load_source
-    from keras_mixer.export import evaluate_tflite, load_interpreter, plot_confusion_matrix
+    from keras_mixer.datasets import check_model_classes, eval_batches, load_source
+    from keras_mixer.errors import ExportError
+    from keras_mixer.export import evaluate_tflite, load_interpreter, plot_confusion_matrix, read_metadata
 
-    size = int(load_interpreter(args.model).get_input_details()[0]["shape"][1])
-    source = load_source(args.dataset, "eval", args.data_dir, args.download, size)
+    interpreter = load_interpreter(args.model)
+    input_shape = tuple(interpreter.get_input_details()[0]["shape"][1:])
+    classes = int(interpreter.get_output_details()[0]["shape"][-1])
+    try:
+        label_names = read_metadata(args.model)["labels"]
+    except ExportError:  # a .tflite without our metadata: no names to compare
+        label_names = None
+    source = load_source(args.dataset, "eval", args.data_dir, args.download, int(input_shape[0]))
+    check_model_classes(args.model, classes, label_names, source, args.dataset)
     reference = None
     if args.reference:
         from keras_mixer.weights import load_keras_model
 
         reference = load_keras_model(args.reference)
+        if tuple(reference.input_shape[1:]) != input_shape or reference.output_shape[-1] != classes:
+            raise ExportError(f"--reference {args.reference} takes {tuple(reference.input_shape[1:])} and gives "
+                              f"{reference.output_shape[-1]} classes; {args.model} takes {input_shape} and gives "
+                              f"{classes}: compare a .tflite with the model it was exported from")
     labels = []
 
     def batches():  # keeps the labels for the confusion matrix
-        for images, batch_labels in eval_batches(source, size, 64, args.crop_fraction):
+        for images, batch_labels in eval_batches(source, int(input_shape[0]), 64, args.crop_fraction):
             labels.append(np.asarray(batch_labels))
             yield images, batch_labels
 
@@ -150,7 +162,8 @@ def _qat(args):
     _, report = quantization_aware_training(
         args.model, dataset=args.dataset, output_dir=args.output, calibration_samples=args.calibration_samples,
         data_dir=args.data_dir, download=args.download, epochs=args.epochs, steps=args.steps,
-        batch_size=args.batch_size, checkpoint_every=args.checkpoint_every, seed=args.seed, **overrides,
+        batch_size=args.batch_size, checkpoint_every=args.checkpoint_every, seed=args.seed, overwrite=args.overwrite,
+        **overrides,
     )
     print(f"\neval top-1: float {report['float_eval_top1']:.2%}, post-training int8 {report['ptq_eval_top1']:.2%}, "
           f"QAT {report['eval_top1']:.2%} (kept the weights of step {report.get('kept_step', report['steps'])} of "
@@ -174,7 +187,7 @@ def _train(args):
         image_size=args.image_size, epochs=args.epochs, steps=args.steps, batch_size=args.batch_size,
         checkpoint_every=args.checkpoint_every, strategy=args.strategy, precision=args.precision, tpu=args.tpu,
         data_dir=args.data_dir, download=args.download, seed=args.seed, deterministic=args.deterministic,
-        scale_learning_rate=not args.no_lr_scaling, **overrides,
+        scale_learning_rate=not args.no_lr_scaling, overwrite=args.overwrite, **overrides,
     )
     if "eval_top1" in report:
         print(f"\n{report['model']}: {report['steps']} steps, eval top-1 {report['eval_top1']:.2%}, "

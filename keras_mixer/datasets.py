@@ -82,6 +82,18 @@ def load_source(name, split="train", data_dir=None, download=False, image_size=3
     return _tfds(name, split, data_dir, download)
 
 
+def check_model_classes(model, classes, class_names, source, dataset):
+    """DataError unless the model's `classes` outputs (and its `class_names`, where it recorded them) are the
+    dataset's: an evaluation of a model on another dataset's classes gives numbers that mean nothing."""
+    if classes != source.num_classes:
+        raise DataError(f"{model} has {classes} outputs, {dataset} has {source.num_classes} classes: evaluate it on "
+                        "the dataset it was trained for")
+    if class_names and source.class_names and list(class_names) != list(source.class_names):
+        index = next(i for i, (a, b) in enumerate(zip(class_names, source.class_names)) if a != b)
+        raise DataError(f"{model} was trained on other classes than {dataset}'s: class {index} is "
+                        f"{class_names[index]!r} in the model, {source.class_names[index]!r} in the dataset")
+
+
 def _digits(split, image_size):
     tf = _tf()
     train, test = load_digits(image_size)

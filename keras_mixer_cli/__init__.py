@@ -160,6 +160,8 @@ def build_parser():
     train.add_argument("--host-index", type=INDEX, default=0, help="with --coordinator: this host's index")
     train.add_argument("--precision", default="float32", help="float32 | mixed_float16 | mixed_bfloat16 | auto")
     train.add_argument("--output", default="runs/train", help="run folder (default: runs/train)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="start afresh in a --output that holds a finished or a different run")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--deterministic", action="store_true", help="reproducible input pipeline")
     train.add_argument("--no-lr-scaling", action="store_true",
@@ -189,6 +191,8 @@ def build_parser():
     qat.add_argument("--checkpoint-every", type=COUNT, help="steps between backups (default: one pass)")
     qat.add_argument("--learning-rate", type=POSITIVE, help="peak learning rate (default: 1e-4 at batch 64)")
     qat.add_argument("--output", default="runs/qat", help="run folder (default: runs/qat)")
+    qat.add_argument("--overwrite", action="store_true",
+                     help="start afresh in a --output that holds a finished or a different run")
     qat.add_argument("--seed", type=int, default=0)
     qat.set_defaults(handler="_qat")
 

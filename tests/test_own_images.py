@@ -260,3 +260,54 @@ def test_tfds_source_downloads_and_prepares_with_tfds_own_code(served_zip, tmp_p
     assert held_out.num_examples == 6 and held_out.crop_fraction == 0.875
     image, label = next(iter(source.dataset))
     assert image.shape[-1] == 3 and 0 <= int(label) < 3
+
+
+# --- nothing lost, no meaningless numbers (issue #29) ---------------------------------------------------------------
+
+def fails(*args):
+    """(stderr) of a command that must fail with one line and exit code 2."""
+    code, _, err = cli(*args)
+    assert code == 2 and len(err.strip().splitlines()) == 1, f"exit {code}: {err[-2000:]}"
+    return err
+
+
+def test_a_finished_run_is_neither_continued_nor_replaced(run, tmp_path):
+    before = (run / "float" / "model.keras").read_bytes()
+    err = fails("train", "--model", run / "small.keras", "--dataset", run / "textures", "--recipe", "digits",
+                "--steps", 1, "--output", run / "float")
+    assert "holds a finished run" in err and "--overwrite" in err
+    assert (run / "float" / "model.keras").read_bytes() == before
+    assert "holds a finished run" in fails("qat", run / "float" / "model.keras", "--dataset", run / "textures",
+                                           "--steps", 1, "--output", run / "qat")
+
+
+def test_a_run_folder_refuses_another_dataset(run, tmp_path):
+    """An interrupted run's folder (run.json and backups, no report) is resumed only by the same run."""
+    folder = tmp_path / "interrupted"
+    folder.mkdir()
+    shutil.copy(run / "float" / "run.json", folder / "run.json")
+    digits_model = tmp_path / "digits.keras"
+    build_digits_mixer().save(digits_model)
+    err = fails("train", "--model", digits_model, "--dataset", "digits", "--steps", 1, "--output", folder)
+    assert f"{folder} belongs to another run (class_names:" in err
+    ok("train", "--model", digits_model, "--dataset", "digits", "--steps", 1, "--batch-size", 8, "--output", folder,
+       "--overwrite")
+    assert json.loads((folder / "run.json").read_text())["dataset"] == "digits"
+
+
+def test_evaluations_refuse_a_model_for_other_classes(run, tmp_path):
+    assert "has 3 outputs, digits has 10 classes" in fails("evaluate", run / "float" / "model.keras", "--dataset",
+                                                           "digits")
+    assert "has 3 outputs, digits has 10 classes" in fails("evaluate-tflite", run / "model_int8.tflite",
+                                                           "--dataset", "digits")
+    renamed = tmp_path / "renamed"
+    shutil.copytree(run / "textures", renamed)
+    for split in ("train", "val"):
+        (renamed / split / CLASSES[0]).rename(renamed / split / "zebra")  # same count, other names
+    err = fails("evaluate", run / "float" / "model.keras", "--dataset", renamed)
+    assert "was trained on other classes" in err and "'checkerboard' in the model" in err
+    other_size = tmp_path / "other_size.keras"
+    build_digits_mixer(image_size=64, classes=len(CLASSES)).save(other_size)
+    err = fails("evaluate-tflite", run / "model_int8.tflite", "--dataset", run / "textures", "--reference",
+                other_size)
+    assert f"--reference {other_size} takes (64, 64, 3)" in err

@@ -10,6 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_mixer.datasets import check_model_classes
 from keras_mixer.errors import TrainingError
 from keras_mixer.export.evaluate import top_k_accuracy
 from keras_mixer.io_utils import write_text
@@ -84,6 +85,7 @@ def train(
     model_filename="model.keras",
     keep_best=False,
     model_info=None,
+    overwrite=False,
     **recipe_overrides,
 ):
     """Trains `model` on `dataset` with `recipe`, resuming from `output_dir` if a previous run was interrupted.
@@ -107,11 +109,16 @@ def train(
         keep_best: end with the weights of the interval with the best validation top-1, the starting weights
             included (`BestValidationWeights`), rather than the last interval's.
         model_info: more `keras_mixer.weights.save_model` info to record in the model file.
+        overwrite: start afresh in an `output_dir` that holds a finished run or another run (its backups are
+            removed; its files are replaced when this run ends). Without it such a folder is refused: a run folder
+            belongs to one run (recorded in run.json: model, dataset and class names, image size, recipe, batch,
+            seed), and only an interrupted run with the same definition is resumed.
     Writes `output_dir/model_filename` with the dataset's class names and evaluation crop recorded in it
     (`keras_mixer.weights.read_model_info`), metrics.csv, TensorBoard logs, training_curves.png, report.json.
     Returns (model, report dict).
     """
     output_dir = Path(output_dir)
+    check_run_folder(output_dir, model_filename, overwrite)
     recipe = get_recipe(recipe or default_recipe(dataset, weights), **recipe_overrides)
     keras.utils.set_random_seed(seed)
     if strategy == "multi_worker" or (strategy == "auto" and multi_worker_configured()):
@@ -153,6 +160,11 @@ def train(
             raise TrainingError(f"model has {model.output_shape[-1]} outputs but {dataset!r} has "
                                 f"{train_source.num_classes} classes")
         compile_model(model, recipe, total_steps, batch_size, scale_learning_rate)
+        if distribution.is_chief:
+            claim_run_folder(output_dir, {
+                "model": model.name, "params": model.count_params(), "dataset": str(dataset),
+                "class_names": train_source.class_names, "image_size": image_size, "recipe": recipe.__dict__,
+                "global_batch": batch_size, "seed": seed}, overwrite)
         # workers other than the chief keep their own backup (Keras' multi-worker convention)
         backup_dir = (output_dir / "backup" if distribution.is_chief
                       else output_dir / f"backup_worker{distribution.worker_index}")
@@ -217,6 +229,45 @@ def train(
     return model, report
 
 
+RUN_FILE = "run.json"
+
+
+def check_run_folder(output_dir, model_filename="model.keras", overwrite=False):
+    """TrainingError if `output_dir` holds a finished run (its report.json beside the model), unless `overwrite`:
+    a finished run is never continued or replaced by accident."""
+    finished = (output_dir / "report.json").is_file() and (output_dir / model_filename).is_file()
+    if output_dir.exists() and not output_dir.is_dir():
+        raise TrainingError(f"--output {output_dir} is a file, not a run folder")
+    if finished and not overwrite:
+        raise TrainingError(f"{output_dir} holds a finished run ({model_filename}, report.json): choose a new "
+                            "--output, or pass --overwrite to train again from scratch and replace it")
+
+
+def claim_run_folder(output_dir, definition, overwrite=False):
+    """Records what defines this run in output_dir/run.json. A folder already recorded for another run (any field
+    different) is refused unless `overwrite`; with `overwrite` its backups are removed, so the run starts afresh."""
+    import shutil
+
+    definition = json.loads(json.dumps(definition, default=str))  # as it reads back
+    path = output_dir / RUN_FILE
+    previous = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if overwrite:
+        for backup in output_dir.glob("backup*"):
+            shutil.rmtree(backup, ignore_errors=True)
+    elif previous is not None and previous != definition:
+        field = next(k for k in sorted(set(previous) | set(definition)) if previous.get(k) != definition.get(k))
+        raise TrainingError(f"{output_dir} belongs to another run ({field}: {_brief(previous.get(field))} there, "
+                            f"{_brief(definition.get(field))} now): choose a new --output, or pass --overwrite to "
+                            "replace that run")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_text(path, json.dumps(definition, indent=2))
+
+
+def _brief(value, limit=80):
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def evaluate_model(model, eval_data):
     """Top-1 / top-5 accuracy and loss of a compiled or plain model on batches of (images, one-hot labels)."""
     scores, labels = [], []
@@ -238,6 +289,7 @@ def evaluate(model, dataset=DIGITS, image_size=None, batch_size=256, data_dir=No
     model, info = _model_and_info(model)
     image_size = image_size or model.input_shape[1]
     source = load_source(dataset, "eval", data_dir, download, image_size)
+    check_model_classes(model.name, model.output_shape[-1], info.get("class_names"), source, dataset)
     recipe = get_recipe(recipe or default_recipe(dataset, None), eval_crop_fraction=info.get("crop_fraction"))
     return {"model": model.name, "dataset": dataset, "examples": source.num_examples,
             **evaluate_model(model, make_pipeline(source, image_size, batch_size, recipe, training=False))}
@@ -263,10 +315,12 @@ def quantization_aware_training(model, dataset=DIGITS, output_dir="runs/qat", ca
     from keras_mixer.export.equalize import equalize_channels
     from keras_mixer.quantization import quantize_model
 
+    check_run_folder(Path(output_dir), "model_qat.keras", train_options.get("overwrite", False))
     float_model, info = _model_and_info(model)
     image_size = float_model.input_shape[1]
     recipe = get_recipe(recipe, eval_crop_fraction=info.get("crop_fraction"))
     eval_source = load_source(dataset, "eval", data_dir, download, image_size)
+    check_model_classes(float_model.name, float_model.output_shape[-1], info.get("class_names"), eval_source, dataset)
     float_report = evaluate_model(float_model, make_pipeline(eval_source, image_size, 256, recipe, training=False))
     print(f"float model: eval top-1 {float_report['eval_top1']:.2%} on {eval_source.num_examples} images")
     print(f"calibrating the fake-quant ranges on {calibration_samples} training images")
