@@ -390,7 +390,7 @@ def markdown_table(rows):
     """The results as a Markdown table: median / p90 ms, images/s, speed-up over timm eager, GMAC/s and its share of
     the matching matmul peak, logit agreement, file size and peak RSS."""
     lines = ["| model | runtime | batch | threads | median ms | p90 ms | images/s | vs timm eager | GMAC/s "
-             "| share of peak | max |Δ| vs Keras | file MB | peak RSS MB |",
+             "| share of peak | max \\|Δ\\| vs Keras | file MB | peak RSS MB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     order = {runtime: i for i, runtime in enumerate(RUNTIMES)}
     for r in sorted(rows, key=lambda r: (r["model"], r["batch"], r["threads"], order[r["runtime"]])):

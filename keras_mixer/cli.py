@@ -158,7 +158,7 @@ def _predict(args):
 def _qat(args):
     from keras_mixer.training import quantization_aware_training
 
-    overrides = {field: getattr(args, field) for field, _ in RECIPE_OPTIONS if hasattr(args, field)}
+    overrides = {field: getattr(args, field) for field, _ in RECIPE_OPTIONS if getattr(args, field, None) is not None}
     _, report = quantization_aware_training(
         args.model, dataset=args.dataset, output_dir=args.output, calibration_samples=args.calibration_samples,
         data_dir=args.data_dir, download=args.download, epochs=args.epochs, steps=args.steps,
@@ -179,7 +179,7 @@ def _train(args):
 
     if args.coordinator:
         connect_hosts(args.coordinator, args.num_hosts, args.host_index)
-    overrides = {field: getattr(args, field) for field, _ in RECIPE_OPTIONS}
+    overrides = {field: getattr(args, field) for field, _ in RECIPE_OPTIONS if getattr(args, field) is not None}
     if args.randaugment:
         overrides["randaugment"] = tuple(args.randaugment)
     _, report = train(
@@ -220,8 +220,8 @@ def _benchmark(args):
     for name in args.models:  # timm and litert-torch run the same weights: Mixers only
         if name not in mixers:
             near = difflib.get_close_matches(name, mixers, n=1)
-            raise KerasMixerError(f"--models {name}: not a Mixer variant{'; did you mean ' + near[0] + '?' if near else ''}"
-                                  f" (known: {', '.join(mixers)})")
+            hint = f"; did you mean {near[0]}?" if near else ""
+            raise KerasMixerError(f"--models {name}: not a Mixer variant{hint} (known: {', '.join(mixers)})")
     result = run_benchmark(args.models, runtimes, args.batch_sizes, args.threads, args.runs, args.output)
     written = "results.json, results.csv" + (", table.md, latency.png" if result["rows"] else "")
     if result["rows"]:
@@ -231,11 +231,23 @@ def _benchmark(args):
     return 0 if result["rows"] else 1
 
 
+def _say_skipped_images(command):
+    """One line on stderr naming the image files the command left out as unreadable (keras_mixer.datasets)."""
+    skipped = getattr(sys.modules.get("keras_mixer.datasets"), "SKIPPED_IMAGES", None)
+    if skipped:
+        shown = "; ".join(f"{path} ({why})" for path, why in list(skipped.items())[:3])
+        more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        print(f"keras-mixer {command}: skipped {len(skipped)} unreadable image files: {shown}{more}", file=sys.stderr)
+
+
 def run(args):
     """Runs the parsed command; a KerasMixerError, or a file the command cannot read or write (permissions, a
     directory in the way, a full disk), is one line on stderr naming it, and exit code 2."""
+    getattr(sys.modules.get("keras_mixer.datasets"), "SKIPPED_IMAGES", {}).clear()  # this command's own
     try:
-        return globals()[args.handler](args) or 0
+        code = globals()[args.handler](args) or 0
+        _say_skipped_images(args.command)
+        return code
     except KerasMixerError as error:
         print(f"keras-mixer {args.command}: error: {error}", file=sys.stderr)
         return 2
@@ -243,6 +255,12 @@ def run(args):
         where = error.filename if error.filename is not None else "a file"
         print(f"keras-mixer {args.command}: error: {where}: {error.strerror or error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line saying what was kept, not a traceback
+        kept = {"train": f"; the last backup in {getattr(args, 'output', '')} is kept: the same command resumes",
+                "qat": f"; the last backup in {getattr(args, 'output', '')} is kept: the same command resumes"}
+        print(f"\nkeras-mixer {args.command}: interrupted{kept.get(args.command, '')}; files it was writing were "
+              "left as they were", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -3,8 +3,11 @@
 evaluation transform (centre crop, bilinear resize, [-1, 1]) that evaluation, int8 calibration and `predict` share
 with the Android app's frames (`keras_mixer.preprocessing.preprocess_frame`)."""
 
+import concurrent.futures
 import dataclasses
+import io
 import os
+import warnings
 
 import numpy as np
 
@@ -20,6 +23,13 @@ FULL_CROP_FRACTION = 1.0
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 EVAL_SPLIT_FOLDERS = ("val", "validation", "test")
 AUTOTUNE = -1  # tf.data.AUTOTUNE, without importing TensorFlow at module import
+# PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS, ~89.5 M): a larger header is refused before decoding,
+# which would need gigabytes for one image
+MAX_IMAGE_PIXELS = 89_478_485
+# a folder whose unreadable share is above this is refused rather than trained or evaluated on what is left
+MAX_SKIPPED_SHARE = 0.1
+# {path: why} of every image file this process skipped; the command line says them once at the end
+SKIPPED_IMAGES = {}
 
 
 @dataclasses.dataclass
@@ -32,6 +42,45 @@ class ImageSource:
     class_names: list
     in_memory: bool  # small enough to cache decoded images
     crop_fraction: float = FULL_CROP_FRACTION  # the evaluation crop this source is measured with
+    skipped: tuple = ()  # (path, why) of the split's image files that could not be read, left out
+
+
+def image_problem(file):
+    """Why `file` (a path or the bytes of one) is not an image worth decoding, from its header alone, or None:
+    empty, not an image, or over MAX_IMAGE_PIXELS. A file damaged after its header passes and fails at decoding.
+    Needs Pillow (without it: None)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(file) if isinstance(file, bytes) else file) as image:
+                width, height = image.size
+    except Image.DecompressionBombError:
+        return f"its header declares more than {2 * MAX_IMAGE_PIXELS:,} pixels (a decompression bomb?)"
+    except Image.UnidentifiedImageError:
+        empty = file == b"" if isinstance(file, bytes) else os.path.getsize(file) == 0
+        return "an empty file" if empty else "not an image (no format Pillow knows)"
+    except (OSError, ValueError, SyntaxError) as error:
+        return f"a damaged image header ({type(error).__name__})"
+    if width * height > MAX_IMAGE_PIXELS:
+        return f"{width}x{height} pixels, above the {MAX_IMAGE_PIXELS:,}-pixel limit for one image"
+    return None
+
+
+def _readable(files, root):
+    """`files` ((path, label) pairs) without those whose header is unreadable, which are recorded in
+    SKIPPED_IMAGES and returned as (path, why); DataError when more than MAX_SKIPPED_SHARE of them are."""
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:  # headers only: the time is in opening files
+        problems = list(pool.map(image_problem, [path for path, _ in files]))
+    skipped = tuple((path, why) for (path, _), why in zip(files, problems) if why)
+    if len(skipped) > MAX_SKIPPED_SHARE * len(files):
+        raise DataError(f"{len(skipped)} of the {len(files)} images in {root} cannot be read (e.g. {skipped[0][0]}: "
+                        f"{skipped[0][1]}): more than {MAX_SKIPPED_SHARE:.0%}; fix or remove them")
+    SKIPPED_IMAGES.update(skipped)
+    return [pair for pair, why in zip(files, problems) if not why], skipped
 
 
 def _tf():
@@ -112,16 +161,22 @@ def _class_files(path):
             os.path.join(root, file) for root, _, names in os.walk(entry.path) for file in names
             if file.lower().endswith(IMAGE_EXTENSIONS)
         )
-        if files:
-            classes[entry.name] = files
-    return classes
+        classes[entry.name] = files
+    empty = [name for name, files in classes.items() if not files]
+    if empty and len(empty) < len(classes):
+        raise DataError(f"class folder {os.path.join(path, empty[0])} has no images ({', '.join(IMAGE_EXTENSIONS)});"
+                        " remove it or add its images")
+    return {name: files for name, files in classes.items() if files}
 
 
 def _folder(path, split):
     """`path/<class>/*.jpg` (any of IMAGE_EXTENSIONS, any size). If `path` has a train/ sub-folder, it is the
     training split and val/ (or validation/, test/) the eval split; otherwise a fixed 10 % of each class (at least
     one image, chosen with seed 0) is the eval split. Images keep their own size and aspect ratio: the transforms
-    crop and resize them. Files TensorFlow cannot decode are skipped with a warning."""
+    crop and resize them. Files whose header is unreadable (empty, not an image, over MAX_IMAGE_PIXELS) are left out
+    and recorded (`skipped`, SKIPPED_IMAGES); a class left with none, or a split with more than MAX_SKIPPED_SHARE of
+    them, is a DataError. A file damaged past its header is dropped when decoding fails (evaluations count the
+    images they used)."""
     if not os.path.isdir(path):
         raise DataError(f"image folder {path!r} does not exist")
     root = path
@@ -153,6 +208,10 @@ def _folder(path, split):
                         f"({', '.join(IMAGE_EXTENSIONS)}); found {names or 'none'}")
     if not files:
         raise DataError(f"image folder {root!r} has no {split} images")
+    files, skipped = _readable(files, root)
+    unreadable = sorted(set(range(len(names))) - {label for _, label in files})
+    if unreadable and split == "train":
+        raise DataError(f"class {names[unreadable[0]]!r} of {root} has no readable images")
     # a fixed shuffled order (seed 0), so that any prefix (e.g. the calibration images) mixes the classes
     files = [files[i] for i in np.random.RandomState(0).permutation(len(files))]
     tf = _tf()
@@ -165,7 +224,7 @@ def _folder(path, split):
 
     dataset = tf.data.Dataset.from_tensor_slices((paths, labels)).map(decode, num_parallel_calls=AUTOTUNE)
     dataset = dataset.ignore_errors(log_warning=True)
-    return ImageSource(dataset, len(files), len(names), names, in_memory=False)
+    return ImageSource(dataset, len(files), len(names), names, in_memory=False, skipped=skipped)
 
 
 def _tfds(name, split, data_dir, download):

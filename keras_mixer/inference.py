@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from keras_mixer.datasets import FULL_CROP_FRACTION, TFDS_CROP_FRACTION, eval_transform
+from keras_mixer.datasets import FULL_CROP_FRACTION, TFDS_CROP_FRACTION, eval_transform, image_problem
 from keras_mixer.errors import DataError, ExportError, KerasMixerError
 
 
@@ -33,6 +33,9 @@ def load_image(path):
             data = f.read()
     except OSError as error:
         raise DataError(f"{path}: cannot read the file ({error.strerror or error})") from error
+    problem = image_problem(data)  # before decoding: a decompression bomb would need gigabytes
+    if problem:
+        raise DataError(f"{path}: {problem}")
     try:
         return tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
     except (tf.errors.InvalidArgumentError, ValueError):
@@ -45,7 +48,7 @@ def load_image(path):
         with Image.open(io.BytesIO(data)) as image:
             return np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise DataError(f"{path}: not an image file TensorFlow or PIL can read ({error})") from error
+        raise DataError(f"{path}: not an image file TensorFlow or PIL can read ({type(error).__name__})") from error
 
 
 def preprocess_image(image, image_size, crop_fraction=FULL_CROP_FRACTION):

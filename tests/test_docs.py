@@ -22,3 +22,23 @@ def test_docs_site_builds_strictly(tmp_path):
 
 def test_readme_is_short():
     assert len((ROOT / "README.md").read_text().splitlines()) <= 150
+
+
+def test_every_markdown_table_row_has_its_headers_cell_count():
+    """A `|` inside a cell (`max |Δ|`) must be escaped, or the row splits and the page shows the table as text
+    (mkdocs --strict does not catch it)."""
+    import re
+
+    broken = []
+    for page in [ROOT / "README.md", ROOT / "export" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        header = None
+        for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.startswith("|"):
+                header = None
+                continue
+            cells = len(re.split(r"(?<!\\)\|", line.strip())) - 2
+            if header is None:
+                header = cells
+            elif cells != header:
+                broken.append(f"{page.name}:{number}: {cells} cells, the header {header}")
+    assert not broken, broken

@@ -12,9 +12,10 @@ import pytest
 
 import keras_mixer
 from keras_mixer.errors import ExportError
-from keras_mixer.export import to_tflite
+from keras_mixer.export import load_interpreter, predict, to_tflite
 from keras_mixer.export.edgetpu import check_edgetpu, read_graph
 from keras_mixer.export.edgetpu_model import edgetpu_model
+from outliers import sqnr_db
 from small_models import SMALL, with_nonzero_weights
 
 def images(model, count, seed=0):
@@ -91,9 +92,11 @@ def test_sparse_mlp_is_refused_by_name_or_split_at_its_first_expert_layer(tmp_pa
 def test_integer_only_export_has_no_float_tensor(family, tmp_path):
     """What NNAPI and DSPs need: the standard graph (GELU builtin and all) with every op integer."""
     model = with_nonzero_weights(SMALL[family]())
-    path = to_tflite(model, tmp_path / "all_int8.tflite", "int8", representative_data=images(model, 16),
-                     integer_only=True)
+    x = images(model, 16)
+    path = to_tflite(model, tmp_path / "all_int8.tflite", "int8", representative_data=x, integer_only=True)
     assert not float_ops(path)
+    # run on data: its outputs are the model's within int8 noise (a constant output would be ~0 dB)
+    assert sqnr_db(model.predict(x, verbose=0), predict(load_interpreter(path), x)) >= 15
 
 
 def test_integer_only_sparse_mlp_is_refused_not_left_float(tmp_path):

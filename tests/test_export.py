@@ -72,6 +72,17 @@ def test_integer_only_graph_has_no_float_tensors(exported):
 
 
 @pytest.mark.parametrize("source", ["qat", "ptq"])
+def test_integer_only_files_classify_digits(digits, exported, source):
+    """The all-int8 files run on data: within 2 points of their Keras model's top-1 and an absolute floor (a file with
+    a constant output, which the dtype checks above would pass, scores ~10 %)."""
+    model = digits["qat" if source == "qat" else "model"]
+    keras_top1 = accuracy(model.predict(digits["x_test"], verbose=0), digits["y_test"])
+    report, _ = evaluate_tflite(exported[f"{source}_integer"], digits["x_test"], digits["y_test"])
+    print(f"{source}: Keras {keras_top1:.2%}, all-int8 file {report['top1']:.2%}")
+    assert report["top1"] >= max(keras_top1 - 0.02, 0.9)
+
+
+@pytest.mark.parametrize("source", ["qat", "ptq"])
 def test_int8_keeps_matmuls_integer_and_only_elementwise_ops_float(exported, source):
     interpreter = load_interpreter(exported[source], delegates=False)
     tensors = interpreter.get_tensor_details()

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import keras_mixer
+from small_models import with_nonzero_weights
 from mixer_reference import mixer_forward, random_params
 
 # Exact parameter counts at 224x224 with a 1000-class head (official configs; counts from the issue / timm).
@@ -113,16 +114,21 @@ def test_bad_pooling_is_rejected():
 
 
 def test_feature_extractor_returns_every_block():
-    model = keras_mixer.MLPMixer(**TINY, input_shape=(16, 24, 3), classes=5)
+    """Each output is its block's: block 0 applied to the stem, and the last block's grid, normalized, averaged and
+    through a head with values (a fresh head is zeros: every logit 0, any features would "match") gives the logits."""
+    model = with_nonzero_weights(keras_mixer.MLPMixer(**TINY, input_shape=(16, 24, 3), classes=5,
+                                                      classifier_activation=None))
     extractor = keras_mixer.feature_extractor(model)
     images = np.random.default_rng(0).uniform(-1, 1, (2, 16, 24, 3)).astype("float32")
-    features = extractor(images)
-    assert [tuple(f.shape) for f in features] == [(2, 4, 6, 8)] * 2
-    # the last block's grid, normalized and averaged, is what the head sees
-    tokens = keras.ops.reshape(features[-1], (2, 24, 8))
-    pooled = keras.ops.mean(model.get_layer("pre_head_layer_norm")(tokens), axis=1)
+    features = [keras.ops.convert_to_numpy(f) for f in extractor(images)]
+    assert [f.shape for f in features] == [(2, 4, 6, 8)] * 2
+    first = model.get_layer("MixerBlock_0")(model.get_layer("stem")(images))
+    np.testing.assert_allclose(features[0].reshape(2, 24, 8), keras.ops.convert_to_numpy(first), atol=1e-6)
+    pooled = keras.ops.mean(model.get_layer("pre_head_layer_norm")(features[-1].reshape(2, 24, 8)), axis=1)
     logits = keras.ops.convert_to_numpy(model.get_layer("head")(pooled))
-    np.testing.assert_allclose(logits, keras.ops.convert_to_numpy(model(images)), atol=1e-6)
+    expected = keras.ops.convert_to_numpy(model(images))
+    assert np.ptp(expected) > 0.1  # logits that differ, so the comparison can fail
+    np.testing.assert_allclose(logits, expected, atol=1e-5)
     raw = keras_mixer.feature_extractor(model, as_grid=False)(images)
     assert tuple(raw[0].shape) == (2, 24, 8)
 

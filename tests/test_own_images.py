@@ -80,7 +80,7 @@ def test_int8_file_keeps_the_float_models_top1(run):
 def test_qat_reports_float_post_training_and_qat_accuracy_and_keeps_its_best(run):
     report = json.loads((run / "qat" / "report.json").read_text())
     for key in ("float_eval_top1", "ptq_eval_top1", "eval_top1"):
-        assert 0.3 < report[key] <= 1.0, (key, report[key])  # 3 classes: above chance
+        assert 0.9 <= report[key] <= 1.0, (key, report[key])  # measured 98.33 % each (README); chance is 1/3
     assert 0 <= report["kept_step"] <= report["steps"]
     info = read_model_info(run / "qat" / "model_qat.keras")
     assert {key: info[key] for key in ("float_eval_top1", "ptq_eval_top1", "eval_top1")} == {
@@ -311,3 +311,61 @@ def test_evaluations_refuse_a_model_for_other_classes(run, tmp_path):
     err = fails("evaluate-tflite", run / "model_int8.tflite", "--dataset", run / "textures", "--reference",
                 other_size)
     assert f"--reference {other_size} takes (64, 64, 3)" in err
+
+
+def bomb_png(path, side=30000):
+    """A tiny PNG whose header declares side x side pixels (valid CRC): decoding it would need gigabytes."""
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    start = data.index(b"IHDR")
+    data[start + 4:start + 12] = struct.pack(">II", side, side)
+    data[start + 17:start + 21] = struct.pack(">I", zlib.crc32(bytes(data[start:start + 17])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_unreadable_images_are_counted_and_named(tmp_path):
+    data = tmp_path / "data"
+    make_image_folders(data, per_class=20)  # 16 train + 4 val images per class
+    bad = data / "train" / CLASSES[0]
+    (bad / "empty.png").write_bytes(b"")
+    (bad / "notes.png").write_text("not an image")
+    bomb_png(bad / "bomb.png")
+    model = tmp_path / "small.keras"
+    build_digits_mixer(classes=len(CLASSES)).save(model)
+    code, _, err = cli("train", "--model", model, "--dataset", data, "--recipe", "digits", "--steps", 1,
+                       "--batch-size", 8, "--output", tmp_path / "run")
+    assert code == 0, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("keras-mixer train: skipped 3 unreadable image files: ") and "bomb.png" in last
+    assert "empty.png (an empty file)" in last and "notes.png (not an image" in last and "decompression bomb" in last
+    assert json.loads((tmp_path / "run" / "report.json").read_text())["train_examples"] == 3 * 16
+
+
+def test_too_many_unreadable_images_or_an_empty_class_are_refused(tmp_path):
+    data = tmp_path / "data"
+    make_image_folders(data, per_class=10, split_folders=False)
+    for index in range(4):
+        (data / CLASSES[1] / f"broken{index}.jpg").write_bytes(b"\xff\xd8 truncated")
+    with pytest.raises(DataError, match=r"4 of the \d+ images in .* cannot be read .*more than 10%"):
+        load_source(str(data), "train")
+    for index in range(4):
+        (data / CLASSES[1] / f"broken{index}.jpg").unlink()
+    (data / "empty_class").mkdir()
+    with pytest.raises(DataError, match="class folder .*empty_class has no images"):
+        load_source(str(data), "train")
+
+
+def test_predict_answers_for_the_good_images_beside_a_decompression_bomb(run, tmp_path):
+    good = make_image_folders(tmp_path / "images", per_class=1, split_folders=False)[0]
+    bomb = bomb_png(tmp_path / "bomb.png")
+    code, out, err = cli("predict", run / "float" / "model.keras", good, bomb)
+    assert code == 1 and out.startswith(f"{good}: ")
+    assert err.strip() == f"keras-mixer predict: error: {bomb}: its header declares more than 178,956,970 pixels " \
+                          "(a decompression bomb?)"

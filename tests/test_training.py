@@ -64,7 +64,10 @@ def test_recipe_errors_name_the_problem():
         get_recipe("fast")
     with pytest.raises(TrainingError, match="unknown recipe fields"):
         get_recipe("digits", learning_rat=1.0)
-    assert get_recipe("finetune", learning_rate=0.01, mixup_alpha=None).learning_rate == 0.01
+    assert get_recipe("finetune", learning_rate=0.01).learning_rate == 0.01
+    assert get_recipe("scratch", randaugment=None).randaugment is None  # None switches it off
+    with pytest.raises(TrainingError, match="recipe field mixup_alpha=None: give it a value"):
+        get_recipe("scratch", mixup_alpha=None)
 
 
 @pytest.mark.parametrize("decay", ["cosine", "linear"])

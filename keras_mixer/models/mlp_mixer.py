@@ -314,6 +314,9 @@ def convert_checkpoint(source, destination, gelu=None):
     if weights_lib.is_keras_file(source):
         raise WeightsError(f"{source}: already a Keras file; convert reads official .npz and timm .pth/.bin/"
                            ".safetensors Mixer checkpoints (load a .keras with keras.models.load_model)")
+    if not weights_lib.is_checkpoint_path(source):
+        raise WeightsError(f"{source}: convert reads official .npz and timm .pth/.bin/.safetensors Mixer checkpoints; "
+                           f"this is not one of them")
     if not weights_lib.is_keras_file(destination):
         raise WeightsError(f"{destination}: the output must end in .keras or .weights.h5")
     params, trained_gelu, source = read_mixer_checkpoint(str(source), variant=None)

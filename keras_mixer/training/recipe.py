@@ -79,13 +79,22 @@ PRESETS = {
 }
 
 
+# the fields whose None means something: no RandAugment, the dataset's own evaluation crop
+NULLABLE_FIELDS = ("randaugment", "eval_crop_fraction")
+
+
 def get_recipe(recipe, **overrides):
-    """A preset by name ("finetune", "scratch", "digits") or a Recipe, with fields replaced by `overrides`."""
+    """A preset by name ("finetune", "scratch", "digits") or a Recipe, with fields replaced by `overrides`. None
+    switches a NULLABLE_FIELDS field off (randaugment=None: no RandAugment); any other field needs a value."""
     if isinstance(recipe, str):
         if recipe not in PRESETS:
             raise TrainingError(f"unknown recipe {recipe!r}; presets: {', '.join(PRESETS)}")
         recipe = PRESETS[recipe]
-    return recipe.replace(**{key: value for key, value in overrides.items() if value is not None})
+    unset = sorted(key for key, value in overrides.items() if value is None and key not in NULLABLE_FIELDS)
+    if unset:
+        raise TrainingError(f"recipe field {unset[0]}=None: give it a value (None switches off only "
+                            f"{' and '.join(NULLABLE_FIELDS)}; 0 switches off mixup, cutmix, smoothing, ...)")
+    return recipe.replace(**overrides)
 
 
 @keras.saving.register_keras_serializable(package="keras_mixer")

@@ -269,13 +269,20 @@ def _brief(value, limit=80):
 
 
 def evaluate_model(model, eval_data):
-    """Top-1 / top-5 accuracy and loss of a compiled or plain model on batches of (images, one-hot labels)."""
+    """Top-1 / top-5 accuracy of a compiled or plain model on batches of (images, one-hot labels), and how many
+    images they were measured on (a file that fails to decode is left out by the pipeline)."""
     scores, labels = [], []
     for images, one_hot in eval_data:
         scores.append(keras.ops.convert_to_numpy(model(images, training=False)).astype("float32"))
         labels.append(np.argmax(np.asarray(one_hot), axis=-1))
     scores, labels = np.concatenate(scores), np.concatenate(labels)
-    return {"eval_top1": top_k_accuracy(scores, labels, 1), "eval_top5": top_k_accuracy(scores, labels, 5)}
+    return {"eval_top1": top_k_accuracy(scores, labels, 1), "eval_top5": top_k_accuracy(scores, labels, 5),
+            "eval_examples": int(len(labels))}
+
+
+def _recorded_crop(info):
+    """The evaluation crop a `.keras` file recorded, as a recipe override (none when it recorded none)."""
+    return {"eval_crop_fraction": info["crop_fraction"]} if info.get("crop_fraction") is not None else {}
 
 
 def _model_and_info(model):
@@ -290,9 +297,9 @@ def evaluate(model, dataset=DIGITS, image_size=None, batch_size=256, data_dir=No
     image_size = image_size or model.input_shape[1]
     source = load_source(dataset, "eval", data_dir, download, image_size)
     check_model_classes(model.name, model.output_shape[-1], info.get("class_names"), source, dataset)
-    recipe = get_recipe(recipe or default_recipe(dataset, None), eval_crop_fraction=info.get("crop_fraction"))
-    return {"model": model.name, "dataset": dataset, "examples": source.num_examples,
-            **evaluate_model(model, make_pipeline(source, image_size, batch_size, recipe, training=False))}
+    recipe = get_recipe(recipe or default_recipe(dataset, None), **_recorded_crop(info))
+    result = evaluate_model(model, make_pipeline(source, image_size, batch_size, recipe, training=False))
+    return {"model": model.name, "dataset": dataset, "examples": result.pop("eval_examples"), **result}
 
 
 def quantization_aware_training(model, dataset=DIGITS, output_dir="runs/qat", calibration_samples=256,
@@ -318,7 +325,7 @@ def quantization_aware_training(model, dataset=DIGITS, output_dir="runs/qat", ca
     check_run_folder(Path(output_dir), "model_qat.keras", train_options.get("overwrite", False))
     float_model, info = _model_and_info(model)
     image_size = float_model.input_shape[1]
-    recipe = get_recipe(recipe, eval_crop_fraction=info.get("crop_fraction"))
+    recipe = get_recipe(recipe, **_recorded_crop(info))
     eval_source = load_source(dataset, "eval", data_dir, download, image_size)
     check_model_classes(float_model.name, float_model.output_shape[-1], info.get("class_names"), eval_source, dataset)
     float_report = evaluate_model(float_model, make_pipeline(eval_source, image_size, 256, recipe, training=False))

@@ -84,6 +84,8 @@ def load_keras_model(path):
         with _complete_load(path):
             model = keras.models.load_model(path, safe_mode=True)
     except Exception as error:  # a damaged archive fails anywhere inside Keras' loader (zip, JSON, h5, config)
+        if "File not found" in str(error):  # Keras' words for an existing file that is not a zip archive
+            raise WeightsError(f"{path}: not a .keras model (not a zip archive: damaged, or another format)") from error
         raise WeightsError(f"{path}: not a loadable .keras model ({type(error).__name__}: {error})") from error
     _require_finite(model, path)
     return model
