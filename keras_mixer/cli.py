@@ -71,6 +71,7 @@ def _evaluate_tflite(args):
     report, scores = evaluate_tflite(args.model, batches(), reference_model=reference, num_threads=args.threads)
     report = {"model": args.model, "dataset": str(args.dataset), **report}
     _print_report(report, args.json)
+    _say_undecodable(args.command, report["examples"], source.num_examples)
     if report["saturated_outputs"] > 0.01:
         print(f"warning: {report['saturated_outputs']:.1%} of outputs hit the integer limit: the output scale is too "
               "small for the logits (calibrate on more representative data)", file=sys.stderr)
@@ -199,6 +200,7 @@ def _evaluate(args):
 
     report = evaluate(args.model, args.dataset, image_size=args.image_size, batch_size=args.batch_size,
                       data_dir=args.data_dir, download=args.download)
+    _say_undecodable(args.command, report["examples"], report["files"])
     if args.json:
         _print_report({"model": report["model"], "dataset": str(report["dataset"]), "examples": report["examples"],
                        "top1": report["eval_top1"], "top5": report["eval_top5"]}, True)
@@ -229,6 +231,13 @@ def _benchmark(args):
     print(f"wrote {args.output}/: {written} ({len(result['rows'])} measurements, {len(result['failures'])} runtimes "
           "failed)")
     return 0 if result["rows"] else 1
+
+
+def _say_undecodable(command, used, files):
+    """One line on stderr when fewer images were evaluated than the split has files (damaged past their header)."""
+    if used < files:
+        print(f"keras-mixer {command}: {files - used} of {files} image files failed to decode and were left out; "
+              f"the figures are over the {used} others", file=sys.stderr)
 
 
 def _say_skipped_images(command):

@@ -233,7 +233,7 @@ def main(argv=None):
         # TensorFlow 2.21 writes some of them before it reads the level (absl's pre-init warning, and the oneDNN
         # notice on AVX-512 machines), so the import runs with file descriptor 2 sent to /dev/null; an import that
         # fails still raises its exception after it
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # ERROR lines too: a damaged JPEG logs one from C++
         sys.stderr.flush()
         saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
         try:

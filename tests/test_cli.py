@@ -92,3 +92,12 @@ def test_unwritable_outputs_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("keras-mixer export: error: ") and "folder.tflite" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_train_output_that_is_a_file_is_one_line(tmp_path, capsys):
+    output = tmp_path / "notes.txt"
+    output.write_text("the user's file")
+    code = keras_mixer_cli.main(["train", "--steps", "1", "--output", str(output)])
+    assert code == 2 and capsys.readouterr().err == (f"keras-mixer train: error: --output {output} is a file, not a "
+                                                     "run folder\n")
+    assert output.read_text() == "the user's file"

@@ -369,3 +369,14 @@ def test_predict_answers_for_the_good_images_beside_a_decompression_bomb(run, tm
     assert code == 1 and out.startswith(f"{good}: ")
     assert err.strip() == f"keras-mixer predict: error: {bomb}: its header declares more than 178,956,970 pixels " \
                           "(a decompression bomb?)"
+
+
+def test_an_image_damaged_past_its_header_is_counted_in_the_evaluation(run, tmp_path):
+    data = tmp_path / "textures"
+    shutil.copytree(run / "textures", data)
+    victim = sorted((data / "val" / CLASSES[2]).glob("*.jpg"))[0]
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])  # the header parses; the pixels end early
+    code, out, err = cli("evaluate", run / "float" / "model.keras", "--dataset", data)
+    assert code == 0 and "(59 images)" in out
+    assert err.strip().splitlines()[-1] == ("keras-mixer evaluate: 1 of 60 image files failed to decode and were left "
+                                            "out; the figures are over the 59 others")

@@ -299,7 +299,8 @@ def evaluate(model, dataset=DIGITS, image_size=None, batch_size=256, data_dir=No
     check_model_classes(model.name, model.output_shape[-1], info.get("class_names"), source, dataset)
     recipe = get_recipe(recipe or default_recipe(dataset, None), **_recorded_crop(info))
     result = evaluate_model(model, make_pipeline(source, image_size, batch_size, recipe, training=False))
-    return {"model": model.name, "dataset": dataset, "examples": result.pop("eval_examples"), **result}
+    return {"model": model.name, "dataset": dataset, "examples": result.pop("eval_examples"),
+            "files": source.num_examples, **result}
 
 
 def quantization_aware_training(model, dataset=DIGITS, output_dir="runs/qat", calibration_samples=256,
