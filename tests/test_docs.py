@@ -26,7 +26,7 @@ def test_readme_is_short():
 
 def test_every_markdown_table_row_has_its_headers_cell_count():
     """A `|` inside a cell (`max |Δ|`) must be escaped, or the row splits and the page shows the table as text
-    (mkdocs --strict does not catch it)."""
+    (mkdocs --strict does not catch it); a table ends at a blank line."""
     import re
 
     broken = []
@@ -34,6 +34,8 @@ def test_every_markdown_table_row_has_its_headers_cell_count():
         header = None
         for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
             if not line.startswith("|"):
+                if header is not None and line.strip():  # GitHub renders a line right after a table as a row
+                    broken.append(f"{page.name}:{number}: text right after a table (a blank line must separate them)")
                 header = None
                 continue
             cells = len(re.split(r"(?<!\\)\|", line.strip())) - 2
