@@ -9,7 +9,7 @@ import torch
 import keras_mixer
 from timm_reference import timm_logits, timm_mixer, to_official_npz_layout
 
-TOLERANCE = 1e-4
+TOLERANCE = 1e-5  # what the docs claim; measured 1e-6 to 3e-6 in float32
 
 
 def images(size, batch=2, seed=0):
