@@ -33,7 +33,7 @@ def patchify(images, patch):
     return x.reshape(b, (h // patch) * (w // patch), patch * patch * c)
 
 
-def mixer_forward(params, images, patch, num_blocks, form, include_head=True):
+def mixer_forward(params, images, patch, num_blocks, form, include_head=True, final_norm=True):
     images = np.asarray(images, np.float64)
     params = {k: np.asarray(v, np.float64) for k, v in params.items()}
     stem = params["stem/kernel"]
@@ -44,6 +44,8 @@ def mixer_forward(params, images, patch, num_blocks, form, include_head=True):
         x = x + mlp(y.transpose(0, 2, 1), params, f"{p}/token_mixing", form).transpose(0, 2, 1)
         y = layer_norm(x, params[f"{p}/LayerNorm_1/scale"], params[f"{p}/LayerNorm_1/bias"])
         x = x + mlp(y, params, f"{p}/channel_mixing", form)
+    if not final_norm:  # the stem and blocks only (for models that continue with other blocks)
+        return x
     x = layer_norm(x, params["pre_head_layer_norm/scale"], params["pre_head_layer_norm/bias"])
     if not include_head:
         return x

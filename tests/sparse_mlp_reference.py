@@ -4,6 +4,7 @@ every item, in queue order, takes a slot of its chosen expert while the expert h
 import numpy as np
 from scipy.stats import norm
 
+from mixer_reference import layer_norm, mixer_forward
 from reference_ops import gelu, softmax
 
 
@@ -42,3 +43,43 @@ def auxiliary_loss(clean_logits, noisy_logits, k, noise_std, weight):
     threshold = np.where(in_top_k, ranked[..., k:k + 1], ranked[..., k - 1:k])
     load = norm.sf((threshold - clean_logits) / noise_std).reshape(-1, clean_logits.shape[-1]).sum(0)
     return weight * (0.5 * cv_squared(importance) + 0.5 * cv_squared(load))
+
+
+def expert_capacity(k, items, experts, factor=2.0, minimum=4):
+    """Slots per expert at evaluation (the spec's ColossalAI defaults: factor 2.0, at least 4), never more than
+    every item once."""
+    return min(max(minimum, int(np.ceil(k * factor * items / experts))), items)
+
+
+def sparse_mlp_forward(params, images, patch, dense_blocks, sparse_blocks, token_k=1, channel_k=2, eps=1e-6):
+    """A whole Sparse-MLP (spec sections 1-3: a Mixer whose last blocks are Sparse blocks) from the equations, on
+    parameters keyed by our variable paths, at evaluation (no noise). A Sparse block, pre-norm residual:
+      x = x + RR_out(MoE_s(RR_in(LN_0(x))))   RR_in: Dense over channels C -> C1, then over tokens S -> S1 (per
+                                              channel vector); MoE_s routes the C1 channel vectors of length S1
+      x = x + MoE_c(LN_1(x))                  MoE_c routes the S tokens (length C), top-2
+    Dense blocks are the Mixer's (mixer_reference), GELU exact; then LN, mean over tokens, head."""
+    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    mixer = {k: v for k, v in p.items() if k.startswith(("stem/", "MixerBlock_", "pre_head", "head/"))}
+    x = mixer_forward(mixer, images, patch, dense_blocks, "exact", include_head=False, final_norm=False)
+
+    def normalized(v, name):
+        return layer_norm(v, p[f"{name}/scale"], p[f"{name}/bias"], eps)
+
+    def dense(v, name):
+        return v @ p[f"{name}/kernel"] + p[f"{name}/bias"]
+
+    def moe(v, name, k):
+        experts = p[f"{name}/router/kernel"].shape[1]
+        weights = {"router": p[f"{name}/router/kernel"], **{w: p[f"{name}/{w}"] for w in
+                                                            ("kernel_0", "bias_0", "kernel_1", "bias_1")}}
+        return moe_forward(v, weights, k, expert_capacity(k, v.shape[1], experts), batch_prioritized=True)
+
+    for i in range(dense_blocks, dense_blocks + sparse_blocks):
+        b = f"SparseBlock_{i}"
+        y = dense(normalized(x, f"{b}/LayerNorm_0"), f"{b}/rerep_in_channels")  # [B, S, C1]
+        y = dense(y.transpose(0, 2, 1), f"{b}/rerep_in_tokens")  # [B, C1, S1]: C1 items of length S1
+        y = dense(moe(y, f"{b}/token_moe", token_k), f"{b}/rerep_out_tokens")  # [B, C1, S]
+        x = x + dense(y.transpose(0, 2, 1), f"{b}/rerep_out_channels")
+        x = x + moe(normalized(x, f"{b}/LayerNorm_1"), f"{b}/channel_moe", channel_k)
+    x = layer_norm(x, p["pre_head_layer_norm/scale"], p["pre_head_layer_norm/bias"], eps)
+    return x.mean(axis=1) @ p["head/kernel"] + p["head/bias"]

@@ -7,7 +7,7 @@ from digits_helpers import digits_family_tests
 from keras_mixer.errors import WeightsError
 from keras_mixer.layers import MixtureOfExperts, SparseMixerBlock
 from reference_ops import layer_norm
-from sparse_mlp_reference import auxiliary_loss, moe_forward
+from sparse_mlp_reference import auxiliary_loss, moe_forward, sparse_mlp_forward
 
 
 def moe_params(layer):
@@ -156,3 +156,18 @@ def test_reports_aux_loss_and_dense_dispatch_agrees(trained):
     assert "aux_loss" in history and all(0 < value < 0.1 for value in history["aux_loss"]), history
     dense = keras_mixer.models.with_dispatch(model, "dense")
     np.testing.assert_allclose(dense.predict(x_test, verbose=0), model.predict(x_test, verbose=0), atol=1e-4)
+
+
+@pytest.mark.parametrize("dispatch", ["sparse", "dense"])
+def test_whole_model_matches_the_reference_from_the_equations(dispatch):
+    """Stem, two dense Mixer blocks, two Sparse blocks (re-represented token experts top-1, channel experts top-2),
+    head: every weight random, against `sparse_mlp_forward` (written from the spec, not from our layers)."""
+    model = keras_mixer.SparseMLP(4, 16, 4, 8, 32, num_sparse_blocks=2, token_experts=3, channel_experts=2,
+                                  dispatch=dispatch, input_shape=(16, 16, 3), classes=5, classifier_activation=None)
+    rng = np.random.default_rng(7)
+    for variable in model.weights:
+        variable.assign(rng.normal(0, 0.3, variable.shape) + variable.path.endswith("scale"))
+    x = rng.uniform(-1, 1, (2, 16, 16, 3)).astype("float32")
+    expected = sparse_mlp_forward({v.path: keras.ops.convert_to_numpy(v) for v in model.weights}, x, 4, 2, 2)
+    assert np.ptp(expected) > 0.1
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, atol=1e-4)
