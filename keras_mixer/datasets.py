@@ -100,7 +100,8 @@ def load_digits(image_size=32, test_fraction=0.2, seed=0):
         from sklearn.datasets import load_digits as sklearn_digits
         from sklearn.model_selection import train_test_split
     except ImportError as error:
-        raise DataError("the digits dataset needs scikit-learn: pip install 'keras-mixer[demo]'") from error
+        raise DataError("the digits dataset needs scikit-learn: the demo extra "
+                        "(pip install -e '.[demo]' in a checkout)") from error
     from keras import ops
 
     digits = sklearn_digits()
@@ -231,7 +232,8 @@ def _tfds(name, split, data_dir, download):
     try:
         import tensorflow_datasets as tfds
     except ImportError as error:
-        raise DataError("tfds datasets need tensorflow-datasets: pip install 'keras-mixer[train]'") from error
+        raise DataError("tfds datasets need tensorflow-datasets: the train extra "
+                        "(pip install -e '.[train]' in a checkout)") from error
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as error:

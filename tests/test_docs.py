@@ -44,3 +44,11 @@ def test_every_markdown_table_row_has_its_headers_cell_count():
             elif cells != header:
                 broken.append(f"{page.name}:{number}: {cells} cells, the header {header}")
     assert not broken, broken
+
+
+def test_every_public_name_is_in_the_api_reference():
+    import keras_mixer
+
+    page = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    missing = [name for name in keras_mixer.__all__ if name not in page]
+    assert not missing, f"keras_mixer.__all__ names missing from docs/api.md: {missing}"

@@ -1,4 +1,5 @@
-"""Model families. Importing this package registers every variant."""
+"""Model families. Importing this package registers every variant. `__all__` below is keras_mixer's public model
+API, declared once: the top-level package re-exports it."""
 
 from keras_mixer.models.hire_mlp import (
     HIRE_MLP_VARIANTS,
@@ -54,3 +55,19 @@ from keras_mixer.models.vip import (
     VisionPermutatorSmall7,
     VisionPermutatorSmall14,
 )
+
+__all__ = [
+    # builders from the official config fields, and each family's named variants (config tables)
+    "MLPMixer", "MIXER_VARIANTS", "MixerS32", "MixerS16", "MixerS8", "MixerB32", "MixerB16", "MixerL32", "MixerL16",
+    "MixerH14", "MixerEdgeTPU",
+    "ASMLP", "AS_MLP_VARIANTS", "ASMLPTiny", "ASMLPSmall", "ASMLPBase", "ASMLPEdgeTPU",
+    "HireMLP", "HIRE_MLP_VARIANTS", "HireMLPTiny", "HireMLPSmall", "HireMLPBase", "HireMLPLarge", "HireMLPEdgeTPU",
+    "HireMLPModel",  # deprecated name of HireMLP, kept for code written against earlier versions
+    "VisionPermutator", "VIP_VARIANTS", "VisionPermutatorSmall14", "VisionPermutatorSmall7",
+    "VisionPermutatorMedium7", "VisionPermutatorLarge7", "VisionPermutatorEdgeTPU",
+    "RaftMLP", "RAFT_MLP_VARIANTS", "RaftMLPSmall", "RaftMLPMedium", "RaftMLPLarge", "RaftMLPEdgeTPU",
+    "SparseMLP", "SPARSE_MLP_VARIANTS", "SparseMLPSmall", "SparseMLPBase", "SparseMLPLarge", "SparseMLPModel",
+    "with_dispatch",
+    # the registry, and the Mixer's tools
+    "create_model", "list_models", "feature_extractor", "convert_checkpoint",
+]

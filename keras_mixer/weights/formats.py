@@ -55,7 +55,8 @@ def read_torch(path):
         import torch
     except ImportError as error:
         raise WeightsError(
-            f"{path}: reading PyTorch checkpoints needs torch (pip install torch), or convert it to .safetensors"
+            f"{path}: reading PyTorch checkpoints needs torch: the torch extra "
+            "(pip install -e '.[torch]' in a checkout), or convert it to .safetensors"
         ) from error
     try:
         # authors' training checkpoints also hold the run's argparse.Namespace: the one class allowed beside tensors
