@@ -1,12 +1,12 @@
 """The `keras-mixer` commands. The parser lives in `keras_mixer_cli`, which answers `--help` without importing
-TensorFlow; it calls `run` here for the command itself."""
+TensorFlow; it calls `run` here with the parsed arguments (`args.command` names the command, `args.recipe_overrides`
+holds the recipe fields given as flags)."""
 
 import difflib
 import os
 import sys
 
 from keras_mixer.errors import KerasMixerError
-from keras_mixer_cli import RECIPE_OPTIONS, main
 
 
 def _demo(args):
@@ -159,12 +159,11 @@ def _predict(args):
 def _qat(args):
     from keras_mixer.training import quantization_aware_training
 
-    overrides = {field: getattr(args, field) for field, _ in RECIPE_OPTIONS if getattr(args, field, None) is not None}
     _, report = quantization_aware_training(
         args.model, dataset=args.dataset, output_dir=args.output, calibration_samples=args.calibration_samples,
         data_dir=args.data_dir, download=args.download, epochs=args.epochs, steps=args.steps,
         batch_size=args.batch_size, checkpoint_every=args.checkpoint_every, seed=args.seed, overwrite=args.overwrite,
-        **overrides,
+        **args.recipe_overrides,
     )
     print(f"\neval top-1: float {report['float_eval_top1']:.2%}, post-training int8 {report['ptq_eval_top1']:.2%}, "
           f"QAT {report['eval_top1']:.2%} (kept the weights of step {report.get('kept_step', report['steps'])} of "
@@ -180,15 +179,12 @@ def _train(args):
 
     if args.coordinator:
         connect_hosts(args.coordinator, args.num_hosts, args.host_index)
-    overrides = {field: getattr(args, field) for field, _ in RECIPE_OPTIONS if getattr(args, field) is not None}
-    if args.randaugment:
-        overrides["randaugment"] = tuple(args.randaugment)
     _, report = train(
         model=args.model, dataset=args.dataset, output_dir=args.output, recipe=args.recipe, weights=args.weights,
         image_size=args.image_size, epochs=args.epochs, steps=args.steps, batch_size=args.batch_size,
         checkpoint_every=args.checkpoint_every, strategy=args.strategy, precision=args.precision, tpu=args.tpu,
         data_dir=args.data_dir, download=args.download, seed=args.seed, deterministic=args.deterministic,
-        scale_learning_rate=not args.no_lr_scaling, overwrite=args.overwrite, **overrides,
+        scale_learning_rate=not args.no_lr_scaling, overwrite=args.overwrite, **args.recipe_overrides,
     )
     if "eval_top1" in report:
         print(f"\n{report['model']}: {report['steps']} steps, eval top-1 {report['eval_top1']:.2%}, "
@@ -254,7 +250,7 @@ def run(args):
     directory in the way, a full disk), is one line on stderr naming it, and exit code 2."""
     getattr(sys.modules.get("keras_mixer.datasets"), "SKIPPED_IMAGES", {}).clear()  # this command's own
     try:
-        code = globals()[args.handler](args) or 0
+        code = COMMANDS[args.command](args) or 0
         _say_skipped_images(args.command)
         return code
     except KerasMixerError as error:
@@ -272,5 +268,6 @@ def run(args):
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+COMMANDS = {"demo": _demo, "convert": _convert, "evaluate-tflite": _evaluate_tflite, "export": _export,
+            "train": _train, "evaluate": _evaluate, "qat": _qat, "predict": _predict, "benchmark": _benchmark,
+            "edgetpu-check": _edgetpu_check}

@@ -1,6 +1,6 @@
 """The `keras-mixer` command line's parser: a package of its own, so that `keras-mixer --help` and every
 subcommand's `--help` answer without importing keras_mixer (and so TensorFlow). The commands run in
-`keras_mixer.cli`."""
+`keras_mixer.cli` (`run`), which imports nothing from here: the dependency goes one way."""
 
 import argparse
 import math
@@ -81,7 +81,6 @@ def build_parser():
     demo.add_argument("--qat-epochs", type=COUNT, default=5, help="quantization-aware fine-tuning epochs (default: 5)")
     demo.add_argument("--batch-size", type=COUNT, default=64)
     demo.add_argument("--seed", type=int, default=0)
-    demo.set_defaults(handler="_demo")
 
     convert = commands.add_parser(
         "convert", help="convert an official .npz or timm .pth/.safetensors Mixer checkpoint to .keras/.weights.h5"
@@ -91,7 +90,6 @@ def build_parser():
     convert.add_argument(
         "--gelu", choices=["tanh", "exact"], help="GELU form (default: tanh for official .npz, exact for timm files)"
     )
-    convert.set_defaults(handler="_convert")
 
     evaluate = commands.add_parser("evaluate-tflite", help="top-1/top-5, agreement and latency of a .tflite model")
     evaluate.add_argument("model", help=".tflite file")
@@ -102,7 +100,6 @@ def build_parser():
     evaluate.add_argument("--reference", help="Keras model (.keras) to measure argmax agreement with")
     evaluate.add_argument("--threads", type=COUNT, default=1, help="interpreter threads (default: 1)")
     evaluate.add_argument("--confusion-matrix", help="write a confusion-matrix PNG here")
-    evaluate.set_defaults(handler="_evaluate_tflite")
 
     export = commands.add_parser("export", help="export a .keras model to .tflite (with metadata and labels)")
     export.add_argument("model", help=".keras model (float or QAT)")
@@ -137,7 +134,6 @@ def build_parser():
     export.add_argument("--float-layers", nargs="+", metavar="PATTERN",
                         help="int8: keep these ops float32: a number N (the N worst ops of the report) or regular "
                              "expressions searched in the report's op names")
-    export.set_defaults(handler="_export")
 
     train = commands.add_parser("train", help="train or fine-tune with a recipe; resumes an interrupted run")
     train.add_argument("--model", help="registry name (see keras_mixer.list_models()) or a .keras file "
@@ -169,14 +165,12 @@ def build_parser():
     for field, kind in RECIPE_OPTIONS:
         train.add_argument(f"--{field.replace('_', '-')}", type=kind, help="override the recipe's value")
     train.add_argument("--randaugment", type=INDEX, nargs=2, metavar=("NUM_OPS", "MAGNITUDE"))
-    train.set_defaults(handler="_train")
 
     evaluate_keras = commands.add_parser("evaluate", help="top-1/top-5 of a .keras model on a dataset's eval split")
     evaluate_keras.add_argument("model", help=".keras file")
     _add_dataset_arguments(evaluate_keras)
     evaluate_keras.add_argument("--batch-size", type=COUNT, default=256)
     evaluate_keras.add_argument("--json", action="store_true", help="print one JSON object (top1, top5, examples)")
-    evaluate_keras.set_defaults(handler="_evaluate")
 
     qat = commands.add_parser("qat", help="quantization-aware fine-tuning of a trained .keras model on your data "
                                           "(resumes an interrupted run)")
@@ -194,7 +188,6 @@ def build_parser():
     qat.add_argument("--overwrite", action="store_true",
                      help="start afresh in a --output that holds a finished or a different run")
     qat.add_argument("--seed", type=int, default=0)
-    qat.set_defaults(handler="_qat")
 
     predict = commands.add_parser("predict", help="classify image files with a .keras, .tflite or pretrained model")
     predict.add_argument("model", help=".keras file, .tflite file, or a registry name with --weights")
@@ -204,7 +197,6 @@ def build_parser():
     predict.add_argument("--crop-fraction", type=FRACTION, help="override the model's evaluation crop")
     predict.add_argument("--json", action="store_true",
                          help='print [{"image": path, "top": [{"label", "index", "score"}, ...]}, ...]')
-    predict.set_defaults(handler="_predict")
 
     bench = commands.add_parser("benchmark", help="latency of the same weights in TFLite, Keras, timm, litert-torch "
                                                   "and ONNX Runtime, and the matmul peak, side by side "
@@ -215,17 +207,20 @@ def build_parser():
     bench.add_argument("--threads", nargs="+", type=COUNT, default=[1, 2])
     bench.add_argument("--runs", type=COUNT, default=50, help="timed runs per measurement, after 5 warm-up runs")
     bench.add_argument("--output", default="runs/benchmark")
-    bench.set_defaults(handler="_benchmark")
 
     edgetpu = commands.add_parser("edgetpu-check", help="which ops of a .tflite the Coral Edge TPU would map")
     edgetpu.add_argument("model", help=".tflite file")
     edgetpu.add_argument("--json", action="store_true", help="print the summary as JSON")
-    edgetpu.set_defaults(handler="_edgetpu_check")
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    # the recipe fields given as flags, as `train(**overrides)` takes them (the commands need not know the flags)
+    args.recipe_overrides = {field: getattr(args, field) for field, _ in RECIPE_OPTIONS
+                             if getattr(args, field, None) is not None}
+    if getattr(args, "randaugment", None):
+        args.recipe_overrides["randaugment"] = tuple(args.randaugment)
     if args.verbose:
         from keras_mixer.cli import run
     else:

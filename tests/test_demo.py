@@ -7,7 +7,7 @@ import sys
 def test_demo_cli_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
     result = subprocess.run(
-        [sys.executable, "-m", "keras_mixer.cli", "demo", "--epochs", "1", "--qat-epochs", "1", "--output", str(out)],
+        [sys.executable, "-m", "keras_mixer_cli", "demo", "--epochs", "1", "--qat-epochs", "1", "--output", str(out)],
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
         capture_output=True,
         text=True,
@@ -27,5 +27,5 @@ def test_demo_cli_runs_end_to_end(tmp_path):
 
 
 def test_cli_reports_bad_arguments():
-    result = subprocess.run([sys.executable, "-m", "keras_mixer.cli", "nonsense"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "keras_mixer_cli", "nonsense"], capture_output=True, text=True)
     assert result.returncode == 2 and "invalid choice" in result.stderr

@@ -160,7 +160,7 @@ def test_released_variant_forms(name, tmp_path):
 
 
 def test_export_cli_writes_the_form_of_any_family(tmp_path, capsys):
-    from keras_mixer.cli import main
+    from keras_mixer_cli import main
 
     keras_mixer.ASMLP(8, (1, 1, 1, 1), input_shape=(32, 32, 3), classes=10).save(tmp_path / "as_mlp.keras")
     assert main(["export", str(tmp_path / "as_mlp.keras"), str(tmp_path / "form.tflite"), "--edgetpu",

@@ -231,7 +231,7 @@ def test_integer_pixels_are_refused_as_calibration_data(digits, tmp_path):
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "keras_mixer.cli", *map(str, args)], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "keras_mixer_cli", *map(str, args)], capture_output=True, text=True)
 
 
 @pytest.mark.parametrize("command", ["evaluate-tflite", "edgetpu-check"])

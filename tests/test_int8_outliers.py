@@ -155,7 +155,7 @@ def test_export_cli_report_and_its_one_line_errors(tmp_path):
     import io
     import json
 
-    from keras_mixer.cli import main
+    from keras_mixer_cli import main
 
     model = with_nonzero_weights(SMALL["mixer"]())
     model.save(tmp_path / "m.keras")

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from image_folders import CLASSES, make_image_folders
-from keras_mixer.cli import main
+from keras_mixer_cli import main
 from keras_mixer.datasets import calibration_images, load_source
 from keras_mixer.errors import DataError
 from keras_mixer.export import read_metadata

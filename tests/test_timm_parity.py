@@ -73,7 +73,7 @@ def test_official_npz_layout_parity_with_tanh_gelu(variant, tmp_path):
 
 
 def test_convert_cli_writes_an_equivalent_keras_model(tmp_path):
-    from keras_mixer.cli import main
+    from keras_mixer_cli import main
 
     reference = timm_mixer(img_size=32, patch_size=8, num_blocks=2, embed_dim=16, num_classes=5, act="tanh")
     np.savez(tmp_path / "tiny.npz", **to_official_npz_layout(reference.state_dict()))

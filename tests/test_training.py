@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_mixer.cli import main
+from keras_mixer_cli import main
 from keras_mixer.errors import DataError, TrainingError
 from keras_mixer.training import (
     PRESETS,
@@ -321,7 +321,7 @@ def read_csv(path):
 
 
 def start_cli(args, log, **environment):
-    command = [sys.executable, "-c", "import sys; from keras_mixer.cli import main; sys.exit(main())", *args]
+    command = [sys.executable, "-c", "import sys; from keras_mixer_cli import main; sys.exit(main())", *args]
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **environment})
 
