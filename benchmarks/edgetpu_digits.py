@@ -28,9 +28,8 @@ def build(name, size):
         size, options = 112, {"segment_dim": (8,) * 4}
         from keras_mixer.models.vip import VIP_VARIANTS
 
-        patch, layers, dims, _, transitions = VIP_VARIANTS[name]
-        return keras_mixer.VisionPermutator(layers, dims, transitions, patch_size=patch, input_shape=(size, size, 3),
-                                            classes=10, classifier_activation=None, **options), size
+        return keras_mixer.VisionPermutator(**{**VIP_VARIANTS[name], **options}, input_shape=(size, size, 3),
+                                            classes=10, classifier_activation=None), size
     return keras_mixer.create_model(name, input_shape=(size, size, 3), classes=10, classifier_activation=None), size
 
 

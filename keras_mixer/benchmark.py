@@ -88,9 +88,9 @@ def mixer_shape(name):
     """(tokens, hidden_dim, num_blocks, tokens_mlp_dim, channels_mlp_dim, patch_size, classes) of `name`."""
     from keras_mixer.models.mlp_mixer import MIXER_VARIANTS
 
-    patch, hidden, blocks, tokens_mlp, channels_mlp = ((TINY[k] for k in ("patch_size", "hidden_dim", "num_blocks",
-                                                                         "tokens_mlp_dim", "channels_mlp_dim"))
-                                                       if name == "mixer_tiny" else MIXER_VARIANTS[name])
+    config = TINY if name == "mixer_tiny" else MIXER_VARIANTS[name]
+    patch, hidden, blocks, tokens_mlp, channels_mlp = (config[k] for k in ("patch_size", "hidden_dim", "num_blocks",
+                                                                           "tokens_mlp_dim", "channels_mlp_dim"))
     size, classes = (32, 10) if name == "mixer_tiny" else (224, 1000)
     return (size // patch) ** 2, hidden, blocks, tokens_mlp, channels_mlp, patch, classes
 

@@ -137,8 +137,8 @@ def test_token_grid_and_pooled_backbones():
 def _vip_s14_at(size):  # ViP fits one grid per segment_dim: 224 / 14 = 16 as released, 112 / 14 = 8
     from keras_mixer.models.vip import VIP_VARIANTS
 
-    patch, layers, dims, _, transitions = VIP_VARIANTS["vip_s14"]
-    return keras_mixer.VisionPermutator(layers, dims, transitions, (size // patch,) * 4, patch_size=patch,
+    config = VIP_VARIANTS["vip_s14"]
+    return keras_mixer.VisionPermutator(**{**config, "segment_dim": (size // config["patch_size"],) * 4},
                                         input_shape=(size, size, 3))
 
 

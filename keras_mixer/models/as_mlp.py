@@ -24,12 +24,14 @@ from keras_mixer.models.applications import (
     variant_builder,
 )
 
-# name: (embed_dim, depths, drop_path_rate used in training); patch 4, shift 5, mlp ratio 4 for all
+# variant: the official config's fields (the authors' configs/*.yaml); patch 4, shift 5, mlp ratio 4 for all. The
+# authors trained T / S / B with drop_path_rate 0.2 / 0.3 / 0.5 (pass it to fine-tune as they did)
 AS_MLP_VARIANTS = {
-    "as_mlp_t": (96, (2, 2, 6, 2), 0.2),
-    "as_mlp_s": (96, (2, 2, 18, 2), 0.3),
-    "as_mlp_b": (128, (2, 2, 18, 2), 0.5),
-    "as_mlp_edgetpu": (40, (2, 2, 6, 2), 0.1),  # Edge-TPU-sized, not a paper's: its int8 weights (5.1 M) fit the Edge TPU's ~8 MiB parameter cache at 224
+    "as_mlp_t": dict(embed_dim=96, depths=(2, 2, 6, 2)),
+    "as_mlp_s": dict(embed_dim=96, depths=(2, 2, 18, 2)),
+    "as_mlp_b": dict(embed_dim=128, depths=(2, 2, 18, 2)),
+    # Edge-TPU-sized, not a paper's: its int8 weights (5.1 M) fit the Edge TPU's ~8 MiB parameter cache at 224
+    "as_mlp_edgetpu": dict(embed_dim=40, depths=(2, 2, 6, 2)),
 }
 # The authors trained and evaluated on timm's ImageNet mean / std (their data/build.py transforms); the patch
 # embedding is an unpadded conv, so it is folded into it exactly
@@ -111,11 +113,7 @@ def official_to_keras(state_dict, source="checkpoint"):
 
 
 ASMLPTiny, ASMLPSmall, ASMLPBase, ASMLPEdgeTPU = (
-    variant_builder(variant, function, ASMLP, {"embed_dim": dim, "depths": depths})
-    for variant, function, (dim, depths, _) in (
-        ("as_mlp_t", "ASMLPTiny", AS_MLP_VARIANTS["as_mlp_t"]),
-        ("as_mlp_s", "ASMLPSmall", AS_MLP_VARIANTS["as_mlp_s"]),
-        ("as_mlp_b", "ASMLPBase", AS_MLP_VARIANTS["as_mlp_b"]),
-        ("as_mlp_edgetpu", "ASMLPEdgeTPU", AS_MLP_VARIANTS["as_mlp_edgetpu"]),
-    )
+    variant_builder(variant, function, ASMLP, AS_MLP_VARIANTS[variant])
+    for variant, function in (("as_mlp_t", "ASMLPTiny"), ("as_mlp_s", "ASMLPSmall"), ("as_mlp_b", "ASMLPBase"),
+                              ("as_mlp_edgetpu", "ASMLPEdgeTPU"))
 )

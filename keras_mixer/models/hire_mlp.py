@@ -24,13 +24,15 @@ from keras_mixer.models.applications import (
     variant_builder,
 )
 
-# name: (layers, embed_dims); all share pixel (4,3,3,2), step_stride (2,2,3,2), step_dilation (2,2,1,1), mlp ratio 4
+# variant: the official config's fields (the authors' mlp_based/hire_mlp.py); all share pixel (4, 3, 3, 2),
+# step_stride (2, 2, 3, 2), step_dilation (2, 2, 1, 1) and mlp ratio 4
 HIRE_MLP_VARIANTS = {
-    "hire_mlp_tiny": ((2, 2, 4, 2), (64, 128, 320, 512)),
-    "hire_mlp_small": ((3, 4, 10, 3), (64, 128, 320, 512)),
-    "hire_mlp_base": ((4, 6, 24, 3), (64, 128, 320, 512)),
-    "hire_mlp_large": ((4, 6, 24, 3), (96, 192, 384, 768)),
-    "hire_mlp_edgetpu": ((2, 2, 4, 2), (32, 64, 160, 256)),  # Edge-TPU-sized, not a paper's: its int8 weights (4.7 M) fit the Edge TPU's ~8 MiB parameter cache at 224
+    "hire_mlp_tiny": dict(layers=(2, 2, 4, 2), embed_dims=(64, 128, 320, 512)),
+    "hire_mlp_small": dict(layers=(3, 4, 10, 3), embed_dims=(64, 128, 320, 512)),
+    "hire_mlp_base": dict(layers=(4, 6, 24, 3), embed_dims=(64, 128, 320, 512)),
+    "hire_mlp_large": dict(layers=(4, 6, 24, 3), embed_dims=(96, 192, 384, 768)),
+    # Edge-TPU-sized, not a paper's: its int8 weights (4.7 M) fit the Edge TPU's ~8 MiB parameter cache at 224
+    "hire_mlp_edgetpu": dict(layers=(2, 2, 4, 2), embed_dims=(32, 64, 160, 256)),
 }
 # The authors trained and evaluated on timm's ImageNet mean / std (their mlp_based/hire_mlp.py default_cfg and
 # datasets.py transforms). The stem pads by 2 after that normalization, so folding it into the stem would be wrong at
@@ -126,7 +128,7 @@ def official_to_keras(state_dict, source="checkpoint"):
 
 
 HireMLPTiny, HireMLPSmall, HireMLPBase, HireMLPLarge, HireMLPEdgeTPU = (
-    variant_builder(variant, function, HireMLP, {"layers": layers, "embed_dims": dims})
+    variant_builder(variant, function, HireMLP, HIRE_MLP_VARIANTS[variant])
     for variant, function in (
         ("hire_mlp_tiny", "HireMLPTiny"),
         ("hire_mlp_small", "HireMLPSmall"),
@@ -134,5 +136,4 @@ HireMLPTiny, HireMLPSmall, HireMLPBase, HireMLPLarge, HireMLPEdgeTPU = (
         ("hire_mlp_large", "HireMLPLarge"),
         ("hire_mlp_edgetpu", "HireMLPEdgeTPU"),
     )
-    for layers, dims in [HIRE_MLP_VARIANTS[variant]]
 )

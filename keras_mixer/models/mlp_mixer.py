@@ -24,20 +24,27 @@ from keras_mixer.models.applications import (
 )
 from keras_mixer.weights.token_resize import RESIZE_METHODS
 
-# name: (patch_size, hidden_dim, num_blocks, tokens_mlp_dim, channels_mlp_dim), the official configs
-# (vit_jax configs/models.py; S and H from big_vision models/mlp_mixer.py).
-MIXER_VARIANTS = {
-    "mixer_s32": (32, 512, 8, 256, 2048),
-    "mixer_s16": (16, 512, 8, 256, 2048),
-    "mixer_s8": (8, 512, 8, 256, 2048),
-    "mixer_b32": (32, 768, 12, 384, 3072),
-    "mixer_b16": (16, 768, 12, 384, 3072),
-    "mixer_l32": (32, 1024, 24, 512, 4096),
-    "mixer_l16": (16, 1024, 24, 512, 4096),
-    "mixer_h14": (14, 1280, 32, 640, 5120),
-    "mixer_edgetpu": (16, 256, 8, 128, 1024),  # Edge-TPU-sized, not a paper's: its int8 weights (5.1 M) fit the Edge TPU's ~8 MiB parameter cache at 224
-}
 CONFIG_KEYS = ("patch_size", "hidden_dim", "num_blocks", "tokens_mlp_dim", "channels_mlp_dim")
+
+
+def _config(patch_size, hidden_dim, num_blocks, tokens_mlp_dim, channels_mlp_dim):
+    return dict(patch_size=patch_size, hidden_dim=hidden_dim, num_blocks=num_blocks, tokens_mlp_dim=tokens_mlp_dim,
+                channels_mlp_dim=channels_mlp_dim)
+
+
+# variant: the official config's fields (vit_jax configs/models.py; S and H from big_vision models/mlp_mixer.py)
+MIXER_VARIANTS = {
+    "mixer_s32": _config(patch_size=32, hidden_dim=512, num_blocks=8, tokens_mlp_dim=256, channels_mlp_dim=2048),
+    "mixer_s16": _config(patch_size=16, hidden_dim=512, num_blocks=8, tokens_mlp_dim=256, channels_mlp_dim=2048),
+    "mixer_s8": _config(patch_size=8, hidden_dim=512, num_blocks=8, tokens_mlp_dim=256, channels_mlp_dim=2048),
+    "mixer_b32": _config(patch_size=32, hidden_dim=768, num_blocks=12, tokens_mlp_dim=384, channels_mlp_dim=3072),
+    "mixer_b16": _config(patch_size=16, hidden_dim=768, num_blocks=12, tokens_mlp_dim=384, channels_mlp_dim=3072),
+    "mixer_l32": _config(patch_size=32, hidden_dim=1024, num_blocks=24, tokens_mlp_dim=512, channels_mlp_dim=4096),
+    "mixer_l16": _config(patch_size=16, hidden_dim=1024, num_blocks=24, tokens_mlp_dim=512, channels_mlp_dim=4096),
+    "mixer_h14": _config(patch_size=14, hidden_dim=1280, num_blocks=32, tokens_mlp_dim=640, channels_mlp_dim=5120),
+    # Edge-TPU-sized, not a paper's: its int8 weights (5.1 M) fit the Edge TPU's ~8 MiB parameter cache at 224
+    "mixer_edgetpu": _config(patch_size=16, hidden_dim=256, num_blocks=8, tokens_mlp_dim=128, channels_mlp_dim=1024),
+}
 TOKEN_MIXING = "MixerBlock_{}/token_mixing/Dense_{}/{}"
 
 
@@ -120,7 +127,7 @@ def infer_config(params, source="checkpoint"):
     except (KeyError, ValueError) as error:
         raise WeightsError(f"{source}: cannot infer the Mixer config ({error})") from error
     side = _square_grid(tokens, source)[0] * patch
-    config = dict(zip(CONFIG_KEYS, (patch, hidden, num_blocks, tokens_mlp_dim, channels_mlp_dim)))
+    config = _config(patch, hidden, num_blocks, tokens_mlp_dim, channels_mlp_dim)
     classes = params["head/kernel"].shape[1] if "head/kernel" in params else None
     return config, (side, side, channels_in), classes
 
@@ -134,7 +141,7 @@ def _square_grid(tokens, source):
 
 def variant_of(config):
     """The registered variant name whose official config equals `config`, or None."""
-    values = tuple(config[k] for k in CONFIG_KEYS)
+    values = {k: config[k] for k in CONFIG_KEYS}
     return next((name for name, v in MIXER_VARIANTS.items() if v == values), None)
 
 
@@ -245,7 +252,7 @@ def MLPMixer(
 
     checkpoint = None
     if weights is not None and not weights_lib.is_keras_file(weights):
-        config = dict(zip(CONFIG_KEYS, (patch_size, hidden_dim, num_blocks, tokens_mlp_dim, channels_mlp_dim)))
+        config = _config(patch_size, hidden_dim, num_blocks, tokens_mlp_dim, channels_mlp_dim)
         checkpoint, trained_gelu, source = read_mixer_checkpoint(weights, variant_of(config), checkpoint_normalization)
         gelu = gelu or trained_gelu
         old_tokens = checkpoint[TOKEN_MIXING.format(0, 0, "kernel")].shape[0]
@@ -332,7 +339,7 @@ def convert_checkpoint(source, destination, gelu=None):
 
 
 MixerS32, MixerS16, MixerS8, MixerB32, MixerB16, MixerL32, MixerL16, MixerH14, MixerEdgeTPU = (
-    variant_builder(variant, function, MLPMixer, dict(zip(CONFIG_KEYS, MIXER_VARIANTS[variant])),
+    variant_builder(variant, function, MLPMixer, MIXER_VARIANTS[variant],
                     "Pretrained tags: keras_mixer.list_pretrained(variant).")
     for variant, function in (
         ("mixer_s32", "MixerS32"),

@@ -34,16 +34,18 @@ def _levels(dims):
                   "embedding_kernels": kernels[i]} for i, (depth, dim) in enumerate(zip((2, 2, 6, 2), dims)))
 
 
+# variant: the official config's fields (the authors' libs/models.py)
 RAFT_MLP_VARIANTS = {
-    "raft_mlp_s": _levels((64, 128, 256, 512)),
-    "raft_mlp_m": _levels((96, 192, 384, 768)),
-    "raft_mlp_l": _levels((128, 192, 512, 1024)),
-    "raft_mlp_edgetpu": _levels((48, 96, 192, 384)),  # Edge-TPU-sized, not a paper's: its int8 weights (5.8 M) fit the Edge TPU's ~8 MiB parameter cache at 224
+    "raft_mlp_s": dict(layers=_levels((64, 128, 256, 512))),
+    "raft_mlp_m": dict(layers=_levels((96, 192, 384, 768))),
+    "raft_mlp_l": dict(layers=_levels((128, 192, 512, 1024))),
+    # Edge-TPU-sized, not a paper's: its int8 weights (5.8 M) fit the Edge TPU's ~8 MiB parameter cache at 224
+    "raft_mlp_edgetpu": dict(layers=_levels((48, 96, 192, 384))),
 }
 
 
 def RaftMLP(
-    layers=RAFT_MLP_VARIANTS["raft_mlp_s"],
+    layers=RAFT_MLP_VARIANTS["raft_mlp_s"]["layers"],
     token_expansion_factor=2,
     channel_expansion_factor=4,
     include_top=True,
@@ -118,7 +120,7 @@ def official_to_keras(state_dict, source="checkpoint"):
 
 
 RaftMLPSmall, RaftMLPMedium, RaftMLPLarge, RaftMLPEdgeTPU = (
-    variant_builder(variant, function, RaftMLP, {"layers": RAFT_MLP_VARIANTS[variant]})
+    variant_builder(variant, function, RaftMLP, RAFT_MLP_VARIANTS[variant])
     for variant, function in (("raft_mlp_s", "RaftMLPSmall"), ("raft_mlp_m", "RaftMLPMedium"),
                               ("raft_mlp_l", "RaftMLPLarge"), ("raft_mlp_edgetpu", "RaftMLPEdgeTPU"))
 )

@@ -14,13 +14,14 @@ from keras_mixer import weights as weights_lib
 from keras_mixer.errors import WeightsError
 from keras_mixer.layers import LayerNorm, MixerBlock, PatchEmbedding, SparseMixerBlock
 from keras_mixer.models.applications import check_arguments, finish_model, image_input, token_head, variant_builder
+from keras_mixer.models.mlp_mixer import MIXER_VARIANTS
 
-# name: Mixer backbone (patch, hidden, blocks, tokens_mlp_dim, channels_mlp_dim) + (sparse blocks at the end,
-# token-mixing experts, channel-mixing experts); all [U] in the spec except the Mixer-B ablation backbone
+# variant: its Mixer backbone's config, the sparse blocks at the end, token-mixing and channel-mixing experts; all
+# [U] in the spec except the Mixer-B ablation backbone
 SPARSE_MLP_VARIANTS = {
-    "sparse_mlp_s": ((16, 512, 8, 256, 2048), 2, 4, 4),
-    "sparse_mlp_b": ((16, 768, 12, 384, 3072), 2, 8, 4),
-    "sparse_mlp_l": ((16, 1024, 24, 512, 4096), 4, 16, 4),
+    "sparse_mlp_s": dict(**MIXER_VARIANTS["mixer_s16"], num_sparse_blocks=2, token_experts=4, channel_experts=4),
+    "sparse_mlp_b": dict(**MIXER_VARIANTS["mixer_b16"], num_sparse_blocks=2, token_experts=8, channel_experts=4),
+    "sparse_mlp_l": dict(**MIXER_VARIANTS["mixer_l16"], num_sparse_blocks=4, token_experts=16, channel_experts=4),
 }
 
 
@@ -122,10 +123,7 @@ def with_dispatch(model, dispatch):
 
 
 SparseMLPSmall, SparseMLPBase, SparseMLPLarge = (
-    variant_builder(variant, function, SparseMLP,
-                    dict(zip(("patch_size", "hidden_dim", "num_blocks", "tokens_mlp_dim", "channels_mlp_dim"), mixer),
-                         num_sparse_blocks=sparse, token_experts=token_experts, channel_experts=channel_experts))
+    variant_builder(variant, function, SparseMLP, SPARSE_MLP_VARIANTS[variant])
     for variant, function in (("sparse_mlp_s", "SparseMLPSmall"), ("sparse_mlp_b", "SparseMLPBase"),
                               ("sparse_mlp_l", "SparseMLPLarge"))
-    for mixer, sparse, token_experts, channel_experts in [SPARSE_MLP_VARIANTS[variant]]
 )

@@ -25,14 +25,19 @@ from keras_mixer.models.applications import (
     variant_builder,
 )
 
-# name: (patch_size, layers, embed_dims, segment_dim, transitions); mlp ratio 3 in every stage
+# variant: the official config's fields (the authors' models/vip.py); mlp ratio 3 in every stage
 VIP_VARIANTS = {
-    "vip_s14": (14, (4, 3, 8, 3), (384, 384, 384, 384), (16, 16, 16, 16), (False, False, False, False)),
-    "vip_s7": (7, (4, 3, 8, 3), (192, 384, 384, 384), (32, 16, 16, 16), (True, False, False, False)),
-    "vip_m7": (7, (4, 3, 14, 3), (256, 256, 512, 512), (32, 32, 16, 16), (False, True, False, False)),
-    "vip_l7": (7, (8, 8, 16, 4), (256, 512, 512, 512), (32, 16, 16, 16), (True, False, False, False)),
+    "vip_s14": dict(patch_size=14, layers=(4, 3, 8, 3), embed_dims=(384, 384, 384, 384), segment_dim=(16, 16, 16, 16),
+                    transitions=(False, False, False, False)),
+    "vip_s7": dict(patch_size=7, layers=(4, 3, 8, 3), embed_dims=(192, 384, 384, 384), segment_dim=(32, 16, 16, 16),
+                   transitions=(True, False, False, False)),
+    "vip_m7": dict(patch_size=7, layers=(4, 3, 14, 3), embed_dims=(256, 256, 512, 512), segment_dim=(32, 32, 16, 16),
+                   transitions=(False, True, False, False)),
+    "vip_l7": dict(patch_size=7, layers=(8, 8, 16, 4), embed_dims=(256, 512, 512, 512), segment_dim=(32, 16, 16, 16),
+                   transitions=(True, False, False, False)),
     # Edge-TPU-sized, not a paper's: its int8 weights (4.4 M) fit the Edge TPU's ~8 MiB parameter cache at 224
-    "vip_edgetpu": (14, (2, 2, 4, 2), (192, 192, 192, 192), (16, 16, 16, 16), (False, False, False, False)),
+    "vip_edgetpu": dict(patch_size=14, layers=(2, 2, 4, 2), embed_dims=(192, 192, 192, 192),
+                        segment_dim=(16, 16, 16, 16), transitions=(False, False, False, False)),
 }
 # The authors trained and evaluated on timm's ImageNet mean / std (their models/vip.py default_cfg, read by main.py's
 # data config); the patch embedding is an unpadded conv, so it is folded into it exactly
@@ -116,9 +121,7 @@ def official_to_keras(state_dict, source="checkpoint"):
 
 (VisionPermutatorSmall14, VisionPermutatorSmall7, VisionPermutatorMedium7, VisionPermutatorLarge7,
  VisionPermutatorEdgeTPU) = (
-    variant_builder(variant, function, VisionPermutator,
-                    {"layers": layers, "embed_dims": dims, "transitions": transitions, "segment_dim": segments,
-                     "patch_size": patch})
+    variant_builder(variant, function, VisionPermutator, VIP_VARIANTS[variant])
     for variant, function in (
         ("vip_s14", "VisionPermutatorSmall14"),
         ("vip_s7", "VisionPermutatorSmall7"),
@@ -126,5 +129,4 @@ def official_to_keras(state_dict, source="checkpoint"):
         ("vip_l7", "VisionPermutatorLarge7"),
         ("vip_edgetpu", "VisionPermutatorEdgeTPU"),
     )
-    for patch, layers, dims, segments, transitions in [VIP_VARIANTS[variant]]
 )
