@@ -173,3 +173,16 @@ def test_checkpoint_normalization_override_and_refusals(authors_hire_mlp):
         keras_mixer.HireMLP(**HIRE, input_shape=(32, 32, 3), checkpoint_normalization=((0, 0, 0), (1, 1, 1)))
     with pytest.raises(ValueError, match="3 means and 3 stds"):
         keras_mixer.HireMLP(**HIRE, input_shape=(32, 32, 3), weights=path, checkpoint_normalization=((0,), (1,)))
+
+
+@pytest.mark.parametrize("family", SMALL)
+def test_feature_extractor_serves_every_family(family):
+    """Every block's output, NHWC, for every family (the Mixer's tokens as their patch grid)."""
+    model = with_nonzero_weights(SMALL[family]())
+    blocks = [layer for layer in model.layers if type(layer).__name__.endswith("Block")]
+    features = keras_mixer.feature_extractor(model)
+    assert len(features.outputs) == len(blocks) > 0 and all(len(out.shape) == 4 for out in features.outputs)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, *model.input_shape[1:])).astype("float32")
+    last = keras.ops.convert_to_numpy(features(x)[-1])
+    expected = keras.Model(model.input, blocks[-1].output)(x)
+    np.testing.assert_allclose(last.reshape(expected.shape), keras.ops.convert_to_numpy(expected), atol=1e-6)

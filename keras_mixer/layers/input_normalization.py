@@ -62,8 +62,8 @@ class InputNormalization(keras.layers.Layer):
 
     def build(self, input_shape):
         if input_shape[-1] != len(self.mean):
-            raise KerasMixerError(f"InputNormalization {self.name!r} normalizes {len(self.mean)} channels; the input has "
-                             f"{input_shape[-1]} (channels last)")
+            raise KerasMixerError(f"InputNormalization {self.name!r} normalizes {len(self.mean)} channels; the input "
+                                  f"has {input_shape[-1]} (channels last)")
 
     def call(self, images):
         return images * ops.cast(self.scale, images.dtype) + ops.cast(self.offset, images.dtype)

@@ -26,8 +26,8 @@ from keras_mixer.models.mlp_mixer import (
     MixerS32,
     MLPMixer,
     convert_checkpoint,
-    feature_extractor,
 )
+from keras_mixer.models.applications import feature_extractor
 from keras_mixer.models.registry import create_model, list_models
 from keras_mixer.models.sparse_mlp import (
     SPARSE_MLP_VARIANTS,

@@ -39,7 +39,7 @@ def image_input(input_tensor, input_shape, default=(224, 224, 3)):
 
 def check_arguments(pooling, weights=None, include_top=True, classifier_activation=None):
     """keras.applications' argument checks: a known `pooling`; with weights and a classifier, only a softmax or
-    no activation (the weights were trained with a softmax cross-entropy on logits)."""
+    no activation (Keras refuses others there: a pretrained head's outputs are logits)."""
     if pooling not in POOLING_MODES:
         raise KerasMixerError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
     if weights is not None and include_top:
@@ -47,7 +47,7 @@ def check_arguments(pooling, weights=None, include_top=True, classifier_activati
         if activation not in (keras.activations.get("softmax"), keras.activations.get(None)):
             raise KerasMixerError(
                 "Only None and 'softmax' activations are allowed for classifier_activation when loading weights "
-                f"with include_top=True (as in keras.applications); got classifier_activation={classifier_activation!r}")
+                f"with include_top=True (as in keras.applications); got {classifier_activation!r}")
 
 
 def trained_normalization(weights, variant, authors, override=None, channels=3):
@@ -94,6 +94,27 @@ def folding_normalization(convert, stem, normalization):
         return params
 
     return convert_and_fold
+
+
+# every family's block classes: what `feature_extractor` returns the outputs of
+BLOCK_LAYERS = ("MixerBlock", "SparseMixerBlock", "ASMLPBlock", "HireBlock", "PermutatorBlock", "RaftBlock")
+
+
+def feature_extractor(model, as_grid=True):
+    """A model sharing `model`'s weights that returns every block's output, in order, for any family.
+
+    Like timm's `forward_intermediates`: the hierarchical families' blocks give [batch, H, W, C] maps (NHWC); the
+    Mixer's and Sparse-MLP's give [batch, tokens, C], as [batch, H/p, W/p, C] maps with `as_grid`.
+    """
+    blocks = [layer for layer in model.layers if type(layer).__name__ in BLOCK_LAYERS]
+    if not blocks:
+        raise KerasMixerError(f"model {model.name!r} has no block layers ({', '.join(BLOCK_LAYERS)})")
+    outputs = [block.output for block in blocks]
+    if as_grid and len(outputs[0].shape) == 3:
+        stem = next(layer for layer in model.layers if type(layer).__name__ == "PatchEmbedding")
+        rows, cols = stem.grid_shape(stem.input.shape)
+        outputs = [keras.layers.Reshape((rows, cols, out.shape[-1]))(out) for out in outputs]
+    return keras.Model(model.input, outputs, name=f"{model.name}_features")
 
 
 def finish_model(images, input_tensor, outputs, name, model_class=keras.Model):

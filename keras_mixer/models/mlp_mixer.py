@@ -7,11 +7,10 @@ Layer and variable names follow the official Flax release (`stem`, `MixerBlock_{
 import math
 import re
 
-import keras
 import numpy as np
 
 from keras_mixer import weights as weights_lib
-from keras_mixer.errors import KerasMixerError, WeightsError
+from keras_mixer.errors import WeightsError
 from keras_mixer.layers import LayerNorm, MixerBlock, PatchEmbedding
 from keras_mixer.layers.input_normalization import INCEPTION, fold_into_stem
 from keras_mixer.models.applications import (
@@ -293,23 +292,6 @@ def build_digits_mixer(image_size=32, classes=10, **kwargs):
     """The digits demo's Mixer (88,010 parameters at 32x32, 10 classes), logits out."""
     return MLPMixer(**DIGITS_MIXER, input_shape=(image_size, image_size, 3), classes=classes,
                     classifier_activation=None, name="mixer_digits", **kwargs)
-
-
-def feature_extractor(model, as_grid=True):
-    """A model sharing `model`'s weights that returns every Mixer block's output, in order.
-
-    Like timm's `forward_intermediates`: with `as_grid` each output is a [batch, H/p, W/p, C] map (NHWC), otherwise
-    the raw [batch, tokens, C] tokens.
-    """
-    blocks = [layer for layer in model.layers if isinstance(layer, MixerBlock)]
-    if not blocks:
-        raise KerasMixerError(f"model {model.name!r} has no MixerBlock layers")
-    outputs = [block.output for block in blocks]
-    if as_grid:
-        stem = next(layer for layer in model.layers if isinstance(layer, PatchEmbedding))
-        rows, cols = stem.grid_shape(stem.input.shape)
-        outputs = [keras.layers.Reshape((rows, cols, out.shape[-1]))(out) for out in outputs]
-    return keras.Model(model.input, outputs, name=f"{model.name}_features")
 
 
 def convert_checkpoint(source, destination, gelu=None):
