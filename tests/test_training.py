@@ -436,3 +436,19 @@ def test_the_loss_takes_what_the_head_outputs(loss):
                                       classifier_activation=other)
     with pytest.raises(TrainingError, match=f"ends in a {other} head"):
         compile_model(mismatched, recipe, total_steps=10, global_batch_size=8)
+
+
+def test_ctrl_c_is_one_line_saying_what_was_kept(tmp_path):
+    """SIGINT (Ctrl-C) after the first backup: no traceback, one line naming the kept backup, exit 130; the same
+    command then resumes from it."""
+    output = tmp_path / "run"
+    args = ["train", "--dataset", "digits", "--steps", "400", "--checkpoint-every", "5", "--output", str(output)]
+    with open(tmp_path / "log.txt", "w") as log:
+        process = start_cli(args, log)
+        wait_for_rows(output / "metrics.csv", 1, process)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=120) == 130
+    last = (tmp_path / "log.txt").read_text().strip().splitlines()[-1]
+    assert last == (f"keras-mixer train: interrupted; the last backup in {output} is kept: the same command resumes; "
+                    "files it was writing were left as they were")
+    assert "Traceback" not in (tmp_path / "log.txt").read_text()
