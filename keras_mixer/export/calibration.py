@@ -86,7 +86,9 @@ def narrow_ranges(calibrated, images, batch_size, method):
         interpreter.invoke()
         for index, histogram in counts.items():
             low, high = bounds[index]
-            bins = (interpreter.get_tensor(index).ravel() - low) * (HISTOGRAM_BINS / (high - low))
+            values = interpreter.get_tensor(index).ravel().astype(np.float64)  # float32 overflowed on masks
+            # -inf / NaN (Sparse-MLP's routing masks) are no int8 value: they fall outside every histogram
+            bins = (values[np.isfinite(values)] - low) * (HISTOGRAM_BINS / (high - low))
             # np.histogram builds its 65,536 edges on every call: 30x slower than counting the bin indices
             histogram += np.bincount(np.clip(bins.astype(np.int64), 0, HISTOGRAM_BINS - 1), minlength=HISTOGRAM_BINS)
     changed = {}
