@@ -14,6 +14,7 @@ from keras_mixer.errors import KerasMixerError
 from keras_mixer import weights as weights_lib
 from keras_mixer.layers import HireBlock
 from keras_mixer.layers.input_normalization import IMAGENET_DEFAULT
+from keras_mixer.weights.pretrained import PretrainedWeights, register_releases
 from keras_mixer.models.applications import (
     CHANNELS_LAST,
     check_arguments,
@@ -38,6 +39,18 @@ HIRE_MLP_VARIANTS = {
 # datasets.py transforms). The stem pads by 2 after that normalization, so folding it into the stem would be wrong at
 # the border: it is an explicit InputNormalization step
 AUTHORS_NORMALIZATION = IMAGENET_DEFAULT
+
+
+# Hire-MLP's authors publish their ImageNet-1k training checkpoints (model state_dict beside optimizer state and the
+# run's argparse.Namespace) as release assets, without hashes. Paper top-1 at 224, ImageNet-1k from scratch; trained
+# and evaluated on timm's ImageNet mean / std (the authors' mlp_based/hire_mlp.py default_cfg, datasets.py)
+HIRE_MLP_URL = "https://github.com/ggjy/Hire-Wave-MLP.pytorch/releases/download/log"
+HIRE_MLP_RELEASES = [
+    PretrainedWeights(f"hire_mlp_{size}", "imagenet1k", f"{HIRE_MLP_URL}/hire_mlp_{size}.pth", None, "exact", 1000,
+                      top1, normalization=AUTHORS_NORMALIZATION)
+    for size, top1 in (("tiny", 79.7), ("small", 82.1), ("base", 83.2))
+]
+register_releases(HIRE_MLP_RELEASES, imagenet={f"hire_mlp_{size}": "imagenet1k" for size in ("tiny", "small", "base")})
 
 
 def _batch_norm(name):

@@ -11,8 +11,9 @@ import numpy as np
 
 from keras_mixer import weights as weights_lib
 from keras_mixer.errors import WeightsError
+from keras_mixer.weights.pretrained import PretrainedWeights, register_releases
 from keras_mixer.layers import LayerNorm, MixerBlock, PatchEmbedding
-from keras_mixer.layers.input_normalization import INCEPTION, fold_into_stem
+from keras_mixer.layers.input_normalization import INCEPTION, UNIT_RANGE, fold_into_stem
 from keras_mixer.models.applications import (
     check_arguments,
     finish_model,
@@ -45,6 +46,55 @@ MIXER_VARIANTS = {
     "mixer_edgetpu": _config(patch_size=16, hidden_dim=256, num_blocks=8, tokens_mlp_dim=128, channels_mlp_dim=1024),
 }
 TOKEN_MIXING = "MixerBlock_{}/token_mixing/Dense_{}/{}"
+
+
+# --- released checkpoints ------------------------------------------------------------------------------------------
+# Official `.npz` files from the vit_jax release (gs://mixer_models); `.pth` files from timm's releases.
+
+GOOGLE = "https://storage.googleapis.com/mixer_models"
+TIMM = "https://github.com/rwightman/pytorch-image-models/releases/download"
+
+
+def _official(variant, tag, folder, classes=1000, top1=None):
+    name = {"mixer_s8": "S_8", "mixer_s16": "S_16", "mixer_s32": "S_32", "mixer_b16": "B_16",
+            "mixer_b32": "B_32", "mixer_l16": "L_16"}[variant]
+    return PretrainedWeights(variant, tag, f"{GOOGLE}/{folder}/Mixer-{name}.npz", None, "tanh", classes, top1)
+
+
+MIXER_RELEASES = [
+    # Google's official .npz (tanh GELU, inputs in [-1, 1]: big_vision's value_range(-1, 1)).
+    _official("mixer_b16", "imagenet1k", "imagenet1k", top1=76.616),
+    _official("mixer_l16", "imagenet1k", "imagenet1k", top1=72.084),
+    _official("mixer_b16", "imagenet21k", "imagenet21k", classes=21843),
+    _official("mixer_l16", "imagenet21k", "imagenet21k", classes=21843),
+    _official("mixer_b16", "sam", "sam"),
+    _official("mixer_b32", "sam", "sam"),
+    *(_official(v, "gsam", "gsam") for v in ("mixer_s8", "mixer_s16", "mixer_s32", "mixer_b16", "mixer_b32")),
+    # timm's PyTorch conversions (exact-erf GELU in timm, but converted from the tanh-trained JAX weights; timm's
+    # config for them: mean = std = 0.5, i.e. [-1, 1]).
+    PretrainedWeights("mixer_b16", "goog_in21k_ft_in1k", f"{TIMM}/v0.1-vitjx/jx_mixer_b16_224-76587d61.pth",
+                      "76587d61", "tanh", 1000, 76.616),
+    PretrainedWeights("mixer_l16", "goog_in21k_ft_in1k", f"{TIMM}/v0.1-vitjx/jx_mixer_l16_224-92f9adc4.pth",
+                      "92f9adc4", "tanh", 1000, 72.084),
+    PretrainedWeights("mixer_b16", "goog_in21k", f"{TIMM}/v0.1-vitjx/jx_mixer_b16_224_in21k-617b3de2.pth",
+                      "617b3de2", "tanh", 21843),
+    PretrainedWeights("mixer_l16", "goog_in21k", f"{TIMM}/v0.1-vitjx/jx_mixer_l16_224_in21k-846aa33c.pth",
+                      "846aa33c", "tanh", 21843),
+    # Alibaba MIIL's ImageNet-21k-P pre-training, fine-tuned on 1k; trained on [0, 1] inputs (timm's config: mean 0,
+    # std 1) with exact GELU.
+    PretrainedWeights("mixer_b16", "miil_in21k_ft_in1k", f"{TIMM}/v0.1-tresnet/mixer_b16_224_miil-9229a591.pth",
+                      "9229a591", "exact", 1000, 82.314, normalization=UNIT_RANGE),
+]
+# "imagenet": the most accurate 1000-class checkpoint of each variant. Where no top-1 is confirmed (SAM/GSAM), GSAM
+# is chosen: its paper reports it above SAM for every model it trains.
+register_releases(MIXER_RELEASES, imagenet={
+    "mixer_b16": "miil_in21k_ft_in1k",  # 82.3 (timm) vs 76.6 for Google's imagenet1k
+    "mixer_l16": "imagenet1k",  # 72.1: the only 1000-class L/16 release
+    "mixer_b32": "gsam",
+    "mixer_s32": "gsam",
+    "mixer_s16": "gsam",
+    "mixer_s8": "gsam",
+})
 
 
 # --- checkpoint filters: other layouts -> official names (which are our variable paths) -----------------------
@@ -239,7 +289,7 @@ def MLPMixer(
             `tokens_mlp_dim` grows by the number of tiles) or "interpolate" (bilinear over the patch grid; not
             official, works for smaller sizes too).
         checkpoint_normalization: (mean, std) per RGB channel on [0, 1] pixels (timm's convention) that the
-            checkpoint in `weights` was trained on. Default: the release's (see `keras_mixer.PRETRAINED`), or
+            checkpoint in `weights` was trained on. Default: the release's (`MIXER_RELEASES`), or
             [-1, 1] for a file. The model always takes `preprocess_input`'s [-1, 1]; another normalization is
             folded into the stem, exactly.
         name: model name.
