@@ -261,10 +261,10 @@ def run(args):
         print(f"keras-mixer {args.command}: error: {where}: {error.strerror or error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: one line saying what was kept, not a traceback
-        kept = {"train": f"; the last backup in {getattr(args, 'output', '')} is kept: the same command resumes",
-                "qat": f"; the last backup in {getattr(args, 'output', '')} is kept: the same command resumes"}
-        print(f"\nkeras-mixer {args.command}: interrupted{kept.get(args.command, '')}; files it was writing were "
-              "left as they were", file=sys.stderr)
+        kept = (f"; the last backup in {args.output} is kept: the same command resumes"
+                if args.command in ("train", "qat") else "")
+        print(f"\nkeras-mixer {args.command}: interrupted{kept}; files it was writing were left as they were",
+              file=sys.stderr)
         return 130
 
 

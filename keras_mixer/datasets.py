@@ -42,7 +42,6 @@ class ImageSource:
     class_names: list
     in_memory: bool  # small enough to cache decoded images
     crop_fraction: float = FULL_CROP_FRACTION  # the evaluation crop this source is measured with
-    skipped: tuple = ()  # (path, why) of the split's image files that could not be read, left out
 
 
 def image_problem(file):
@@ -72,7 +71,7 @@ def image_problem(file):
 
 def _readable(files, root):
     """`files` ((path, label) pairs) without those whose header is unreadable, which are recorded in
-    SKIPPED_IMAGES and returned as (path, why); DataError when more than MAX_SKIPPED_SHARE of them are."""
+    SKIPPED_IMAGES as {path: why}; DataError when more than MAX_SKIPPED_SHARE of them are."""
     with concurrent.futures.ThreadPoolExecutor(16) as pool:  # headers only: the time is in opening files
         problems = list(pool.map(image_problem, [path for path, _ in files]))
     skipped = tuple((path, why) for (path, _), why in zip(files, problems) if why)
@@ -80,7 +79,7 @@ def _readable(files, root):
         raise DataError(f"{len(skipped)} of the {len(files)} images in {root} cannot be read (e.g. {skipped[0][0]}: "
                         f"{skipped[0][1]}): more than {MAX_SKIPPED_SHARE:.0%}; fix or remove them")
     SKIPPED_IMAGES.update(skipped)
-    return [pair for pair, why in zip(files, problems) if not why], skipped
+    return [pair for pair, why in zip(files, problems) if not why]
 
 
 def _tf():
@@ -175,7 +174,7 @@ def _folder(path, split):
     training split and val/ (or validation/, test/) the eval split; otherwise a fixed 10 % of each class (at least
     one image, chosen with seed 0) is the eval split. Images keep their own size and aspect ratio: the transforms
     crop and resize them. Files whose header is unreadable (empty, not an image, over MAX_IMAGE_PIXELS) are left out
-    and recorded (`skipped`, SKIPPED_IMAGES); a class left with none, or a split with more than MAX_SKIPPED_SHARE of
+    and recorded (SKIPPED_IMAGES); a class left with none, or a split with more than MAX_SKIPPED_SHARE of
     them, is a DataError. A file damaged past its header is dropped when decoding fails (evaluations count the
     images they used)."""
     if not os.path.isdir(path):
@@ -209,7 +208,7 @@ def _folder(path, split):
                         f"({', '.join(IMAGE_EXTENSIONS)}); found {names or 'none'}")
     if not files:
         raise DataError(f"image folder {root!r} has no {split} images")
-    files, skipped = _readable(files, root)
+    files = _readable(files, root)
     unreadable = sorted(set(range(len(names))) - {label for _, label in files})
     if unreadable and split == "train":
         raise DataError(f"class {names[unreadable[0]]!r} of {root} has no readable images")
@@ -225,7 +224,7 @@ def _folder(path, split):
 
     dataset = tf.data.Dataset.from_tensor_slices((paths, labels)).map(decode, num_parallel_calls=AUTOTUNE)
     dataset = dataset.ignore_errors(log_warning=True)
-    return ImageSource(dataset, len(files), len(names), names, in_memory=False, skipped=skipped)
+    return ImageSource(dataset, len(files), len(names), names, in_memory=False)
 
 
 def _tfds(name, split, data_dir, download):

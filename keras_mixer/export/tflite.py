@@ -13,6 +13,7 @@ from keras_mixer.errors import ExportError, KerasMixerError
 from keras_mixer.export.calibration import CALIBRATION_METHODS, narrow_ranges
 from keras_mixer.export.metadata import add_metadata
 from keras_mixer.io_utils import atomic_path, native_stderr_quiet, write_text
+from keras_mixer.models.applications import output_activation
 
 QUANTIZATION_MODES = ("float32", "float16", "dynamic", "int8", "uint8")
 
@@ -134,8 +135,7 @@ def _normalization_note(model):
 
 def outputs_probabilities(model):
     """Whether the model ends in a softmax (class probabilities) rather than logits."""
-    activation = getattr(model.layers[-1], "activation", None) if model.layers else None
-    return getattr(activation, "__name__", None) == "softmax"
+    return output_activation(model) == "softmax"
 
 
 def _with_logit_range(model, calibration):

@@ -62,15 +62,14 @@ def trained_normalization(weights, variant, authors, override=None, channels=3):
                 f"weights={weights!r} there is none (a .keras file keeps its own InputNormalization step)")
         return None
     if override is not None:
-        normalization = check_normalization(override, channels)
+        normalization, what = override, "checkpoint_normalization"
     elif weights_lib.is_checkpoint_path(weights):
-        normalization = authors
+        normalization, what = authors, f"the normalization {weights!r} was trained on"
     else:
         normalization = weights_lib.resolve(variant, weights).normalization
-    if np.allclose(normalization, INCEPTION):
-        return None
-    check_normalization(normalization, channels, f"the normalization {weights!r} was trained on")
-    return normalization
+        what = f"the normalization {weights!r} was trained on"
+    normalization = check_normalization(normalization, channels, what)
+    return None if np.allclose(normalization, INCEPTION) else normalization
 
 
 def normalized_input(images, normalization):
@@ -115,6 +114,14 @@ def feature_extractor(model, as_grid=True):
         rows, cols = stem.grid_shape(stem.input.shape)
         outputs = [keras.layers.Reshape((rows, cols, out.shape[-1]))(out) for out in outputs]
     return keras.Model(model.input, outputs, name=f"{model.name}_features")
+
+
+def output_activation(model):
+    """"softmax" or "sigmoid" when the model's last layer ends in that activation (it outputs probabilities),
+    else None (logits)."""
+    activation = getattr(model.layers[-1], "activation", None) if getattr(model, "layers", None) else None
+    name = getattr(activation, "__name__", None)
+    return name if name in ("softmax", "sigmoid") else None
 
 
 def finish_model(images, input_tensor, outputs, name, model_class=keras.Model):

@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from keras_mixer.errors import TrainingError
+from keras_mixer.models.applications import output_activation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,25 +181,16 @@ class SigmoidCrossEntropy(keras.losses.Loss):
         return {**super().get_config(), "label_smoothing": self.label_smoothing, "from_logits": self.from_logits}
 
 
-def output_activation(model):
-    """"softmax" or "sigmoid" when the model's last layer ends in that activation (it outputs probabilities),
-    else None (logits)."""
-    activation = getattr(model.layers[-1], "activation", None) if getattr(model, "layers", None) else None
-    name = getattr(activation, "__name__", None)
-    return name if name in ("softmax", "sigmoid") else None
-
-
 def make_loss(recipe, model=None):
     """The recipe's loss on one-hot (possibly mixed) labels, taking the outputs `model` gives: logits, or the
     probabilities of a softmax / sigmoid head (a builder's default `classifier_activation`), which a from-logits
     loss would squash a second time. A head whose probabilities the loss cannot take is refused."""
     head = output_activation(model) if model is not None else None
-    expected = {"softmax": "softmax", "sigmoid": "sigmoid"}.get(recipe.loss)
-    if expected is None:
+    if recipe.loss not in ("softmax", "sigmoid"):
         raise TrainingError(f"unknown loss {recipe.loss!r}; use 'softmax' or 'sigmoid'")
-    if head not in (None, expected):
+    if head not in (None, recipe.loss):  # each loss takes the probabilities of the head of its own name
         raise TrainingError(f"model {model.name!r} ends in a {head} head, but the recipe's loss is {recipe.loss} "
-                            f"cross-entropy: rebuild it with classifier_activation=None (logits) or {expected!r}")
+                            f"cross-entropy: rebuild it with classifier_activation=None (logits) or {recipe.loss!r}")
     if recipe.loss == "softmax":
         return keras.losses.CategoricalCrossentropy(from_logits=head is None, label_smoothing=recipe.label_smoothing)
     return SigmoidCrossEntropy(label_smoothing=recipe.label_smoothing, from_logits=head is None)
