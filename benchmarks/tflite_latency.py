@@ -3,22 +3,30 @@
 Edge-TPU form (`edgetpu_model`, all-integer), with the form's Edge TPU compatibility summary and size against the
 Edge TPU's ~8 MiB parameter cache. Random weights, random calibration: speed and graph structure, not accuracy.
 
-    python benchmarks/tflite_latency.py mixer_s32 as_mlp_t hire_mlp_tiny vip_s14 raft_mlp_s --threads 1 2
+    python benchmarks/tflite_latency.py mixer_s32 as_mlp_tiny hire_mlp_tiny vip_small14 raft_mlp_small --threads 1 2 \
+        --output docs/results/tflite_latency.json
+
+`--output` writes the rows with the machine and the command: the pages' tables are rendered from that file
+(benchmarks/figures.py).
 """
 
 import argparse
+import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 import keras_mixer
+from keras_mixer.machine import machine
 from keras_mixer.errors import ExportError
 from keras_mixer.export import load_interpreter, to_tflite
 from keras_mixer.export.evaluate import latency_ms
 from keras_mixer.export.edgetpu import check_edgetpu
 from keras_mixer.export.edgetpu_model import edgetpu_model
+from keras_mixer.io_utils import write_text
 
 
 def gflops(model):
@@ -35,10 +43,12 @@ def gflops(model):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="+", help="registered names, e.g. as_mlp_t")
+    parser.add_argument("models", nargs="+", help="registered names, e.g. as_mlp_tiny")
     parser.add_argument("--threads", type=int, nargs="+", default=[1])
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--output", help="a JSON file for the rows, the machine and the command")
     args = parser.parse_args()
+    rows = []
     rng = np.random.default_rng(0)
     calibration = rng.uniform(-1, 1, (8, 224, 224, 3)).astype("float32")
     print(f"{'model':<18}{'GMACs':>7}{'threads':>8}{'fp32 ms':>9}{'int8 ms':>9}{'all-int8':>9}{'edgetpu':>9}"
@@ -69,6 +79,14 @@ def main():
                 print(f"{name:<18}{macs:>7.2f}{threads:>8}{ms['float32']:>9.1f}{ms['int8']:>9.1f}{ms['integer']:>9.1f}"
                       f"{ms['edgetpu']:>9.1f}{ms['edgetpu'] / ms['int8']:>10.2f}{mib:>8.1f}{'' if mib < 8 else '!'}"
                       f"  {verdict}", flush=True)
+                rows.append({"model": name, "gmacs": macs, "threads": threads, "params": model.count_params(),
+                             "median_ms": {mode: (None if np.isnan(value) else value) for mode, value in ms.items()},
+                             "edgetpu_form_mib": mib, "edgetpu_ops": edgetpu["edgetpu_ops"], "ops": edgetpu["ops"],
+                             "rejected_by": edgetpu["rejected_by"]})
+    if args.output:
+        command = "python benchmarks/tflite_latency.py " + " ".join(sys.argv[1:])
+        write_text(args.output, json.dumps({"machine": machine(), "command": command, "runs": args.runs,
+                                            "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

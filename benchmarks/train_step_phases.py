@@ -4,7 +4,8 @@ backward (loss included) and optimizer (global-norm clipping + AdamW update; Ker
 same function (`--gelu`, as in train_throughput.py). Medians over the steps, and timm's step time over Keras' (> 1:
 Keras is faster).
 
-    KERAS_BACKEND=torch python benchmarks/train_step_phases.py mixer_s32 --gelu tanh --steps 10
+    KERAS_BACKEND=torch python benchmarks/train_step_phases.py mixer_s32 --gelu tanh --steps 10 \
+        --output docs/results/train_step_phases.json
 """
 
 import argparse
@@ -21,6 +22,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--output", help="a JSON file of runs to add this one to (train_throughput.add_run)")
     args = parser.parse_args()
     if os.environ.get("KERAS_BACKEND") != "torch":
         parser.error("run with KERAS_BACKEND=torch: this compares Keras on torch with timm on the same torch")
@@ -29,7 +31,7 @@ def main():
     import torch
 
     sys.path.insert(0, os.path.dirname(__file__))
-    from train_throughput import timm_reference
+    from train_throughput import add_run, timm_reference
 
     from keras_mixer.models import create_model
     from keras_mixer.training import compile_model, get_recipe
@@ -79,13 +81,17 @@ def main():
     print(f"{args.model}, gelu {args.gelu}, batch {batch}, {size}x{size}, {torch.get_num_threads()} threads, "
           f"median ms of {args.steps} interleaved steps")
     print(f"{'':<14}{'forward':>9}{'backward':>10}{'optimizer':>11}{'step':>8}")
-    medians = {}
+    medians, phases_ms = {}, {}
     for name, phases in times.items():
         columns = [statistics.median(1000 * p[i] for p in phases) for i in range(3)]
+        phases_ms[name] = dict(zip(("forward", "backward", "optimizer"), columns))
         medians[name] = statistics.median(1000 * sum(p) for p in phases)
         print(f"{'Keras (torch)' if name == 'keras' else 'timm':<14}" + "".join(
             f"{value:>{width}.0f}" for value, width in zip(columns + [medians[name]], (9, 10, 11, 8))))
     print(f"timm step / Keras step: {medians['timm'] / medians['keras']:.2f}x")
+    if args.output:
+        add_run(args.output, {"model": args.model, "gelu": args.gelu, "batch_size": batch, "image_size": size,
+                              "steps": args.steps, "phases_ms": phases_ms, "step_ms": medians})
 
 
 if __name__ == "__main__":

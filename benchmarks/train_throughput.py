@@ -9,7 +9,10 @@ Random data; warm-up excluded. Also the achieved GFLOP/s (a training step is ~3x
 multiply-accumulate) against the machine's float32 matmul peak measured in the same run (the best of TensorFlow's
 and torch's 2048x2048 matmul on all cores).
 
-    python benchmarks/train_throughput.py mixer_s16 --batch-size 32 --steps 10
+    python benchmarks/train_throughput.py mixer_s16 --batch-size 32 --steps 10 --output docs/results/train_throughput.json
+
+`--output` adds this run (its rows, the machine and the command) to a JSON file of runs, replacing an earlier run of
+the same command: the pages' training tables are rendered from it (benchmarks/figures.py).
 """
 
 import argparse
@@ -119,6 +122,7 @@ def main():
                         help="Keras' jit_compile settings to measure on TensorFlow (XLA) and torch (torch.compile); "
                              "JAX always compiles")
     parser.add_argument("--rounds", type=int, default=1, help="repeat every run this often, interleaved; medians")
+    parser.add_argument("--output", help="a JSON file of runs to add this one to")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -159,6 +163,23 @@ def main():
             achieved = row["images_per_second"] * 6 * gmacs
             line += f"  {achieved:>6.1f} GFLOP/s = {achieved / peak:.0%} of the {peak:.0f} GFLOP/s matmul peak"
         print(line)
+    if args.output:
+        add_run(args.output, {"model": args.model, "batch_size": args.batch_size, "image_size": args.image_size,
+                              "rounds": args.rounds, "forward_gmacs": gmacs, "matmul_peak_gflops": peak, "rows": rows})
+
+
+def add_run(path, run):
+    """Adds `run` (with the machine and the command) to the JSON file of runs at `path`, replacing an earlier run of
+    the same command."""
+    from keras_mixer.machine import machine
+    from keras_mixer.io_utils import write_text
+
+    script = os.path.relpath(os.path.abspath(sys.argv[0]), os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    backend = [f"KERAS_BACKEND={os.environ['KERAS_BACKEND']}"] if "KERAS_BACKEND" in os.environ else []
+    run = {"machine": machine(), "command": " ".join([*backend, "python", script, *sys.argv[1:]]), **run}
+    runs = json.loads(open(path).read())["runs"] if os.path.exists(path) else []
+    runs = [r for r in runs if r["command"] != run["command"]] + [run]
+    write_text(path, json.dumps({"runs": runs}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

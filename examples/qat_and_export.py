@@ -51,7 +51,7 @@ def main():
     coral = to_tflite(edgetpu_model(model), out / "model_int8_edgetpu.tflite", "int8", representative_data=x_train[:256])
     rows, summary = check_edgetpu(coral)
     print(format_report(rows, summary).splitlines()[-1])
-    print(f"next: bash export/compile_edgetpu.sh {coral}")
+    print(f"next: bash deploy/compile_edgetpu.sh {coral}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from keras_mixer.models import __all__ as _model_names
 from keras_mixer.weights import list_pretrained
 from keras_mixer.preprocessing import decode_predictions, imagenet_labels, preprocess_input
 from keras_mixer.inference import classify
+from keras_mixer.models import HireMLPModel  # noqa: F401 (deprecated name of HireMLP: importable, not exported)
 
 # The training recipes' schedule and loss are serialized into the `.keras` files `train` and `qat` write: register
 # them on import, so those files load with plain `keras.models.load_model` after `import keras_mixer`.
@@ -13,5 +14,5 @@ from keras_mixer.training import recipe as _recipe  # noqa: F401
 
 __version__ = "0.1.0"
 
-__all__ = [*_model_names, "preprocess_input", "decode_predictions", "imagenet_labels", "list_pretrained", "classify",
-           "errors", "layers"]
+__all__ = sorted([*_model_names, "classify", "decode_predictions", "errors", "imagenet_labels", "layers",
+                  "list_pretrained", "preprocess_input"])

@@ -11,7 +11,6 @@ machine description, a CSV, and a PNG bar chart.
 import csv
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_mixer.io_utils import atomic_path, write_text
+from keras_mixer.machine import machine
 
 # tflite_int8 is `to_tflite(..., "int8")` as phones get it; tflite_int8_integer the all-integer graph
 # (integer_only=True, what the Edge TPU and NNAPI need), measured to show what keeping the elementwise ops float buys
@@ -39,29 +39,6 @@ INT8_RUNTIMES = ("tflite_int8", "tflite_int8_integer", "litert_torch_dynamic_int
 # the Keras runtimes fix their thread pools when the backend starts: one process per thread count
 PROCESS_PER_THREAD_COUNT = ("keras_tf", "keras_jax")
 REFERENCE = "timm_eager"
-
-
-def machine():
-    """CPU model, core count and the versions that matter for the figures."""
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {}
-    for package, distributions in (("tensorflow", ("tensorflow", "tensorflow-cpu")), ("keras", ("keras",)),
-                                   ("ai_edge_litert", ("ai-edge-litert",)), ("torch", ("torch",)),
-                                   ("timm", ("timm",)), ("onnxruntime", ("onnxruntime",)), ("jax", ("jax",))):
-        versions[package] = None
-        for distribution in distributions:
-            try:
-                versions[package] = version(distribution)
-                break
-            except PackageNotFoundError:
-                continue
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "versions": versions}
 
 
 def timings(run, runs, warmup=5):
@@ -347,8 +324,9 @@ def _subprocess(runtime, name, batch_sizes, threads_list, runs, timeout):
 
 
 def run_benchmark(models, runtimes=RUNTIMES, batch_sizes=(1, 8), threads=(1, 2), runs=50, output="runs/benchmark",
-                  timeout=1800, progress=print):
-    """Runs every (model, runtime) in turn and writes results.json / results.csv / latency.png into `output`.
+                  timeout=1800, progress=print, command=None):
+    """Runs every (model, runtime) in turn and writes results.json / results.csv / latency.png into `output`, with
+    the machine and `command` (what reproduces the run).
     Returns the result dict. Runtimes that fail (e.g. torch.compile without a compiler) are listed with the
     error instead of numbers."""
     output = Path(output)
@@ -372,7 +350,7 @@ def run_benchmark(models, runtimes=RUNTIMES, batch_sizes=(1, 8), threads=(1, 2),
         row["speedup_vs_timm_eager"] = base["median_ms"] / row["median_ms"] if base else None
         peak = cells.get((*cell, PEAKS[0] if row["runtime"] in INT8_RUNTIMES else PEAKS[1]))
         row["share_of_peak"] = row["gmac_per_s"] / peak["gmac_per_s"] if peak else None
-    result = {"machine": machine(), "runs": runs, "rows": rows, "failures": failures}
+    result = {"machine": machine(), "command": command, "runs": runs, "rows": rows, "failures": failures}
     output.mkdir(parents=True, exist_ok=True)
     write_text(output / "results.json", json.dumps(result, indent=2))
     with atomic_path(output / "results.csv") as tmp:
@@ -386,21 +364,26 @@ def run_benchmark(models, runtimes=RUNTIMES, batch_sizes=(1, 8), threads=(1, 2),
     return result
 
 
+# (header, row key, format) of every column a result may hold; a table shows the columns its rows recorded
+# (results written before GMAC/s and the peak existed have neither)
+TABLE_COLUMNS = (("model", "model", "{}"), ("runtime", "runtime", "{}"), ("batch", "batch", "{}"),
+                 ("threads", "threads", "{}"), ("median ms", "median_ms", "{:.2f}"), ("p90 ms", "p90_ms", "{:.2f}"),
+                 ("images/s", "images_per_s", "{:.1f}"), ("vs timm eager", "speedup_vs_timm_eager", "{:.2f}x"),
+                 ("GMAC/s", "gmac_per_s", "{:.1f}"), ("share of peak", "share_of_peak", "{:.0%}"),
+                 ("max \\|Δ\\| vs Keras", "max_abs_diff_vs_keras", "{:.1e}"), ("file MB", "file_mb", "{:.1f}"),
+                 ("peak RSS MB", "peak_rss_mb", "{:.0f}"))
+
+
 def markdown_table(rows):
     """The results as a Markdown table: median / p90 ms, images/s, speed-up over timm eager, GMAC/s and its share of
-    the matching matmul peak, logit agreement, file size and peak RSS."""
-    lines = ["| model | runtime | batch | threads | median ms | p90 ms | images/s | vs timm eager | GMAC/s "
-             "| share of peak | max \\|Δ\\| vs Keras | file MB | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    the matching matmul peak, logit agreement, file size and peak RSS ("–" where a runtime has no such figure)."""
+    recorded = {key for row in rows for key in row}
+    columns = [column for column in TABLE_COLUMNS if column[1] in recorded]
+    lines = ["| " + " | ".join(header for header, _, _ in columns) + " |", "|" + "---|" * len(columns)]
     order = {runtime: i for i, runtime in enumerate(RUNTIMES)}
     for r in sorted(rows, key=lambda r: (r["model"], r["batch"], r["threads"], order[r["runtime"]])):
-        speedup = f"{r['speedup_vs_timm_eager']:.2f}x" if r.get("speedup_vs_timm_eager") else "–"
-        size = f"{r['file_mb']:.1f}" if r["file_mb"] else "–"
-        share = f"{r['share_of_peak']:.0%}" if r.get("share_of_peak") else "–"
-        difference = f"{r['max_abs_diff_vs_keras']:.1e}" if r["max_abs_diff_vs_keras"] is not None else "–"
-        lines.append(f"| {r['model']} | {r['runtime']} | {r['batch']} | {r['threads']} | {r['median_ms']:.2f} | "
-                     f"{r['p90_ms']:.2f} | {r['images_per_s']:.1f} | {speedup} | {r['gmac_per_s']:.1f} | {share} | "
-                     f"{difference} | {size} | {r['peak_rss_mb']:.0f} |")
+        cells = ["–" if r.get(key) is None else form.format(r[key]) for _, key, form in columns]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -4,6 +4,7 @@ holds the recipe fields given as flags)."""
 
 import difflib
 import os
+import shlex
 import sys
 
 from keras_mixer.errors import KerasMixerError
@@ -90,7 +91,8 @@ def _edgetpu_check(args):
     print(json.dumps(summary, indent=2) if args.json else format_report(rows, summary))
     compiled = run_compiler(args.model)
     if compiled is None:
-        print("edgetpu_compiler is not on PATH: this report applies the compiler's documented rules (see export/README.md)")
+        print("edgetpu_compiler is not on PATH: this report applies the compiler's documented rules (the compiler: "
+              "https://coral.ai/docs/edgetpu/compiler/)")
     else:
         print(compiled["log"])
         print(f"edgetpu_compiler: {compiled['counts']}")
@@ -220,7 +222,8 @@ def _benchmark(args):
             near = difflib.get_close_matches(name, mixers, n=1)
             hint = f"; did you mean {near[0]}?" if near else ""
             raise KerasMixerError(f"--models {name}: not a Mixer variant{hint} (known: {', '.join(mixers)})")
-    result = run_benchmark(args.models, runtimes, args.batch_sizes, args.threads, args.runs, args.output)
+    result = run_benchmark(args.models, runtimes, args.batch_sizes, args.threads, args.runs, args.output,
+                           command=shlex.join(["keras-mixer", *sys.argv[1:]]))
     written = "results.json, results.csv" + (", table.md, latency.png" if result["rows"] else "")
     if result["rows"]:
         print(markdown_table(result["rows"]))

@@ -13,6 +13,7 @@ from keras_mixer.export import evaluate_tflite, plot_confusion_matrix, to_tflite
 from keras_mixer.export.edgetpu import check_edgetpu
 from keras_mixer.export.edgetpu_model import edgetpu_model
 from keras_mixer.io_utils import write_text
+from keras_mixer.machine import machine
 from keras_mixer.models.mlp_mixer import DIGITS_MIXER, build_digits_mixer
 from keras_mixer.preprocessing import preprocess_input
 from keras_mixer.quantization import quantize_model
@@ -109,6 +110,8 @@ def run_demo(output_dir="runs/demo", epochs=30, qat_epochs=5, batch_size=64, see
     plot_history(history, files["training_curves"])
 
     report = {
+        "machine": machine(),  # the figures depend on it; docs/results/demo.json is this file
+        "command": f"keras-mixer demo --epochs {epochs} --qat-epochs {qat_epochs} --batch-size {batch_size} --seed {seed}",
         "dataset": f"sklearn digits {IMAGE_SIZE}x{IMAGE_SIZE}: {len(x_train)} train / {len(x_test)} test",
         "model": {**DIGITS_MIXER, "params": model.count_params()},
         "epochs": epochs,

@@ -186,3 +186,28 @@ def test_feature_extractor_serves_every_family(family):
     last = keras.ops.convert_to_numpy(features(x)[-1])
     expected = keras.Model(model.input, blocks[-1].output)(x)
     np.testing.assert_allclose(last.reshape(expected.shape), keras.ops.convert_to_numpy(expected), atol=1e-6)
+
+
+# the short prefix of each family's registry names, by builder prefix
+FAMILY_PREFIXES = {"Mixer": "mixer_", "ASMLP": "as_mlp_", "HireMLP": "hire_mlp_", "VisionPermutator": "vip_",
+                   "RaftMLP": "raft_mlp_", "SparseMLP": "sparse_mlp_"}
+
+
+def test_one_naming_rule_for_registry_names_and_builders():
+    """A variant's registry name is its builder's name with the family's short prefix, in lower case
+    (`MixerB16`: mixer_b16, `VisionPermutatorSmall14`: vip_small14); the names registered before the rule still
+    build the same variant, and `list_models` lists only the rule's names."""
+    from keras_mixer.models.registry import _ALIASES, _BUILDERS
+
+    for name, builder in _BUILDERS.items():
+        family = next(prefix for prefix in FAMILY_PREFIXES if builder.__name__.startswith(prefix))
+        assert name == FAMILY_PREFIXES[family] + builder.__name__[len(family):].lower(), (name, builder.__name__)
+        assert getattr(keras_mixer, builder.__name__) is builder
+    assert keras_mixer.list_models() == sorted(_BUILDERS)
+    former = {"as_mlp_t": "as_mlp_tiny", "vip_s14": "vip_small14", "raft_mlp_s": "raft_mlp_small",
+              "sparse_mlp_s": "sparse_mlp_small"}
+    for old, new in former.items():
+        assert _ALIASES[old] == new and old not in keras_mixer.list_models()
+    model = keras_mixer.create_model("raft_mlp_s", input_shape=(32, 32, 3), classes=10)
+    assert model.name == "raft_mlp_small"
+    assert model.count_params() == keras_mixer.RaftMLPSmall(input_shape=(32, 32, 3), classes=10).count_params()

@@ -43,8 +43,11 @@ def test_a_command_prints_no_tensorflow_log_lines(tmp_path):
     assert json.loads(result.stdout)["examples"] == 360
 
 
-def test_benchmark_help_lists_every_runtime():
-    assert keras_mixer_cli.BENCHMARK_RUNTIMES == RUNTIMES
+def test_an_unknown_benchmark_runtime_is_one_line_listing_the_known_ones():
+    result = subprocess.run([sys.executable, "-m", "keras_mixer_cli", "benchmark", "--runtimes", "tflite_int9"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "tflite_int9" in result.stderr and all(runtime in result.stderr for runtime in RUNTIMES)
 
 
 # --- bad values: one line naming the flag, exit 2, before any work --------------------------------------------------

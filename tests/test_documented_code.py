@@ -36,7 +36,7 @@ from image_folders import make_image_folders
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")),
-             "export/README.md", "android_demo/README.md"]
+             "deploy/README.md", "android_demo/README.md"]
 
 # Small sizes: the same commands, seconds instead of hours.
 SMALL = [

@@ -110,11 +110,20 @@ def test_integer_only_sparse_mlp_is_refused_not_left_float(tmp_path):
     assert not (tmp_path / "all_int8.tflite").exists()
 
 
+class _OtherDense(keras.layers.Dense):
+    """Same name, another class: its call may differ from keras' Dense, so the rewrite must not treat it as one."""
+
+
+_OtherDense.__name__ = "Dense"
+
+
 @pytest.mark.parametrize("build, named", [
     (lambda: keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(2)]),
      "functional models; got Sequential"),
     (lambda: keras.Model(*(lambda i: (i, keras.layers.MaxPooling2D()(keras.layers.Conv2D(4, 1)(i))))(
         keras.Input((8, 8, 3)))), "it has MaxPooling2D"),
+    (lambda: keras.Model(*(lambda i: (i, _OtherDense(4)(i)))(keras.Input((8, 8, 3)))),
+     r"test_edgetpu_forms.Dense \(not the Dense it rewrites\)"),
 ])
 def test_an_unknown_model_is_refused_by_class(build, named):
     with pytest.raises(ExportError, match=named):
@@ -137,17 +146,17 @@ def test_token_grid_and_pooled_backbones():
 def _vip_s14_at(size):  # ViP fits one grid per segment_dim: 224 / 14 = 16 as released, 112 / 14 = 8
     from keras_mixer.models.vip import VIP_VARIANTS
 
-    config = VIP_VARIANTS["vip_s14"]
+    config = VIP_VARIANTS["vip_small14"]
     return keras_mixer.VisionPermutator(**{**config, "segment_dim": (size // config["patch_size"],) * 4},
                                         input_shape=(size, size, 3))
 
 
 RELEASED = {  # the smallest variant of each family at 224 and at a second size the family supports
     **{f"{variant}@{size}": (lambda v=variant, s=size: keras_mixer.create_model(v, input_shape=(s, s, 3)))
-       for variant, sizes in (("mixer_s32", (224, 160)), ("as_mlp_t", (224, 256)), ("hire_mlp_tiny", (224, 192)),
-                              ("raft_mlp_s", (224, 256))) for size in sizes},
-    "vip_s14@224": lambda: _vip_s14_at(224),
-    "vip_s14@112": lambda: _vip_s14_at(112),
+       for variant, sizes in (("mixer_s32", (224, 160)), ("as_mlp_tiny", (224, 256)), ("hire_mlp_tiny", (224, 192)),
+                              ("raft_mlp_small", (224, 256))) for size in sizes},
+    "vip_small14@224": lambda: _vip_s14_at(224),
+    "vip_small14@112": lambda: _vip_s14_at(112),
 }
 
 

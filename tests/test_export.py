@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -155,6 +156,29 @@ def test_other_modes_agree_with_keras(digits, tmp_path, mode, input_dtype):
     scores = predict(interpreter, digits["x_test"])
     agreement = np.mean(scores.argmax(1) == digits["model"].predict(digits["x_test"], verbose=0).argmax(1))
     assert agreement >= 0.98
+
+
+@pytest.mark.parametrize("mode, options", [("int8", {}), ("int8", {"integer_only": True}), ("float32", {})])
+def test_large_model_route_through_a_saved_model_writes_the_same_file(digits, exported, tmp_path, monkeypatch, mode,
+                                                                       options):
+    """Models above SAVED_MODEL_ABOVE_BYTES convert from a SavedModel written to disk (less memory): the same ops and
+    the same outputs as the in-memory route, shown on the digits Mixer by lowering the threshold."""
+    import tempfile
+
+    from keras_mixer.export import tflite
+
+    scratch = set(Path(tempfile.gettempdir()).glob("keras_mixer_export_*"))
+    calibration = digits["x_train"][:256] if mode == "int8" else None
+    in_memory = to_tflite(digits["model"], tmp_path / "in_memory.tflite", mode, representative_data=calibration,
+                          **options)
+    monkeypatch.setattr(tflite, "SAVED_MODEL_ABOVE_BYTES", 0)
+    routed = to_tflite(digits["model"], tmp_path / "saved_model.tflite", mode, representative_data=calibration,
+                       **options)
+    assert op_counts(routed) == op_counts(in_memory)
+    images = digits["x_test"][:64]
+    np.testing.assert_array_equal(predict(load_interpreter(routed), images),
+                                  predict(load_interpreter(in_memory), images))
+    assert set(Path(tempfile.gettempdir()).glob("keras_mixer_export_*")) == scratch  # the SavedModel is removed
 
 
 def test_static_batch_of_n(digits, tmp_path):

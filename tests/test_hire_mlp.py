@@ -103,6 +103,30 @@ def test_old_builder_name_still_works_with_a_deprecation_warning():
     assert model.count_params() == keras_mixer.HireMLP(**CONFIG, input_shape=(32, 32, 3), classes=10).count_params()
 
 
+def test_files_saved_before_the_layer_was_renamed_still_load(tmp_path):
+    """The token-mixing layer was public as `keras_mixer.layers.HireMLP` (the model builder's name too) until it
+    became `HierarchicalRearrangement`. Our models save it inside `HireBlock`'s config, but a user's own model built
+    from the layer names its class: such a file, saved under the old name, loads into the same function."""
+    import zipfile
+
+    from keras_mixer.layers import HierarchicalRearrangement
+
+    images = keras.Input((6, 5, 8))
+    model = keras.Model(images, HierarchicalRearrangement(pixel=3, step=1, name="attn")(images))
+    model.save(tmp_path / "new.keras")
+    with zipfile.ZipFile(tmp_path / "new.keras") as new, zipfile.ZipFile(tmp_path / "old.keras", "w") as old:
+        for item in new.infolist():
+            data = new.read(item)
+            if item.filename == "config.json":
+                assert b'"keras_mixer>HierarchicalRearrangement"' in data
+                data = data.replace(b"HierarchicalRearrangement", b"HireMLP")
+            old.writestr(item, data)
+    x = np.random.default_rng(1).normal(size=(2, 6, 5, 8)).astype("float32")
+    loaded = keras.models.load_model(tmp_path / "old.keras")
+    assert isinstance(loaded.get_layer("attn"), HierarchicalRearrangement)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
 def test_imagenet_tag_reads_the_authors_training_checkpoint(tmp_path, monkeypatch):
     """The authors release full training checkpoints: {'model': state_dict, 'optimizer': ..., 'args': Namespace}.
     Read with weights_only=True and only argparse.Namespace allowed; offline, from $KERAS_MIXER_WEIGHTS_DIR."""

@@ -106,7 +106,7 @@ def test_checkpoint_errors_name_the_key(checkpoint, tmp_path):
 
 
 def test_registry_features_and_size_errors():
-    assert {"raft_mlp_s", "raft_mlp_m", "raft_mlp_l"} <= set(keras_mixer.list_models())
+    assert {"raft_mlp_small", "raft_mlp_medium", "raft_mlp_large"} <= set(keras_mixer.list_models())
     model = keras_mixer.RaftMLP(SMALL, input_shape=(32, 32, 3), include_top=False, return_stages=True)
     assert [tuple(o.shape) for o in model.outputs] == [(None, 8, 8, 16), (None, 4, 4, 24), (None, 2, 2, 32)]
     with pytest.raises(ValueError, match="multiple of 16"):

@@ -139,7 +139,7 @@ SMALL = {"patch_size": 8, "hidden_dim": 32, "num_blocks": 3, "tokens_mlp_dim": 1
 
 
 def test_registry_features_and_weights_errors(tmp_path):
-    assert {"sparse_mlp_s", "sparse_mlp_b", "sparse_mlp_l"} <= set(keras_mixer.list_models())
+    assert {"sparse_mlp_small", "sparse_mlp_base", "sparse_mlp_large"} <= set(keras_mixer.list_models())
     features = keras_mixer.SparseMLP(**SMALL, input_shape=(32, 32, 3), include_top=False)
     assert features.output_shape == (None, 4, 4, 32)
     with pytest.raises(WeightsError, match="no released checkpoint"):

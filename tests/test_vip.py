@@ -85,7 +85,7 @@ def test_checkpoint_errors_name_the_key(checkpoint, tmp_path):
 
 
 def test_registry_and_features():
-    assert {"vip_s14", "vip_s7", "vip_m7", "vip_l7"} <= set(keras_mixer.list_models())
+    assert {"vip_small14", "vip_small7", "vip_medium7", "vip_large7"} <= set(keras_mixer.list_models())
     model = keras_mixer.VisionPermutator(**SMALL, input_shape=(32, 32, 3), include_top=False, return_stages=True)
     assert [tuple(o.shape) for o in model.outputs] == [(None, 8, 8, 16), (None, 4, 4, 32), (None, 4, 4, 48)]
     pooled = keras_mixer.VisionPermutator(**SMALL, input_shape=(32, 32, 3), include_top=False, pooling="avg")

@@ -3,7 +3,6 @@ mapping table of the official release (kernel layouts: conv HWIO, dense (in, out
 
 import functools
 
-import numpy as np
 import timm
 import torch
 from timm.models.mlp_mixer import MlpMixer

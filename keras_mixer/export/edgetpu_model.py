@@ -24,14 +24,18 @@ refuses them by name, or with `experts_on_cpu=True` keeps them (sigmoid GELU, to
 so the compiler maps up to the first expert block and the CPU runs the rest.
 """
 
+import dataclasses
+import weakref
+
 import keras
 import numpy as np
 from keras import ops
 
 from keras_mixer.errors import ExportError
+from keras_mixer.layers import (ASMLPBlock, CrossScaleEmbedding, HireBlock, InputNormalization, LayerNorm, MixerBlock,
+                                PatchEmbedding, PatchMerging, PermutatorBlock, QuantizedDense, RaftBlock,
+                                SparseMixerBlock, SplitAttention)
 from keras_mixer.layers.mlp import gelu as gelu_fn
-
-EXPERT_LAYERS = ("SparseMixerBlock",)
 
 
 def _value(variable):
@@ -104,7 +108,8 @@ def _flat_reshape(x, shape):
 
 
 class _Rewriter:
-    """Rewrites each layer of a keras_mixer model (by exact class name) in the mappable form; see the module doc."""
+    """Rewrites each layer of a keras_mixer model in the mappable form (REWRITES below says which method rewrites which
+    class); see the module doc."""
 
     def __init__(self, gelu):
         self.gelu = gelu
@@ -122,7 +127,7 @@ class _Rewriter:
 
     # --- layers shared by the families ----------------------------------------------------------------------------
 
-    def Dense(self, layer, x):
+    def dense(self, layer, x):
         if len(x.shape) == 2:  # the head on pooled features: FULLY_CONNECTED with a 1-D output
             head = keras.layers.Dense(layer.units, activation=layer.activation, use_bias=layer.use_bias)
             head.build(x.shape)  # a float Dense (a QAT head's fake quantization is not part of this form)
@@ -130,44 +135,38 @@ class _Rewriter:
             return head(x)  # the graph's last layer, so exports see a softmax head as probabilities
         return layer.activation(_dense(x, layer))
 
-    QuantizedDense = Dense
-
-    def Conv2D(self, layer, x):
+    def unchanged(self, layer, x):
         return layer(x)
 
-    ZeroPadding2D = ReLU = Conv2D
-
-    def Dropout(self, layer, x):
+    def identity(self, layer, x):
         return x
 
-    def LayerNorm(self, layer, x):
+    def layer_norm(self, layer, x):
         return _norm(x, layer)
 
-    def BatchNormalization(self, layer, x):
+    def batch_norm(self, layer, x):
         if layer.axis not in (-1, len(x.shape) - 1):
             raise ExportError(f"edgetpu_model rewrites BatchNormalization over channels; {layer.name!r} normalizes "
                               f"axis {layer.axis}")
         scale, shift = _batch_norm_affine(layer)
         return x * scale + shift
 
-    def InputNormalization(self, layer, x):  # a checkpoint's own normalization: MUL + ADD by constants
+    def input_normalization(self, layer, x):  # a checkpoint's own normalization: MUL + ADD by constants
         return x * layer.scale + layer.offset
 
-    def GlobalAveragePooling2D(self, layer, x):
+    def average_pool(self, layer, x):
         return ops.mean(x, axis=(1, 2))
 
-    def GlobalMaxPooling2D(self, layer, x):
+    def max_pool(self, layer, x):
         return ops.max(x, axis=(1, 2))
 
-    GlobalAveragePooling1D, GlobalMaxPooling1D = GlobalAveragePooling2D, GlobalMaxPooling2D
-
-    def Reshape(self, layer, x):  # the Mixer's token grid output: our tokens already are that grid
+    def reshape(self, layer, x):  # the Mixer's token grid output: our tokens already are that grid
         if tuple(layer.target_shape) != tuple(x.shape[1:]):
             raise ExportError(f"edgetpu_model cannot rewrite Reshape {layer.name!r} to {layer.target_shape} of a "
                               f"{tuple(x.shape[1:])} grid")
         return x
 
-    def SplitAttention(self, layer, branches):
+    def split_attention(self, layer, branches):
         _, rows, cols, channels = branches[0].shape
         count = len(branches)
         a = ops.mean(sum(branches[1:], branches[0]), axis=(1, 2), keepdims=True)  # [1, 1, 1, C]
@@ -178,11 +177,11 @@ class _Rewriter:
 
     # --- MLP-Mixer (and Sparse-MLP's dense blocks) --------------------------------------------------------------------
 
-    def PatchEmbedding(self, layer, x):
+    def patch_embedding(self, layer, x):
         kernel, bias = _value(layer.kernel), _value(layer.bias)
         return ops.conv(x, kernel, strides=layer.patch_size, padding="valid", data_format="channels_last") + bias
 
-    def MixerBlock(self, layer, x):
+    def mixer_block(self, layer, x):
         _, rows, cols, channels = x.shape
         tokens = _flat_reshape(_norm(x, layer.norm_0), (1, rows * cols, channels))
         mixed = ops.transpose(tokens, (0, 1, 3, 2))  # [1, 1, C, S]: the token MLP runs as 1x1 convs over S
@@ -190,7 +189,7 @@ class _Rewriter:
         x = x + _flat_reshape(mixed, (rows, cols, channels))
         return x + self.mlp(_norm(x, layer.norm_1), layer.channel_mixing)
 
-    def SparseMixerBlock(self, layer, x):  # reached only with experts_on_cpu: _check_rewritable refuses it otherwise
+    def sparse_mixer_block(self, layer, x):  # reached only with experts_on_cpu: _check_rewritable refuses it otherwise
         _, rows, cols, channels = x.shape
         # the same block (its name too, for reports) in its static-shape "dense" dispatch, which exports, and with
         # the sigmoid GELU, so the CPU part holds no GELU builtin either (the compiler would reject the file)
@@ -203,7 +202,7 @@ class _Rewriter:
 
     # --- AS-MLP -------------------------------------------------------------------------------------------------
 
-    def ASMLPBlock(self, layer, x):
+    def as_mlp_block(self, layer, x):
         from keras_mixer.layers.axial_shift import axial_shift
 
         shift = layer.axial_shift
@@ -213,13 +212,13 @@ class _Rewriter:
         x = x + _dense(_norm(horizontal + vertical, shift.norm2), shift.conv3)
         return x + self.mlp(_norm(x, layer.norm2), layer.mlp)
 
-    def PatchMerging(self, layer, x):
+    def patch_merging(self, layer, x):
         x = ops.concatenate([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], axis=-1)
         return _dense(_norm(x, layer.norm), layer.reduction)
 
     # --- Hire-MLP -----------------------------------------------------------------------------------------------
 
-    def HireBlock(self, layer, x):
+    def hire_block(self, layer, x):
         scale, shift = _batch_norm_affine(layer.norm1)
         x = x + self.hire_mlp(layer.attn, x * scale + shift)
         scale, shift = _batch_norm_affine(layer.norm2)
@@ -248,11 +247,11 @@ class _Rewriter:
 
         h = branch(1, layer.mlp_h1, layer.mlp_h1_norm, layer.mlp_h2)
         w = branch(2, layer.mlp_w1, layer.mlp_w1_norm, layer.mlp_w2)
-        return _dense(self.SplitAttention(layer.reweight, [h, w, _dense(x, layer.mlp_c)]), layer.proj)
+        return _dense(self.split_attention(layer.reweight, [h, w, _dense(x, layer.mlp_c)]), layer.proj)
 
     # --- Vision Permutator --------------------------------------------------------------------------------------
 
-    def PermutatorBlock(self, layer, x):
+    def permutator_block(self, layer, x):
         x = x + self.permute_mlp(layer.attn, _norm(x, layer.norm1)) / layer.skip_lam
         return x + self.mlp(_norm(x, layer.norm2), layer.mlp) / layer.skip_lam
 
@@ -270,14 +269,14 @@ class _Rewriter:
         w = ops.transpose(_flat_reshape(w, (segments, rows * cols, size)), (0, 2, 1, 3))
         branches = [_flat_reshape(h, (rows, cols, channels)), _flat_reshape(w, (rows, cols, channels)),
                     _dense(x, layer.mlp_c)]
-        return _dense(self.SplitAttention(layer.reweight, branches), layer.proj)
+        return _dense(self.split_attention(layer.reweight, branches), layer.proj)
 
     # --- RaftMLP ------------------------------------------------------------------------------------------------
 
-    def CrossScaleEmbedding(self, layer, x):
+    def cross_scale_embedding(self, layer, x):
         return layer(x)  # PADs, strided CONV_2Ds and ADDs already
 
-    def RaftBlock(self, layer, x):
+    def raft_block(self, layer, x):
         _, rows, cols, channels = x.shape
         rafts = layer.raft_size
         size = channels // rafts
@@ -298,10 +297,29 @@ class _Rewriter:
         return x + self.mlp(_norm(x, layer.channel_norm), layer.channel_mlp)
 
     def __call__(self, layer, *args, **kwargs):
-        return getattr(self, type(layer).__name__)(layer, *args)
+        return REWRITES[type(layer)](self, layer, *args)
 
 
-REWRITTEN_LAYERS = tuple(name for name in dir(_Rewriter) if name[0].isupper())
+# Each layer class the rewrite reproduces, by the class itself: a subclass, or another package's class of the same
+# name, is not what the rule was written for, and is refused by name (_check_rewritable)
+REWRITES = {
+    keras.layers.Dense: _Rewriter.dense, QuantizedDense: _Rewriter.dense,
+    keras.layers.Conv2D: _Rewriter.unchanged, keras.layers.ZeroPadding2D: _Rewriter.unchanged,
+    keras.layers.ReLU: _Rewriter.unchanged, keras.layers.Dropout: _Rewriter.identity,
+    keras.layers.BatchNormalization: _Rewriter.batch_norm, keras.layers.Reshape: _Rewriter.reshape,
+    keras.layers.GlobalAveragePooling2D: _Rewriter.average_pool, keras.layers.GlobalAveragePooling1D: _Rewriter.average_pool,
+    keras.layers.GlobalMaxPooling2D: _Rewriter.max_pool, keras.layers.GlobalMaxPooling1D: _Rewriter.max_pool,
+    LayerNorm: _Rewriter.layer_norm, InputNormalization: _Rewriter.input_normalization,
+    SplitAttention: _Rewriter.split_attention,
+    PatchEmbedding: _Rewriter.patch_embedding, MixerBlock: _Rewriter.mixer_block,
+    SparseMixerBlock: _Rewriter.sparse_mixer_block,
+    ASMLPBlock: _Rewriter.as_mlp_block, PatchMerging: _Rewriter.patch_merging,
+    HireBlock: _Rewriter.hire_block,
+    PermutatorBlock: _Rewriter.permutator_block,
+    CrossScaleEmbedding: _Rewriter.cross_scale_embedding, RaftBlock: _Rewriter.raft_block,
+}
+# Sparse-MLP's routing: kept on the CPU with experts_on_cpu=True, refused otherwise
+EXPERT_LAYERS = (SparseMixerBlock,)
 
 
 def _check_rewritable(model, experts_on_cpu):
@@ -311,15 +329,15 @@ def _check_rewritable(model, experts_on_cpu):
     if not isinstance(model, keras.Model) or not hasattr(model, "operations") or isinstance(model, keras.Sequential):
         raise ExportError(f"edgetpu_model rewrites keras_mixer's functional models; got {type(model).__name__}")
     layers = [op for op in model.operations if type(op).__name__ != "InputLayer"]
-    # by exact class: a subclass, or another package's class of the same name, is not what the rewrite reproduces
-    unknown = sorted({type(op).__name__ for op in layers
-                      if type(op).__name__ not in REWRITTEN_LAYERS
-                      or type(op).__module__.split(".")[0] not in ("keras", "keras_mixer")})
+    known = {layer.__name__ for layer in REWRITES}
+    unknown = sorted({type(op).__name__ if type(op).__name__ not in known else
+                      f"{type(op).__module__}.{type(op).__name__} (not the {type(op).__name__} it rewrites)"
+                      for op in layers if type(op) not in REWRITES})
     if unknown:
         raise ExportError(f"edgetpu_model cannot rewrite {type(model).__name__} {model.name!r}: it has "
                           f"{', '.join(unknown)} (it rewrites the layers of keras_mixer's families: "
-                          f"{', '.join(REWRITTEN_LAYERS)})")
-    experts = [op.name for op in layers if type(op).__name__ in EXPERT_LAYERS]
+                          f"{', '.join(sorted(known))})")
+    experts = [op.name for op in layers if type(op) in EXPERT_LAYERS]
     if experts and not experts_on_cpu:
         raise ExportError(
             f"edgetpu_model cannot map the expert layers {', '.join(experts)} (SparseMixerBlock) of {model.name!r}: "
@@ -348,12 +366,31 @@ def edgetpu_model(model, gelu="sigmoid", experts_on_cpu=False):
             raise ExportError(f"edgetpu_model: the rewritten {model.name!r} outputs {tuple(got.shape[1:])}, the "
                               f"model {tuple(want.shape[1:])}")
     edgetpu_graph = keras.Model(images, rewritten.output, name=f"{model.name}_edgetpu")
-    edgetpu_graph.integer_only_export = True  # the Edge TPU runs integer ops only; read by to_tflite
-    # read by to_tflite too: the expert layers (after the mappable part, on the CPU) export float, as int8 routing
-    # flips expert choices
-    edgetpu_graph.experts_on_cpu = bool(experts)
-    # read by to_tflite's channel equalization, which rescales weights of the model this form is built from and
-    # builds the form again (its constants are baked into anonymous ops here)
-    edgetpu_graph.source_model = model
-    edgetpu_graph.rebuild = lambda source: edgetpu_model(source, gelu, experts_on_cpu)
+    _FORMS[edgetpu_graph] = EdgeTPUForm(model, gelu, experts_on_cpu, keeps_experts=bool(experts))
     return edgetpu_graph
+
+
+@dataclasses.dataclass(frozen=True)
+class EdgeTPUForm:
+    """What `to_tflite` must know of a graph `edgetpu_model` built, beyond its layers (`edgetpu_form(graph)`): the
+    Edge TPU runs integer ops only, so its export is all int8 by default (`integer_only`); the expert layers of a
+    Sparse-MLP kept on the CPU (`keeps_experts`) export float, as int8 routing flips expert choices; and channel
+    equalization rescales the weights of the model the form was built from (`source_model`) and builds the form
+    again (`rebuild`), since the form's constants are baked into anonymous ops."""
+
+    source_model: keras.Model
+    gelu: str | None
+    experts_on_cpu: bool
+    keeps_experts: bool
+    integer_only: bool = True
+
+    def rebuild(self, source):
+        return edgetpu_model(source, self.gelu, self.experts_on_cpu)
+
+
+_FORMS = weakref.WeakKeyDictionary()  # each graph edgetpu_model built -> its EdgeTPUForm, for as long as it lives
+
+
+def edgetpu_form(model):
+    """The `EdgeTPUForm` of a graph `edgetpu_model` built, or None for any other model."""
+    return _FORMS.get(model)

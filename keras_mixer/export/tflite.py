@@ -1,16 +1,19 @@
 """Keras model -> `.tflite`, with static shapes and the quantization modes phones and the Edge TPU need."""
 
 import contextlib
+import gc
 import io
 import os
 import re
 import sys
+import tempfile
 import warnings
 
 import numpy as np
 
 from keras_mixer.errors import ExportError, KerasMixerError
 from keras_mixer.export.calibration import CALIBRATION_METHODS, narrow_ranges
+from keras_mixer.export.edgetpu_model import edgetpu_form
 from keras_mixer.export.metadata import add_metadata
 from keras_mixer.io_utils import atomic_path, native_stderr_quiet, write_text
 from keras_mixer.models.applications import output_activation
@@ -41,6 +44,32 @@ def _static_batch_model(model, batch_size):
         )
     images = keras.Input(shape, batch_size=batch_size, name="images")
     return keras.Model(images, model(images, training=False), name=model.name)
+
+
+# Above this size of float32 weights the converter reads the model from a SavedModel written to disk instead of a
+# Keras model in memory: from a Keras model it freezes the variables into a graph in this process, one more copy of
+# the weights (Mixer-L/16's float conversion: peak RSS 7.8 GB from the Keras model, 6.2 GB from a SavedModel). Small
+# models keep the in-memory route (no disk writes, a few seconds faster).
+SAVED_MODEL_ABOVE_BYTES = 256 * 2**20
+
+
+def _converter(model, scratch):
+    """A TFLiteConverter for `model`, through a SavedModel under `scratch` when its weights are large."""
+    import tensorflow as tf
+
+    if sum(int(np.prod(v.shape)) * 4 for v in model.weights) <= SAVED_MODEL_ABOVE_BYTES:
+        return tf.lite.TFLiteConverter.from_keras_model(model)
+    import keras
+
+    saved = os.path.join(scratch, "saved_model")
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    # the model's own static shape, batch included: model.export would trace a dynamic batch (SHAPE/GATHER/PACK ops)
+    archive.add_endpoint("serve", lambda images: model(images, training=False),
+                         input_signature=[tf.TensorSpec(model.input_shape, tf.float32)])
+    with _converter_quiet():
+        archive.write_out(saved, verbose=False)
+    return tf.lite.TFLiteConverter.from_saved_model(saved)
 
 
 def _mixture_of_experts_nodes(model):
@@ -211,13 +240,14 @@ def _equalized(model, calibration):
     from keras_mixer.export.equalize import equalize_channels
     from keras_mixer.quantization import is_quantized, strip_quantization
 
-    source = getattr(model, "source_model", None)
-    if source is None:
+    form = edgetpu_form(model)
+    if form is None:
         equalized, equalization = equalize_channels(model, calibration)
     else:  # the Edge TPU form reads float weights only, so a QAT source is equalized as its float model
+        source = form.source_model
         equalized, equalization = equalize_channels(strip_quantization(source) if is_quantized(source) else source,
                                                     calibration)
-        equalized = model.rebuild(equalized)
+        equalized = form.rebuild(equalized)
     moved = equalization["equalized"]
     if moved:
         print(f"equalized {len(moved)} normalization -> linear pairs: largest channel range "
@@ -227,7 +257,7 @@ def _equalized(model, calibration):
     return equalized, equalization
 
 
-def _layer_report(calibrated, converter, images, batch_size, model, quantization, float_ops, float_nodes,
+def _layer_report(calibrated, converter, images, batch_size, name, quantization, float_ops, float_nodes,
                   equalization, calibration_method, report, float_layers):
     """Measures every quantized op's error (`quantization_report.layer_errors`) on the calibrated graph, writes the
     `report` JSON if asked, and returns `float_nodes` with the ops `float_layers` keeps float added."""
@@ -248,13 +278,13 @@ def _layer_report(calibrated, converter, images, batch_size, model, quantization
         for pattern in float_layers:
             matched = quantization_report.matching_nodes(rows, [pattern])
             if not matched:
-                raise ExportError(f"float_layers: {pattern!r} matches no quantized op of {model.name!r} (see the "
+                raise ExportError(f"float_layers: {pattern!r} matches no quantized op of {name!r} (see the "
                                   "report's tensor names)")
             kept += matched
     for line in quantization_report.format_rows(rows, limit=5):
         print(line)
     if report is not None:
-        write_text(report, json.dumps({"model": model.name, "quantization": quantization,
+        write_text(report, json.dumps({"model": name, "quantization": quantization,
                                        "calibration": calibration_method, "equalization": equalization,
                                        "float_layers": kept, "layers": rows}, indent=1))
         print(f"wrote {os.fspath(report)} ({len(rows)} quantized ops, worst first)")
@@ -337,9 +367,10 @@ def to_tflite(
             except re.error as error:
                 raise ExportError(f"float_layers: {pattern!r} is not a regular expression ({error})") from error
     integer = quantization in ("int8", "uint8")
+    form = edgetpu_form(model)
     if integer_only is None:
-        integer_only = quantization == "uint8" or getattr(model, "integer_only_export", False)
-    experts_on_cpu = getattr(model, "experts_on_cpu", False)  # set by edgetpu_model
+        integer_only = quantization == "uint8" or (form is not None and form.integer_only)
+    experts_on_cpu = form is not None and form.keeps_experts
     from keras_mixer.quantization import is_quantized, strip_quantization
 
     has_fake_quant = is_quantized(model)
@@ -369,9 +400,10 @@ def to_tflite(
     if stripped:
         model, has_fake_quant = strip_quantization(model), False
     static_model = _static_batch_model(model, batch_size)
+    scratch = tempfile.TemporaryDirectory(prefix="keras_mixer_export_")  # a large model's SavedModel, removed after
     if integer and calibration is not None and not has_fake_quant and not outputs_probabilities(model):
         static_model = _with_logit_range(static_model, calibration)
-    converter = tf.lite.TFLiteConverter.from_keras_model(static_model)
+    converter = _converter(static_model, scratch.name)
     if quantization != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if stripped:  # quantize the kernels per tensor, as QAT trained them (per channel lost 1 % top-1 on digits)
@@ -396,7 +428,11 @@ def to_tflite(
     calibrated_conversion = integer and converter.representative_dataset is not None
     if has_fake_quant:  # its learned ranges rule; narrowing the others around them was not measured
         calibration_method = "minmax"
-    print(f"converting {model.name!r} to TFLite ({quantization}{', integer only' if integer and integer_only else ''})")
+    name, probabilities, note = model.name, outputs_probabilities(model), _normalization_note(model)
+    print(f"converting {name!r} to TFLite ({quantization}{', integer only' if integer and integer_only else ''})")
+    # a large model's converter reads a SavedModel: the equalized copy this export made can go before it converts
+    del model, static_model
+    gc.collect()
     try:
         if calibrated_conversion:
             with _converter_quiet():
@@ -406,7 +442,7 @@ def to_tflite(
             if narrowed:
                 print(f"{calibration_method} calibration narrowed {len(narrowed)} activation ranges")
             if report is not None or float_layers:
-                float_nodes = _layer_report(calibrated, converter, images, batch_size, model, quantization,
+                float_nodes = _layer_report(calibrated, converter, images, batch_size, name, quantization,
                                             float_ops, float_nodes, equalization, calibration_method,
                                             report, float_layers)
             with _converter_quiet():
@@ -417,15 +453,16 @@ def to_tflite(
     except KerasMixerError:
         raise
     except Exception as error:  # the converter raises ConverterError / RuntimeError with the MLIR diagnostics
-        raise ExportError(f"TFLite conversion of {model.name!r} ({quantization}) failed: {error}") from error
+        raise ExportError(f"TFLite conversion of {name!r} ({quantization}) failed: {error}") from error
+    finally:
+        scratch.cleanup()
     if integer and integer_only and not experts_on_cpu:
-        _check_integer_only(flatbuffer, model.name, float_io)
+        _check_integer_only(flatbuffer, name, float_io)
     path = os.fspath(path)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(flatbuffer)
         if metadata:
-            add_metadata(tmp, model.name, (description or f"{model.name}, {quantization} TFLite export by keras_mixer")
-                         + _normalization_note(model),
-                         labels=labels, probabilities=outputs_probabilities(model))
+            add_metadata(tmp, name, (description or f"{name}, {quantization} TFLite export by keras_mixer") + note,
+                         labels=labels, probabilities=probabilities)
     return path

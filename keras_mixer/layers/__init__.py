@@ -7,7 +7,7 @@ from keras_mixer.layers.layer_norm import LayerNorm
 from keras_mixer.layers.mixer_block import MixerBlock
 from keras_mixer.layers.mlp import MlpBlock, gelu
 from keras_mixer.layers.hierarchical import PatchMerging
-from keras_mixer.layers.hire_mlp import HireBlock, HireMLP
+from keras_mixer.layers.hire_mlp import HierarchicalRearrangement, HireBlock
 from keras_mixer.layers.input_normalization import InputNormalization
 from keras_mixer.layers.patch_embedding import PatchEmbedding
 from keras_mixer.layers.permute_mlp import PermutatorBlock, WeightedPermuteMLP
@@ -17,13 +17,26 @@ from keras_mixer.layers.raft_mlp import CrossScaleEmbedding, RaftBlock
 from keras_mixer.layers.split_attention import SplitAttention
 
 __all__ = [
-    "ASMLPBlock",
-    "AxialShift",
-    "axial_shift",
-    "PatchMerging",
-    "HireBlock",
-    "HireMLP",
-    "InputNormalization",
     "ActivationQuantizer",
+    "ASMLPBlock",
+    "axial_shift",
+    "AxialShift",
+    "CrossScaleEmbedding",
+    "DropPath",
+    "gelu",
+    "HierarchicalRearrangement",
+    "HireBlock",
+    "InputNormalization",
+    "LayerNorm",
+    "MixerBlock",
+    "MixtureOfExperts",
+    "MlpBlock",
+    "PatchEmbedding",
+    "PatchMerging",
+    "PermutatorBlock",
     "QuantizedDense",
-    "DropPath", "LayerNorm", "MixerBlock", "MlpBlock", "PatchEmbedding", "SplitAttention", "PermutatorBlock", "WeightedPermuteMLP", "CrossScaleEmbedding", "RaftBlock", "MixtureOfExperts", "SparseMixerBlock", "gelu"]
+    "RaftBlock",
+    "SparseMixerBlock",
+    "SplitAttention",
+    "WeightedPermuteMLP",
+]

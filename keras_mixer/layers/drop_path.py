@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_mixer.errors import KerasMixerError
+
 
 @keras.saving.register_keras_serializable(package="keras_mixer")
 class DropPath(keras.layers.Layer):
@@ -15,7 +17,7 @@ class DropPath(keras.layers.Layer):
     def __init__(self, rate=0.0, seed=None, **kwargs):
         super().__init__(**kwargs)
         if not 0.0 <= rate < 1.0:
-            raise ValueError(f"DropPath rate must be in [0, 1), got {rate}")
+            raise KerasMixerError(f"DropPath rate must be in [0, 1), got {rate}")
         self.rate = rate
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)

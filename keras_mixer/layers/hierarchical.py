@@ -4,7 +4,6 @@ import keras
 from keras import ops
 
 from keras_mixer.errors import KerasMixerError
-from keras_mixer.layers import equalization
 from keras_mixer.layers.layer_norm import LayerNorm
 
 

@@ -63,8 +63,9 @@ def _batch_norm(name):
 
 
 @keras.saving.register_keras_serializable(package="keras_mixer")
-class HireMLP(keras.layers.Layer):
-    """Height and width branches (shift by `step`, circular pad, rows/columns into channels, C*p -> C/2 -> C*p
+class HierarchicalRearrangement(keras.layers.Layer):
+    """Hire-MLP's token mixing (the authors' `HireMLP` module; named here for what it does, so that `HireMLP` means
+    the model alone). Height and width branches (shift by `step`, circular pad, rows/columns into channels, C*p -> C/2 -> C*p
     MLP, back), a channel branch, split-attention reweighting over the three, and a projection. Sub-layer names
     follow the official module (`mlp_h1`, `mlp_h1_norm`, `mlp_h2`, `mlp_w1`, ..., `mlp_c`, `reweight`, `proj`)."""
 
@@ -118,15 +119,20 @@ class HireMLP(keras.layers.Layer):
         return {**super().get_config(), "pixel": self.pixel, "step": self.step}
 
 
+# files saved before the rename name the layer "keras_mixer>HireMLP": they keep loading
+keras.saving.get_custom_objects()["keras_mixer>HireMLP"] = HierarchicalRearrangement
+
+
 @keras.saving.register_keras_serializable(package="keras_mixer")
 class HireBlock(keras.layers.Layer):
-    """x + DropPath(HireMLP(norm1(x))); x + DropPath(MLP(norm2(x))); BatchNorm, exact GELU, names as official."""
+    """x + DropPath(HierarchicalRearrangement(norm1(x))); x + DropPath(MLP(norm2(x))); BatchNorm, exact GELU, names as
+    official."""
 
     def __init__(self, pixel=2, step=0, mlp_ratio=4.0, drop_path_rate=0.0, **kwargs):
         super().__init__(**kwargs)
         self.pixel, self.step, self.mlp_ratio, self.drop_path_rate = pixel, step, mlp_ratio, drop_path_rate
         self.norm1 = _batch_norm("norm1")
-        self.attn = HireMLP(pixel, step, name="attn")
+        self.attn = HierarchicalRearrangement(pixel, step, name="attn")
         self.norm2 = _batch_norm("norm2")
         self.drop_path = DropPath(drop_path_rate)
 

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_mixer.errors import KerasMixerError
 from keras_mixer.layers import equalization, fake_quant
 from keras_mixer.layers.drop_path import DropPath
 from keras_mixer.layers.layer_norm import LayerNorm
@@ -50,7 +51,7 @@ class MixerBlock(keras.layers.Layer):
     def build(self, input_shape):
         _, tokens, channels = input_shape
         if tokens is None:
-            raise ValueError("MixerBlock needs a static token count: the token-mixing MLP's width is the token count")
+            raise KerasMixerError("MixerBlock needs a static token count: the token-mixing MLP's width is the token count")
         self.norm_0.build(input_shape)
         self.token_mixing.build((None, channels, tokens))
         self.norm_1.build(input_shape)

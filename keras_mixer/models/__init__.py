@@ -56,18 +56,16 @@ from keras_mixer.models.vip import (
     VisionPermutatorSmall14,
 )
 
+# The public model API (sorted): each family's builder from the official config fields, its named variants and
+# config table, the registry and the Mixer's tools. HireMLPModel, HireMLP's deprecated name, stays importable
+# but is not exported.
 __all__ = [
-    # builders from the official config fields, and each family's named variants (config tables)
-    "MLPMixer", "MIXER_VARIANTS", "MixerS32", "MixerS16", "MixerS8", "MixerB32", "MixerB16", "MixerL32", "MixerL16",
-    "MixerH14", "MixerEdgeTPU",
-    "ASMLP", "AS_MLP_VARIANTS", "ASMLPTiny", "ASMLPSmall", "ASMLPBase", "ASMLPEdgeTPU",
-    "HireMLP", "HIRE_MLP_VARIANTS", "HireMLPTiny", "HireMLPSmall", "HireMLPBase", "HireMLPLarge", "HireMLPEdgeTPU",
-    "HireMLPModel",  # deprecated name of HireMLP, kept for code written against earlier versions
-    "VisionPermutator", "VIP_VARIANTS", "VisionPermutatorSmall14", "VisionPermutatorSmall7",
-    "VisionPermutatorMedium7", "VisionPermutatorLarge7", "VisionPermutatorEdgeTPU",
-    "RaftMLP", "RAFT_MLP_VARIANTS", "RaftMLPSmall", "RaftMLPMedium", "RaftMLPLarge", "RaftMLPEdgeTPU",
-    "SparseMLP", "SPARSE_MLP_VARIANTS", "SparseMLPSmall", "SparseMLPBase", "SparseMLPLarge", "SparseMLPModel",
-    "with_dispatch",
-    # the registry, and the Mixer's tools
-    "create_model", "list_models", "feature_extractor", "convert_checkpoint",
+    "ASMLP", "ASMLPBase", "ASMLPEdgeTPU", "ASMLPSmall", "ASMLPTiny", "AS_MLP_VARIANTS", "HIRE_MLP_VARIANTS", "HireMLP",
+    "HireMLPBase", "HireMLPEdgeTPU", "HireMLPLarge", "HireMLPSmall", "HireMLPTiny", "MIXER_VARIANTS", "MLPMixer",
+    "MixerB16", "MixerB32", "MixerEdgeTPU", "MixerH14", "MixerL16", "MixerL32", "MixerS16", "MixerS32", "MixerS8",
+    "RAFT_MLP_VARIANTS", "RaftMLP", "RaftMLPEdgeTPU", "RaftMLPLarge", "RaftMLPMedium", "RaftMLPSmall",
+    "SPARSE_MLP_VARIANTS", "SparseMLP", "SparseMLPBase", "SparseMLPLarge", "SparseMLPModel", "SparseMLPSmall",
+    "VIP_VARIANTS", "VisionPermutator", "VisionPermutatorEdgeTPU", "VisionPermutatorLarge7", "VisionPermutatorMedium7",
+    "VisionPermutatorSmall14", "VisionPermutatorSmall7", "convert_checkpoint", "create_model", "feature_extractor",
+    "list_models", "with_dispatch",
 ]

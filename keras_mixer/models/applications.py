@@ -172,7 +172,7 @@ def feature_map_model(images, input_tensor, x, stages, head, weights, convert, f
     return model
 
 
-def variant_builder(variant, function_name, build, config, extra_doc=""):
+def variant_builder(variant, function_name, build, config, extra_doc="", former_names=()):
     """Registers `variant` and returns its keras.applications-style builder: `build(**config, ...)` with the
     standard arguments; family-specific options (drop_path_rate, gelu, return_stages, ...) pass through."""
 
@@ -206,4 +206,4 @@ def variant_builder(variant, function_name, build, config, extra_doc=""):
         f"{function_name}: {build.__name__} with {settings}.\n\nkeras.applications arguments; other keyword "
         f"arguments (e.g. drop_path_rate) as in `{build.__name__}`. {extra_doc}"
     )
-    return register_variant(variant, builder)
+    return register_variant(variant, builder, aliases=former_names)

@@ -27,11 +27,17 @@ from keras_mixer.models.applications import (
 # variant: the official config's fields (the authors' configs/*.yaml); patch 4, shift 5, mlp ratio 4 for all. The
 # authors trained T / S / B with drop_path_rate 0.2 / 0.3 / 0.5 (pass it to fine-tune as they did)
 AS_MLP_VARIANTS = {
-    "as_mlp_t": dict(embed_dim=96, depths=(2, 2, 6, 2)),
-    "as_mlp_s": dict(embed_dim=96, depths=(2, 2, 18, 2)),
-    "as_mlp_b": dict(embed_dim=128, depths=(2, 2, 18, 2)),
+    "as_mlp_tiny": dict(embed_dim=96, depths=(2, 2, 6, 2)),
+    "as_mlp_small": dict(embed_dim=96, depths=(2, 2, 18, 2)),
+    "as_mlp_base": dict(embed_dim=128, depths=(2, 2, 18, 2)),
     # Edge-TPU-sized, not a paper's: its int8 weights (5.1 M) fit the Edge TPU's ~8 MiB parameter cache at 224
     "as_mlp_edgetpu": dict(embed_dim=40, depths=(2, 2, 6, 2)),
+}
+# names registered before the registry's naming rule (keras_mixer.models.registry), kept as aliases
+AS_MLP_FORMER_NAMES = {
+    "as_mlp_tiny": ("as_mlp_t",),
+    "as_mlp_small": ("as_mlp_s",),
+    "as_mlp_base": ("as_mlp_b",),
 }
 # The authors trained and evaluated on timm's ImageNet mean / std (their data/build.py transforms); the patch
 # embedding is an unpadded conv, so it is folded into it exactly
@@ -113,7 +119,8 @@ def official_to_keras(state_dict, source="checkpoint"):
 
 
 ASMLPTiny, ASMLPSmall, ASMLPBase, ASMLPEdgeTPU = (
-    variant_builder(variant, function, ASMLP, AS_MLP_VARIANTS[variant])
-    for variant, function in (("as_mlp_t", "ASMLPTiny"), ("as_mlp_s", "ASMLPSmall"), ("as_mlp_b", "ASMLPBase"),
-                              ("as_mlp_edgetpu", "ASMLPEdgeTPU"))
+    variant_builder(variant, function, ASMLP, AS_MLP_VARIANTS[variant],
+                    former_names=AS_MLP_FORMER_NAMES.get(variant, ()))
+    for variant, function in (("as_mlp_tiny", "ASMLPTiny"), ("as_mlp_small", "ASMLPSmall"),
+                              ("as_mlp_base", "ASMLPBase"), ("as_mlp_edgetpu", "ASMLPEdgeTPU"))
 )

@@ -36,16 +36,22 @@ def _levels(dims):
 
 # variant: the official config's fields (the authors' libs/models.py)
 RAFT_MLP_VARIANTS = {
-    "raft_mlp_s": dict(layers=_levels((64, 128, 256, 512))),
-    "raft_mlp_m": dict(layers=_levels((96, 192, 384, 768))),
-    "raft_mlp_l": dict(layers=_levels((128, 192, 512, 1024))),
+    "raft_mlp_small": dict(layers=_levels((64, 128, 256, 512))),
+    "raft_mlp_medium": dict(layers=_levels((96, 192, 384, 768))),
+    "raft_mlp_large": dict(layers=_levels((128, 192, 512, 1024))),
     # Edge-TPU-sized, not a paper's: its int8 weights (5.8 M) fit the Edge TPU's ~8 MiB parameter cache at 224
     "raft_mlp_edgetpu": dict(layers=_levels((48, 96, 192, 384))),
+}
+# names registered before the registry's naming rule (keras_mixer.models.registry), kept as aliases
+RAFT_MLP_FORMER_NAMES = {
+    "raft_mlp_small": ("raft_mlp_s",),
+    "raft_mlp_medium": ("raft_mlp_m",),
+    "raft_mlp_large": ("raft_mlp_l",),
 }
 
 
 def RaftMLP(
-    layers=RAFT_MLP_VARIANTS["raft_mlp_s"]["layers"],
+    layers=RAFT_MLP_VARIANTS["raft_mlp_small"]["layers"],
     token_expansion_factor=2,
     channel_expansion_factor=4,
     include_top=True,
@@ -120,7 +126,8 @@ def official_to_keras(state_dict, source="checkpoint"):
 
 
 RaftMLPSmall, RaftMLPMedium, RaftMLPLarge, RaftMLPEdgeTPU = (
-    variant_builder(variant, function, RaftMLP, RAFT_MLP_VARIANTS[variant])
-    for variant, function in (("raft_mlp_s", "RaftMLPSmall"), ("raft_mlp_m", "RaftMLPMedium"),
-                              ("raft_mlp_l", "RaftMLPLarge"), ("raft_mlp_edgetpu", "RaftMLPEdgeTPU"))
+    variant_builder(variant, function, RaftMLP, RAFT_MLP_VARIANTS[variant],
+                    former_names=RAFT_MLP_FORMER_NAMES.get(variant, ()))
+    for variant, function in (("raft_mlp_small", "RaftMLPSmall"), ("raft_mlp_medium", "RaftMLPMedium"),
+                              ("raft_mlp_large", "RaftMLPLarge"), ("raft_mlp_edgetpu", "RaftMLPEdgeTPU"))
 )

@@ -1,18 +1,33 @@
-"""One registry of named variants across all model families (timm-style names such as `mixer_b16`)."""
+"""One registry of named variants across all model families.
+
+One naming rule: a variant's name is its builder's name in snake case, with the family's short prefix (`MixerB16`:
+`mixer_b16`, as timm and big_vision name it; `ASMLPTiny`: `as_mlp_tiny`; `HireMLPTiny`: `hire_mlp_tiny`;
+`VisionPermutatorSmall14`: `vip_small14`; `RaftMLPSmall`: `raft_mlp_small`; `SparseMLPSmall`: `sparse_mlp_small`).
+Names registered before the rule (`as_mlp_t`, `vip_s14`, `raft_mlp_s`, `sparse_mlp_s`, ...) stay as aliases, so
+scripts and saved run definitions that use them keep working; `list_models` lists the names of the rule."""
 
 import difflib
 
 from keras_mixer.errors import KerasMixerError
 
 _BUILDERS = {}
+_ALIASES = {}  # a former name -> the variant's name
 
 
-def register_variant(name, builder):
-    """Records `builder` under `name` and returns it (so a module can write `MixerB16 = register_variant(...)`)."""
-    if name in _BUILDERS:
-        raise ValueError(f"model variant {name!r} is registered twice")
+def register_variant(name, builder, aliases=()):
+    """Records `builder` under `name` (and its former names `aliases`) and returns it (so a module can write
+    `MixerB16 = register_variant(...)`)."""
+    for one in (name, *aliases):
+        if one in _BUILDERS or one in _ALIASES:
+            raise KerasMixerError(f"model variant {one!r} is registered twice")
     _BUILDERS[name] = builder
+    _ALIASES.update(dict.fromkeys(aliases, name))
     return builder
+
+
+def variant_name(name):
+    """The registered name of `name`, which may be a former name (an alias); unknown names are returned as given."""
+    return _ALIASES.get(name, name)
 
 
 def list_models():
@@ -21,7 +36,8 @@ def list_models():
 
 
 def create_model(name, **kwargs):
-    """Builds the variant `name` (e.g. "mixer_b16") with the builder's keyword arguments."""
+    """Builds the variant `name` (e.g. "mixer_b16"; a former name too) with the builder's keyword arguments."""
+    name = variant_name(name)
     if name not in _BUILDERS:
         near = difflib.get_close_matches(str(name), list_models(), n=3)
         hint = f"did you mean {' or '.join(near)}? " if near else ""

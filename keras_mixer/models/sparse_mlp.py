@@ -19,9 +19,15 @@ from keras_mixer.models.mlp_mixer import MIXER_VARIANTS
 # variant: its Mixer backbone's config, the sparse blocks at the end, token-mixing and channel-mixing experts; all
 # [U] in the spec except the Mixer-B ablation backbone
 SPARSE_MLP_VARIANTS = {
-    "sparse_mlp_s": dict(**MIXER_VARIANTS["mixer_s16"], num_sparse_blocks=2, token_experts=4, channel_experts=4),
-    "sparse_mlp_b": dict(**MIXER_VARIANTS["mixer_b16"], num_sparse_blocks=2, token_experts=8, channel_experts=4),
-    "sparse_mlp_l": dict(**MIXER_VARIANTS["mixer_l16"], num_sparse_blocks=4, token_experts=16, channel_experts=4),
+    "sparse_mlp_small": dict(**MIXER_VARIANTS["mixer_s16"], num_sparse_blocks=2, token_experts=4, channel_experts=4),
+    "sparse_mlp_base": dict(**MIXER_VARIANTS["mixer_b16"], num_sparse_blocks=2, token_experts=8, channel_experts=4),
+    "sparse_mlp_large": dict(**MIXER_VARIANTS["mixer_l16"], num_sparse_blocks=4, token_experts=16, channel_experts=4),
+}
+# names registered before the registry's naming rule (keras_mixer.models.registry), kept as aliases
+SPARSE_MLP_FORMER_NAMES = {
+    "sparse_mlp_small": ("sparse_mlp_s",),
+    "sparse_mlp_base": ("sparse_mlp_b",),
+    "sparse_mlp_large": ("sparse_mlp_l",),
 }
 
 
@@ -123,7 +129,8 @@ def with_dispatch(model, dispatch):
 
 
 SparseMLPSmall, SparseMLPBase, SparseMLPLarge = (
-    variant_builder(variant, function, SparseMLP, SPARSE_MLP_VARIANTS[variant])
-    for variant, function in (("sparse_mlp_s", "SparseMLPSmall"), ("sparse_mlp_b", "SparseMLPBase"),
-                              ("sparse_mlp_l", "SparseMLPLarge"))
+    variant_builder(variant, function, SparseMLP, SPARSE_MLP_VARIANTS[variant],
+                    former_names=SPARSE_MLP_FORMER_NAMES.get(variant, ()))
+    for variant, function in (("sparse_mlp_small", "SparseMLPSmall"), ("sparse_mlp_base", "SparseMLPBase"),
+                              ("sparse_mlp_large", "SparseMLPLarge"))
 )

@@ -27,17 +27,24 @@ from keras_mixer.models.applications import (
 
 # variant: the official config's fields (the authors' models/vip.py); mlp ratio 3 in every stage
 VIP_VARIANTS = {
-    "vip_s14": dict(patch_size=14, layers=(4, 3, 8, 3), embed_dims=(384, 384, 384, 384), segment_dim=(16, 16, 16, 16),
-                    transitions=(False, False, False, False)),
-    "vip_s7": dict(patch_size=7, layers=(4, 3, 8, 3), embed_dims=(192, 384, 384, 384), segment_dim=(32, 16, 16, 16),
-                   transitions=(True, False, False, False)),
-    "vip_m7": dict(patch_size=7, layers=(4, 3, 14, 3), embed_dims=(256, 256, 512, 512), segment_dim=(32, 32, 16, 16),
-                   transitions=(False, True, False, False)),
-    "vip_l7": dict(patch_size=7, layers=(8, 8, 16, 4), embed_dims=(256, 512, 512, 512), segment_dim=(32, 16, 16, 16),
-                   transitions=(True, False, False, False)),
+    "vip_small14": dict(patch_size=14, layers=(4, 3, 8, 3), embed_dims=(384, 384, 384, 384),
+                        segment_dim=(16, 16, 16, 16), transitions=(False, False, False, False)),
+    "vip_small7": dict(patch_size=7, layers=(4, 3, 8, 3), embed_dims=(192, 384, 384, 384),
+                       segment_dim=(32, 16, 16, 16), transitions=(True, False, False, False)),
+    "vip_medium7": dict(patch_size=7, layers=(4, 3, 14, 3), embed_dims=(256, 256, 512, 512),
+                        segment_dim=(32, 32, 16, 16), transitions=(False, True, False, False)),
+    "vip_large7": dict(patch_size=7, layers=(8, 8, 16, 4), embed_dims=(256, 512, 512, 512),
+                       segment_dim=(32, 16, 16, 16), transitions=(True, False, False, False)),
     # Edge-TPU-sized, not a paper's: its int8 weights (4.4 M) fit the Edge TPU's ~8 MiB parameter cache at 224
     "vip_edgetpu": dict(patch_size=14, layers=(2, 2, 4, 2), embed_dims=(192, 192, 192, 192),
                         segment_dim=(16, 16, 16, 16), transitions=(False, False, False, False)),
+}
+# names registered before the registry's naming rule (keras_mixer.models.registry), kept as aliases
+VIP_FORMER_NAMES = {
+    "vip_small14": ("vip_s14",),
+    "vip_small7": ("vip_s7",),
+    "vip_medium7": ("vip_m7",),
+    "vip_large7": ("vip_l7",),
 }
 # The authors trained and evaluated on timm's ImageNet mean / std (their models/vip.py default_cfg, read by main.py's
 # data config); the patch embedding is an unpadded conv, so it is folded into it exactly
@@ -121,12 +128,13 @@ def official_to_keras(state_dict, source="checkpoint"):
 
 (VisionPermutatorSmall14, VisionPermutatorSmall7, VisionPermutatorMedium7, VisionPermutatorLarge7,
  VisionPermutatorEdgeTPU) = (
-    variant_builder(variant, function, VisionPermutator, VIP_VARIANTS[variant])
+    variant_builder(variant, function, VisionPermutator, VIP_VARIANTS[variant],
+                    former_names=VIP_FORMER_NAMES.get(variant, ()))
     for variant, function in (
-        ("vip_s14", "VisionPermutatorSmall14"),
-        ("vip_s7", "VisionPermutatorSmall7"),
-        ("vip_m7", "VisionPermutatorMedium7"),
-        ("vip_l7", "VisionPermutatorLarge7"),
+        ("vip_small14", "VisionPermutatorSmall14"),
+        ("vip_small7", "VisionPermutatorSmall7"),
+        ("vip_medium7", "VisionPermutatorMedium7"),
+        ("vip_large7", "VisionPermutatorLarge7"),
         ("vip_edgetpu", "VisionPermutatorEdgeTPU"),
     )
 )

@@ -2,12 +2,13 @@
 preprocessing (random-resized crop, flip, RandAugment, mixup/cutmix) and the shared eval preprocessing, both ending
 in [-1, 1] images and one-hot labels."""
 
-import keras
-
 from keras_mixer.datasets import AUTOTUNE, DIGITS, ImageSource, ensure_rgb, eval_transform, load_source
+from keras_mixer.training.augment import batch_mixer, randaugment
 
-__all__ = ["DIGITS", "ImageSource", "batch_mixer", "crop_fraction_for", "eval_transform", "load_source",
-           "make_pipeline", "train_transform"]
+RANDAUGMENT_STREAM = 1  # folded into an example's seed: RandAugment's draws are independent of its crop's and flip's
+
+__all__ = ["DIGITS", "ImageSource", "crop_fraction_for", "eval_transform", "load_source", "make_pipeline",
+           "train_transform"]
 
 
 def _tf():
@@ -36,30 +37,6 @@ def train_transform(image, image_size, inception_crop, random_flip, seed=None, c
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
-def batch_mixer(recipe, seed):
-    """Batch-level mixup and/or cutmix (Keras' MixUp / CutMix layers) on one-hot labels; with both, each batch
-    gets one of them with probability 1/2, as timm does. None when the recipe mixes nothing."""
-    mixers = []
-    # float32 whatever the global policy: under mixed_float16 the layers would mix float16 data with float32 weights
-    if recipe.mixup_alpha:
-        mixers.append(keras.layers.MixUp(alpha=recipe.mixup_alpha, seed=seed, dtype="float32"))
-    if recipe.cutmix_alpha:
-        mixers.append(keras.layers.CutMix(factor=recipe.cutmix_alpha, seed=seed, dtype="float32"))
-    if not mixers:
-        return None
-    tf = _tf()
-
-    def mix(images, labels):
-        data = {"images": images, "labels": labels}
-        if len(mixers) == 1:
-            out = mixers[0](data)
-        else:
-            out = tf.cond(tf.random.uniform(()) < 0.5, lambda: mixers[0](data), lambda: mixers[1](data))
-        return out["images"], out["labels"]
-
-    return mix
-
-
 def crop_fraction_for(recipe, source):
     """The recipe's evaluation crop if it sets one, else the source's (`keras_mixer.datasets`)."""
     fraction = getattr(recipe, "eval_crop_fraction", None)
@@ -70,10 +47,10 @@ def make_pipeline(source, image_size, batch_size, recipe=None, training=False, s
                   cache=None, shuffle_buffer=10_000, skip_batches=0):
     """Batches of ([-1, 1] float32 images, one-hot float32 labels) from `source`.
 
-    training=True: shuffled (seeded), repeated forever, random crop/flip, RandAugment and mixup/cutmix as the
-    `recipe` says, full batches only; the order, crops and flips are a pure function of (seed, position), so
-    `skip_batches` resumes the stream exactly where an interrupted run stopped (RandAugment and mixup/cutmix
-    draw from Keras seed generators and are reproducible only from the start). training=False: one pass through
+    training=True: shuffled (seeded), repeated forever, random crop/flip and RandAugment per example, mixup/cutmix
+    per batch, as the `recipe` says (`keras_mixer.training.augment`), full batches only; every random draw is a
+    pure function of (seed, position), so `skip_batches` resumes the stream exactly where an interrupted run
+    stopped. training=False: one pass through
     `keras_mixer.datasets.eval_transform` at `recipe.eval_crop_fraction`, or the source's own crop fraction.
     `batch_size` is the global batch: under a tf.distribute strategy Keras splits it over the replicas.
     """
@@ -91,20 +68,17 @@ def make_pipeline(source, image_size, batch_size, recipe=None, training=False, s
         passes = tf.data.Dataset.range(1).flat_map(lambda _: dataset.shuffle(buffer, seed=seed).repeat())
         positions = tf.data.Dataset.counter().map(lambda index: tf.stack([tf.cast(seed, tf.int64), index]))
         dataset = tf.data.Dataset.zip((passes, positions))
-        dataset = dataset.map(
-            lambda example, example_seed: (
-                train_transform(example[0], image_size, recipe.inception_crop, recipe.random_flip, example_seed,
-                                crop_fraction),
-                example[1],
-            ),
-            num_parallel_calls=AUTOTUNE,
-        )
-        dataset = dataset.batch(batch_size, drop_remainder=True)
-        if recipe.randaugment:
-            num_ops, magnitude = recipe.randaugment
-            augment = keras.layers.RandAugment(value_range=(0, 255), num_ops=num_ops,
-                                               factor=min(magnitude / 10.0, 1.0), seed=seed)
-            dataset = dataset.map(lambda images, labels: (augment(images), labels), num_parallel_calls=AUTOTUNE)
+
+        def transform(example, example_seed):
+            image = train_transform(example[0], image_size, recipe.inception_crop, recipe.random_flip, example_seed,
+                                    crop_fraction)
+            if recipe.randaugment:  # per example, in parallel: a batch-level layer ran ~10x slower than timm
+                num_ops, magnitude = recipe.randaugment
+                image = randaugment(image, num_ops, magnitude,
+                                    tf.random.experimental.stateless_fold_in(example_seed, RANDAUGMENT_STREAM))
+            return image, example[1]
+
+        dataset = dataset.map(transform, num_parallel_calls=AUTOTUNE).batch(batch_size, drop_remainder=True)
     else:
         dataset = dataset.map(lambda image, label: (eval_transform(image, image_size, crop_fraction), label),
                               num_parallel_calls=AUTOTUNE)
@@ -114,9 +88,9 @@ def make_pipeline(source, image_size, batch_size, recipe=None, training=False, s
         lambda images, labels: (images / 127.5 - 1.0, tf.one_hot(tf.cast(labels, tf.int32), classes)),
         num_parallel_calls=AUTOTUNE,
     )
-    mixer = batch_mixer(recipe, seed) if training else None
-    if mixer is not None:
-        dataset = dataset.map(mixer, num_parallel_calls=AUTOTUNE)
+    mixer = batch_mixer(recipe.mixup_alpha, recipe.cutmix_alpha, seed) if training else None
+    if mixer is not None:  # seeded by the batch's index, before skip_batches: a resumed stream mixes alike
+        dataset = dataset.enumerate().map(lambda index, batch: mixer(*batch, index), num_parallel_calls=AUTOTUNE)
     if skip_batches:
         dataset = dataset.skip(skip_batches)
     options = tf.data.Options()

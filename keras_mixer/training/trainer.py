@@ -14,6 +14,7 @@ from keras_mixer.datasets import check_model_classes
 from keras_mixer.errors import TrainingError
 from keras_mixer.export.evaluate import top_k_accuracy
 from keras_mixer.io_utils import write_text
+from keras_mixer.models.registry import variant_name
 from keras_mixer.training.callbacks import (
     BestValidationWeights,
     ResumableBackup,
@@ -51,15 +52,11 @@ def build_model(model, classes, image_size, weights, recipe):
         return build_digits_mixer(drop_path_rate=recipe.drop_path_rate, dropout_rate=recipe.dropout_rate)
     if str(model).endswith(".keras"):
         return load_keras_model(model)
-    try:
-        return create_model(
-            model, weights=weights, input_shape=(image_size, image_size, 3), classes=classes,
-            classifier_activation=None, drop_path_rate=recipe.drop_path_rate, dropout_rate=recipe.dropout_rate,
-        )
-    except ValueError as error:
-        if str(error).startswith("unknown model"):
-            raise TrainingError(str(error)) from error
-        raise
+    # an unknown name or a bad argument is the registry's / the builder's KerasMixerError, named there
+    return create_model(
+        model, weights=weights, input_shape=(image_size, image_size, 3), classes=classes,
+        classifier_activation=None, drop_path_rate=recipe.drop_path_rate, dropout_rate=recipe.dropout_rate,
+    )
 
 
 def train(
@@ -251,6 +248,8 @@ def claim_run_folder(output_dir, definition, overwrite=False):
     definition = json.loads(json.dumps(definition, default=str))  # as it reads back
     path = output_dir / RUN_FILE
     previous = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if previous is not None and "model" in previous:  # a run recorded under a variant's former name is the same run
+        previous["model"] = variant_name(previous["model"])
     if overwrite:
         for backup in output_dir.glob("backup*"):
             shutil.rmtree(backup, ignore_errors=True)

@@ -1,0 +1,344 @@
+"""One source for every measured figure on the pages: the result files under `docs/results/` (what a benchmark
+wrote, with the machine it ran on and the command that reproduces it), rendered into generated regions of the
+README and the docs:
+
+    <!-- figures: demo -->
+    (generated: a caption naming the machine, the command and the file, then the figures)
+    <!-- /figures -->
+
+A region names a renderer below and, for some, its arguments (`<!-- figures: family_latency as_mlp_tiny -->`). The
+same region on two pages renders the same text, so no figure can stand on two pages with two values, and
+`tests/test_docs.py` fails when a region differs from what its result file renders.
+
+    python benchmarks/figures.py           # rewrite every region from docs/results/
+    python benchmarks/figures.py --check   # list the regions that differ from their source (exit 1)
+"""
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
+PAGES = ("README.md", "deploy/README.md", "android_demo/README.md", "docs/*.md")
+REGION = re.compile(r"(<!-- figures: (?P<name>\w+)(?P<args>(?: [\w.]+)*) -->\n)(?P<body>.*?)(<!-- /figures -->)", re.S)
+
+# (family, its smallest released variant, its Edge-TPU-sized variant): the order every family table follows
+FAMILIES = (("MLP-Mixer", "mixer_s32", "mixer_edgetpu"), ("AS-MLP", "as_mlp_tiny", "as_mlp_edgetpu"),
+            ("Hire-MLP", "hire_mlp_tiny", "hire_mlp_edgetpu"), ("Vision Permutator", "vip_small14", "vip_edgetpu"),
+            ("RaftMLP", "raft_mlp_small", "raft_mlp_edgetpu"), ("Sparse-MLP", "sparse_mlp_small", None))
+
+
+def load(name):
+    with open(RESULTS / f"{name}.json", encoding="utf-8") as file:
+        return json.load(file)
+
+
+def caption(result, name):
+    """Where a figure was measured and how to measure it again, for the line above its table."""
+    machine, versions = result["machine"], result["machine"]["versions"]
+    software = ", ".join(f"{label} {versions[key]}" for key, label in
+                         (("tensorflow", "TensorFlow"), ("keras", "Keras"), ("ai_edge_litert", "LiteRT"))
+                         if versions.get(key))
+    source = "" if f"docs/results/{name}.json" in result["command"] else f" → `docs/results/{name}.json`"
+    return (f"Measured on {machine['cores']} cores of an {machine['cpu']} with {machine['vector_extension']} "
+            f"({software}), one run: `{result['command']}`{source}.")
+
+
+def table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows])
+
+
+def percent(value):
+    return f"{value:.2%}".replace("%", " %")
+
+
+def demo():
+    """The digits demo's table (`keras-mixer demo`): top-1, agreement, size, latency and Edge TPU mapping per file."""
+    result = load("demo")
+    names = {"keras float": "Keras float", "keras QAT": "Keras QAT", "float32": "float32 `.tflite`",
+             "int8 (QAT)": "int8 `.tflite` (QAT)", "int8 (PTQ)": "int8 `.tflite` (PTQ)",
+             "all-int8 (QAT)": "all-int8 `.tflite` (QAT, `integer_only=True`)",
+             "int8 Edge TPU": "int8 Edge TPU form (PTQ)"}
+    rows = []
+    for key, row in result["results"].items():
+        edgetpu = row.get("edgetpu", "–").replace("/", " / ").replace("rejected", "rejected (GELU)")
+        rows.append([names[key], percent(row["top1"]),
+                     f"{row['agreement']:.1%}".replace("%", " %") if "agreement" in row else "–",
+                     f"{row['size_kb']:.0f} KB" if "size_kb" in row else "–",
+                     f"{row['latency_ms_median']:.3f} ms" if "latency_ms_median" in row else "–", edgetpu])
+    examples = result["results"]["float32"]["examples"]
+    header = ["model", f"top-1 ({examples} test images)", "argmax agreement*", "size", "latency**", "Edge TPU ops***"]
+    return caption(result, "demo") + "\n\n" + table(header, rows)
+
+
+def peer_summary():
+    """The README's speed table: ours against Google's PyTorch -> LiteRT path and timm, batch 1, 1 / 2 threads."""
+    result = load("benchmark_edge_peer")
+    cells = {(r["model"], r["runtime"], r["threads"]): r for r in result["rows"] if r["batch"] == 1}
+    names = {"mixer_s32": "Mixer-S/32", "mixer_s16": "Mixer-S/16", "mixer_b16": "Mixer-B/16"}
+
+    def ms(model, runtime):
+        values = [cells[model, runtime, threads]["median_ms"] for threads in (1, 2)]
+        return " / ".join(f"{v:.1f}" if v < 100 else f"{v:.0f}" for v in values)
+
+    def per_thread(model, format_one):
+        return " / ".join(format_one(threads) for threads in (1, 2))
+
+    rows = []
+    for model, name in names.items():
+        ratio = per_thread(model, lambda t: f"{cells[model, 'litert_torch_dynamic_int8', t]['median_ms'] / cells[model, 'tflite_int8', t]['median_ms']:.2f}×")
+        share = per_thread(model, lambda t: f"{cells[model, 'tflite_int8', t]['share_of_peak']:.0%}".replace("%", " %"))
+        rows.append([name, ms(model, "tflite_int8"), ms(model, "litert_torch_dynamic_int8"), ratio, share,
+                     ms(model, "tflite_int8_integer"), ms(model, "litert_torch_static_int8"), ms(model, "timm_eager")])
+    header = ["model", "our int8 `.tflite`", "peer int8 (`dynamic_wi8_afp32`)", "peer / ours",
+              "share of int8 peak (ours)", "our all-int8", "peer all-int8 (`static_wi8_ai8`)", "timm eager"]
+    return caption(result, "benchmark_edge_peer") + " Batch 1, median ms at 1 / 2 threads.\n\n" + table(header, rows)
+
+
+def benchmark(name):
+    """Every row of a `keras-mixer benchmark` result file, with the columns that run recorded."""
+    from keras_mixer.benchmark import markdown_table
+
+    result = load(name)
+    return caption(result, name) + "\n\n" + markdown_table(result["rows"])
+
+
+def _latency_rows():
+    result = load("tflite_latency")
+    return result, {(row["model"], row["threads"]): row for row in result["rows"]}
+
+
+def _ms(value):
+    return "refused" if value is None else f"{value:.1f}"
+
+
+def family_latency(*models):
+    """float32, default int8 and all-int8 TFLite latency of the given models at 224x224 (models.md)."""
+    result, rows = _latency_rows()
+    body = []
+    for model in models:
+        for threads in (1, 2):
+            ms = rows[model, threads]["median_ms"]
+            body.append([f"`{model}`", threads, _ms(ms["float32"]), _ms(ms["int8"]),
+                         f"{ms['int8'] / ms['float32']:.2f}", _ms(ms["integer"])])
+    header = ["model", "threads", "float32 ms", "int8 ms", "int8 / float32", "all-int8 ms"]
+    return caption(result, "tflite_latency") + "\n\n" + table(header, body)
+
+
+def edgetpu_forms():
+    """Every family's Edge TPU form at 224x224: ops mapped, size, and CPU latency of each int8 export."""
+    result, rows = _latency_rows()
+    body = []
+    models = [small for _, small, _ in FAMILIES] + [sized for _, _, sized in FAMILIES if sized]
+    for model in models:
+        one, two = rows[model, 1], rows[model, 2]
+        pair = {mode: " / ".join(_ms(row["median_ms"][mode]) for row in (one, two)) if one["median_ms"][mode]
+                is not None else "refused" for mode in ("int8", "integer", "edgetpu")}  # one "refused", not two
+        name = f"`{model}`" + (" (`experts_on_cpu`)" if model.startswith("sparse_mlp") else "")
+        body.append([name, f"{one['edgetpu_ops']} / {one['ops']}", f"{one['edgetpu_form_mib']:.1f}", pair["int8"],
+                     pair["integer"], pair["edgetpu"]])
+    header = ["model", "ops mapped", "form MiB (cache ~8)", "default int8 ms", "all-int8 ms", "Edge-TPU form ms"]
+    return caption(result, "tflite_latency") + " Median ms at 1 / 2 threads.\n\n" + table(header, body)
+
+
+def edgetpu_digits():
+    """The Edge-TPU-sized variants trained on digits: float top-1 against the form's, all int8."""
+    result = load("edgetpu_digits")
+    body = [[f"`{row['model']}`", f"{row['params'] / 1e6:.2f} M", percent(row["float_top1"]),
+             percent(row["form_top1"]), f"{row['edgetpu_ops']} / {row['ops']}", f"{row['form_mib']:.1f}"]
+            for row in result["rows"]]
+    header = ["model", "parameters", "float top-1", "Edge-TPU form top-1", "ops mapped", "form MiB"]
+    return caption(result, "edgetpu_digits") + "\n\n" + table(header, body)
+
+
+def edgetpu_families():
+    """The README's Edge TPU table: each family's smallest variant at 224 and its Edge-TPU-sized variant."""
+    latency, rows = _latency_rows()
+    digits = load("edgetpu_digits")
+    trained = {row["model"]: row for row in digits["rows"]}
+    body = []
+    for family, small, sized in FAMILIES:
+        row = rows[small, 1]
+        mapped = f"`{small}`: {row['edgetpu_ops']} / {row['ops']}" + (
+            " (experts on the CPU)" if row["edgetpu_ops"] < row["ops"] else "") + f", {row['edgetpu_form_mib']:.1f}"
+        ratio = row["median_ms"]["edgetpu"] / row["median_ms"]["int8"]
+        new = f"`{sized}`, {rows[sized, 1]['edgetpu_form_mib']:.1f}" if sized else "–"
+        top1 = (f"{percent(trained[sized]['float_top1'])} → {percent(trained[sized]['form_top1'])}"
+                if sized in trained else "–")
+        body.append([family, mapped, new, f"{ratio:.2f}", top1])
+    header = ["family", "smallest variant: ops mapped, MiB", "fits the ~8 MiB cache: new variant, MiB",
+              "form / default int8 on CPU (1 thread)", "new variant on digits: float → form top-1"]
+    return (f"At 224×224: {caption(latency, 'tflite_latency')} On digits: {caption(digits, 'edgetpu_digits')}\n\n"
+            + table(header, body))
+
+
+def int8_outliers():
+    """Logit SQNR and argmax agreement of every int8 form of the digits Mixer, with and without outlier channels."""
+    result = load("int8_outliers")
+    forms = list(dict.fromkeys(row["form"] for row in result["rows"]))
+    cells = {}
+    for row in result["rows"]:
+        cells.setdefault((row["model"], row["export"]), []).append(
+            f"{row['sqnr_db']:.1f} dB / {row['argmax_agreement']:.1%}".replace("%", " %"))
+    body = [[model, export, *values] for (model, export), values in cells.items()]
+    return (caption(result, "int8_outliers") + f" Float top-1 {percent(result['float_top1'])}.\n\n"
+            + table(["model", "export", *forms], body))
+
+
+def int8_outliers_headline():
+    """The README's sentence: the Edge TPU form of the digits Mixer given outlier channels, without and with our
+    defaults."""
+    result = load("int8_outliers")
+    cell = {(r["model"], r["export"], r["form"]): r for r in result["rows"]}
+    before = cell["with outlier channels", "min/max ranges, no equalization", "Edge TPU form"]
+    after = cell["with outlier channels", "percentile ranges, equalization (default)", "Edge TPU form"]
+    clean = cell["as trained", "percentile ranges, equalization (default)", "Edge TPU form"]
+    return (f"The digits Mixer given such channels (factors up to 100): Edge TPU form {before['sqnr_db']:.1f} → "
+            f"{after['sqnr_db']:.1f} dB logit SQNR against float ({clean['sqnr_db']:.1f} without them), argmax "
+            f"agreement {before['argmax_agreement']:.1%} → {after['argmax_agreement']:.1%}".replace("%", " %")
+            + f" (`{result['command']}`, `docs/results/int8_outliers.json`).")
+
+
+MIXER_NAMES = {"mixer_s32": "Mixer-S/32", "mixer_s16": "Mixer-S/16", "mixer_b16": "Mixer-B/16", "mixer_l16": "Mixer-L/16",
+               "mixer_h14": "Mixer-H/14"}
+BACKENDS = {"tensorflow": "Keras, TensorFlow backend", "jax": "Keras, JAX backend", "torch": "Keras, torch backend",
+            "timm (torch eager)": "timm (PyTorch eager)"}
+
+
+def _runs(name, keep):
+    result = load(name)
+    runs = [run for run in result["runs"] if keep(run)]
+    machines = {json.dumps(run["machine"], sort_keys=True) for run in runs}
+    if len(machines) != 1:  # ratios across machines mean nothing
+        raise ValueError(f"{name}.json: the runs of one table must come from one machine, found {len(machines)}")
+    commands = "; ".join(f"`{run['command']}`" for run in runs)
+    machine = runs[0]["machine"]
+    return runs, (f"Measured on {machine['cores']} cores of an {machine['cpu']} with {machine['vector_extension']}, "
+                  f"one run each: {commands} → `docs/results/{name}.json`.")
+
+
+def train_backends():
+    """One training step on every Keras backend and timm, the same function (tanh GELU), images/s and GFLOP/s."""
+    runs, text = _runs("train_throughput", lambda run: len({row["backend"] for row in run["rows"]}) > 2)
+    body = []
+    for run in runs:
+        timm = next(row for row in run["rows"] if row["backend"].startswith("timm"))
+        for row in run["rows"]:
+            gflops = row["images_per_second"] * 6 * run["forward_gmacs"]
+            body.append([MIXER_NAMES[run["model"]], BACKENDS[row["backend"]], f"{row['images_per_second']:.1f}",
+                         f"{row['ms_per_step']:.0f}", f"{row['images_per_second'] / timm['images_per_second']:.2f}×",
+                         f"{gflops:.0f}", f"{gflops / run['matmul_peak_gflops']:.0%}".replace("%", " %")])
+    header = ["model", "framework", "images/s", "ms/step", "vs timm", "GFLOP/s", "of the matmul peak"]
+    return text + "\n\n" + table(header, body)
+
+
+def train_gelu():
+    """Keras on torch against timm with each GELU form."""
+    runs, text = _runs("train_throughput", lambda run: len({row["gelu"] for row in run["rows"]}) > 1)
+    body = []
+    for run in runs:
+        for gelu, label in (("tanh", "tanh (official)"), ("exact", "exact (timm's default)")):
+            rate = {row["backend"]: row["images_per_second"] for row in run["rows"] if row["gelu"] == gelu}
+            keras_rate, timm_rate = rate["torch"], rate["timm (torch eager)"]
+            body.append([MIXER_NAMES[run["model"]], label, f"{keras_rate:.1f}", f"{timm_rate:.1f}",
+                         f"{keras_rate / timm_rate:.2f}×"])
+    header = ["model", "GELU", "Keras torch images/s", "timm images/s", "Keras / timm"]
+    return text + "\n\n" + table(header, body)
+
+
+def train_phases():
+    """Keras on torch and timm in one process, one step of each in turn, split into phases (median ms)."""
+    runs, text = _runs("train_step_phases", lambda run: True)
+    body = []
+    for run in runs:
+        phases = run["phases_ms"]
+        ratio = run["step_ms"]["timm"] / run["step_ms"]["keras"]
+        for side, label in (("keras", "Keras (torch)"), ("timm", "timm")):
+            body.append([MIXER_NAMES[run["model"]], label, *(f"{phases[side][p]:.0f}" for p in
+                                                           ("forward", "backward", "optimizer")),
+                         f"{run['step_ms'][side]:.0f}", f"{ratio:.2f}×" if side == "keras" else ""])
+    header = ["model", "", "forward", "backward", "optimizer", "step", "timm / Keras"]
+    return text + "\n\n" + table(header, body)
+
+
+def input_pipeline():
+    """Training input pipelines, ours against timm's, on one JPEG folder and the same cores."""
+    result = load("input_pipeline")
+    cores = result["machine"]["cores"]
+    rates = {(row["recipe"], row["pipeline"]): row["images_per_s"] for row in result["rows"]}
+    body = []
+    for recipe in dict.fromkeys(row["recipe"] for row in result["rows"]):
+        ours, timm = rates[recipe, "keras_mixer"], rates[recipe, "timm"]
+        body.append([recipe, f"{ours:.0f} ({ours / cores:.0f} per core)", f"{timm:.0f} ({timm / cores:.0f} per core)",
+                     f"{ours / timm:.2f}×"])
+    header = ["recipe", "keras_mixer images/s", f"timm images/s ({cores} workers)", "ours / timm"]
+    return (caption(result, "input_pipeline") + f" Batch {result['batch_size']}, 224×224.\n\n"
+            + table(header, body))
+
+
+def export_memory():
+    """Peak resident memory and time of the int8 export of the large variants, against their float32 weights."""
+    result = load("export_memory")
+    body = [[MIXER_NAMES.get(row["model"], row["model"]), row["quantization"], f"{row['float32_weights_mb']:.0f}",
+             f"{row['peak_rss_mb']:.0f}", f"{row['peak_over_weights']:.1f}×", f"{row['seconds']:.0f}",
+             f"{row['file_mb']:.0f}"] for row in result["rows"]]
+    header = ["model", "export", "float32 weights MB", "peak RSS MB", "peak / weights", "seconds", "file MB"]
+    return caption(result, "export_memory") + "\n\n" + table(header, body)
+
+
+FIGURES = {function.__name__: function for function in (
+    demo, peer_summary, benchmark, family_latency, edgetpu_forms, edgetpu_digits, edgetpu_families, int8_outliers,
+    int8_outliers_headline, train_backends, train_gelu, train_phases, input_pipeline, export_memory)}
+
+
+def pages():
+    for pattern in PAGES:
+        yield from sorted(ROOT.glob(pattern))
+
+
+def render(page_text, page_name="page"):
+    """The page with every region rendered from its source; a region naming no renderer is an error."""
+    def one(match):
+        name = match["name"]
+        if name not in FIGURES:
+            raise KeyError(f"{page_name}: no figures renderer named {name!r} (known: {', '.join(FIGURES)})")
+        return match[1] + FIGURES[name](*match["args"].split()) + "\n" + match[5]
+
+    return REGION.sub(one, page_text)
+
+
+def stale():
+    """(page, region name) of every region whose text differs from what its result file renders."""
+    found = []
+    for page in pages():
+        text = page.read_text(encoding="utf-8")
+        rendered = render(text, page.relative_to(ROOT))
+        if rendered != text:
+            old, new = REGION.findall(text), REGION.findall(rendered)
+            found += [(str(page.relative_to(ROOT)), a[1] + a[2]) for a, b in zip(old, new) if a[3] != b[3]]
+    return found
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="only list the regions that differ from their source")
+    args = parser.parse_args()
+    if args.check:
+        found = stale()
+        for page, region in found:
+            print(f"{page}: region '{region}' differs from its result file")
+        sys.exit(1 if found else 0)
+    for page in pages():
+        text = page.read_text(encoding="utf-8")
+        rendered = render(text, page.relative_to(ROOT))
+        if rendered != text:
+            page.write_text(rendered, encoding="utf-8")
+            print(f"rewrote {page.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
