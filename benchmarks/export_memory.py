@@ -69,7 +69,9 @@ def main():
             if args.stages:
                 print("\n".join(lines[:-1]))
             if done.returncode:
-                print(f"{name} {quantization}: failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+                errors = [line for line in done.stderr.splitlines() if "Error" in line] or ["?"]
+                cause = f"killed by signal {-done.returncode}" if done.returncode < 0 else errors[-1]
+                print(f"{name} {quantization}: failed ({cause})")
                 continue
             row = json.loads(lines[-1])
             rows.append(row)

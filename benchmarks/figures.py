@@ -16,6 +16,7 @@ same region on two pages renders the same text, so no figure can stand on two pa
 
 import argparse
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -23,7 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 PAGES = ("README.md", "deploy/README.md", "android_demo/README.md", "docs/*.md")
-REGION = re.compile(r"(<!-- figures: (?P<name>\w+)(?P<args>(?: [\w.]+)*) -->\n)(?P<body>.*?)(<!-- /figures -->)", re.S)
+# a region, indented as the list item or block it sits in (its rendered lines get the same indentation)
+REGION = re.compile(r"^(?P<indent>[ \t]*)<!-- figures: (?P<name>\w+)(?P<args>(?: [\w.]+)*) -->\n(?P<body>.*?)"
+                    r"^(?P=indent)<!-- /figures -->", re.S | re.M)
 
 # (family, its smallest released variant, its Edge-TPU-sized variant): the order every family table follows
 FAMILIES = (("MLP-Mixer", "mixer_s32", "mixer_edgetpu"), ("AS-MLP", "as_mlp_tiny", "as_mlp_edgetpu"),
@@ -36,15 +39,22 @@ def load(name):
         return json.load(file)
 
 
-def caption(result, name):
-    """Where a figure was measured and how to measure it again, for the line above its table."""
+def caption(result, name, *also):
+    """Where a figure was measured, for the line above its table: the machine and the result file(s), which hold
+    the command that measures it again. `also`: more result files of the same table, from the same machine."""
     machine, versions = result["machine"], result["machine"]["versions"]
+    for other in also:
+        if (load(other)["machine"]["cpu"], load(other)["machine"]["vector_extension"]) != (
+                machine["cpu"], machine["vector_extension"]):
+            raise ValueError(f"{name}.json and {other}.json come from different machines: one table cannot hold both")
     software = ", ".join(f"{label} {versions[key]}" for key, label in
                          (("tensorflow", "TensorFlow"), ("keras", "Keras"), ("ai_edge_litert", "LiteRT"))
                          if versions.get(key))
-    source = "" if f"docs/results/{name}.json" in result["command"] else f" → `docs/results/{name}.json`"
+    files = ", ".join(f"`docs/results/{one}.json`" for one in (name, *also))
     return (f"Measured on {machine['cores']} cores of an {machine['cpu']} with {machine['vector_extension']} "
-            f"({software}), one run: `{result['command']}`{source}.")
+            f"({software}), one run each ({files}, with the commands that reproduce them)." if also else
+            f"Measured on {machine['cores']} cores of an {machine['cpu']} with {machine['vector_extension']} "
+            f"({software}), one run ({files}, with the command that reproduces it).")
 
 
 def table(header, rows):
@@ -54,6 +64,17 @@ def table(header, rows):
 
 def percent(value):
     return f"{value:.2%}".replace("%", " %")
+
+
+def install():
+    """The README's install sentence: time and size of its two commands on a fresh virtualenv."""
+    result = load("install")
+    first, second = result["rows"]
+    machine = result["machine"]
+    return (f"Measured on a fresh virtualenv ({machine['cores']} cores of an {machine['cpu']}; pip's download cache "
+            f"warm, other jobs running; `docs/results/install.json`): command 1 installs "
+            f"{first['environment_mb'] / 1024:.1f} GB in {first['seconds']} s (no PyTorch), command 2 brings the "
+            f"environment to {second['environment_mb'] / 1024:.1f} GB in another {second['seconds']} s.")
 
 
 def demo():
@@ -172,8 +193,7 @@ def edgetpu_families():
         body.append([family, mapped, new, f"{ratio:.2f}", top1])
     header = ["family", "smallest variant: ops mapped, MiB", "fits the ~8 MiB cache: new variant, MiB",
               "form / default int8 on CPU (1 thread)", "new variant on digits: float → form top-1"]
-    return (f"At 224×224: {caption(latency, 'tflite_latency')} On digits: {caption(digits, 'edgetpu_digits')}\n\n"
-            + table(header, body))
+    return caption(latency, "tflite_latency", "edgetpu_digits") + "\n\n" + table(header, body)
 
 
 def int8_outliers():
@@ -200,7 +220,7 @@ def int8_outliers_headline():
     return (f"The digits Mixer given such channels (factors up to 100): Edge TPU form {before['sqnr_db']:.1f} → "
             f"{after['sqnr_db']:.1f} dB logit SQNR against float ({clean['sqnr_db']:.1f} without them), argmax "
             f"agreement {before['argmax_agreement']:.1%} → {after['argmax_agreement']:.1%}".replace("%", " %")
-            + f" (`{result['command']}`, `docs/results/int8_outliers.json`).")
+            + f" (`{result['command']}`).")
 
 
 MIXER_NAMES = {"mixer_s32": "Mixer-S/32", "mixer_s16": "Mixer-S/16", "mixer_b16": "Mixer-B/16", "mixer_l16": "Mixer-L/16",
@@ -265,6 +285,43 @@ def train_phases():
     return text + "\n\n" + table(header, body)
 
 
+ACCELERATOR_IMAGES_PER_S = 1000  # the model speed the cores-per-accelerator figure is stated at
+
+
+def digits_training():
+    """The training page's sentence on digits: `keras-mixer train`'s digits recipe against the demo's loop."""
+    train, demo_result = load("train_digits"), load("demo")
+    machine = train["machine"]
+    return (f"`{train['command']}` (the `digits` recipe, {train['steps']} steps) reaches "
+            f"{percent(train['eval_top1'])} eval top-1 on the demo's {train['eval_examples']} test scans in "
+            f"{train['seconds'] / 60:.1f} min on {machine['cores']} cores of an {machine['cpu']} with "
+            f"{machine['vector_extension']}; the demo's own shorter loop (`keras_mixer.demo.train_float`, the "
+            f"README's table) reaches {percent(demo_result['results']['keras float']['top1'])} on the same scans "
+            f"(`docs/results/train_digits.json`, `docs/results/demo.json`).")
+
+
+def train_summary():
+    """The training page's sentence: Keras on each backend against timm, the same function."""
+    phases, _ = _runs("train_step_phases", lambda run: True)
+    backends, _ = _runs("train_throughput", lambda run: len({row["backend"] for row in run["rows"]}) > 2)
+    interleaved = " and ".join(f"{run['step_ms']['timm'] / run['step_ms']['keras']:.2f}× timm on "
+                               f"{MIXER_NAMES[run['model']]}" for run in phases)
+
+    def span(backend):
+        ratios = []
+        for run in backends:
+            rate = {row["backend"]: row["images_per_second"] for row in run["rows"]}
+            ratios.append(rate[backend] / rate["timm (torch eager)"])
+        return f"{min(ratios):.2f}–{max(ratios):.2f}×"
+
+    machine = phases[0]["machine"]
+    return (f"Keras' torch backend against timm eager computing the same function, one step of each in turn in one "
+            f"process: **{interleaved}**; in separate processes JAX runs at {span('jax')} and TensorFlow at "
+            f"{span('tensorflow')} timm (one training step at 224×224, batch 32, on {machine['cores']} cores of an "
+            f"{machine['cpu']} with {machine['vector_extension']}; `docs/results/train_step_phases.json`, "
+            f"`docs/results/train_throughput.json`, tables in [Benchmarks](benchmarks.md)).")
+
+
 def input_pipeline():
     """Training input pipelines, ours against timm's, on one JPEG folder and the same cores."""
     result = load("input_pipeline")
@@ -276,8 +333,12 @@ def input_pipeline():
         body.append([recipe, f"{ours:.0f} ({ours / cores:.0f} per core)", f"{timm:.0f} ({timm / cores:.0f} per core)",
                      f"{ours / timm:.2f}×"])
     header = ["recipe", "keras_mixer images/s", f"timm images/s ({cores} workers)", "ours / timm"]
+    needs = "; ".join(f"{recipe.split(' ')[0]}: {math.ceil(ACCELERATOR_IMAGES_PER_S / (rates[recipe, 'keras_mixer'] / cores))}"
+                      f" (timm: {math.ceil(ACCELERATOR_IMAGES_PER_S / (rates[recipe, 'timm'] / cores))})"
+                      for recipe in dict.fromkeys(row["recipe"] for row in result["rows"]))
     return (caption(result, "input_pipeline") + f" Batch {result['batch_size']}, 224×224.\n\n"
-            + table(header, body))
+            + table(header, body) + f"\n\nHost cores of this kind that keep one accelerator training at "
+            f"{ACCELERATOR_IMAGES_PER_S:,} images/s fed: {needs}.")
 
 
 def export_memory():
@@ -290,9 +351,20 @@ def export_memory():
     return caption(result, "export_memory") + "\n\n" + table(header, body)
 
 
+def int8_sweep():
+    """The sentence on equalization's migration strength: logit SQNR of the default int8 graph and the Edge TPU form
+    (min/max ranges, outlier channels) at each strength of the sweep."""
+    result = load("int8_outliers")
+    pairs = [f"{row['sqnr_db']['default int8']:.1f} / {row['sqnr_db']['Edge TPU form']:.1f}" for row in result["sweep"]]
+    strengths = [f"{row['strength']:g}" for row in result["sweep"]]
+    return (f"On injected outliers the sweep is flat (logit SQNR of the default int8 / Edge TPU form with min/max "
+            f"ranges at α = {', '.join(strengths[:-1])} and {strengths[-1]}: {', '.join(pairs[:-1])} and {pairs[-1]} dB; "
+            f"`{result['command']}`).")
+
+
 FIGURES = {function.__name__: function for function in (
-    demo, peer_summary, benchmark, family_latency, edgetpu_forms, edgetpu_digits, edgetpu_families, int8_outliers,
-    int8_outliers_headline, train_backends, train_gelu, train_phases, input_pipeline, export_memory)}
+    install, demo, peer_summary, benchmark, family_latency, edgetpu_forms, edgetpu_digits, edgetpu_families, int8_outliers,
+    int8_outliers_headline, int8_sweep, train_backends, train_summary, digits_training, train_gelu, train_phases, input_pipeline, export_memory)}
 
 
 def pages():
@@ -300,13 +372,19 @@ def pages():
         yield from sorted(ROOT.glob(pattern))
 
 
-def render(page_text, page_name="page"):
-    """The page with every region rendered from its source; a region naming no renderer is an error."""
+def render(page_text, page_name="page", only=None):
+    """The page with every region (or those of the renderers in `only`) rendered from its source; a region naming no
+    renderer is an error."""
     def one(match):
-        name = match["name"]
+        name, indent = match["name"], match["indent"]
         if name not in FIGURES:
             raise KeyError(f"{page_name}: no figures renderer named {name!r} (known: {', '.join(FIGURES)})")
-        return match[1] + FIGURES[name](*match["args"].split()) + "\n" + match[5]
+        if only and name not in only:
+            return match[0]
+        lines = FIGURES[name](*match["args"].split()).split("\n")
+        # blank lines around the figures: a table or paragraph glued to a comment line renders wrong
+        body = "".join(f"{indent}{line}\n" if line else "\n" for line in ["", *lines, ""])
+        return f"{indent}<!-- figures: {name}{match['args']} -->\n{body}{indent}<!-- /figures -->"
 
     return REGION.sub(one, page_text)
 
@@ -318,13 +396,15 @@ def stale():
         text = page.read_text(encoding="utf-8")
         rendered = render(text, page.relative_to(ROOT))
         if rendered != text:
-            old, new = REGION.findall(text), REGION.findall(rendered)
-            found += [(str(page.relative_to(ROOT)), a[1] + a[2]) for a, b in zip(old, new) if a[3] != b[3]]
+            old, new = list(REGION.finditer(text)), list(REGION.finditer(rendered))
+            found += [(str(page.relative_to(ROOT)), a["name"] + a["args"]) for a, b in zip(old, new)
+                      if a["body"] != b["body"]]
     return found
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("renderers", nargs="*", help="rewrite only these renderers' regions (default: all)")
     parser.add_argument("--check", action="store_true", help="only list the regions that differ from their source")
     args = parser.parse_args()
     if args.check:
@@ -334,7 +414,7 @@ def main():
         sys.exit(1 if found else 0)
     for page in pages():
         text = page.read_text(encoding="utf-8")
-        rendered = render(text, page.relative_to(ROOT))
+        rendered = render(text, page.relative_to(ROOT), args.renderers)
         if rendered != text:
             page.write_text(rendered, encoding="utf-8")
             print(f"rewrote {page.relative_to(ROOT)}")

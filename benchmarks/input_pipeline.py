@@ -83,6 +83,9 @@ def main():
     parser.add_argument("--batches", type=int, default=12)
     parser.add_argument("--output", help="a JSON file for the rows, the machine and the command")
     args = parser.parse_args()
+    # timm first: torchvision's native ops crash the process when loaded after TensorFlow (tests/conftest.py)
+    import timm.data  # noqa: F401
+
     cores = os.cpu_count()
     rows = []
     with tempfile.TemporaryDirectory() as scratch:

@@ -112,6 +112,14 @@ def test_randaugment_draws_from_the_seed_alone():
     assert all(output.dtype == np.float32 and output.shape == (32, 32, 3) for output in outputs)
 
 
+@pytest.mark.parametrize("num_ops, magnitude", [(2, 20), (2, -1), (1.5, 10)])
+def test_randaugment_refuses_settings_outside_its_scale(num_ops, magnitude):
+    from keras_mixer.errors import TrainingError
+
+    with pytest.raises(TrainingError, match="randaugment"):
+        augment.randaugment(tf.zeros((8, 8, 3)), num_ops, magnitude, tf.constant([0, 1], tf.int64))
+
+
 def test_mixup_and_cutmix_keep_label_mass_and_match_the_pixels():
     rng = np.random.default_rng(0)
     images = tf.constant(rng.uniform(-1, 1, (4, 16, 16, 3)).astype("float32"))

@@ -15,6 +15,8 @@ actual area (timm's); with both, each batch gets one or the other with probabili
 
 import math
 
+from keras_mixer.errors import TrainingError
+
 MAX_LEVEL = 10.0  # the magnitude scale's nominal top; big_vision's recipe uses 15, which extrapolates
 REPLACE = 128  # grey: what geometric ops and cutout fill empty pixels with
 TRANSLATE_CONST, CUTOUT_CONST = 100.0, 40.0  # big_vision's randaug hyperparameters (pixels at level 10)
@@ -151,6 +153,10 @@ def cutout(tf, image, pad_size, center):
 def randaugment(image, num_ops, magnitude, seed):
     """big_vision's `randaug(num_ops, magnitude)` on one [H, W, 3] image (float32 in [0, 255] or uint8), every draw
     from the stateless `seed` (a [2] int tensor). Returns float32 in [0, 255]."""
+    if not (int(num_ops) == num_ops >= 0 and 0 <= magnitude < 20):
+        # at 20 Posterize would keep 8 bits and shift by a negative amount: nothing the recipe means
+        raise TrainingError(f"randaugment=({num_ops}, {magnitude}): needs a whole number of ops >= 0 and a magnitude "
+                            "in [0, 20) (the official recipe: (2, 15))")
     tf = _tf()
     image = tf.cast(tf.clip_by_value(image, 0, 255), tf.uint8) if image.dtype != tf.uint8 else image
     level = magnitude / MAX_LEVEL
