@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -53,3 +55,18 @@ def test_weights_into_wrong_shape_is_a_clear_error(tmp_path):
 def test_unavailable_weights_are_a_clear_error(weights, message):
     with pytest.raises(WeightsError, match=message):
         keras_mixer.MixerS32(weights=weights)
+
+
+EARLIER_FILES = Path(__file__).parent / "data" / "saved_8201816"
+
+
+@pytest.mark.parametrize("name", ["mixer", "mixer_qat", "as_mlp", "hire_mlp", "vip", "raft_mlp", "sparse_mlp"])
+def test_files_written_by_an_earlier_version_still_load_and_compute_the_same(name):
+    """`.keras` files that commit 8201816 wrote (tests/data/saved_8201816/make_files.py), before the layer rename, the
+    registry's naming rule and the export refactors: plain Keras loads each after `import keras_mixer`, safe mode,
+    and it gives the outputs it gave then."""
+    model = keras.models.load_model(EARLIER_FILES / f"{name}.keras")
+    inputs = np.load(EARLIER_FILES / "inputs.npy")
+    expected = np.load(EARLIER_FILES / f"{name}_outputs.npy")
+    assert np.ptp(expected, axis=-1).min() > 1e-3  # the heads were given values: not every class alike
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(inputs, training=False)), expected, atol=1e-5)
