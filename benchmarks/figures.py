@@ -235,10 +235,9 @@ def _runs(name, keep):
     machines = {json.dumps(run["machine"], sort_keys=True) for run in runs}
     if len(machines) != 1:  # ratios across machines mean nothing
         raise ValueError(f"{name}.json: the runs of one table must come from one machine, found {len(machines)}")
-    commands = "; ".join(f"`{run['command']}`" for run in runs)
     machine = runs[0]["machine"]
     return runs, (f"Measured on {machine['cores']} cores of an {machine['cpu']} with {machine['vector_extension']}, "
-                  f"one run each: {commands} → `docs/results/{name}.json`.")
+                  f"one run per model (`docs/results/{name}.json`, with the commands that reproduce them).")
 
 
 def train_backends():
@@ -293,8 +292,8 @@ def digits_training():
     train, demo_result = load("train_digits"), load("demo")
     machine = train["machine"]
     return (f"`{train['command']}` (the `digits` recipe, {train['steps']} steps) reaches "
-            f"{percent(train['eval_top1'])} eval top-1 on the demo's {train['eval_examples']} test scans in "
-            f"{train['seconds'] / 60:.1f} min on {machine['cores']} cores of an {machine['cpu']} with "
+            f"{percent(train['eval_top1'])} eval top-1 on the demo's {train['eval_examples']} test scans after "
+            f"{train['training_seconds']:.0f} s of training on {machine['cores']} cores of an {machine['cpu']} with "
             f"{machine['vector_extension']}; the demo's own shorter loop (`keras_mixer.demo.train_float`, the "
             f"README's table) reaches {percent(demo_result['results']['keras float']['top1'])} on the same scans "
             f"(`docs/results/train_digits.json`, `docs/results/demo.json`).")
