@@ -1,5 +1,5 @@
 """The machine a figure was measured on: every result file the project writes records it (`keras-mixer benchmark`,
-the demo's report, the scripts under benchmarks/), and the docs print it beside the figure."""
+the demo's report, the repository's benchmark scripts), and the docs print it beside the figure."""
 
 import os
 import platform

@@ -34,7 +34,7 @@ class LayerNorm(keras.layers.Layer):
     def call(self, x, training=None):
         if keras.backend.backend() == "torch" and self.axis == -1:
             # torch's fused LayerNorm kernel (forward and backward), the same function: Mixer-S/32 trains 1.19x
-            # faster on torch with it (14.7 vs 12.4 images/s, benchmarks/train_throughput.py); TensorFlow keeps the
+            # faster on torch with it (14.7 vs 12.4 images/s, the repository's training benchmark); TensorFlow keeps the
             # form below (its TFLite graph), JAX too (XLA fuses it)
             y = ops.layer_normalization(x, self.scale, self.bias, epsilon=self.epsilon)
         else:

@@ -24,8 +24,8 @@ def gelu(x, form):
 class FusedDense(keras.layers.Dense):
     """`keras.layers.Dense` whose matmul and bias add are one op on the torch backend (`torch.nn.functional.linear`:
     an addmm, as timm's `nn.Linear`). Keras adds the bias in a second pass over a freshly allocated output; measured
-    on CPU that is 9-18 % of a Mixer matmul's time and 3 % of a Mixer-S/16 training step
-    (benchmarks/train_step_phases.py). Same variables, same function; other backends, and Dense layers quantized or
+    on CPU that is 9-18 % of a Mixer matmul's time and 3 % of a Mixer-S/16 training step (the documentation's
+    training benchmarks, phase by phase). Same variables, same function; other backends, and Dense layers quantized or
     with LoRA by Keras, run Keras' own call."""
 
     def call(self, inputs, training=None):

@@ -210,10 +210,9 @@ def compile_model(model, recipe, total_steps, global_batch_size, scale_learning_
     """Compiles `model` (logits or probabilities out: `make_loss`) with the recipe's optimizer, loss and top-1
     accuracy on one-hot labels.
 
-    `jit_compile` stays Keras' "auto" unless given: measured on a 2-core CPU (Mixer-S/32, batch 32,
-    `benchmarks/train_throughput.py`), that is the faster choice on every backend: TensorFlow without XLA (XLA ran at
-    the same 7.7 images/s; "auto" turns XLA on for GPUs and TPUs), torch eager (torch.compile 11.4 against 13.8
-    images/s), JAX always compiled."""
+    `jit_compile` stays Keras' "auto" unless given: measured on a 2-core CPU (Mixer-S/32, batch 32; the
+    documentation's training benchmarks), that is the faster choice on every backend: TensorFlow without XLA (XLA
+    was no faster; "auto" turns XLA on for GPUs and TPUs), torch eager (torch.compile 0.83x), JAX always compiled."""
     prepare_head(model, recipe)
     model.compile(
         optimizer=make_optimizer(recipe, model, total_steps, global_batch_size, scale_learning_rate),
