@@ -59,7 +59,7 @@ def main():
     parser.add_argument("--stages", action="store_true", help="print the resident set at each export step")
     parser.add_argument("--output", help="a JSON file for the rows, the machine and the command")
     args = parser.parse_args()
-    rows = []
+    rows, failures = [], {}
     for name in args.models:
         for quantization in args.quantization:
             done = subprocess.run([sys.executable, "-c", CHILD, name, quantization, str(args.images),
@@ -72,6 +72,7 @@ def main():
                 errors = [line for line in done.stderr.splitlines() if "Error" in line] or ["?"]
                 cause = f"killed by signal {-done.returncode}" if done.returncode < 0 else errors[-1]
                 print(f"{name} {quantization}: failed ({cause})")
+                failures[f"{name} {quantization}"] = cause
                 continue
             row = json.loads(lines[-1])
             rows.append(row)
@@ -82,7 +83,8 @@ def main():
         from keras_mixer.machine import machine
 
         command = "python benchmarks/export_memory.py " + " ".join(sys.argv[1:])
-        write_text(args.output, json.dumps({"machine": machine(), "command": command, "rows": rows}, indent=2) + "\n")
+        write_text(args.output, json.dumps({"machine": machine(), "command": command, "rows": rows,
+                                            "failures": failures}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -347,7 +347,11 @@ def export_memory():
              f"{row['peak_rss_mb']:.0f}", f"{row['peak_over_weights']:.1f}×", f"{row['seconds']:.0f}",
              f"{row['file_mb']:.0f}"] for row in result["rows"]]
     header = ["model", "export", "float32 weights MB", "peak RSS MB", "peak / weights", "seconds", "file MB"]
-    return caption(result, "export_memory") + "\n\n" + table(header, body)
+    text = caption(result, "export_memory") + "\n\n" + table(header, body)
+    failures = result.get("failures") or {}
+    if failures:
+        text += "\n\nFailed in the same run: " + ", ".join(f"{key} ({cause})" for key, cause in failures.items()) + "."
+    return text
 
 
 def int8_sweep():
