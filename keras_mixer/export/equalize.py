@@ -22,8 +22,10 @@ from keras_mixer.errors import ExportError
 # Measured on digits and image-folder Mixers given outlier channels (factors up to 100): 0.5 brings the default
 # int8 and Edge TPU exports back to their outlier-free logit SQNR; see docs/export.md for the sweep.
 MIGRATION_STRENGTH = 0.5
-# the rewritten model must compute the original's outputs to this share of their largest magnitude
-FLOAT_TOLERANCE = 1e-5
+# the rewritten model must compute the original's outputs to this share of their largest magnitude: float32 rounding
+# of the rescaled weights moves them by up to ~1e-5 of it (1.3e-5 measured on a random Hire-MLP-Tiny at 224, 18
+# BatchNorm -> Dense pairs, softmax outputs), a wrong rewrite by their own order
+FLOAT_TOLERANCE = 1e-4
 _NORMS = ("LayerNorm", "BatchNormalization")
 _CHANNEL_PRESERVING = ("GlobalAveragePooling1D", "GlobalAveragePooling2D", "Dropout")
 NO_LINEAR_CONSUMER = "no linear layer takes its output directly"
