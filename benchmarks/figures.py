@@ -33,6 +33,9 @@ FAMILIES = (("MLP-Mixer", "mixer_s32", "mixer_edgetpu"), ("AS-MLP", "as_mlp_tiny
             ("Hire-MLP", "hire_mlp_tiny", "hire_mlp_edgetpu"), ("Vision Permutator", "vip_small14", "vip_edgetpu"),
             ("RaftMLP", "raft_mlp_small", "raft_mlp_edgetpu"), ("Sparse-MLP", "sparse_mlp_small", None))
 
+MIXER_NAMES = {"mixer_s32": "Mixer-S/32", "mixer_s16": "Mixer-S/16", "mixer_b16": "Mixer-B/16",
+               "mixer_l16": "Mixer-L/16", "mixer_h14": "Mixer-H/14"}
+
 
 def load(name):
     with open(RESULTS / f"{name}.json", encoding="utf-8") as file:
@@ -51,10 +54,9 @@ def caption(result, name, *also):
                          (("tensorflow", "TensorFlow"), ("keras", "Keras"), ("ai_edge_litert", "LiteRT"))
                          if versions.get(key))
     files = ", ".join(f"`docs/results/{one}.json`" for one in (name, *also))
-    return (f"Measured on {machine['cores']} cores of an {machine['cpu']} with {machine['vector_extension']} "
-            f"({software}), one run each ({files}, with the commands that reproduce them)." if also else
-            f"Measured on {machine['cores']} cores of an {machine['cpu']} with {machine['vector_extension']} "
-            f"({software}), one run ({files}, with the command that reproduces it).")
+    runs = "one run each ({}, with the commands that reproduce them)" if also else \
+        "one run ({}, with the command that reproduces it)"
+    return f"Measured on {on_machine(machine)} ({software}), {runs.format(files)}."
 
 
 def table(header, rows):
@@ -62,8 +64,13 @@ def table(header, rows):
     return "\n".join(lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows])
 
 
-def percent(value):
-    return f"{value:.2%}".replace("%", " %")
+def percent(value, digits=2):
+    return f"{value:.{digits}%}".replace("%", " %")
+
+
+def on_machine(machine):
+    """"2 cores of an AMD EPYC with AVX-512 VNNI": the words every caption uses for a result's machine."""
+    return f"{machine['cores']} cores of an {machine['cpu']} with {machine['vector_extension']}"
 
 
 def install():
@@ -88,7 +95,7 @@ def demo():
     for key, row in result["results"].items():
         edgetpu = row.get("edgetpu", "–").replace("/", " / ").replace("rejected", "rejected (GELU)")
         rows.append([names[key], percent(row["top1"]),
-                     f"{row['agreement']:.1%}".replace("%", " %") if "agreement" in row else "–",
+                     percent(row["agreement"], 1) if "agreement" in row else "–",
                      f"{row['size_kb']:.0f} KB" if "size_kb" in row else "–",
                      f"{row['latency_ms_median']:.3f} ms" if "latency_ms_median" in row else "–", edgetpu])
     examples = result["results"]["float32"]["examples"]
@@ -96,25 +103,32 @@ def demo():
     return caption(result, "demo") + "\n\n" + table(header, rows)
 
 
+def _three_digits(value):
+    return f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
 def peer_summary():
     """The README's speed table: ours against Google's PyTorch -> LiteRT path and timm, batch 1, 1 / 2 threads."""
     result = load("benchmark_edge_peer")
     cells = {(r["model"], r["runtime"], r["threads"]): r for r in result["rows"] if r["batch"] == 1}
-    names = {"mixer_s32": "Mixer-S/32", "mixer_s16": "Mixer-S/16", "mixer_b16": "Mixer-B/16"}
+
+    def both(value):  # value(threads) at 1 and at 2 threads
+        return " / ".join(value(threads) for threads in (1, 2))
 
     def ms(model, runtime):
-        values = [cells[model, runtime, threads]["median_ms"] for threads in (1, 2)]
-        return " / ".join(f"{v:.1f}" if v < 100 else f"{v:.0f}" for v in values)
+        return both(lambda t: _three_digits(cells[model, runtime, t]["median_ms"]))
 
-    def per_thread(model, format_one):
-        return " / ".join(format_one(threads) for threads in (1, 2))
+    def peer_over_ours(model, threads):
+        return (cells[model, "litert_torch_dynamic_int8", threads]["median_ms"]
+                / cells[model, "tflite_int8", threads]["median_ms"])
 
     rows = []
-    for model, name in names.items():
-        ratio = per_thread(model, lambda t: f"{cells[model, 'litert_torch_dynamic_int8', t]['median_ms'] / cells[model, 'tflite_int8', t]['median_ms']:.2f}×")
-        share = per_thread(model, lambda t: f"{cells[model, 'tflite_int8', t]['share_of_peak']:.0%}".replace("%", " %"))
-        rows.append([name, ms(model, "tflite_int8"), ms(model, "litert_torch_dynamic_int8"), ratio, share,
-                     ms(model, "tflite_int8_integer"), ms(model, "litert_torch_static_int8"), ms(model, "timm_eager")])
+    for model in ("mixer_s32", "mixer_s16", "mixer_b16"):
+        ratio = both(lambda t: f"{peer_over_ours(model, t):.2f}×")
+        share = both(lambda t: percent(cells[model, "tflite_int8", t]["share_of_peak"], 0))
+        rows.append([MIXER_NAMES[model], ms(model, "tflite_int8"), ms(model, "litert_torch_dynamic_int8"), ratio,
+                     share, ms(model, "tflite_int8_integer"), ms(model, "litert_torch_static_int8"),
+                     ms(model, "timm_eager")])
     header = ["model", "our int8 `.tflite`", "peer int8 (`dynamic_wi8_afp32`)", "peer / ours",
               "share of int8 peak (ours)", "our all-int8", "peer all-int8 (`static_wi8_ai8`)", "timm eager"]
     return caption(result, "benchmark_edge_peer") + " Batch 1, median ms at 1 / 2 threads.\n\n" + table(header, rows)
@@ -203,7 +217,7 @@ def int8_outliers():
     cells = {}
     for row in result["rows"]:
         cells.setdefault((row["model"], row["export"]), []).append(
-            f"{row['sqnr_db']:.1f} dB / {row['argmax_agreement']:.1%}".replace("%", " %"))
+            f"{row['sqnr_db']:.1f} dB / {percent(row['argmax_agreement'], 1)}")
     body = [[model, export, *values] for (model, export), values in cells.items()]
     return (caption(result, "int8_outliers") + f" Float top-1 {percent(result['float_top1'])}.\n\n"
             + table(["model", "export", *forms], body))
@@ -219,12 +233,10 @@ def int8_outliers_headline():
     clean = cell["as trained", "percentile ranges, equalization (default)", "Edge TPU form"]
     return (f"The digits Mixer given such channels (factors up to 100): Edge TPU form {before['sqnr_db']:.1f} → "
             f"{after['sqnr_db']:.1f} dB logit SQNR against float ({clean['sqnr_db']:.1f} without them), argmax "
-            f"agreement {before['argmax_agreement']:.1%} → {after['argmax_agreement']:.1%}".replace("%", " %")
+            f"agreement {percent(before['argmax_agreement'], 1)} → {percent(after['argmax_agreement'], 1)}"
             + f" (`{result['command']}`).")
 
 
-MIXER_NAMES = {"mixer_s32": "Mixer-S/32", "mixer_s16": "Mixer-S/16", "mixer_b16": "Mixer-B/16", "mixer_l16": "Mixer-L/16",
-               "mixer_h14": "Mixer-H/14"}
 BACKENDS = {"tensorflow": "Keras, TensorFlow backend", "jax": "Keras, JAX backend", "torch": "Keras, torch backend",
             "timm (torch eager)": "timm (PyTorch eager)"}
 
@@ -236,8 +248,8 @@ def _runs(name, keep):
     if len(machines) != 1:  # ratios across machines mean nothing
         raise ValueError(f"{name}.json: the runs of one table must come from one machine, found {len(machines)}")
     machine = runs[0]["machine"]
-    return runs, (f"Measured on {machine['cores']} cores of an {machine['cpu']} with {machine['vector_extension']}, "
-                  f"one run per model (`docs/results/{name}.json`, with the commands that reproduce them).")
+    return runs, (f"Measured on {on_machine(machine)}, one run per model (`docs/results/{name}.json`, with the "
+                  "commands that reproduce them).")
 
 
 def train_backends():
@@ -250,7 +262,7 @@ def train_backends():
             gflops = row["images_per_second"] * 6 * run["forward_gmacs"]
             body.append([MIXER_NAMES[run["model"]], BACKENDS[row["backend"]], f"{row['images_per_second']:.1f}",
                          f"{row['ms_per_step']:.0f}", f"{row['images_per_second'] / timm['images_per_second']:.2f}×",
-                         f"{gflops:.0f}", f"{gflops / run['matmul_peak_gflops']:.0%}".replace("%", " %")])
+                         f"{gflops:.0f}", percent(gflops / run["matmul_peak_gflops"], 0)])
     header = ["model", "framework", "images/s", "ms/step", "vs timm", "GFLOP/s", "of the matmul peak"]
     return text + "\n\n" + table(header, body)
 
@@ -293,8 +305,8 @@ def digits_training():
     machine = train["machine"]
     return (f"`{train['command']}` (the `digits` recipe, {train['steps']} steps) reaches "
             f"{percent(train['eval_top1'])} eval top-1 on the demo's {train['eval_examples']} test scans after "
-            f"{train['training_seconds']:.0f} s of training on {machine['cores']} cores of an {machine['cpu']} with "
-            f"{machine['vector_extension']}; the demo's own shorter loop (`keras_mixer.demo.train_float`, the "
+            f"{train['training_seconds']:.0f} s of training on {on_machine(machine)}; the demo's own shorter loop "
+            f"(`keras_mixer.demo.train_float`, the "
             f"README's table) reaches {percent(demo_result['results']['keras float']['top1'])} on the same scans "
             f"(`docs/results/train_digits.json`, `docs/results/demo.json`).")
 
@@ -316,8 +328,8 @@ def train_summary():
     machine = phases[0]["machine"]
     return (f"Keras' torch backend against timm eager computing the same function, one step of each in turn in one "
             f"process: **{interleaved}**; in separate processes JAX runs at {span('jax')} and TensorFlow at "
-            f"{span('tensorflow')} timm (one training step at 224×224, batch 32, on {machine['cores']} cores of an "
-            f"{machine['cpu']} with {machine['vector_extension']}; `docs/results/train_step_phases.json`, "
+            f"{span('tensorflow')} timm (one training step at 224×224, batch 32, on {on_machine(machine)}; "
+            f"`docs/results/train_step_phases.json`, "
             f"`docs/results/train_throughput.json`, tables in [Benchmarks](benchmarks.md)).")
 
 
@@ -326,15 +338,19 @@ def input_pipeline():
     result = load("input_pipeline")
     cores = result["machine"]["cores"]
     rates = {(row["recipe"], row["pipeline"]): row["images_per_s"] for row in result["rows"]}
+    recipes = list(dict.fromkeys(row["recipe"] for row in result["rows"]))
     body = []
-    for recipe in dict.fromkeys(row["recipe"] for row in result["rows"]):
+    for recipe in recipes:
         ours, timm = rates[recipe, "keras_mixer"], rates[recipe, "timm"]
         body.append([recipe, f"{ours:.0f} ({ours / cores:.0f} per core)", f"{timm:.0f} ({timm / cores:.0f} per core)",
                      f"{ours / timm:.2f}×"])
     header = ["recipe", "keras_mixer images/s", f"timm images/s ({cores} workers)", "ours / timm"]
-    needs = "; ".join(f"{recipe.split(' ')[0]}: {math.ceil(ACCELERATOR_IMAGES_PER_S / (rates[recipe, 'keras_mixer'] / cores))}"
-                      f" (timm: {math.ceil(ACCELERATOR_IMAGES_PER_S / (rates[recipe, 'timm'] / cores))})"
-                      for recipe in dict.fromkeys(row["recipe"] for row in result["rows"]))
+
+    def cores_needed(recipe, pipeline):
+        return math.ceil(ACCELERATOR_IMAGES_PER_S / (rates[recipe, pipeline] / cores))
+
+    needs = "; ".join(f"{recipe.split(' ')[0]}: {cores_needed(recipe, 'keras_mixer')} "
+                      f"(timm: {cores_needed(recipe, 'timm')})" for recipe in recipes)
     return (caption(result, "input_pipeline") + f" Batch {result['batch_size']}, 224×224.\n\n"
             + table(header, body) + f"\n\nHost cores of this kind that keep one accelerator training at "
             f"{ACCELERATOR_IMAGES_PER_S:,} images/s fed: {needs}.")
@@ -361,13 +377,15 @@ def int8_sweep():
     pairs = [f"{row['sqnr_db']['default int8']:.1f} / {row['sqnr_db']['Edge TPU form']:.1f}" for row in result["sweep"]]
     strengths = [f"{row['strength']:g}" for row in result["sweep"]]
     return (f"On injected outliers the sweep is flat (logit SQNR of the default int8 / Edge TPU form with min/max "
-            f"ranges at α = {', '.join(strengths[:-1])} and {strengths[-1]}: {', '.join(pairs[:-1])} and {pairs[-1]} dB; "
+            f"ranges at α = {', '.join(strengths[:-1])} and {strengths[-1]}: {', '.join(pairs[:-1])} and {pairs[-1]} "
+            f"dB; "
             f"`{result['command']}`).")
 
 
 FIGURES = {function.__name__: function for function in (
-    install, demo, peer_summary, benchmark, family_latency, edgetpu_forms, edgetpu_digits, edgetpu_families, int8_outliers,
-    int8_outliers_headline, int8_sweep, train_backends, train_summary, digits_training, train_gelu, train_phases, input_pipeline, export_memory)}
+    install, demo, peer_summary, benchmark, family_latency, edgetpu_forms, edgetpu_digits, edgetpu_families,
+    int8_outliers, int8_outliers_headline, int8_sweep, train_backends, train_summary, digits_training, train_gelu,
+    train_phases, input_pipeline, export_memory)}
 
 
 def pages():
