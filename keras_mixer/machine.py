@@ -14,7 +14,8 @@ def machine():
     """CPU model, its widest vector extension, core count and the versions that matter for the figures."""
     cpu, flags = platform.processor(), set()
     try:
-        lines = open("/proc/cpuinfo").read().splitlines()
+        with open("/proc/cpuinfo") as cpuinfo:
+            lines = cpuinfo.read().splitlines()
         cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
         flags = set(next(line.split(":", 1)[1] for line in lines if line.startswith(("flags", "Features"))).split())
     except (OSError, StopIteration):

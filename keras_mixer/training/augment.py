@@ -36,10 +36,6 @@ def _blend(tf, image1, image2, factor):
     return tf.cast(tf.clip_by_value(mixed, 0.0, 255.0), tf.uint8)
 
 
-def _grey(tf, image):
-    return tf.image.rgb_to_grayscale(image)
-
-
 def _transform(tf, image, matrix):
     """An affine map of output pixel (x, y) to input pixel, nearest sampling, grey outside (tfa.image.transform)."""
     return tf.raw_ops.ImageProjectiveTransformV3(
@@ -89,13 +85,13 @@ def solarize_add(tf, image, addition, threshold=128):
 
 
 def color(tf, image, factor):
-    return _blend(tf, tf.image.grayscale_to_rgb(_grey(tf, image)), image, factor)
+    return _blend(tf, tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(image)), image, factor)
 
 
 def contrast(tf, image, factor):
     """Blend with a constant grey: big_vision's (TF AutoAugment's) "mean" is the pixel count / 256, not the mean grey
     level (a known quirk of that code), kept so that the recipe is the one the Mixer was trained with."""
-    histogram = tf.histogram_fixed_width(tf.cast(_grey(tf, image), tf.int32), [0, 255], nbins=256)
+    histogram = tf.histogram_fixed_width(tf.cast(tf.image.rgb_to_grayscale(image), tf.int32), [0, 255], nbins=256)
     mean = tf.reduce_sum(tf.cast(histogram, tf.float32)) / 256.0
     degenerate = tf.cast(tf.fill(tf.shape(image), tf.clip_by_value(mean, 0.0, 255.0)), tf.uint8)
     return _blend(tf, degenerate, image, factor)
