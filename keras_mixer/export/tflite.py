@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 
 from keras_mixer.errors import ExportError, KerasMixerError
+from keras_mixer.export import blockwise, quantization_report
 from keras_mixer.export.calibration import CALIBRATION_METHODS, narrow_ranges
 from keras_mixer.export.edgetpu_model import edgetpu_form
 from keras_mixer.export.metadata import add_metadata
@@ -46,18 +47,20 @@ def _static_batch_model(model, batch_size):
     return keras.Model(images, model(images, training=False), name=model.name)
 
 
-# Above this size of float32 weights the converter reads the model from a SavedModel written to disk instead of a
-# Keras model in memory: from a Keras model it freezes the variables into a graph in this process, one more copy of
-# the weights (Mixer-L/16's float conversion: peak RSS 7.8 GB from the Keras model, 6.2 GB from a SavedModel). Small
-# models keep the in-memory route (no disk writes, a few seconds faster).
-SAVED_MODEL_ABOVE_BYTES = 256 * 2**20
+# Above this size of float32 weights an export takes the routes that spare memory: the default int8 export of a
+# chain of blocks (every Mixer) converts block by block (`keras_mixer.export.blockwise`); other conversions read
+# the model from a SavedModel written to disk instead of a Keras model in memory: from a Keras model the converter
+# freezes the variables into a graph in this process, one more copy of the weights (Mixer-L/16's float
+# conversion: peak RSS 7.8 GB from the Keras model, 6.2 GB from a SavedModel). Small models keep the in-memory route
+# (no disk writes, a few seconds faster).
+LARGE_MODEL_BYTES = 256 * 2**20
 
 
 def _converter(model, scratch):
     """A TFLiteConverter for `model`, through a SavedModel under `scratch` when its weights are large."""
     import tensorflow as tf
 
-    if sum(int(np.prod(v.shape)) * 4 for v in model.weights) <= SAVED_MODEL_ABOVE_BYTES:
+    if blockwise.weight_bytes([model]) <= LARGE_MODEL_BYTES:
         return tf.lite.TFLiteConverter.from_keras_model(model)
     import keras
 
@@ -127,11 +130,7 @@ def _preprocessed(images):
     return images.astype(np.float32)
 
 
-def _representative_dataset(samples, batch_size, limit):
-    if samples is None:
-        return None
-    if samples.ndim != 4:
-        raise ExportError(f"representative_data must be [N, H, W, C] preprocessed images, got shape {samples.shape}")
+def _representative_dataset(samples, batch_size, limit, progress=True):
     samples = samples[: limit * batch_size]
     usable = len(samples) - len(samples) % batch_size
     if usable == 0:
@@ -141,15 +140,18 @@ def _representative_dataset(samples, batch_size, limit):
     console = sys.stdout  # the converter runs this generator while its own prints are redirected
 
     def batches():
-        with contextlib.redirect_stdout(console):
-            print(f"calibrating int8 ranges on {usable} images")
-            # a live bar on a terminal, one line at the end in logs
-            progress = keras.utils.Progbar(usable // batch_size, unit_name="batch",
-                                           verbose=1 if console.isatty() else 2)
+        bar = None
+        if progress:
+            with contextlib.redirect_stdout(console):
+                print(f"calibrating int8 ranges on {usable} images")
+                # a live bar on a terminal, one line at the end in logs
+                bar = keras.utils.Progbar(usable // batch_size, unit_name="batch",
+                                          verbose=1 if console.isatty() else 2)
         for step, start in enumerate(range(0, usable, batch_size)):
             yield [samples[start : start + batch_size]]
-            with contextlib.redirect_stdout(console):
-                progress.update(step + 1)
+            if bar is not None:
+                with contextlib.redirect_stdout(console):
+                    bar.update(step + 1)
 
     return batches
 
@@ -221,18 +223,73 @@ def _calibrate(converter):
         converter._experimental_calibrate_only = False
 
 
-def _quantize(calibrated, converter, float_ops=(), float_nodes=(), numeric_verify=False):
-    """The MLIR quantizer on a calibrated graph, with `float_ops` (op types) and `float_nodes` (tensor names) left
-    float32. Fake-quant ranges of a QAT model still decide the ops they surround. `numeric_verify`: the debug
-    model, float I/O, every quantized op followed by a comparison with its float op."""
+def _quantize_settings(converter):
+    """What the MLIR quantizer takes from a converter: its input and output types and per-channel choice."""
+    return {"input_data_type": converter.inference_input_type, "output_data_type": converter.inference_output_type,
+            "disable_per_channel": converter._experimental_disable_per_channel}
+
+
+def _quantize(calibrated, settings, float_ops=(), float_nodes=(), numeric_verify=False):
+    """The MLIR quantizer on a calibrated graph (`settings` from `_quantize_settings`), with `float_ops` (op types)
+    and `float_nodes` (tensor names) left float32. Fake-quant ranges of a QAT model still decide the ops they
+    surround. `numeric_verify`: the debug model, float I/O, every quantized op followed by a comparison with its
+    float op."""
     from tensorflow.lite.python import convert
 
-    io_types = {} if numeric_verify else {"input_data_type": converter.inference_input_type,
-                                           "output_data_type": converter.inference_output_type}
+    io_types = {} if numeric_verify else {"input_data_type": settings["input_data_type"],
+                                           "output_data_type": settings["output_data_type"]}
     return convert.mlir_quantize(
-        calibrated, disable_per_channel=converter._experimental_disable_per_channel,
+        calibrated, disable_per_channel=settings["disable_per_channel"],
         denylisted_ops=list(float_ops) or None, denylisted_nodes=list(float_nodes) or None,
         enable_numeric_verify=numeric_verify, **io_types)
+
+
+def _calibrated_conversion(graphs, batch_size, calibration_steps, method, float_ops, scratch, report_rows,
+                           equalization, kept, on_disk):
+    """The calibrated int8 conversion of each (converter, float nodes, calibration inputs, equalization report) of
+    `graphs`: calibrate, narrow the ranges (`method`), measure each quantized op's error if `report_rows`, then
+    quantize, keeping float the nodes `kept(rows, equalization)` names. Returns the int8 flatbuffers and the
+    equalization report (the pieces' reports joined). `on_disk` (a blockwise conversion): each calibrated graph
+    waits on disk under `scratch` while the others calibrate."""
+    stages, rows, narrowed, equalizations = [], [], 0, []
+    for index, (converter, float_nodes, images, piece_equalization) in enumerate(graphs):
+        with _converter_quiet():
+            calibrated = _calibrate(converter)
+        settings = _quantize_settings(converter)
+        del converter
+        images = images[: calibration_steps * batch_size]
+        calibrated, changed = narrow_ranges(calibrated, images, batch_size, method)
+        narrowed += len(changed)
+        if report_rows:
+            if index == 0:
+                count = min(len(images), quantization_report.DEBUG_IMAGES) // batch_size * batch_size
+                print(f"measuring each quantized op's error on {count} calibration images")
+            rows += _layer_rows(calibrated, settings, images, batch_size, float_ops, float_nodes)
+        if piece_equalization is not None:
+            equalizations.append(piece_equalization)
+        if on_disk:
+            path = os.path.join(scratch, f"calibrated_{index}.tflite")
+            with open(path, "wb") as f:
+                f.write(calibrated)
+            calibrated = path
+        stages.append((settings, calibrated, float_nodes))
+    if equalizations:
+        equalization = {"strength": equalizations[0]["strength"],
+                        "equalized": [row for e in equalizations for row in e["equalized"]],
+                        "not_equalized": [row for e in equalizations for row in e["not_equalized"]],
+                        "max_output_difference": max(e.get("max_output_difference", 0.0) for e in equalizations)}
+        _print_equalization(equalization)
+    if narrowed:
+        print(f"{method} calibration narrowed {narrowed} activation ranges")
+    kept_nodes = kept(sorted(rows, key=lambda row: row["sqnr_db"]), equalization) if report_rows else []
+    flatbuffers = []
+    for settings, calibrated, float_nodes in stages:
+        if isinstance(calibrated, str):
+            with open(calibrated, "rb") as f:
+                calibrated = f.read()
+        with _converter_quiet():
+            flatbuffers.append(_quantize(calibrated, settings, float_ops, list(float_nodes) + kept_nodes))
+    return flatbuffers, equalization
 
 
 def _equalized(model, calibration):
@@ -248,29 +305,31 @@ def _equalized(model, calibration):
         equalized, equalization = equalize_channels(strip_quantization(source) if is_quantized(source) else source,
                                                     calibration)
         equalized = form.rebuild(equalized)
+    return equalized, equalization
+
+
+def _print_equalization(equalization):
     moved = equalization["equalized"]
     if moved:
         print(f"equalized {len(moved)} normalization -> linear pairs: largest channel range "
               f"{max(e['range_before'] for e in moved):.3g} -> {max(e['range_after'] for e in moved):.3g}, "
               f"largest spread (max / median channel) {max(e['spread_before'] for e in moved):.1f} -> "
               f"{max(e['spread_after'] for e in moved):.1f}")
-    return equalized, equalization
 
 
-def _layer_report(calibrated, converter, images, batch_size, name, quantization, float_ops, float_nodes,
-                  equalization, calibration_method, report, float_layers):
-    """Measures every quantized op's error (`quantization_report.layer_errors`) on the calibrated graph, writes the
-    `report` JSON if asked, and returns `float_nodes` with the ops `float_layers` keeps float added."""
+def _layer_rows(calibrated, settings, images, batch_size, float_ops, float_nodes):
+    """Every quantized op's error on the calibrated graph (`quantization_report.layer_errors`), worst first."""
+    count = min(len(images), quantization_report.DEBUG_IMAGES) // batch_size * batch_size
+    with _converter_quiet():
+        debug_model = _quantize(calibrated, settings, float_ops, float_nodes, numeric_verify=True)
+    return quantization_report.layer_errors(
+        debug_model, lambda: ([images[start : start + batch_size]] for start in range(0, count, batch_size)))
+
+
+def _float_layers_kept(rows, float_layers, name, quantization, equalization, calibration_method, report):
+    """The tensor names `float_layers` keeps float among the report's `rows`; writes the `report` JSON if asked."""
     import json
 
-    from keras_mixer.export import quantization_report
-
-    count = min(len(images), quantization_report.DEBUG_IMAGES) // batch_size * batch_size
-    print(f"measuring each quantized op's error on {count} calibration images")
-    with _converter_quiet():
-        debug_model = _quantize(calibrated, converter, float_ops, float_nodes, numeric_verify=True)
-    rows = quantization_report.layer_errors(
-        debug_model, lambda: ([images[start : start + batch_size]] for start in range(0, count, batch_size)))
     kept = []
     if isinstance(float_layers, int) and not isinstance(float_layers, bool):
         kept = [row["tensor"] for row in rows[:float_layers]]
@@ -288,7 +347,27 @@ def _layer_report(calibrated, converter, images, batch_size, name, quantization,
                                        "calibration": calibration_method, "equalization": equalization,
                                        "float_layers": kept, "layers": rows}, indent=1))
         print(f"wrote {os.fspath(report)} ({len(rows)} quantized ops, worst first)")
-    return list(float_nodes) + kept
+    return kept
+
+
+def _pieces(pieces, input_shape, calibration, name, equalizing, converter_for):
+    """(converter, float nodes, calibration inputs) of each piece of a blockwise conversion in turn, each piece
+    calibrated on the float activations the pieces before it compute from the calibration images; with
+    `equalizing`, each piece equalized on its own inputs (its report rows joined in the last piece's tuple)."""
+    from keras_mixer.export.equalize import equalize_channels
+
+    inputs, shape = calibration, input_shape
+    for index, layers in enumerate(pieces):
+        print(f"piece {index + 1}/{len(pieces)}: {layers[0].name}" + (f" .. {layers[-1].name}" if len(layers) > 1
+                                                                       else ""))
+        graph = blockwise.piece_model(layers, shape, name)
+        outputs = blockwise.run(layers, inputs)
+        equalization = None
+        if equalizing:
+            graph, equalization = equalize_channels(graph, inputs)
+        converter, float_nodes = converter_for(graph, inputs, first=index == 0, last=index == len(pieces) - 1)
+        yield converter, float_nodes, inputs, equalization
+        inputs, shape = outputs, graph.output_shape
 
 
 def to_tflite(
@@ -390,64 +469,84 @@ def to_tflite(
     calibration = None
     if integer and representative_data is not None:
         calibration = calibration_array(representative_data, model.input_shape[1], calibration_samples)
+        if calibration.ndim != 4:
+            raise ExportError(f"representative_data must be [N, H, W, C] preprocessed images, got shape "
+                              f"{calibration.shape}")
+    calibrated_conversion = calibration is not None
+    # the default int8 export of a large chain of blocks converts block by block; integer-only graphs stay whole
+    # (their pieces would meet on int8 tensors whose scales each piece sets on its own)
+    by_blocks = (calibrated_conversion and not integer_only and form is None
+                 and blockwise.weight_bytes([model]) > LARGE_MODEL_BYTES and blockwise.layer_chain(model) is not None)
     from keras_mixer.models.sparse_mlp import with_dispatch
 
     equalization = None
-    if integer and calibration is not None and equalize and not has_fake_quant:
+    equalizing = calibrated_conversion and equalize and not has_fake_quant
+    if equalizing and not by_blocks:  # by blocks, each piece is equalized on its own inputs
         model, equalization = _equalized(model, calibration)
+        _print_equalization(equalization)
     model = with_dispatch(model, "dense")  # mixtures of experts export in their static-shape form
     stripped = has_fake_quant and calibration is not None and not integer_only
     if stripped:
         model, has_fake_quant = strip_quantization(model), False
     static_model = _static_batch_model(model, batch_size)
     scratch = tempfile.TemporaryDirectory(prefix="keras_mixer_export_")  # a large model's SavedModel, removed after
-    if integer and calibration is not None and not has_fake_quant and not outputs_probabilities(model):
+    if calibrated_conversion and not has_fake_quant and not outputs_probabilities(model):
         static_model = _with_logit_range(static_model, calibration)
-    converter = _converter(static_model, scratch.name)
-    if quantization != "float32":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if stripped:  # quantize the kernels per tensor, as QAT trained them (per channel lost 1 % top-1 on digits)
-        converter._experimental_disable_per_channel = True
-    if quantization == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    if integer:
-        converter.representative_dataset = _representative_dataset(calibration, batch_size, calibration_steps)
-        # the denylists act at calibration; a QAT model exported without calibration data is all-integer
-        keep_float = not integer_only and converter.representative_dataset is not None
-        # an Edge-TPU graph's expert layers run on the CPU anyway: float there, as in the default export
-        experts_float = keep_float or (experts_on_cpu and converter.representative_dataset is not None)
-        float_nodes = _mixture_of_experts_nodes(static_model) if experts_float else []
-        float_ops = list(XNNPACK_FLOAT_OPS) if keep_float else []
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if float_nodes or float_ops:
-            converter.target_spec.supported_ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
-        if not float_io:
-            io_type = tf.int8 if quantization == "int8" else tf.uint8
-            converter.inference_input_type = io_type
-            converter.inference_output_type = io_type
-    calibrated_conversion = integer and converter.representative_dataset is not None
+    # the denylists act at calibration; a QAT model exported without calibration data is all-integer
+    keep_float = calibrated_conversion and not integer_only
+    # an Edge-TPU graph's expert layers run on the CPU anyway: float there, as in the default export
+    experts_float = keep_float or (experts_on_cpu and calibrated_conversion)
+    float_ops = list(XNNPACK_FLOAT_OPS) if keep_float else []
+    io_type = None if float_io or not integer else tf.int8 if quantization == "int8" else tf.uint8
+
+    def converter_for(graph, images, first=True, last=True):
+        """A converter of `graph` with the export's settings, and the nodes it keeps float."""
+        converter = _converter(graph, scratch.name)
+        if quantization != "float32":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if stripped:  # quantize the kernels per tensor, as QAT trained them (per channel lost 1 % top-1 on digits)
+            converter._experimental_disable_per_channel = True
+        if quantization == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        float_nodes = _mixture_of_experts_nodes(graph) if integer and experts_float else []
+        if integer:
+            if images is not None:
+                converter.representative_dataset = _representative_dataset(images, batch_size, calibration_steps,
+                                                                            progress=not by_blocks)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if float_nodes or float_ops:
+                converter.target_spec.supported_ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
+            if io_type is not None:  # by blocks, the pieces meet on float32 tensors
+                converter.inference_input_type = io_type if first else tf.float32
+                converter.inference_output_type = io_type if last else tf.float32
+        return converter, float_nodes
+
     if has_fake_quant:  # its learned ranges rule; narrowing the others around them was not measured
         calibration_method = "minmax"
     name, probabilities, note = model.name, outputs_probabilities(model), _normalization_note(model)
-    print(f"converting {name!r} to TFLite ({quantization}{', integer only' if integer and integer_only else ''})")
+    print(f"converting {name!r} to TFLite ({quantization}{', integer only' if integer and integer_only else ''})"
+          + (" block by block" if by_blocks else ""))
+    if by_blocks:
+        chain = blockwise.layer_chain(static_model)
+        pieces = blockwise.split(chain)
+        graphs = _pieces(pieces, static_model.input_shape, calibration, name, equalizing, converter_for)
+    else:
+        graphs = iter([converter_for(static_model, calibration) + (calibration, None)])
     # a large model's converter reads a SavedModel: the equalized copy this export made can go before it converts
     del model, static_model
     gc.collect()
     try:
         if calibrated_conversion:
-            with _converter_quiet():
-                calibrated = _calibrate(converter)
-            images = calibration[: calibration_steps * batch_size]
-            calibrated, narrowed = narrow_ranges(calibrated, images, batch_size, calibration_method)
-            if narrowed:
-                print(f"{calibration_method} calibration narrowed {len(narrowed)} activation ranges")
-            if report is not None or float_layers:
-                float_nodes = _layer_report(calibrated, converter, images, batch_size, name, quantization,
-                                            float_ops, float_nodes, equalization, calibration_method,
-                                            report, float_layers)
-            with _converter_quiet():
-                flatbuffer = _quantize(calibrated, converter, float_ops, float_nodes)
+            flatbuffers, equalization = _calibrated_conversion(
+                graphs, batch_size, calibration_steps, calibration_method, float_ops, scratch.name,
+                report_rows=report is not None or bool(float_layers), equalization=equalization,
+                kept=lambda rows, equalization: _float_layers_kept(rows, float_layers, name, quantization,
+                                                                   equalization, calibration_method, report),
+                on_disk=by_blocks)
+            flatbuffer = (blockwise.join(flatbuffers, [f"{name}/{layers[-1].name}" for layers in pieces[:-1]])
+                          if by_blocks else flatbuffers[0])
         else:
+            converter, _, _, _ = next(graphs)
             with _converter_quiet():
                 flatbuffer = converter.convert()
     except KerasMixerError:
