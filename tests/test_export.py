@@ -158,11 +158,11 @@ def test_other_modes_agree_with_keras(digits, tmp_path, mode, input_dtype):
     assert agreement >= 0.98
 
 
-@pytest.mark.parametrize("mode, options", [("int8", {}), ("int8", {"integer_only": True}), ("float32", {})])
+@pytest.mark.parametrize("mode, options", [("int8", {"integer_only": True}), ("float32", {})])
 def test_large_model_route_through_a_saved_model_writes_the_same_file(digits, exported, tmp_path, monkeypatch, mode,
                                                                        options):
-    """Models above SAVED_MODEL_ABOVE_BYTES convert from a SavedModel written to disk (less memory): the same ops and
-    the same outputs as the in-memory route, shown on the digits Mixer by lowering the threshold."""
+    """Large models that do not convert block by block convert from a SavedModel written to disk (less memory): the
+    same ops and the same outputs as the in-memory route, shown on the digits Mixer by lowering the threshold."""
     import tempfile
 
     from keras_mixer.export import tflite
@@ -171,7 +171,7 @@ def test_large_model_route_through_a_saved_model_writes_the_same_file(digits, ex
     calibration = digits["x_train"][:256] if mode == "int8" else None
     in_memory = to_tflite(digits["model"], tmp_path / "in_memory.tflite", mode, representative_data=calibration,
                           **options)
-    monkeypatch.setattr(tflite, "SAVED_MODEL_ABOVE_BYTES", 0)
+    monkeypatch.setattr(tflite, "LARGE_MODEL_BYTES", 0)
     routed = to_tflite(digits["model"], tmp_path / "saved_model.tflite", mode, representative_data=calibration,
                        **options)
     assert op_counts(routed) == op_counts(in_memory)
@@ -179,6 +179,65 @@ def test_large_model_route_through_a_saved_model_writes_the_same_file(digits, ex
     np.testing.assert_array_equal(predict(load_interpreter(routed), images),
                                   predict(load_interpreter(in_memory), images))
     assert set(Path(tempfile.gettempdir()).glob("keras_mixer_export_*")) == scratch  # the SavedModel is removed
+
+
+@pytest.mark.parametrize("options", [{}, {"float_layers": ["MixerBlock_2/channel_mixing"]}])
+def test_large_model_converted_block_by_block_is_the_whole_conversion(digits, tmp_path, monkeypatch, options):
+    """A large chain of blocks converts one block at a time (`export.blockwise`): shown on the digits Mixer, with
+    the size thresholds lowered so that each block is a piece, the joined file has the ops, the output scale and
+    (to one int8 step) the outputs of the whole-graph conversion; the report covers every piece's ops."""
+    import json
+    import tempfile
+
+    from keras_mixer.export import blockwise, tflite
+
+    scratch = set(Path(tempfile.gettempdir()).glob("keras_mixer_export_*"))
+    calibration = digits["x_train"][:256]
+    whole = to_tflite(digits["model"], tmp_path / "whole.tflite", "int8", representative_data=calibration,
+                      report=tmp_path / "whole.json", **options)
+    monkeypatch.setattr(tflite, "LARGE_MODEL_BYTES", 0)
+    monkeypatch.setattr(blockwise, "PIECE_BYTES", 1)
+    chain = blockwise.layer_chain(digits["model"])
+    assert [[layer.name for layer in piece] for piece in blockwise.split(chain)] == [
+        ["stem"], ["MixerBlock_0"], ["MixerBlock_1"], ["MixerBlock_2"], ["MixerBlock_3"],
+        ["pre_head_layer_norm", "avg_pool", "head_dropout", "head"]]
+    blocks = to_tflite(digits["model"], tmp_path / "blocks.tflite", "int8", representative_data=calibration,
+                       report=tmp_path / "blocks.json", **options)
+    assert op_counts(blocks) == op_counts(whole)
+    whole_interpreter, blocks_interpreter = load_interpreter(whole), load_interpreter(blocks)
+    scale, _ = whole_interpreter.get_output_details()[0]["quantization"]
+    assert blocks_interpreter.get_output_details()[0]["quantization"] == whole_interpreter.get_output_details()[0][
+        "quantization"]
+    images = digits["x_test"]
+    want, got = predict(whole_interpreter, images), predict(blocks_interpreter, images)
+    assert np.abs(want - got).max() <= scale * 1.01
+    assert np.mean(want == got) > 0.8
+    assert np.mean(got.argmax(1) == digits["model"].predict(images, verbose=0).argmax(1)) >= 0.98
+    whole_report, blocks_report = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("whole", "blocks"))
+    # the same quantized ops; only the logits' op is named otherwise (the converter names a graph output after the
+    # signature, "StatefulPartitionedCall_1:0", or a fused node, "stem/add")
+    whole_ops, blocks_ops = ({(row["name"], row["op"]) for row in report["layers"]} for report in (whole_report, blocks_report))
+    assert len(blocks_report["layers"]) == len(whole_report["layers"]) and len(whole_ops - blocks_ops) <= 1
+    assert len(blocks_report["equalization"]["equalized"]) == len(whole_report["equalization"]["equalized"]) == 5
+    assert len(blocks_report["float_layers"]) == len(whole_report["float_layers"])
+    assert set(Path(tempfile.gettempdir()).glob("keras_mixer_export_*")) == scratch  # the pieces are removed
+
+
+def test_blockwise_conversion_takes_chains_only_and_joins_float_tensors_only(digits):
+    from keras_mixer.export import blockwise
+
+    images = keras.Input((8,), name="images")
+    hidden = keras.layers.Dense(8, name="hidden")(images)
+    skip = keras.Model(images, keras.layers.Add(name="sum")([images, hidden]))
+    assert blockwise.layer_chain(skip) is None  # two inputs to "sum": converted whole
+    assert blockwise.layer_chain(digits["model"])[-1].name == "head"
+    import tensorflow as tf
+
+    stem = blockwise.piece_model([digits["model"].get_layer("stem")], (1, 32, 32, 3), "stem")
+    dense = blockwise.piece_model([keras.layers.Dense(8, name="dense")], (1, 8), "dense")
+    pieces = [tf.lite.TFLiteConverter.from_keras_model(model).convert() for model in (stem, dense)]
+    with pytest.raises(ExportError, match="piece 0's output .* is not piece 1's float32 input"):
+        blockwise.join(pieces, ["cut"])
 
 
 def test_static_batch_of_n(digits, tmp_path):

@@ -368,6 +368,8 @@ def _pieces(pieces, input_shape, calibration, name, equalizing, converter_for):
         converter, float_nodes = converter_for(graph, inputs, first=index == 0, last=index == len(pieces) - 1)
         yield converter, float_nodes, inputs, equalization
         inputs, shape = outputs, graph.output_shape
+        del converter, graph
+        gc.collect()  # the piece's traced graph and equalized copy, before the next one is made
 
 
 def to_tflite(
@@ -545,6 +547,7 @@ def to_tflite(
                 on_disk=by_blocks)
             flatbuffer = (blockwise.join(flatbuffers, [f"{name}/{layers[-1].name}" for layers in pieces[:-1]])
                           if by_blocks else flatbuffers[0])
+            del flatbuffers  # the pieces, once joined
         else:
             converter, _, _, _ = next(graphs)
             with _converter_quiet():
