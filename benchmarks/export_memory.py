@@ -1,8 +1,10 @@
-"""Peak memory and time of exporting the large variants: each (model, quantization) in its own process (a clean
-peak), its resident set sampled every 50 ms, against the size of the model's float32 weights. With `--stages` it
-also prints the resident set at each line the export prints (where the peak is).
+"""Peak memory and time of exporting the large variants: each (model, quantization, route) in its own process (a
+clean peak), its resident set sampled every 50 ms, against the size of the model's float32 weights. Routes:
+"blocks", what `to_tflite` does (a default int8 export of a chain of blocks converts block by block), and "whole",
+the same export converted as one graph (through a SavedModel). With `--stages` it also prints the resident set at
+each line the export prints (where the peak is).
 
-    python benchmarks/export_memory.py mixer_l16 mixer_h14 --quantization int8 --output docs/results/export_memory.json
+    python benchmarks/export_memory.py mixer_l16 mixer_h14 --routes blocks whole --output docs/results/export_memory.json
 """
 
 import argparse
@@ -14,7 +16,7 @@ import sys
 CHILD = r"""
 import json, sys, threading, time
 import numpy as np
-name, quantization, images, stages = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
+name, quantization, images, stages, route = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1", sys.argv[5]
 
 def rss_mb():
     with open("/proc/self/status") as status:
@@ -32,20 +34,22 @@ if stages:
     builtins.print = lambda *a, **k: print_(f"[{rss_mb():7.0f} MB, peak {peak[0]:7.0f}]", *a, **k)
 
 import keras_mixer
-from keras_mixer.export import to_tflite
+from keras_mixer.export import blockwise, to_tflite
+if route == "whole":
+    blockwise.layer_chain = lambda model: None  # no graph is a chain: every export converts whole
 model = keras_mixer.create_model(name, classifier_activation=None)
 weights_mb = sum(int(np.prod(v.shape)) for v in model.weights) * 4 / 2**20
 before = rss_mb()
 calibration = np.random.default_rng(0).uniform(-1, 1, (images, *model.input_shape[1:])).astype("float32")
 started = time.perf_counter()
 path = to_tflite(model, f"/tmp/export_memory_{name}_{quantization}.tflite", quantization,
-                 representative_data=calibration if quantization in ("int8", "uint8") else None, metadata=False)
+                 representative_data=calibration if quantization in ("int8", "uint8") else None)
 seconds = time.perf_counter() - started
 import os
 size_mb = os.path.getsize(path) / 2**20
 os.remove(path)
 print(f"written: {size_mb:.0f} MB")
-print_(json.dumps({"model": name, "quantization": quantization, "calibration_images": images,
+print_(json.dumps({"model": name, "quantization": quantization, "route": route, "calibration_images": images,
                   "float32_weights_mb": weights_mb, "rss_before_export_mb": before, "peak_rss_mb": peak[0],
                   "peak_over_weights": peak[0] / weights_mb, "seconds": seconds, "file_mb": size_mb}))
 """
@@ -55,6 +59,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+")
     parser.add_argument("--quantization", nargs="+", default=["int8"])
+    parser.add_argument("--routes", nargs="+", default=["blocks"], choices=["blocks", "whole"])
     parser.add_argument("--images", type=int, default=4, help="calibration images")
     parser.add_argument("--stages", action="store_true", help="print the resident set at each export step")
     parser.add_argument("--output", help="a JSON file for the rows, the machine and the command")
@@ -62,22 +67,24 @@ def main():
     rows, failures = [], {}
     for name in args.models:
         for quantization in args.quantization:
-            done = subprocess.run([sys.executable, "-c", CHILD, name, quantization, str(args.images),
-                                   "1" if args.stages else "0"], capture_output=True, text=True,
-                                  env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-            lines = done.stdout.strip().splitlines()
-            if args.stages:
-                print("\n".join(lines[:-1]))
-            if done.returncode:
-                errors = [line for line in done.stderr.splitlines() if "Error" in line] or ["?"]
-                cause = f"killed by signal {-done.returncode}" if done.returncode < 0 else errors[-1]
-                print(f"{name} {quantization}: failed ({cause})")
-                failures[f"{name} {quantization}"] = cause
-                continue
-            row = json.loads(lines[-1])
-            rows.append(row)
-            print(f"{name:<12}{quantization:<9}weights {row['float32_weights_mb']:7.0f} MB  peak RSS "
-                  f"{row['peak_rss_mb']:7.0f} MB ({row['peak_over_weights']:.1f}x)  {row['seconds']:6.0f} s", flush=True)
+            for route in args.routes:
+                done = subprocess.run([sys.executable, "-c", CHILD, name, quantization, str(args.images),
+                                       "1" if args.stages else "0", route], capture_output=True, text=True,
+                                      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                lines = done.stdout.strip().splitlines()
+                if args.stages:
+                    print("\n".join(lines[:-1]))
+                if done.returncode:
+                    errors = [line for line in done.stderr.splitlines() if "Error" in line] or ["?"]
+                    cause = f"killed by signal {-done.returncode}" if done.returncode < 0 else errors[-1]
+                    print(f"{name} {quantization} {route}: failed ({cause})")
+                    failures[f"{name} {quantization} {route}"] = cause
+                    continue
+                row = json.loads(lines[-1])
+                rows.append(row)
+                print(f"{name:<12}{quantization:<9}{route:<8}weights {row['float32_weights_mb']:7.0f} MB  peak RSS "
+                      f"{row['peak_rss_mb']:7.0f} MB ({row['peak_over_weights']:.1f}x)  {row['seconds']:6.0f} s",
+                      flush=True)
     if args.output:
         from keras_mixer.io_utils import write_text
         from keras_mixer.machine import machine

@@ -359,10 +359,12 @@ def input_pipeline():
 def export_memory():
     """Peak resident memory and time of the int8 export of the large variants, against their float32 weights."""
     result = load("export_memory")
-    body = [[MIXER_NAMES.get(row["model"], row["model"]), row["quantization"], f"{row['float32_weights_mb']:.0f}",
-             f"{row['peak_rss_mb']:.0f}", f"{row['peak_over_weights']:.1f}×", f"{row['seconds']:.0f}",
-             f"{row['file_mb']:.0f}"] for row in result["rows"]]
-    header = ["model", "export", "float32 weights MB", "peak RSS MB", "peak / weights", "seconds", "file MB"]
+    routes = {"blocks": "block by block", "whole": "whole graph"}
+    body = [[MIXER_NAMES.get(row["model"], row["model"]), row["quantization"], routes[row.get("route", "whole")],
+             f"{row['float32_weights_mb']:.0f}", f"{row['peak_rss_mb']:.0f}", f"{row['peak_over_weights']:.1f}×",
+             f"{row['seconds']:.0f}", f"{row['file_mb']:.0f}"] for row in result["rows"]]
+    header = ["model", "export", "conversion", "float32 weights MB", "peak RSS MB", "peak / weights", "seconds",
+              "file MB"]
     text = caption(result, "export_memory") + "\n\n" + table(header, body)
     failures = result.get("failures") or {}
     if failures:

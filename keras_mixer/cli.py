@@ -4,8 +4,10 @@ holds the recipe fields given as flags)."""
 
 import difflib
 import os
+import resource
 import shlex
 import sys
+import time
 
 from keras_mixer.errors import KerasMixerError
 
@@ -131,12 +133,16 @@ def _export(args):
     float_layers = args.float_layers
     if float_layers and len(float_layers) == 1 and float_layers[0].isdigit():
         float_layers = int(float_layers[0])
+    started = time.perf_counter()
     path = to_tflite(model, args.output, args.quantization, representative_data=calibration,
                      batch_size=args.batch_size, float_io=args.float_io, labels=labels,
                      integer_only=args.integer_only or None, equalize=not args.no_equalize, report=args.report,
                      float_layers=float_layers, calibration_method=args.calibration_method)
+    # the process's peak resident memory (Linux reports KiB): what a machine needs to run this export
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"wrote {path} ({os.path.getsize(path) / 1024:.0f} KB, {args.quantization}, batch {args.batch_size}"
-          f"{', ' + str(len(labels)) + ' labels' if labels else ''})")
+          f"{', ' + str(len(labels)) + ' labels' if labels else ''}) in {time.perf_counter() - started:.0f} s, "
+          f"peak memory {peak:,.0f} MB")
 
 
 def _predict(args):

@@ -122,13 +122,12 @@ def add_metadata(path, name, description, mean=(127.5,), std=(127.5,), labels=No
     model.metadata.append(entry)
     builder = flatbuffers.Builder(len(data) + len(blob) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    packed = io.BytesIO(bytes(builder.Output()))
-    if labels is not None:
-        with zipfile.ZipFile(packed, "a") as archive:  # appended after the flatbuffer, offsets from file start
-            archive.writestr(LABELS_FILE, "".join(f"{label}\n" for label in labels))
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            f.write(packed.getvalue())
+            f.write(memoryview(builder.Bytes)[builder.Head():])  # no copy of a large model's flatbuffer
+        if labels is not None:
+            with zipfile.ZipFile(tmp, "a") as archive:  # appended after the flatbuffer, offsets from file start
+                archive.writestr(LABELS_FILE, "".join(f"{label}\n" for label in labels))
     return path
 
 

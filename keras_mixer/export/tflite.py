@@ -169,20 +169,24 @@ def outputs_probabilities(model):
     return output_activation(model) == "softmax"
 
 
-def _with_logit_range(model, calibration):
-    """`model` followed by a FixedRangeQuantizer over its calibration logits plus LOGIT_HEADROOM."""
-    import keras
-
+def _logit_range(logits):
+    """A FixedRangeQuantizer over the calibration `logits` widened by LOGIT_HEADROOM."""
     from keras_mixer.layers.fake_quant import FixedRangeQuantizer
+
+    low, high = float(np.min(logits)), float(np.max(logits))
+    margin = LOGIT_HEADROOM * (high - low)
+    return FixedRangeQuantizer(low - margin, high + margin, name="logit_range")
+
+
+def _with_logit_range(model, calibration):
+    """`model` followed by the `_logit_range` of its logits on the calibration images."""
+    import keras
 
     # eager calls: predict() would trace a new function for every exported model (TensorFlow's retracing warning)
     logits = np.concatenate([keras.ops.convert_to_numpy(model(calibration[start : start + 64], training=False))
                              for start in range(0, len(calibration), 64)])
-    low, high = float(np.min(logits)), float(np.max(logits))
-    margin = LOGIT_HEADROOM * (high - low)
     images = keras.Input(model.input_shape[1:], batch_size=model.input_shape[0], name="images")
-    return keras.Model(images, FixedRangeQuantizer(low - margin, high + margin, name="logit_range")(model(images)),
-                       name=model.name)
+    return keras.Model(images, _logit_range(logits)(model(images)), name=model.name)
 
 
 def _check_integer_only(flatbuffer, name, float_io):
@@ -350,22 +354,26 @@ def _float_layers_kept(rows, float_layers, name, quantization, equalization, cal
     return kept
 
 
-def _pieces(pieces, input_shape, calibration, name, equalizing, converter_for):
-    """(converter, float nodes, calibration inputs) of each piece of a blockwise conversion in turn, each piece
-    calibrated on the float activations the pieces before it compute from the calibration images; with
-    `equalizing`, each piece equalized on its own inputs (its report rows joined in the last piece's tuple)."""
+def _pieces(pieces, input_shape, calibration, name, equalizing, logit_range, converter_for):
+    """(converter, float nodes, calibration inputs, equalization report) of each piece of a blockwise conversion in
+    turn: each piece calibrated on the float activations the pieces before it compute from the calibration images,
+    with `equalizing` equalized on them, and with `logit_range` the last one ending in the `_logit_range` of its
+    logits."""
     from keras_mixer.export.equalize import equalize_channels
 
     inputs, shape = calibration, input_shape
     for index, layers in enumerate(pieces):
         print(f"piece {index + 1}/{len(pieces)}: {layers[0].name}" + (f" .. {layers[-1].name}" if len(layers) > 1
                                                                        else ""))
-        graph = blockwise.piece_model(layers, shape, name)
+        last = index == len(pieces) - 1
         outputs = blockwise.run(layers, inputs)
+        if last and logit_range:
+            layers = layers + [_logit_range(outputs)]
+        graph = blockwise.piece_model(layers, shape, name)
         equalization = None
         if equalizing:
             graph, equalization = equalize_channels(graph, inputs)
-        converter, float_nodes = converter_for(graph, inputs, first=index == 0, last=index == len(pieces) - 1)
+        converter, float_nodes = converter_for(graph, inputs, first=index == 0, last=last)
         yield converter, float_nodes, inputs, equalization
         inputs, shape = outputs, graph.output_shape
         del converter, graph
@@ -434,6 +442,11 @@ def to_tflite(
         float_layers: keep these ops float32 in a calibrated default int8 export: regular expressions searched in
             the report's tensor names (e.g. "MixerBlock_7/channel_mixing"), or a number N for the N ops of worst
             SQNR in the report.
+
+    Memory: a model above `LARGE_MODEL_BYTES` of float32 weights whose graph is a chain of blocks (every Mixer)
+    takes its calibrated default int8 export block by block (`keras_mixer.export.blockwise`: the ops of a
+    whole-graph conversion, outputs within one int8 step of it; each block equalized and calibrated on the
+    activations of the blocks before it); other exports of large models convert whole from a SavedModel.
     """
     import tensorflow as tf
 
@@ -492,7 +505,8 @@ def to_tflite(
         model, has_fake_quant = strip_quantization(model), False
     static_model = _static_batch_model(model, batch_size)
     scratch = tempfile.TemporaryDirectory(prefix="keras_mixer_export_")  # a large model's SavedModel, removed after
-    if calibrated_conversion and not has_fake_quant and not outputs_probabilities(model):
+    logit_range = calibrated_conversion and not has_fake_quant and not outputs_probabilities(model)
+    if logit_range and not by_blocks:  # by blocks, from the logits the last piece computes
         static_model = _with_logit_range(static_model, calibration)
     # the denylists act at calibration; a QAT model exported without calibration data is all-integer
     keep_float = calibrated_conversion and not integer_only
@@ -531,7 +545,7 @@ def to_tflite(
     if by_blocks:
         chain = blockwise.layer_chain(static_model)
         pieces = blockwise.split(chain)
-        graphs = _pieces(pieces, static_model.input_shape, calibration, name, equalizing, converter_for)
+        graphs = _pieces(pieces, static_model.input_shape, calibration, name, equalizing, logit_range, converter_for)
     else:
         graphs = iter([converter_for(static_model, calibration) + (calibration, None)])
     # a large model's converter reads a SavedModel: the equalized copy this export made can go before it converts
