@@ -1,5 +1,6 @@
 """QAT and TFLite export on the digits task: accuracy kept, graph fully int8, outputs agree, bad input caught."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from keras_mixer.export import evaluate_tflite, load_interpreter, op_counts, pre
 from keras_mixer.export.tflite import XNNPACK_FLOAT_OPS
 from keras_mixer.layers import ActivationQuantizer
 from keras_mixer.quantization import quantize_model
+from small_models import SMALL, with_nonzero_weights
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +201,7 @@ def test_large_model_converted_block_by_block_is_the_whole_conversion(digits, tm
     monkeypatch.setattr(blockwise, "PIECE_BYTES", 1)
     chain = blockwise.layer_chain(digits["model"])
     assert [[layer.name for layer in piece] for piece in blockwise.split(chain)] == [
-        ["stem"], ["MixerBlock_0"], ["MixerBlock_1"], ["MixerBlock_2"], ["MixerBlock_3"],
+        ["stem", "MixerBlock_0"], ["MixerBlock_1"], ["MixerBlock_2"], ["MixerBlock_3"],
         ["pre_head_layer_norm", "avg_pool", "head_dropout", "head"]]
     blocks = to_tflite(digits["model"], tmp_path / "blocks.tflite", "int8", representative_data=calibration,
                        report=tmp_path / "blocks.json", **options)
@@ -216,11 +218,36 @@ def test_large_model_converted_block_by_block_is_the_whole_conversion(digits, tm
     whole_report, blocks_report = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("whole", "blocks"))
     # the same quantized ops; only the logits' op is named otherwise (the converter names a graph output after the
     # signature, "StatefulPartitionedCall_1:0", or a fused node, "stem/add")
-    whole_ops, blocks_ops = ({(row["name"], row["op"]) for row in report["layers"]} for report in (whole_report, blocks_report))
+    whole_ops, blocks_ops = ({(row["name"], row["op"]) for row in report["layers"]}
+                             for report in (whole_report, blocks_report))
     assert len(blocks_report["layers"]) == len(whole_report["layers"]) and len(whole_ops - blocks_ops) <= 1
     assert len(blocks_report["equalization"]["equalized"]) == len(whole_report["equalization"]["equalized"]) == 5
     assert len(blocks_report["float_layers"]) == len(whole_report["float_layers"])
     assert set(Path(tempfile.gettempdir()).glob("keras_mixer_export_*")) == scratch  # the pieces are removed
+
+
+@pytest.mark.parametrize("family", ["as_mlp", "hire_mlp", "vip", "raft_mlp"])
+def test_every_family_converts_block_by_block_into_the_whole_conversion(family, tmp_path, monkeypatch):
+    """Each family's chain (downsampling layers and embeddings between its blocks) cut after every block joins into
+    the whole-graph conversion's ops, as close to the float model (random weights, the head given values)."""
+    from keras_mixer.export import blockwise, tflite
+
+    keras.utils.set_random_seed(0)
+    model = with_nonzero_weights(SMALL[family]())
+    images = np.random.default_rng(0).uniform(-1, 1, (232, *model.input_shape[1:])).astype("float32")
+    calibration, tests = images[:32], images[32:]
+    whole = to_tflite(model, tmp_path / "whole.tflite", "int8", representative_data=calibration)
+    monkeypatch.setattr(tflite, "LARGE_MODEL_BYTES", 0)
+    monkeypatch.setattr(blockwise, "PIECE_BYTES", 1)
+    assert len(blockwise.split(blockwise.layer_chain(model))) >= 3
+    blocks = to_tflite(model, tmp_path / "blocks.tflite", "int8", representative_data=calibration)
+    assert op_counts(blocks) == op_counts(whole)
+    want, got = (predict(load_interpreter(path), tests) for path in (whole, blocks))
+    scale, _ = load_interpreter(whole).get_output_details()[0]["quantization"]
+    # the pieces calibrate on activations Keras computes, the whole graph on TFLite's: ranges differ in the last
+    # bits, and outputs by some int8 steps here and there, but not on average
+    reference = model.predict(tests, verbose=0)
+    assert np.abs(got - reference).mean() <= 1.1 * np.abs(want - reference).mean() + 0.05 * scale
 
 
 def test_blockwise_conversion_takes_chains_only_and_joins_float_tensors_only(digits):
@@ -432,5 +459,7 @@ def test_export_cli_embeds_labels(digits, tmp_path):
     result = cli("export", tmp_path / "m.keras", tmp_path / "m.tflite", "--labels", tmp_path / "labels.txt",
                  "--calibration", "digits")
     assert result.returncode == 0, result.stderr[-1000:]
+    assert re.search(r"wrote .*m\.tflite \(\d+ KB, int8, batch 1, 10 labels\) in \d+ s, peak memory [\d,]+ MB",
+                     result.stdout)
     assert read_metadata(tmp_path / "m.tflite")["labels"] == [f"digit {i}" for i in range(10)]
     assert load_interpreter(tmp_path / "m.tflite").get_input_details()[0]["dtype"] == np.int8

@@ -2,13 +2,13 @@
 
 TensorFlow's converter holds several copies of a graph's weights at once (the frozen graph, the MLIR module, the
 float flatbuffer, the calibrator's copy, the quantized module): Mixer-L/16's int8 export peaked at 9.8x its float32
-weights and Mixer-H/14's did not finish on 24 GB. A model whose graph is a chain of layers (stem, blocks, head: every
-Mixer) converts one piece of a few blocks at a time instead: each piece is a small Keras model over the same layer
-objects (no weight copy), calibrated on the activations its predecessors compute from the calibration images, and
-quantized with the export's own settings; the pieces' flatbuffers are then joined into one graph, each piece's input
-tensor replaced by its predecessor's output. Pieces meet where the whole graph is float32 anyway (residual sums in
-the default int8 export, which XNNPACK runs between int8 matmuls), so the joined file has the ops of a whole-graph
-conversion (tested on the digits Mixer through both routes).
+weights and Mixer-H/14's did not finish on 24 GB. A model whose graph is a chain of layers (stem, blocks,
+downsampling layers, head: every family here) converts one piece of a few blocks at a time instead: each piece is a
+small Keras model over the same layer objects (no weight copy), calibrated on the activations its predecessors
+compute from the calibration images, and quantized with the export's own settings; the pieces' flatbuffers are then
+joined into one graph, each piece's input tensor replaced by its predecessor's output. Pieces meet only at a block's output, where the whole graph is float32
+anyway (a residual sum: the default int8 export runs it in float between int8 matmuls, as XNNPACK is fastest), so
+the joined file has the ops of a whole-graph conversion (tested through both routes).
 """
 
 import numpy as np
@@ -64,20 +64,19 @@ def layer_chain(model):
 
 
 def _is_block(layer):
-    """A residual block (it declares its norm -> linear pairs for channel equalization): its input feeds a norm and a
-    residual sum, its output is a residual sum, float32 tensors in the default int8 export."""
+    """A residual block (it declares its norm -> linear pairs for channel equalization): its output is a residual
+    sum, a float32 tensor in the default int8 export, which the next layer reads as the whole graph's would."""
     return hasattr(layer, "channel_equalization")
 
 
 def split(chain, piece_bytes=None):
-    """Consecutive runs of the chain's layers that meet only at a block's input or output (where the whole graph
-    is float32 anyway, so the pieces join into the graph a whole conversion gives), each with at most `piece_bytes`
-    of float32 weights (PIECE_BYTES) unless a single block or the layers between two blocks pass it alone."""
+    """Consecutive runs of the chain's layers that end at a block's output (where the whole graph is float32, so
+    the pieces join into the graph a whole conversion gives), each with at most `piece_bytes` of float32 weights
+    (PIECE_BYTES) unless a single block with what precedes it up to the previous block passes it alone."""
     limit = PIECE_BYTES if piece_bytes is None else piece_bytes
     pieces = [[]]
     for before, layer in zip([None] + chain[:-1], chain):
-        if (pieces[-1] and (_is_block(before) or _is_block(layer))
-                and weight_bytes(pieces[-1] + [layer]) > limit):
+        if pieces[-1] and _is_block(before) and weight_bytes(pieces[-1] + [layer]) > limit:
             pieces.append([])
         pieces[-1].append(layer)
     return pieces
@@ -117,8 +116,8 @@ def _quantized(tensor):
 
 
 def join(flatbuffers, cut_names):
-    """One TFLite flatbuffer (a memoryview) running the graphs of `flatbuffers` in turn: each graph's single input is replaced by
-    the previous graph's single output (same shape, float32), renamed `cut_names[i]`; the first graph's input and
+    """One TFLite flatbuffer (a memoryview) running the graphs of `flatbuffers` in turn: each graph's single input
+    is replaced by the previous graph's single output (same shape, float32), renamed `cut_names[i]`; the first graph's input and
     signature, the last one's outputs."""
     from tensorflow.lite.python.schema_py_generated import TensorType
     from tensorflow.lite.tools import flatbuffer_utils

@@ -52,10 +52,12 @@ def _narrowed(counts, low, high, method):
     return min(float(new_low), 0.0), max(float(new_high), 0.0)
 
 
-def narrow_ranges(calibrated, images, batch_size, method):
+def narrow_ranges(calibrated, images, batch_size, method, image_input=True):
     """`calibrated` (a calibrate-only TFLite flatbuffer) with its activation ranges narrowed by `method`
     ("percentile" or "mse"), measured by running it on `images` in batches of `batch_size`; returns (flatbuffer,
-    {tensor name: ((old low, old high), (new low, new high))} for the ranges it changed)."""
+    {tensor name: ((old low, old high), (new low, new high))} for the ranges it changed). `image_input`: the graph's
+    input is the image, whose range stays; a piece of a blockwise conversion takes activations instead, narrowed as
+    the whole graph narrows them."""
     from tensorflow.lite.tools import flatbuffer_utils
 
     if method not in CALIBRATION_METHODS:
@@ -64,7 +66,7 @@ def narrow_ranges(calibrated, images, batch_size, method):
         return calibrated, {}
     model = flatbuffer_utils.convert_bytearray_to_object(calibrated)
     graph = model.subgraphs[0]
-    pinned = set(graph.inputs)
+    pinned = set(graph.inputs) if image_input else set()
     for op in graph.operators:
         if flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) in _PINNED_OPS:
             pinned.update(op.inputs)

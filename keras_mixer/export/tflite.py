@@ -48,7 +48,7 @@ def _static_batch_model(model, batch_size):
 
 
 # Above this size of float32 weights an export takes the routes that spare memory: the default int8 export of a
-# chain of blocks (every Mixer) converts block by block (`keras_mixer.export.blockwise`); other conversions read
+# chain of blocks (every family here) converts block by block (`keras_mixer.export.blockwise`); other conversions read
 # the model from a SavedModel written to disk instead of a Keras model in memory: from a Keras model the converter
 # freezes the variables into a graph in this process, one more copy of the weights (Mixer-L/16's float
 # conversion: peak RSS 7.8 GB from the Keras model, 6.2 GB from a SavedModel). Small models keep the in-memory route
@@ -262,7 +262,7 @@ def _calibrated_conversion(graphs, batch_size, calibration_steps, method, float_
         settings = _quantize_settings(converter)
         del converter
         images = images[: calibration_steps * batch_size]
-        calibrated, changed = narrow_ranges(calibrated, images, batch_size, method)
+        calibrated, changed = narrow_ranges(calibrated, images, batch_size, method, image_input=index == 0)
         narrowed += len(changed)
         if report_rows:
             if index == 0:
@@ -443,7 +443,7 @@ def to_tflite(
             the report's tensor names (e.g. "MixerBlock_7/channel_mixing"), or a number N for the N ops of worst
             SQNR in the report.
 
-    Memory: a model above `LARGE_MODEL_BYTES` of float32 weights whose graph is a chain of blocks (every Mixer)
+    Memory: a model above `LARGE_MODEL_BYTES` of float32 weights whose graph is a chain of blocks (every family here)
     takes its calibrated default int8 export block by block (`keras_mixer.export.blockwise`: the ops of a
     whole-graph conversion, outputs within one int8 step of it; each block equalized and calibrated on the
     activations of the blocks before it); other exports of large models convert whole from a SavedModel.
@@ -490,8 +490,9 @@ def to_tflite(
     calibrated_conversion = calibration is not None
     # the default int8 export of a large chain of blocks converts block by block; integer-only graphs stay whole
     # (their pieces would meet on int8 tensors whose scales each piece sets on its own)
-    by_blocks = (calibrated_conversion and not integer_only and form is None
-                 and blockwise.weight_bytes([model]) > LARGE_MODEL_BYTES and blockwise.layer_chain(model) is not None)
+    large = blockwise.weight_bytes([model]) > LARGE_MODEL_BYTES
+    by_blocks = (large and calibrated_conversion and not integer_only and form is None
+                 and blockwise.layer_chain(model) is not None)
     from keras_mixer.models.sparse_mlp import with_dispatch
 
     equalization = None
@@ -504,7 +505,8 @@ def to_tflite(
     if stripped:
         model, has_fake_quant = strip_quantization(model), False
     static_model = _static_batch_model(model, batch_size)
-    scratch = tempfile.TemporaryDirectory(prefix="keras_mixer_export_")  # a large model's SavedModel, removed after
+    # a large model's SavedModel or calibrated pieces, removed after
+    scratch = tempfile.TemporaryDirectory(prefix="keras_mixer_export_") if large else None
     logit_range = calibrated_conversion and not has_fake_quant and not outputs_probabilities(model)
     if logit_range and not by_blocks:  # by blocks, from the logits the last piece computes
         static_model = _with_logit_range(static_model, calibration)
@@ -517,7 +519,7 @@ def to_tflite(
 
     def converter_for(graph, images, first=True, last=True):
         """A converter of `graph` with the export's settings, and the nodes it keeps float."""
-        converter = _converter(graph, scratch.name)
+        converter = _converter(graph, scratch and scratch.name)
         if quantization != "float32":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if stripped:  # quantize the kernels per tensor, as QAT trained them (per channel lost 1 % top-1 on digits)
@@ -544,6 +546,8 @@ def to_tflite(
           + (" block by block" if by_blocks else ""))
     if by_blocks:
         chain = blockwise.layer_chain(static_model)
+        if chain is None:  # the model was a chain before its export form was made (strip_quantization, dispatch)
+            raise ExportError(f"{name!r}: its export form is not a chain of layers; it cannot convert block by block")
         pieces = blockwise.split(chain)
         graphs = _pieces(pieces, static_model.input_shape, calibration, name, equalizing, logit_range, converter_for)
     else:
@@ -554,7 +558,7 @@ def to_tflite(
     try:
         if calibrated_conversion:
             flatbuffers, equalization = _calibrated_conversion(
-                graphs, batch_size, calibration_steps, calibration_method, float_ops, scratch.name,
+                graphs, batch_size, calibration_steps, calibration_method, float_ops, scratch and scratch.name,
                 report_rows=report is not None or bool(float_layers), equalization=equalization,
                 kept=lambda rows, equalization: _float_layers_kept(rows, float_layers, name, quantization,
                                                                    equalization, calibration_method, report),
@@ -571,7 +575,8 @@ def to_tflite(
     except Exception as error:  # the converter raises ConverterError / RuntimeError with the MLIR diagnostics
         raise ExportError(f"TFLite conversion of {name!r} ({quantization}) failed: {error}") from error
     finally:
-        scratch.cleanup()
+        if scratch is not None:
+            scratch.cleanup()
     if integer and integer_only and not experts_on_cpu:
         _check_integer_only(flatbuffer, name, float_io)
     path = os.fspath(path)
