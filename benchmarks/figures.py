@@ -359,16 +359,20 @@ def input_pipeline():
 def export_memory():
     """Peak resident memory and time of the int8 export of the large variants, against their float32 weights."""
     result = load("export_memory")
-    routes = {"blocks": "block by block", "whole": "whole graph"}
-    body = [[MIXER_NAMES.get(row["model"], row["model"]), row["quantization"], routes[row.get("route", "whole")],
+    routes = {"blocks": "by blocks", "whole": "whole"}
+    body = [[MIXER_NAMES.get(row["model"], row["model"]), f"{row['quantization']}, {routes[row.get('route', 'whole')]}",
              f"{row['float32_weights_mb']:.0f}", f"{row['peak_rss_mb']:.0f}", f"{row['peak_over_weights']:.1f}×",
              f"{row['seconds']:.0f}", f"{row['file_mb']:.0f}"] for row in result["rows"]]
-    header = ["model", "export", "conversion", "float32 weights MB", "peak RSS MB", "peak / weights", "seconds",
-              "file MB"]
+    header = ["model", "export", "weights MB", "peak RSS MB", "peak / weights", "s", "file MB"]
     text = caption(result, "export_memory") + "\n\n" + table(header, body)
     failures = result.get("failures") or {}
     if failures:
-        text += "\n\nFailed in the same run: " + ", ".join(f"{key} ({cause})" for key, cause in failures.items()) + "."
+        def described(key):
+            model, quantization, *route = key.split()
+            return f"{MIXER_NAMES.get(model, model)} {quantization}{', ' + routes[route[0]] if route else ''}"
+
+        text += "\n\nFailed in the same run: " + ", ".join(f"{described(key)} ({cause})"
+                                                           for key, cause in failures.items()) + "."
     return text
 
 
