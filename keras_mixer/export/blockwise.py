@@ -1,8 +1,8 @@
 """Converting a large model block by block: peak memory bounded by a block, not by the whole model.
 
 TensorFlow's converter holds several copies of a graph's weights at once (the frozen graph, the MLIR module, the
-float flatbuffer, the calibrator's copy, the quantized module): Mixer-L/16's int8 export peaked at 9.8x its float32
-weights and Mixer-H/14's did not finish on 24 GB. A model whose graph is a chain of layers (stem, blocks,
+float flatbuffer, the calibrator's copy, the quantized module): converted whole, Mixer-L/16's int8 export peaks at
+about 9x its float32 weights and Mixer-H/14's does not finish on 24 GB (docs/export.md, "Large models"). A model whose graph is a chain of layers (stem, blocks,
 downsampling layers, head: every family here) converts one piece of a few blocks at a time instead: each piece is a
 small Keras model over the same layer objects (no weight copy), calibrated on the activations its predecessors
 compute from the calibration images, and quantized with the export's own settings; the pieces' flatbuffers are then
