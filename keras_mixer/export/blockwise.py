@@ -2,13 +2,14 @@
 
 TensorFlow's converter holds several copies of a graph's weights at once (the frozen graph, the MLIR module, the
 float flatbuffer, the calibrator's copy, the quantized module): converted whole, Mixer-L/16's int8 export peaks at
-about 9x its float32 weights and Mixer-H/14's does not finish on 24 GB (docs/export.md, "Large models"). A model whose graph is a chain of layers (stem, blocks,
-downsampling layers, head: every family here) converts one piece of a few blocks at a time instead: each piece is a
-small Keras model over the same layer objects (no weight copy), calibrated on the activations its predecessors
-compute from the calibration images, and quantized with the export's own settings; the pieces' flatbuffers are then
-joined into one graph, each piece's input tensor replaced by its predecessor's output. Pieces meet only at a block's output, where the whole graph is float32
-anyway (a residual sum: the default int8 export runs it in float between int8 matmuls, as XNNPACK is fastest), so
-the joined file has the ops of a whole-graph conversion (tested through both routes).
+about 9x its float32 weights and Mixer-H/14's does not finish on 24 GB (docs/export.md, "Large models"). A model
+whose graph is a chain of layers (stem, blocks, downsampling layers, head: every family here) converts one piece of
+a few blocks at a time instead: each piece is a small Keras model over the same layer objects (no weight copy),
+calibrated on the activations its predecessors compute from the calibration images, and quantized with the export's
+own settings; the pieces' flatbuffers are then joined into one graph, each piece's input tensor replaced by its
+predecessor's output. Pieces meet only at a block's output, where the whole graph is float32 anyway (a residual sum:
+the default int8 export runs it in float between int8 matmuls, as XNNPACK is fastest), so the joined file has the
+ops of a whole-graph conversion (tested through both routes).
 """
 
 import numpy as np
