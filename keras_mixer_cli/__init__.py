@@ -159,7 +159,10 @@ def build_parser():
                        help="keep the recipe's learning rate whatever the batch size")
     for field, kind in RECIPE_OPTIONS:
         train.add_argument(f"--{field.replace('_', '-')}", type=kind, help="override the recipe's value")
-    train.add_argument("--randaugment", type=INDEX, nargs=2, metavar=("NUM_OPS", "MAGNITUDE"))
+    randaugment = train.add_mutually_exclusive_group()
+    randaugment.add_argument("--randaugment", type=INDEX, nargs=2, metavar=("NUM_OPS", "MAGNITUDE"),
+                             help="RandAugment's ops per image and magnitude (the scratch recipe's: 2 15)")
+    randaugment.add_argument("--no-randaugment", action="store_true", help="switch off the recipe's RandAugment")
 
     evaluate_keras = commands.add_parser("evaluate", help="top-1/top-5 of a .keras model on a dataset's eval split")
     evaluate_keras.add_argument("model", help=".keras file")
@@ -219,6 +222,8 @@ def main(argv=None):
                              if getattr(args, field, None) is not None}
     if getattr(args, "randaugment", None):
         args.recipe_overrides["randaugment"] = tuple(args.randaugment)
+    if getattr(args, "no_randaugment", False):
+        args.recipe_overrides["randaugment"] = None  # get_recipe's None: the field switched off
     if args.verbose:
         from keras_mixer.cli import run
     else:

@@ -104,3 +104,23 @@ def test_train_output_that_is_a_file_is_one_line(tmp_path, capsys):
     assert code == 2 and capsys.readouterr().err == (f"keras-mixer train: error: --output {output} is a file, not a "
                                                      "run folder\n")
     assert output.read_text() == "the user's file"
+
+
+@pytest.mark.parametrize("flags, expected", [([], (2, 15)), (["--randaugment", "1", "5"], (1, 5)),
+                                             (["--no-randaugment"], None)],
+                         ids=["recipe", "randaugment_1_5", "no_randaugment"])
+def test_randaugment_flags_reach_the_recipe(flags, expected, monkeypatch):
+    import keras_mixer.cli
+    from keras_mixer.training import get_recipe
+
+    seen = []
+    monkeypatch.setattr(keras_mixer.cli, "run", lambda args: seen.append(args) or 0)
+    assert keras_mixer_cli.main(["train", "--recipe", "scratch", *flags]) == 0
+    assert get_recipe(seen[0].recipe, **seen[0].recipe_overrides).randaugment == expected
+
+
+def test_randaugment_and_no_randaugment_together_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        keras_mixer_cli.main(["train", "--randaugment", "2", "9", "--no-randaugment"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1 and "--no-randaugment" in err
