@@ -163,17 +163,20 @@ def test_other_modes_agree_with_keras(digits, tmp_path, mode, input_dtype):
 @pytest.mark.parametrize("mode, options", [("int8", {"integer_only": True}), ("float32", {})])
 def test_large_model_route_through_a_saved_model_writes_the_same_file(digits, exported, tmp_path, monkeypatch, mode,
                                                                        options):
-    """Large models that do not convert block by block convert from a SavedModel written to disk (less memory): the
-    same ops and the same outputs as the in-memory route, shown on the digits Mixer by lowering the threshold."""
+    """Large models that do not convert block by block (integer-only exports, graphs that are not a chain) convert
+    from a SavedModel written to disk (less memory): the same ops and the same outputs as the in-memory route, shown
+    on the digits Mixer by lowering the threshold."""
     import tempfile
 
-    from keras_mixer.export import tflite
+    from keras_mixer.export import blockwise, tflite
 
     scratch = set(Path(tempfile.gettempdir()).glob("keras_mixer_export_*"))
     calibration = digits["x_train"][:256] if mode == "int8" else None
     in_memory = to_tflite(digits["model"], tmp_path / "in_memory.tflite", mode, representative_data=calibration,
                           **options)
     monkeypatch.setattr(tflite, "LARGE_MODEL_BYTES", 0)
+    if mode == "float32":  # a chain would convert block by block
+        monkeypatch.setattr(blockwise, "layer_chain", lambda model: None)
     routed = to_tflite(digits["model"], tmp_path / "saved_model.tflite", mode, representative_data=calibration,
                        **options)
     assert op_counts(routed) == op_counts(in_memory)
@@ -224,6 +227,31 @@ def test_large_model_converted_block_by_block_is_the_whole_conversion(digits, tm
     assert len(blocks_report["equalization"]["equalized"]) == len(whole_report["equalization"]["equalized"]) == 5
     assert len(blocks_report["float_layers"]) == len(whole_report["float_layers"])
     assert set(Path(tempfile.gettempdir()).glob("keras_mixer_export_*")) == scratch  # the pieces are removed
+
+
+@pytest.mark.parametrize("mode", ["float32", "float16", "dynamic"])
+def test_large_model_float_exports_convert_block_by_block_into_the_whole_conversion(digits, tmp_path, monkeypatch,
+                                                                                    mode):
+    """The float32, float16 and dynamic-range exports of a large chain of blocks convert block by block too: with
+    every block a piece, the digits Mixer joins into the whole conversion's ops and outputs."""
+    from keras_mixer.export import blockwise, tflite
+
+    whole = to_tflite(digits["model"], tmp_path / "whole.tflite", mode)
+    monkeypatch.setattr(tflite, "LARGE_MODEL_BYTES", 0)
+    monkeypatch.setattr(blockwise, "PIECE_BYTES", 1)
+    converted = []
+    monkeypatch.setattr(blockwise, "join", lambda flatbuffers, names, join=blockwise.join: converted.append(
+        len(flatbuffers)) or join(flatbuffers, names))
+    blocks = to_tflite(digits["model"], tmp_path / "blocks.tflite", mode)
+    assert converted == [5]  # stem + block 0, blocks 1-3, the head
+    whole_ops, blocks_ops = op_counts(whole), op_counts(blocks)
+    if mode == "float16":  # a float16 constant the whole graph shares between blocks (a scalar) is dequantized once
+        # in each piece
+        assert 0 <= blocks_ops.pop("DEQUANTIZE") - whole_ops.pop("DEQUANTIZE") <= 4
+    assert blocks_ops == whole_ops
+    images = digits["x_test"][:64]
+    np.testing.assert_allclose(predict(load_interpreter(blocks), images), predict(load_interpreter(whole), images),
+                               atol=1e-6)
 
 
 @pytest.mark.parametrize("family", ["as_mlp", "hire_mlp", "vip", "raft_mlp"])

@@ -47,9 +47,9 @@ def _static_batch_model(model, batch_size):
     return keras.Model(images, model(images, training=False), name=model.name)
 
 
-# Above this size of float32 weights an export takes the routes that spare memory: the default int8 export of a
-# chain of blocks (every family here) converts block by block (`keras_mixer.export.blockwise`); other conversions read
-# the model from a SavedModel written to disk instead of a Keras model in memory: from a Keras model the converter
+# Above this size of float32 weights an export takes the routes that spare memory: a chain of blocks (every family
+# here) converts block by block (`keras_mixer.export.blockwise`) unless the export is integer-only; other conversions
+# read the model from a SavedModel written to disk instead of a Keras model in memory: from a Keras model the converter
 # freezes the variables into a graph in this process, one more copy of the weights (Mixer-L/16's float
 # conversion: peak RSS 7.8 GB from the Keras model, 6.2 GB from a SavedModel). Small models keep the in-memory route
 # (no disk writes, a few seconds faster).
@@ -366,7 +366,7 @@ def _pieces(pieces, input_shape, calibration, name, equalizing, logit_range, con
         print(f"piece {index + 1}/{len(pieces)}: {layers[0].name}" + (f" .. {layers[-1].name}" if len(layers) > 1
                                                                        else ""))
         last = index == len(pieces) - 1
-        outputs = blockwise.run(layers, inputs)
+        outputs = None if inputs is None else blockwise.run(layers, inputs)
         if last and logit_range:
             layers = layers + [_logit_range(outputs)]
         graph = blockwise.piece_model(layers, shape, name)
@@ -444,9 +444,10 @@ def to_tflite(
             SQNR in the report.
 
     Memory: a model above `LARGE_MODEL_BYTES` of float32 weights whose graph is a chain of blocks (every family here)
-    takes its calibrated default int8 export block by block (`keras_mixer.export.blockwise`: the ops of a
-    whole-graph conversion, outputs within one int8 step of it; each block equalized and calibrated on the
-    activations of the blocks before it); other exports of large models convert whole from a SavedModel.
+    converts block by block (`keras_mixer.export.blockwise`) in float32, float16, dynamic range and the calibrated
+    default int8 export: the ops of a whole-graph conversion (int8: outputs within one int8 step of it; each block
+    equalized and calibrated on the activations of the blocks before it). Integer-only exports of large models
+    convert whole from a SavedModel.
     """
     import tensorflow as tf
 
@@ -488,10 +489,11 @@ def to_tflite(
             raise ExportError(f"representative_data must be [N, H, W, C] preprocessed images, got shape "
                               f"{calibration.shape}")
     calibrated_conversion = calibration is not None
-    # the default int8 export of a large chain of blocks converts block by block; integer-only graphs stay whole
-    # (their pieces would meet on int8 tensors whose scales each piece sets on its own)
+    # a large chain of blocks converts block by block wherever its pieces meet on float32 tensors: float32, float16,
+    # dynamic range and the calibrated default int8 export. Integer-only graphs stay whole (their pieces would meet
+    # on int8 tensors whose scales each piece sets on its own), as does a QAT model's export from its own ranges
     large = blockwise.weight_bytes([model]) > LARGE_MODEL_BYTES
-    by_blocks = (large and calibrated_conversion and not integer_only and form is None
+    by_blocks = (large and not integer_only and form is None and (calibrated_conversion or not has_fake_quant)
                  and blockwise.layer_chain(model) is not None)
     from keras_mixer.models.sparse_mlp import with_dispatch
 
@@ -550,6 +552,7 @@ def to_tflite(
             raise ExportError(f"{name!r}: its export form is not a chain of layers; it cannot convert block by block")
         pieces = blockwise.split(chain)
         graphs = _pieces(pieces, static_model.input_shape, calibration, name, equalizing, logit_range, converter_for)
+        cut_names = [f"{name}/{layers[-1].name}" for layers in pieces[:-1]]
     else:
         graphs = iter([converter_for(static_model, calibration) + (calibration, None)])
     # a large model's converter reads a SavedModel: the equalized copy this export made can go before it converts
@@ -563,13 +566,14 @@ def to_tflite(
                 kept=lambda rows, equalization: _float_layers_kept(rows, float_layers, name, quantization,
                                                                    equalization, calibration_method, report),
                 on_disk=by_blocks)
-            flatbuffer = (blockwise.join(flatbuffers, [f"{name}/{layers[-1].name}" for layers in pieces[:-1]])
-                          if by_blocks else flatbuffers[0])
-            del flatbuffers  # the pieces, once joined
         else:
-            converter, _, _, _ = next(graphs)
-            with _converter_quiet():
-                flatbuffer = converter.convert()
+            flatbuffers = []
+            for converter, _, _, _ in graphs:
+                with _converter_quiet():
+                    flatbuffers.append(converter.convert())
+                del converter
+        flatbuffer = blockwise.join(flatbuffers, cut_names) if by_blocks else flatbuffers[0]
+        del flatbuffers  # the pieces, once joined
     except KerasMixerError:
         raise
     except Exception as error:  # the converter raises ConverterError / RuntimeError with the MLIR diagnostics
