@@ -1,10 +1,11 @@
 """Peak memory and time of exporting the large variants: each (model, quantization, route) in its own process (a
 clean peak), its resident set sampled every 50 ms, against the size of the model's float32 weights. Routes:
-"blocks", what `to_tflite` does (a default int8 export of a chain of blocks converts block by block), and "whole",
-the same export converted as one graph (through a SavedModel). With `--stages` it also prints the resident set at
-each line the export prints (where the peak is).
+"blocks", what `to_tflite` does (a large chain of blocks converts block by block unless the export is
+integer-only), and "whole", the same export converted as one graph (through a SavedModel). With `--stages` it also
+prints the resident set at each line the export prints (where the peak is).
 
-    python benchmarks/export_memory.py mixer_l16 mixer_h14 --routes blocks whole --output docs/results/export_memory.json
+    python benchmarks/export_memory.py mixer_l16 mixer_h14 --quantization int8 dynamic float32 --routes blocks whole \
+        --output docs/results/export_memory.json
 """
 
 import argparse

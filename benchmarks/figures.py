@@ -357,7 +357,7 @@ def input_pipeline():
 
 
 def export_memory():
-    """Peak resident memory and time of the int8 export of the large variants, against their float32 weights."""
+    """Peak resident memory and time of the exports of the large variants, against their float32 weights."""
     result = load("export_memory")
     routes = {"blocks": "by blocks", "whole": "whole"}
     body = [[MIXER_NAMES.get(row["model"], row["model"]), f"{row['quantization']}, {routes[row.get('route', 'whole')]}",

@@ -479,6 +479,47 @@ def test_metadata_round_trip(digits, tmp_path):
         to_tflite(digits["model"], tmp_path / "bad.tflite", "float32", labels=["a", "b", "c"])
 
 
+def test_metadata_keeps_weights_stored_after_the_flatbuffer(tmp_path):
+    """TFLite's converter stores a model near 2 GB with its weights after the flatbuffer (buffers at offsets from the
+    file's start; Mixer-H/14's float32 graph): metadata added to such a file keeps them where the offsets say (once
+    it dropped them: a 0.2 MB file). The layout is made here on a small model with the converter's own switch."""
+    import shutil
+    import zipfile
+
+    import tensorflow as tf
+
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    from keras_mixer.export import add_metadata, read_metadata
+    from keras_mixer.models.mlp_mixer import build_digits_mixer
+
+    model = build_digits_mixer()
+    rng = np.random.default_rng(0)
+    for variable in model.weights:  # the head too: every logit differs
+        variable.assign(rng.normal(0, 0.1, variable.shape).astype("float32"))
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter._experimental_use_buffer_offset = True  # what the converter does by itself near 2 GB
+    plain = tmp_path / "plain.tflite"
+    plain.write_bytes(converter.convert())
+
+    def external_buffers(path):
+        model = schema.ModelT.InitFromPackedBuf(path.read_bytes(), 0)
+        return sorted(buffer.size for buffer in model.buffers if (buffer.offset or 0) > 1)
+
+    assert len(external_buffers(plain)) > 5
+    described = tmp_path / "described.tflite"
+    shutil.copy(plain, described)
+    labels = [f"digit {i}" for i in range(10)]
+    add_metadata(described, "digits", "weights after the flatbuffer", labels=labels)
+    assert external_buffers(described) == external_buffers(plain)
+    assert read_metadata(described)["labels"] == labels
+    assert zipfile.ZipFile(described).read("labels.txt").decode().splitlines() == labels
+    x = rng.uniform(-1, 1, (4, 32, 32, 3)).astype("float32")
+    want = predict(load_interpreter(plain), x)
+    assert np.abs(want).max() > 0.1
+    np.testing.assert_array_equal(predict(load_interpreter(described), x), want)
+
+
 def test_export_cli_embeds_labels(digits, tmp_path):
     from keras_mixer.export import read_metadata
 

@@ -120,15 +120,39 @@ def add_metadata(path, name, description, mean=(127.5,), std=(127.5,), labels=No
     entry = schema.MetadataT()
     entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
     model.metadata.append(entry)
-    builder = flatbuffers.Builder(len(data) + len(blob) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    flatbuffer = _packed(model)
+    # TFLite's converter stores the weights of a model near 2 GB after the flatbuffer ("buffer_location"): buffers
+    # with an offset from the file's start (Mixer-H/14's float32 graph). Packed again, the flatbuffer ends elsewhere:
+    # the weights are copied after it and their offsets shifted by as much (by a multiple of 64: alignment kept)
+    external = [buffer for buffer in model.buffers if (buffer.offset or 0) > 1]
+    if external:
+        start, end = min(b.offset for b in external), max(b.offset + b.size for b in external)
+        shift = len(flatbuffer) + (start - len(flatbuffer)) % 64 - start
+        for buffer in external:
+            buffer.offset += shift
+        length = len(flatbuffer)
+        flatbuffer = _packed(model)
+        if len(flatbuffer) != length:  # offsets are fixed-size fields: a shift cannot change the packed length
+            raise ExportError(f"{path}: its flatbuffer changed size when its weights' offsets moved")
+        weights = memoryview(data)[start:end]
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            f.write(memoryview(builder.Bytes)[builder.Head():])  # no copy of a large model's flatbuffer
+            f.write(flatbuffer)
+            if external:
+                f.write(bytes(start + shift - len(flatbuffer)))
+                f.write(weights)
         if labels is not None:
             with zipfile.ZipFile(tmp, "a") as archive:  # appended after the flatbuffer, offsets from file start
                 archive.writestr(LABELS_FILE, "".join(f"{label}\n" for label in labels))
     return path
+
+
+def _packed(model):
+    """The schema object `model` packed into a TFLite flatbuffer (a memoryview: no copy of a large model)."""
+    inline = sum(len(buffer.data) for buffer in model.buffers if buffer.data is not None)
+    builder = flatbuffers.Builder(inline + 2**20)  # presized: a growing builder copies itself at every doubling
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return memoryview(builder.Bytes)[builder.Head():]
 
 
 def _table(buf, position):

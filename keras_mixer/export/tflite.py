@@ -587,6 +587,7 @@ def to_tflite(
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(flatbuffer)
+        del flatbuffer  # add_metadata reads the file back and packs it again: one copy of it in memory at a time
         if metadata:
             add_metadata(tmp, name, (description or f"{name}, {quantization} TFLite export by keras_mixer") + note,
                          labels=labels, probabilities=probabilities)
