@@ -15,11 +15,11 @@ ops of a whole-graph conversion (tested through both routes).
 import numpy as np
 
 from keras_mixer.errors import ExportError
+from keras_mixer.export.metadata import pack_model
 
 # float32 weights per piece: one Mixer-L/16 or H/14 block (50-54 MB) each; the converter's ~10x of a piece stays
 # well under the model's own size
 PIECE_BYTES = 64 * 2**20
-_TFLITE_FILE_IDENTIFIER = b"TFL3"
 # keyword arguments a chain's layer may be called with (the static-batch wrapper passes training=False)
 _CHAIN_KWARGS = {"training", "mask"}
 
@@ -118,8 +118,8 @@ def _quantized(tensor):
 
 def join(flatbuffers, cut_names):
     """One TFLite flatbuffer (a memoryview) running the graphs of `flatbuffers` in turn: each graph's single input
-    is replaced by the previous graph's single output (same shape, float32), renamed `cut_names[i]`; the first graph's input and
-    signature, the last one's outputs."""
+    is replaced by the previous graph's single output (same shape, float32), renamed `cut_names[i]`; the first
+    graph's input and signature, the last one's outputs."""
     from tensorflow.lite.python.schema_py_generated import TensorType
     from tensorflow.lite.tools import flatbuffer_utils
 
@@ -186,11 +186,4 @@ def join(flatbuffers, cut_names):
         if runtime is not None and version is not None and (
                 _version(model.buffers[version].data) > _version(joined.buffers[runtime].data)):
             joined.buffers[runtime].data = model.buffers[version].data
-    from flatbuffers import Builder
-
-    # packed once into a builder sized for the whole file, and handed on without a copy: flatbuffer_utils'
-    # convert_object_to_bytearray grows its builder from 1 KB and copies its output three times (Mixer-L/16's
-    # export peaked 0.7 GB above its conversion there)
-    builder = Builder(sum(len(flatbuffer) for flatbuffer in flatbuffers) + 2**20)
-    builder.Finish(joined.Pack(builder), file_identifier=_TFLITE_FILE_IDENTIFIER)
-    return memoryview(builder.Bytes)[builder.Head():]
+    return pack_model(joined)
