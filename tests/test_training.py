@@ -246,6 +246,27 @@ def test_mirrored_over_two_cpus_equals_single_device_training(tmp_path):
     assert difference < 1e-2 * moved  # float summation order only (measured: 6e-8 vs 5e-4)
 
 
+@pytest.mark.parametrize("devices", [2, 4])
+def test_data_parallel_splits_every_batch_and_trains_as_one_device(tmp_path, devices):
+    """JAX, N host devices: under `train(strategy="data_parallel")` each device's shard of the compiled training step
+    holds global batch / N images, and the weights end where the one-device run on the same global batches ends."""
+    out = tmp_path / "weights.npz"
+    subprocess.run([sys.executable, str(HERE / "distributed_run.py"), "data_parallel", str(out)], check=True,
+                   env={**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3",
+                        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}, timeout=600)
+    arrays = np.load(out)
+    assert int(arrays["data_parallel_replicas"]) == devices
+    assert {tuple(s)[0] for s in arrays["data_parallel_shards"]} == {32 // devices}
+    assert {tuple(s)[0] for s in arrays["default_shards"]} == {32}
+    assert int(arrays["data_parallel_eval_examples"]) == int(arrays["default_eval_examples"]) == 360  # padding left out
+    count = sum(1 for key in arrays.files if key.startswith("initial_"))
+    moved = max(np.abs(arrays[f"default_{i}"] - arrays[f"initial_{i}"]).max() for i in range(count))
+    difference = max(np.abs(arrays[f"default_{i}"] - arrays[f"data_parallel_{i}"]).max() for i in range(count))
+    print(f"weights moved by up to {moved:.2e}; data_parallel over {devices} vs one device differ by {difference:.2e}")
+    assert moved > 1e-4
+    assert difference < 1e-2 * moved  # float summation order only
+
+
 def free_port():
     import socket
 

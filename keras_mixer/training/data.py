@@ -44,8 +44,9 @@ def crop_fraction_for(recipe, source):
 
 
 def make_pipeline(source, image_size, batch_size, recipe=None, training=False, seed=0, deterministic=None,
-                  cache=None, shuffle_buffer=10_000, skip_batches=0):
-    """Batches of ([-1, 1] float32 images, one-hot float32 labels) from `source`.
+                  cache=None, shuffle_buffer=10_000, skip_batches=0, pixels=False):
+    """Batches of ([-1, 1] float32 images, one-hot float32 labels) from `source`; `pixels=True`: uint8 images in
+    [0, 255] instead, for a model that scales them on the device (`keras_mixer.training.feed.with_pixel_input`).
 
     training=True: shuffled (seeded), repeated forever, random crop/flip and RandAugment per example, mixup/cutmix
     per batch, as the `recipe` says (`keras_mixer.training.augment`), full batches only; every random draw is a
@@ -84,13 +85,16 @@ def make_pipeline(source, image_size, batch_size, recipe=None, training=False, s
                               num_parallel_calls=AUTOTUNE)
         dataset = dataset.batch(batch_size)
     classes = source.num_classes
-    dataset = dataset.map(
-        lambda images, labels: (images / 127.5 - 1.0, tf.one_hot(tf.cast(labels, tf.int32), classes)),
-        num_parallel_calls=AUTOTUNE,
-    )
+    dataset = dataset.map(lambda images, labels: (images, tf.one_hot(tf.cast(labels, tf.int32), classes)),
+                          num_parallel_calls=AUTOTUNE)
     mixer = batch_mixer(recipe.mixup_alpha, recipe.cutmix_alpha, seed) if training else None
     if mixer is not None:  # seeded by the batch's index, before skip_batches: a resumed stream mixes alike
         dataset = dataset.enumerate().map(lambda index, batch: mixer(*batch, index), num_parallel_calls=AUTOTUNE)
+    if pixels:  # rounded as a decoder rounds: a mixed image moves by at most half a pixel level
+        finish = lambda images, labels: (tf.cast(tf.round(images), tf.uint8), labels)  # noqa: E731
+    else:
+        finish = lambda images, labels: (images / 127.5 - 1.0, labels)  # noqa: E731
+    dataset = dataset.map(finish, num_parallel_calls=AUTOTUNE)
     if skip_batches:
         dataset = dataset.skip(skip_batches)
     options = tf.data.Options()

@@ -150,25 +150,69 @@ def connect_hosts(coordinator, num_hosts, host_index):
     print(f"host {host_index}: {num_hosts} hosts joined", flush=True)
 
 
-def set_precision(policy="float32", distribution=None):
-    """Sets Keras' global dtype policy: "float32", "mixed_float16" (GPUs; Keras wraps the optimizer in a
-    LossScaleOptimizer at compile), "mixed_bfloat16" (TPUs, recent CPUs), or "auto" (bfloat16 on TPU, float16 on
-    GPU, float32 otherwise). Call before building the model."""
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+BF16_COMPUTE_CAPABILITY = 8.0  # NVIDIA GPUs with bfloat16 tensor cores: A100, H100, H200, RTX 30xx and later
+
+
+def accelerator():
+    """("tpu" | "gpu" | "cpu", name, CUDA compute capability or None) of the device Keras' backend trains on."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        capability = getattr(device, "compute_capability", None)  # "9.0" on CUDA devices
+        kind = {"tpu": "tpu", "gpu": "gpu", "cuda": "gpu", "rocm": "gpu"}.get(device.platform, "cpu")
+        return kind, device.device_kind, float(capability) if capability else None
+    if backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            major, minor = torch.cuda.get_device_capability()
+            return "gpu", torch.cuda.get_device_name(), major + minor / 10
+        return "cpu", "CPU", None
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if tf.config.list_logical_devices("TPU"):
+            return "tpu", "TPU", None
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            details = tf.config.experimental.get_device_details(gpus[0])
+            major, minor = details.get("compute_capability", (0, 0))
+            return "gpu", details.get("device_name", "GPU"), major + minor / 10
+    return "cpu", "CPU", None
+
+
+def choose_precision(policy="auto", distribution=None):
+    """(Keras dtype policy, why) for `policy`: "auto" is mixed_bfloat16 on TPUs and on GPUs with bfloat16 tensor
+    cores (compute capability >= 8.0), mixed_float16 (with loss scaling) on older GPUs, float32 on CPUs. An explicit
+    policy the device cannot run at speed is refused: bfloat16 on a GPU without bfloat16 tensor cores, float16 on
+    a TPU."""
+    if policy not in PRECISIONS + ("auto",):
+        raise TrainingError(f"unknown precision {policy!r}; use auto, {', '.join(PRECISIONS)}")
+    kind, name, capability = accelerator()
+    if distribution is not None and distribution.name == "tpu":
+        kind, name = "tpu", "TPU"
+    where = f"{name} (compute capability {capability:.1f})" if capability else name
     if policy == "auto":
-        name = distribution.name if distribution else "default"
-        if name == "tpu":
-            policy = "mixed_bfloat16"
-        elif keras.backend.backend() == "tensorflow" and _has_gpu():
-            policy = "mixed_float16"
-        else:
-            policy = "float32"
-    if policy not in ("float32", "mixed_float16", "mixed_bfloat16"):
-        raise TrainingError(f"unknown precision {policy!r}; use float32, mixed_float16, mixed_bfloat16 or auto")
+        if kind == "tpu" or (kind == "gpu" and capability and capability >= BF16_COMPUTE_CAPABILITY):
+            return "mixed_bfloat16", f"auto: bfloat16 matmuls on {where}"
+        if kind == "gpu":
+            return "mixed_float16", f"auto: {where} has no bfloat16 tensor cores; float16 with loss scaling"
+        return "float32", f"auto: no GPU or TPU ({keras.backend.backend()} sees {where})"
+    if policy == "mixed_bfloat16" and kind == "gpu" and (capability or 0) < BF16_COMPUTE_CAPABILITY:
+        raise TrainingError(f"--precision mixed_bfloat16: {where} has no bfloat16 tensor cores (compute capability "
+                            f"{BF16_COMPUTE_CAPABILITY} or later); use mixed_float16 or auto")
+    if policy == "mixed_float16" and kind == "tpu":
+        raise TrainingError("--precision mixed_float16: TPUs compute in bfloat16, not float16; use mixed_bfloat16 "
+                            "or auto")
+    return policy, f"as asked, on {where}"
+
+
+def set_precision(policy="auto", distribution=None):
+    """Sets Keras' global dtype policy as `choose_precision` picks it (call before building the model); returns
+    the policy."""
+    policy, _ = choose_precision(policy, distribution)
     keras.config.set_dtype_policy(policy)
     return policy
-
-
-def _has_gpu():
-    import tensorflow as tf
-
-    return bool(tf.config.list_logical_devices("GPU"))

@@ -24,7 +24,8 @@ from keras_mixer.training.callbacks import (
     read_history,
 )
 from keras_mixer.training.data import DIGITS, crop_fraction_for, load_source, make_pipeline
-from keras_mixer.training.distribute import get_distribution, multi_worker_configured, set_precision
+from keras_mixer.training.distribute import choose_precision, get_distribution, multi_worker_configured
+from keras_mixer.training.feed import fit_data, with_pixel_input
 from keras_mixer.training.recipe import compile_model, get_recipe
 from keras_mixer.weights import load_keras_model, load_keras_model_with_info, nonfinite_variables, save_model
 
@@ -71,7 +72,7 @@ def train(
     batch_size=None,
     checkpoint_every=None,
     strategy="auto",
-    precision="float32",
+    precision="auto",
     tpu=None,
     data_dir=None,
     download=False,
@@ -100,8 +101,11 @@ def train(
         checkpoint_every: steps between backups, validation and a CSV row (default: one pass over the data).
             The run is rounded up to whole intervals. A killed run restarted with the same arguments continues
             from the last backup at the same step, with the same data stream.
-        strategy: see `get_distribution` (`tpu` names the TPU for strategy "tpu").
-        precision: see `set_precision`.
+        strategy: see `get_distribution` (`tpu` names the TPU for strategy "tpu"). Batches are split along the
+            batch axis over the strategy's replicas, for training, validation and evaluation.
+        precision: "auto" (bfloat16 on GPUs with bfloat16 tensor cores and on TPUs, float16 on older GPUs, float32
+            on CPUs), "float32", "mixed_bfloat16" or "mixed_float16": see `choose_precision`. The run prints what
+            it chose and why, and report.json records it.
         deterministic: reproducible data order and augmentation (slower input pipeline).
         keep_best: end with the weights of the interval with the best validation top-1, the starting weights
             included (`BestValidationWeights`), rather than the last interval's.
@@ -127,7 +131,11 @@ def train(
                             "--host-index I), or one machine with "
                             "--strategy mirrored")
     distribution = get_distribution(strategy, tpu)
-    policy = set_precision(precision, distribution)
+    policy, why = choose_precision(precision, distribution)
+    keras.config.set_dtype_policy(policy)
+    if distribution.is_chief:
+        print(f"precision {policy} ({why}); strategy {distribution.name} over {distribution.num_replicas} "
+              f"replica(s)", flush=True)
     requested_size, image_size = image_size, image_size or (32 if dataset == DIGITS else 224)
     train_source = load_source(dataset, "train", data_dir, download, image_size)
     eval_source = load_source(dataset, "eval", data_dir, download, image_size)
@@ -146,6 +154,8 @@ def train(
     intervals = math.ceil(steps / interval)
     total_steps = intervals * interval
 
+    # Everything that builds, restores, trains or evaluates runs inside the scope: a keras.distribution applies to
+    # fit only while it is the current one, so a fit outside it trains on whole, unsplit batches.
     with distribution.scope():
         model = build_model(model, train_source.num_classes, image_size, weights, recipe)
         model_size = model.input_shape[1]
@@ -156,7 +166,9 @@ def train(
         if model.output_shape[-1] != train_source.num_classes:
             raise TrainingError(f"model has {model.output_shape[-1]} outputs but {dataset!r} has "
                                 f"{train_source.num_classes} classes")
-        compile_model(model, recipe, total_steps, batch_size, scale_learning_rate)
+        # trains on uint8 pixels scaled on the device; `model` itself (saved below) keeps its [-1, 1] input
+        trainee = with_pixel_input(model)
+        compile_model(trainee, recipe, total_steps, batch_size, scale_learning_rate)
         if distribution.is_chief:
             claim_run_folder(output_dir, {
                 "model": model.name, "params": model.count_params(), "dataset": str(dataset),
@@ -166,33 +178,36 @@ def train(
         backup_dir = (output_dir / "backup" if distribution.is_chief
                       else output_dir / f"backup_worker{distribution.worker_index}")
         backup = ResumableBackup(str(backup_dir), interval, seed)
-        start_step = backup.restore(model)
+        start_step = backup.restore(trainee)
 
-    train_data = make_pipeline(train_source, image_size, batch_size, recipe, training=True, seed=seed,
-                               deterministic=deterministic, skip_batches=start_step)
-    eval_data = make_pipeline(eval_source, image_size, batch_size, recipe, training=False)
-    callbacks = [keras.callbacks.TerminateOnNaN(), backup]
-    if distribution.is_chief:
-        callbacks = [keras.callbacks.TerminateOnNaN(), ResumableCSVLogger(str(output_dir / "metrics.csv")),
-                     keras.callbacks.TensorBoard(str(output_dir / "tensorboard")), backup]
-    if verbose == "auto":
-        verbose = 1 if sys.stdout.isatty() else 2  # one line per interval in logs, a live bar on a terminal
-    best = None
-    if keep_best and start_step < total_steps:
-        best = BestValidationWeights(evaluate_model(model, eval_data)["eval_top1"])
-        callbacks.append(best)
-    started = time.perf_counter()
-    if start_step < total_steps:
-        model.fit(train_data, epochs=intervals, steps_per_epoch=interval, initial_epoch=start_step // interval,
-                  validation_data=eval_data, callbacks=callbacks, verbose=verbose,
-                  validation_steps=math.ceil(eval_source.num_examples / batch_size),  # folders: unknown cardinality
-                  shuffle=False)  # the stream is shuffled (seeded) in make_pipeline
-    seconds = time.perf_counter() - started
-    if nonfinite_variables(model):
-        raise TrainingError(f"training diverged (NaN/Inf loss or weights) by step {optimizer_step(model)}; nothing "
-                            f"was reported, the last finite backup in {output_dir / 'backup'} is kept. Lower the "
-                            "learning rate or check the data for NaN/Inf")
-    trained = optimizer_step(model) - start_step
+        train_data = make_pipeline(train_source, image_size, batch_size, recipe, training=True, seed=seed,
+                                   deterministic=deterministic, skip_batches=start_step, pixels=True)
+        eval_data = make_pipeline(eval_source, image_size, batch_size, recipe, training=False, pixels=True)
+        callbacks = [keras.callbacks.TerminateOnNaN(), backup]
+        if distribution.is_chief:
+            callbacks = [keras.callbacks.TerminateOnNaN(), ResumableCSVLogger(str(output_dir / "metrics.csv")),
+                         keras.callbacks.TensorBoard(str(output_dir / "tensorboard")), backup]
+        if verbose == "auto":
+            verbose = 1 if sys.stdout.isatty() else 2  # one line per interval in logs, a live bar on a terminal
+        best = None
+        if keep_best and start_step < total_steps:
+            best = BestValidationWeights(evaluate_model(trainee, fit_data(eval_data, distribution))["eval_top1"])
+            callbacks.append(best)
+        started = time.perf_counter()
+        if start_step < total_steps:
+            trainee.fit(fit_data(train_data, distribution), epochs=intervals, steps_per_epoch=interval,
+                        initial_epoch=start_step // interval,
+                        validation_data=fit_data(eval_data, distribution, repeat=True), callbacks=callbacks,
+                        verbose=verbose,
+                        validation_steps=math.ceil(eval_source.num_examples / batch_size),  # folders: unknown size
+                        shuffle=False)  # the stream is shuffled (seeded) in make_pipeline
+        seconds = time.perf_counter() - started
+        if nonfinite_variables(model):
+            raise TrainingError(f"training diverged (NaN/Inf loss or weights) by step {optimizer_step(trainee)}; "
+                                f"nothing was reported, the last finite backup in {output_dir / 'backup'} is kept. "
+                                "Lower the learning rate or check the data for NaN/Inf")
+        evaluation = evaluate_model(trainee, fit_data(eval_data, distribution)) if distribution.is_chief else {}
+    trained = optimizer_step(trainee) - start_step
 
     report = {
         "model": model.name,
@@ -206,15 +221,16 @@ def train(
         "strategy": distribution.name,
         "replicas": distribution.num_replicas,
         "precision": policy,
+        "precision_choice": why,
         "global_batch": batch_size,
-        "steps": optimizer_step(model),
+        "steps": optimizer_step(trainee),
         "resumed_from_step": start_step,
         "images_per_second": trained * batch_size / seconds if trained else None,
     }
     if best is not None:
         report["kept_step"] = best.best_step
     if distribution.is_chief:
-        report.update(evaluate_model(model, eval_data))
+        report.update(evaluation)
         save_model(model, output_dir / model_filename, class_names=train_source.class_names,
                    crop_fraction=crop_fraction_for(recipe, eval_source), dataset=str(dataset),
                    eval_top1=report["eval_top1"], **(model_info or {}))
@@ -268,12 +284,15 @@ def _brief(value, limit=80):
 
 
 def evaluate_model(model, eval_data):
-    """Top-1 / top-5 accuracy of a compiled or plain model on batches of (images, one-hot labels), and how many
-    images they were measured on (a file that fails to decode is left out by the pipeline)."""
+    """Top-1 / top-5 accuracy of a compiled or plain model on batches of (images, one-hot labels[, weights]), and how
+    many images they were measured on (a file that fails to decode is left out by the pipeline; rows of weight 0
+    pad a batch to split evenly over devices and are left out here)."""
     scores, labels = [], []
-    for images, one_hot in eval_data:
-        scores.append(keras.ops.convert_to_numpy(model(images, training=False)).astype("float32"))
-        labels.append(np.argmax(np.asarray(one_hot), axis=-1))
+    for batch in eval_data:
+        images, one_hot = batch[:2]
+        kept = np.asarray(batch[2]) > 0 if len(batch) == 3 else slice(None)
+        scores.append(keras.ops.convert_to_numpy(model(images, training=False)).astype("float32")[kept])
+        labels.append(np.argmax(np.asarray(one_hot), axis=-1)[kept])
     scores, labels = np.concatenate(scores), np.concatenate(labels)
     return {"eval_top1": top_k_accuracy(scores, labels, 1), "eval_top5": top_k_accuracy(scores, labels, 5),
             "eval_examples": int(len(labels))}
