@@ -171,7 +171,7 @@ def _qat(args):
         args.model, dataset=args.dataset, output_dir=args.output, calibration_samples=args.calibration_samples,
         data_dir=args.data_dir, download=args.download, epochs=args.epochs, steps=args.steps,
         batch_size=args.batch_size, checkpoint_every=args.checkpoint_every, seed=args.seed, overwrite=args.overwrite,
-        **args.recipe_overrides,
+        precision=args.precision, **args.recipe_overrides,
     )
     print(f"\neval top-1: float {report['float_eval_top1']:.2%}, post-training int8 {report['ptq_eval_top1']:.2%}, "
           f"QAT {report['eval_top1']:.2%} (kept the weights of step {report.get('kept_step', report['steps'])} of "

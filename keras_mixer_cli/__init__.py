@@ -55,6 +55,12 @@ DATASET_HELP = ("digits (offline), an image folder (one sub-folder per class, op
                 "or a tfds name (cifar10, imagenette, imagenet2012, ...)")
 
 
+def _add_precision_argument(parser):
+    parser.add_argument("--precision", default="auto", choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
+                        help="auto (default): bfloat16 on GPUs with bfloat16 tensor cores and on TPUs, float16 on "
+                             "older GPUs, float32 on CPUs; the run prints what it chose")
+
+
 def _add_dataset_arguments(parser, image_size=True, flag="--dataset", default="digits"):
     parser.add_argument(flag, default=default, help=DATASET_HELP + (f" (default: {default})" if default else ""))
     parser.add_argument("--data-dir", help="tfds data directory (default: ~/tensorflow_datasets)")
@@ -149,7 +155,7 @@ def build_parser():
     train.add_argument("--coordinator", help="several hosts (JAX): address:port of host 0, given to every host")
     train.add_argument("--num-hosts", type=COUNT, default=1, help="with --coordinator: how many hosts")
     train.add_argument("--host-index", type=INDEX, default=0, help="with --coordinator: this host's index")
-    train.add_argument("--precision", default="float32", help="float32 | mixed_float16 | mixed_bfloat16 | auto")
+    _add_precision_argument(train)
     train.add_argument("--output", default="runs/train", help="run folder (default: runs/train)")
     train.add_argument("--overwrite", action="store_true",
                        help="start afresh in a --output that holds a finished or a different run")
@@ -186,6 +192,7 @@ def build_parser():
     qat.add_argument("--overwrite", action="store_true",
                      help="start afresh in a --output that holds a finished or a different run")
     qat.add_argument("--seed", type=int, default=0)
+    _add_precision_argument(qat)
 
     predict = commands.add_parser("predict", help="classify image files with a .keras, .tflite or pretrained model")
     predict.add_argument("model", help=".keras file, .tflite file, or a registry name with --weights")

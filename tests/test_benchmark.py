@@ -62,3 +62,24 @@ def test_the_edge_peer_runs_the_same_weights(tmp_path):
     for runtime in runtimes[1:3]:  # logits of a random tiny Mixer span ~±0.5: int8 errors are ~1e-3
         assert rows[runtime]["max_abs_diff_vs_keras"] < 0.05 and rows[runtime]["argmax_agreement"] == 1.0, rows[runtime]
         assert rows[runtime]["share_of_peak"] > 0  # of the int8 matmul peak
+
+
+def test_gpu_training_benchmark_smoke(tmp_path):
+    """`benchmarks/train_gpu.py --smoke`: every installed backend, both feeds, data_parallel and timm eager run a
+    tiny Mixer to the end on this CPU and are recorded."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "train_gpu.json"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "train_gpu.py"
+    result = subprocess.run([sys.executable, str(script), "--smoke", "--output", str(out)], capture_output=True,
+                            text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert not [row for row in rows if "error" in row]
+    kinds = {(row["backend"], row["feed"], row["strategy"]) for row in rows}
+    assert {("jax", "device", "default"), ("jax", "feed", "default"), ("jax", "feed", "data_parallel"),
+            ("torch", "feed", "default"), ("timm eager", "device", "-")} <= kinds
+    assert all(row["images_per_second"] > 0 for row in rows)
+    assert "data_parallel costs" in result.stdout

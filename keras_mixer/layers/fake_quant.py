@@ -31,6 +31,9 @@ class ActivationQuantizer(keras.layers.Layer):
     is_fake_quant = True
 
     def __init__(self, decay=0.99, **kwargs):
+        # float32 under a mixed policy too: the int8 level a value rounds to, and the range, are decided in float32
+        # (bfloat16 keeps 8 significant bits, too few to place 256 levels); the next layer casts back
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.decay = decay
 

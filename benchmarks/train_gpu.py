@@ -1,0 +1,301 @@
+"""Training throughput on the accelerator this runs on: keras_mixer on every installed Keras backend (JAX, torch, and
+TensorFlow when it sees a GPU) against timm eager and timm + torch.compile, the same Mixer, batch and precision.
+
+    python benchmarks/train_gpu.py --output docs/results/train_gpu.json         # Mixer-S/16, B/16, L/16 at 224
+    python benchmarks/train_gpu.py --smoke                                      # a tiny Mixer on the CPU, ~2 min
+
+Each row is one process (a fresh backend and device memory):
+- keras_mixer, fed two ways: `device`, one batch already on the device and `train_on_batch` in a loop (the step
+  alone); `feed`, the trainer's own path (`keras_mixer.training`: uint8 pixels scaled on the device, placed one
+  step ahead by `device_batches` under a distribution), from tf.data when TensorFlow is installed, else from a
+  synthetic uint8 source. On JAX the `feed` rows run twice: strategy "default" and "data_parallel" over the same
+  devices, whose ratio is the cost of the distribution's feed.
+- timm eager (`torch.autocast`, fused AdamW) and timm + `torch.compile`, data on the device.
+Every row: images/s over the timed steps (warm-up excluded), the first step's seconds (compilation), peak device
+memory, and MFU at 224: 6 x the forward multiply-accumulates per image (`mixer_gmacs`), against the bf16 matmul rate measured in the same run
+(8192^3 on a GPU; float32 at 1024^3 with --smoke on a CPU).
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from keras_mixer.benchmark import mixer_gmacs  # noqa: E402
+FULL = {"models": ["mixer_s16", "mixer_b16", "mixer_l16"], "image_size": 224, "batch_size": 256, "steps": 30,
+        "warmup": 5, "precision": "mixed_bfloat16", "matmul": 8192}
+SMOKE = {"models": ["mixer_s32"], "image_size": 64, "batch_size": 8, "steps": 5, "warmup": 2,
+         "precision": "float32", "matmul": 1024}
+CLASSES = 1000
+
+
+def synthetic(settings, seed=0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    size, batch = settings["image_size"], settings["batch_size"]
+    pixels = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+    labels = np.eye(CLASSES, dtype=np.float32)[rng.integers(0, CLASSES, batch)]
+    return pixels, labels
+
+
+def device_memory():
+    """Peak bytes the process held on its accelerator (None on a CPU)."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        stats = jax.devices()[0].memory_stats() or {}
+        return stats.get("peak_bytes_in_use")
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
+
+
+def keras_row(model_name, settings, feed, strategy):
+    """One keras_mixer row in this process (KERAS_BACKEND chosen by the caller)."""
+    import keras
+
+    from keras_mixer.models import create_model
+    from keras_mixer.training import compile_model, get_distribution, get_recipe
+    from keras_mixer.training.distribute import choose_precision
+    from keras_mixer.training.feed import with_pixel_input
+
+    distribution = get_distribution(strategy)
+    policy, why = choose_precision(settings["precision"], distribution)
+    keras.config.set_dtype_policy(policy)
+    size, batch, steps, warmup = (settings[k] for k in ("image_size", "batch_size", "steps", "warmup"))
+    pixels, labels = synthetic(settings)
+    with distribution.scope():
+        model = create_model(model_name, input_shape=(size, size, 3), classes=CLASSES, classifier_activation=None)
+        trainee = with_pixel_input(model)
+        compile_model(trainee, get_recipe("scratch", loss="softmax"), total_steps=10_000, global_batch_size=batch)
+        started = time.perf_counter()
+        if feed == "device":
+            x, y = keras.ops.convert_to_tensor(pixels), keras.ops.convert_to_tensor(labels)
+            trainee.train_on_batch(x, y)
+            first_step = time.perf_counter() - started
+            for _ in range(warmup):
+                trainee.train_on_batch(x, y)
+            started = time.perf_counter()
+            for _ in range(steps):
+                logs = trainee.train_on_batch(x, y, return_dict=True)
+            float(logs["loss"])
+        else:
+            source = trainer_feed(pixels, labels, distribution)
+            trainee.fit(source, steps_per_epoch=1, epochs=1, verbose=0)
+            first_step = time.perf_counter() - started
+            # under a JAX distribution the step compiles again for its second step and for a second fit (the
+            # variables' sharding, then the step's output sharding): warm both before timing
+            for _ in range(2):
+                trainee.fit(source, steps_per_epoch=warmup, epochs=1, verbose=0)
+            started = time.perf_counter()
+            trainee.fit(source, steps_per_epoch=steps, epochs=1, verbose=0)
+        seconds = time.perf_counter() - started
+    return {"backend": keras.backend.backend(), "feed": feed, "strategy": distribution.name, "precision": policy,
+            "precision_choice": why, "images_per_second": steps * batch / seconds,
+            "first_step_seconds": first_step, "peak_device_bytes": device_memory()}
+
+
+def trainer_feed(pixels, labels, distribution):
+    """The trainer's source for fit: a repeated tf.data stream of the batch when TensorFlow is installed, else the
+    same batch from a Python generator (copied per step, as a decoder hands over new arrays); under a JAX
+    distribution it goes through `device_batches`, as in `train`."""
+    from keras_mixer.training.feed import device_batches, fit_data
+
+    try:
+        import tensorflow as tf
+    except ImportError:
+        tf = None
+    if tf is not None:
+        dataset = tf.data.Dataset.from_tensors((pixels, labels)).repeat().prefetch(tf.data.AUTOTUNE)
+        return fit_data(dataset, distribution)
+    batches = ((pixels.copy(), labels.copy()) for _ in iter(int, 1))
+    if distribution.strategy is not None and distribution.num_workers == 1 and distribution.name != "default":
+        return device_batches(batches, distribution.strategy)
+    return batches
+
+
+def timm_row(model_name, settings, compiled):
+    """timm's Mixer, the same batch, AdamW (fused on CUDA), bf16 autocast on a GPU; data on the device."""
+    import timm
+    import torch
+
+    size, batch, steps, warmup = (settings[k] for k in ("image_size", "batch_size", "steps", "warmup"))
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    model = timm.create_model(f"{model_name}_224", img_size=size, num_classes=CLASSES).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05, fused=cuda)
+    pixels, labels = synthetic(settings)
+    x = torch.from_numpy(pixels).to(device).permute(0, 3, 1, 2)
+    y = torch.from_numpy(labels).to(device)
+    bf16 = settings["precision"] == "mixed_bfloat16"
+
+    def step():
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x.float() / 127.5 - 1.0)
+            loss = torch.nn.functional.cross_entropy(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    run = torch.compile(step) if compiled else step
+    started = time.perf_counter()
+    run().item()
+    first_step = time.perf_counter() - started
+    for _ in range(warmup):
+        run()
+    if cuda:
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(steps):
+        loss = run()
+    loss.item()
+    seconds = time.perf_counter() - started
+    return {"backend": "timm + torch.compile" if compiled else "timm eager", "feed": "device", "strategy": "-",
+            "precision": "bf16 autocast" if bf16 else "float32", "images_per_second": steps * batch / seconds,
+            "first_step_seconds": first_step, "peak_device_bytes": device_memory()}
+
+
+def matmul_peak(settings):
+    """FLOP/s of an n^3 matmul on this process's accelerator, bf16 on a GPU (float32 on a CPU), best of 10."""
+    n = settings["matmul"]
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        device, dtype = ("cuda", torch.bfloat16) if torch.cuda.is_available() else ("cpu", torch.float32)
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        product = lambda: a @ a  # noqa: E731
+    else:
+        import jax
+        import jax.numpy as jnp
+
+        dtype = jnp.bfloat16 if jax.default_backend() == "gpu" else jnp.float32
+        a = jnp.ones((n, n), dtype)
+        product = jax.jit(lambda: a @ a)
+        sync = lambda: None  # noqa: E731
+    best = float("inf")
+    for _ in range(12):
+        started = time.perf_counter()
+        result = product()
+        if hasattr(result, "block_until_ready"):
+            result.block_until_ready()
+        sync()
+        best = min(best, time.perf_counter() - started)
+    return 2 * n**3 / best
+
+
+def installed(module):
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def tensorflow_sees_gpu():
+    code = "import tensorflow as tf, sys; sys.exit(0 if tf.config.list_physical_devices('GPU') else 1)"
+    return installed("tensorflow") and subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def plan(settings, smoke):
+    """(KERAS_BACKEND or None, what to run) of every row, each in its own process."""
+    backends = [b for b in ("jax", "torch") if installed(b)]
+    if installed("tensorflow") and (smoke or tensorflow_sees_gpu()):
+        backends.append("tensorflow")
+    rows = []
+    for model in settings["models"]:
+        for backend in backends:
+            rows.append((backend, ["keras", model, "device", "default"]))
+            rows.append((backend, ["keras", model, "feed", "default"]))
+            if backend == "jax":
+                rows.append((backend, ["keras", model, "feed", "data_parallel"]))
+        if installed("timm") and installed("torch"):
+            rows.append((None, ["timm", model, "eager"]))
+            if not smoke:  # torch.compile needs a C compiler toolchain and minutes on a CPU
+                rows.append((None, ["timm", model, "compiled"]))
+    return rows
+
+
+def run_row(backend, what, settings, smoke):
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
+    if backend:
+        environment["KERAS_BACKEND"] = backend
+    command = [sys.executable, __file__, "--row", json.dumps(what)] + (["--smoke"] if smoke else [])
+    result = subprocess.run(command, capture_output=True, text=True, env=environment)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    if result.returncode or not lines:
+        tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"backend": backend or what[0], "feed": what[2], "model": what[1], "error": tail[:300]}
+    return {"model": what[1], **json.loads(lines[-1])}
+
+
+def one_row(what, settings):
+    kind, model = what[0], what[1]
+    if kind == "timm":
+        return timm_row(model, settings, compiled=what[2] == "compiled")
+    return keras_row(model, settings, feed=what[2], strategy=what[3])
+
+
+def machine():
+    description = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            description["gpu"] = torch.cuda.get_device_name()
+        description["torch"] = torch.__version__
+    except ImportError:
+        pass
+    for module in ("jax", "keras", "timm", "tensorflow"):
+        if installed(module):
+            description[module] = __import__(module).__version__
+    return description
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="a tiny Mixer on this CPU, to check the script (~2 min)")
+    parser.add_argument("--models", nargs="+", help="registered Mixer names (default: mixer_s16 mixer_b16 mixer_l16)")
+    parser.add_argument("--output", help="write the rows, the machine and the command to this JSON file")
+    parser.add_argument("--row", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    settings = dict(SMOKE if args.smoke else FULL)
+    if args.models:
+        settings["models"] = args.models
+    if args.row:
+        print(json.dumps(one_row(json.loads(args.row), settings)))
+        return 0
+    peak = matmul_peak(settings)
+    rows = [run_row(backend, what, settings, args.smoke) for backend, what in plan(settings, args.smoke)]
+    for row in rows:
+        if "images_per_second" in row and settings["image_size"] == 224:  # mixer_gmacs counts a 224x224 image
+            row["mfu"] = row["images_per_second"] * 6e9 * mixer_gmacs(row["model"]) / peak
+        print(json.dumps(row), flush=True)
+    default = {(r["model"], r["backend"]): r for r in rows if r.get("feed") == "feed" and r.get("strategy") == "default"}
+    for row in rows:
+        base = default.get((row["model"], row["backend"]))
+        if row.get("strategy") == "data_parallel" and base and "images_per_second" in base:
+            ratio = base["images_per_second"] / row["images_per_second"]
+            print(f"{row['model']} on {row['backend']}: data_parallel costs {ratio:.3f}x the default per step")
+    result = {"settings": settings, "matmul_peak_flops": peak, "machine": machine(), "rows": rows,
+              "command": "python benchmarks/train_gpu.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+    if args.output:
+        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    failed = [row for row in rows if "error" in row]
+    return 1 if failed and args.smoke else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
