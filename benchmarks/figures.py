@@ -356,6 +356,38 @@ def input_pipeline():
             f"{ACCELERATOR_IMAGES_PER_S:,} images/s fed: {needs}.")
 
 
+def train_gpu(name="train_gpu"):
+    """`benchmarks/train_gpu.py`: images/s of keras_mixer on each backend and feed against timm, with MFU on a GPU."""
+    result = load(name)
+    machine, settings = result["machine"], result["settings"]
+    where = f"one {machine['gpu']}" if machine.get("gpu") else on_machine(machine)
+    body = []
+    for row in result["rows"]:
+        if "error" in row:
+            body.append([MIXER_NAMES.get(row["model"], row["model"]), row["backend"], row["feed"], "–",
+                         f"failed: {row['error']}", "–", "–", "–"])
+            continue
+        memory = f"{row['peak_device_bytes'] / 2**30:.1f} GiB" if row.get("peak_device_bytes") else "–"
+        body.append([MIXER_NAMES.get(row["model"], row["model"]), row["backend"], row["feed"], row["strategy"],
+                     f"{row['images_per_second']:,.0f}", percent(row["mfu"], 1) if row.get("mfu") else "–",
+                     f"{row['first_step_seconds']:.1f}", memory])
+    header = ["model", "backend", "feed", "strategy", "images/s", "MFU", "first step s", "peak memory"]
+    return (f"Measured on {where} (`docs/results/{name}.json`, with the command that reproduces it): "
+            f"{settings['image_size']}×{settings['image_size']}, batch {settings['batch_size']}, "
+            f"{settings['precision']}, {settings['steps']} timed steps.\n\n" + table(header, body))
+
+
+def gpu_baseline():
+    """The first GPU run (one H200, before the trainer split batches, fed uint8 and picked bf16), as recorded."""
+    result = load("train_gpu_h200_baseline")
+    versions = ", ".join(f"{name} {version}" for name, version in result["machine"]["versions"].items() if version)
+    body = [[row["path"], f"{row['images_per_second']:,}" if row["images_per_second"] else row["note"],
+             percent(row["mfu"], 1) if row["mfu"] else ""] for row in result["rows"]]
+    return (f"Measured on one {result['machine']['gpu']} on {result['date']}, package at commit "
+            f"{result['package_commit']} ({versions}; `docs/results/train_gpu_h200_baseline.json`). "
+            f"{result['description']}\n\n" + table(["path", "images/s", "MFU"], body))
+
+
 def export_memory():
     """Peak resident memory and time of the exports of the large variants, against their float32 weights."""
     result = load("export_memory")
@@ -391,7 +423,7 @@ def int8_sweep():
 FIGURES = {function.__name__: function for function in (
     install, demo, peer_summary, benchmark, family_latency, edgetpu_forms, edgetpu_digits, edgetpu_families,
     int8_outliers, int8_outliers_headline, int8_sweep, train_backends, train_summary, digits_training, train_gelu,
-    train_phases, input_pipeline, export_memory)}
+    train_phases, input_pipeline, export_memory, train_gpu, gpu_baseline)}
 
 
 def pages():

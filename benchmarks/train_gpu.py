@@ -19,15 +19,12 @@ memory, and MFU at 224: 6 x the forward multiply-accumulates per image (`mixer_g
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from keras_mixer.benchmark import mixer_gmacs  # noqa: E402
 FULL = {"models": ["mixer_s16", "mixer_b16", "mixer_l16"], "image_size": 224, "batch_size": 256, "steps": 30,
         "warmup": 5, "precision": "mixed_bfloat16", "matmul": 8192}
 SMOKE = {"models": ["mixer_s32"], "image_size": 64, "batch_size": 8, "steps": 5, "warmup": 2,
@@ -228,39 +225,47 @@ def plan(settings, smoke):
     return rows
 
 
-def run_row(backend, what, settings, smoke):
-    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
+def run_row(backend, what, settings):
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+                   "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     if backend:
         environment["KERAS_BACKEND"] = backend
-    command = [sys.executable, __file__, "--row", json.dumps(what)] + (["--smoke"] if smoke else [])
+    command = [sys.executable, __file__, "--row", json.dumps(what), "--settings", json.dumps(settings)]
     result = subprocess.run(command, capture_output=True, text=True, env=environment)
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     if result.returncode or not lines:
-        tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        errors = [line for line in result.stderr.splitlines() if "Error" in line or "error" in line]
+        tail = (errors or result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
+        if what[0] == "peak":
+            raise SystemExit(f"the matmul peak could not be measured: {tail}")
         return {"backend": backend or what[0], "feed": what[2], "model": what[1], "error": tail[:300]}
-    return {"model": what[1], **json.loads(lines[-1])}
+    row = json.loads(lines[-1])
+    return row if what[0] == "peak" else {"model": what[1], **row}
 
 
 def one_row(what, settings):
-    kind, model = what[0], what[1]
+    """One row, in this process: ["keras", model, feed, strategy], ["timm", model, "eager" | "compiled"] or
+    ["peak"] (the matmul rate)."""
+    kind = what[0]
+    if kind == "peak":
+        return {"matmul_flops": matmul_peak(settings)}
+    model = what[1]
     if kind == "timm":
         return timm_row(model, settings, compiled=what[2] == "compiled")
     return keras_row(model, settings, feed=what[2], strategy=what[3])
 
 
-def machine():
-    description = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
-    try:
+def accelerator_machine():
+    """`keras_mixer.machine.machine()` and the GPU the rows ran on (None on a CPU)."""
+    from keras_mixer.machine import machine
+
+    description = machine()
+    description["gpu"] = None
+    if installed("torch"):
         import torch
 
         if torch.cuda.is_available():
             description["gpu"] = torch.cuda.get_device_name()
-        description["torch"] = torch.__version__
-    except ImportError:
-        pass
-    for module in ("jax", "keras", "timm", "tensorflow"):
-        if installed(module):
-            description[module] = __import__(module).__version__
     return description
 
 
@@ -268,17 +273,26 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="a tiny Mixer on this CPU, to check the script (~2 min)")
     parser.add_argument("--models", nargs="+", help="registered Mixer names (default: mixer_s16 mixer_b16 mixer_l16)")
+    parser.add_argument("--backends", nargs="+", choices=["jax", "torch", "tensorflow", "timm"],
+                        help="measure only these (default: every one installed)")
+    for option in ("image_size", "batch_size", "steps"):
+        parser.add_argument(f"--{option.replace('_', '-')}", type=int, help="override the setting (see --smoke)")
     parser.add_argument("--output", help="write the rows, the machine and the command to this JSON file")
     parser.add_argument("--row", help=argparse.SUPPRESS)
+    parser.add_argument("--settings", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     settings = dict(SMOKE if args.smoke else FULL)
-    if args.models:
-        settings["models"] = args.models
+    settings.update({key: value for key, value in (("models", args.models), ("image_size", args.image_size),
+                     ("batch_size", args.batch_size), ("steps", args.steps)) if value})
     if args.row:
-        print(json.dumps(one_row(json.loads(args.row), settings)))
+        print(json.dumps(one_row(json.loads(args.row), json.loads(args.settings))))
         return 0
-    peak = matmul_peak(settings)
-    rows = [run_row(backend, what, settings, args.smoke) for backend, what in plan(settings, args.smoke)]
+    from keras_mixer.benchmark import mixer_gmacs
+
+    # each measurement in its own process: a fresh device, and TensorFlow and torch never share one
+    peak = run_row(None, ["peak"], settings)["matmul_flops"]
+    rows = [run_row(backend, what, settings) for backend, what in plan(settings, args.smoke)
+            if not args.backends or (backend or "timm") in args.backends]
     for row in rows:
         if "images_per_second" in row and settings["image_size"] == 224:  # mixer_gmacs counts a 224x224 image
             row["mfu"] = row["images_per_second"] * 6e9 * mixer_gmacs(row["model"]) / peak
@@ -289,7 +303,7 @@ def main(argv=None):
         if row.get("strategy") == "data_parallel" and base and "images_per_second" in base:
             ratio = base["images_per_second"] / row["images_per_second"]
             print(f"{row['model']} on {row['backend']}: data_parallel costs {ratio:.3f}x the default per step")
-    result = {"settings": settings, "matmul_peak_flops": peak, "machine": machine(), "rows": rows,
+    result = {"settings": settings, "matmul_peak_flops": peak, "machine": accelerator_machine(), "rows": rows,
               "command": "python benchmarks/train_gpu.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
