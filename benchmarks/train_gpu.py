@@ -12,8 +12,8 @@ Each row is one process (a fresh backend and device memory):
   devices, whose ratio is the cost of the distribution's feed.
 - timm eager (`torch.autocast`, fused AdamW) and timm + `torch.compile`, data on the device.
 Every row: images/s over the timed steps (warm-up excluded), the first step's seconds (compilation), peak device
-memory, and MFU at 224: 6 x the forward multiply-accumulates per image (`mixer_gmacs`), against the bf16 matmul rate measured in the same run
-(8192^3 on a GPU; float32 at 1024^3 with --smoke on a CPU).
+memory, and MFU at 224: 6 x the forward multiply-accumulates per image (`mixer_gmacs`), against the bf16 matmul rate
+measured in the same run (8192^3 on a GPU; float32 at 1024^3 with --smoke on a CPU).
 """
 
 import argparse
@@ -297,7 +297,8 @@ def main(argv=None):
         if "images_per_second" in row and settings["image_size"] == 224:  # mixer_gmacs counts a 224x224 image
             row["mfu"] = row["images_per_second"] * 6e9 * mixer_gmacs(row["model"]) / peak
         print(json.dumps(row), flush=True)
-    default = {(r["model"], r["backend"]): r for r in rows if r.get("feed") == "feed" and r.get("strategy") == "default"}
+    default = {(row["model"], row["backend"]): row for row in rows
+               if row.get("feed") == "feed" and row.get("strategy") == "default"}
     for row in rows:
         base = default.get((row["model"], row["backend"]))
         if row.get("strategy") == "data_parallel" and base and "images_per_second" in base:

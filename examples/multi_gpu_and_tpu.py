@@ -1,8 +1,10 @@
 """Training on several devices: one script, the strategy chosen on the command line.
 
-One machine, N GPUs (TensorFlow):   python examples/multi_gpu_and_tpu.py --strategy mirrored --precision mixed_float16
-TPU VM (TensorFlow):                python examples/multi_gpu_and_tpu.py --strategy tpu --precision mixed_bfloat16
+One machine, N GPUs (TensorFlow):   python examples/multi_gpu_and_tpu.py --strategy mirrored
+TPU VM (TensorFlow):                python examples/multi_gpu_and_tpu.py --strategy tpu
 N devices (JAX):                    KERAS_BACKEND=jax python examples/multi_gpu_and_tpu.py --strategy data_parallel
+
+--precision auto (the default) picks bfloat16 on TPUs and on GPUs with bfloat16 tensor cores, float16 on older GPUs.
 
 Several machines: Keras 3's `fit` does not yet run under tf.distribute.MultiWorkerMirroredStrategy
 (keras-team/keras#20585; keras_mixer raises a clear error). Use the JAX backend: on every host run

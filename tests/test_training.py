@@ -327,14 +327,89 @@ def test_diverged_run_raises_and_writes_no_report(tmp_path):
     assert not (tmp_path / "report.json").exists() and not (tmp_path / "backup" / "latest.weights.h5").exists()
 
 
-def test_mixed_bfloat16_trains(tmp_path):
-    try:
-        model, report = train(output_dir=tmp_path, steps=4, checkpoint_every=2, precision="mixed_bfloat16",
-                              verbose=0)
-    finally:
-        keras.config.set_dtype_policy("float32")
+@pytest.mark.parametrize("device, chosen", [
+    (("gpu", "NVIDIA H200", 9.0), "mixed_bfloat16"), (("gpu", "NVIDIA A100", 8.0), "mixed_bfloat16"),
+    (("gpu", "Tesla V100", 7.0), "mixed_float16"), (("tpu", "TPU", None), "mixed_bfloat16"),
+    (("cpu", "CPU", None), "float32")])
+def test_precision_auto_follows_the_device(monkeypatch, device, chosen):
+    from keras_mixer.training import distribute
+
+    monkeypatch.setattr(distribute, "accelerator", lambda: device)
+    policy, why = distribute.choose_precision("auto")
+    assert policy == chosen and why.startswith("auto: ")
+
+
+@pytest.mark.parametrize("device, asked, refusal", [
+    (("gpu", "Tesla V100", 7.0), "mixed_bfloat16", "no bfloat16 tensor cores"),
+    (("tpu", "TPU", None), "mixed_float16", "TPUs compute in bfloat16")])
+def test_precision_the_device_cannot_honour_is_refused(monkeypatch, device, asked, refusal):
+    from keras_mixer.training import distribute
+
+    monkeypatch.setattr(distribute, "accelerator", lambda: device)
+    with pytest.raises(TrainingError, match=refusal):
+        distribute.choose_precision(asked)
+    assert distribute.choose_precision("float32")[0] == "float32"  # always honoured
+
+
+def test_train_defaults_to_auto_precision_and_says_what_it_chose(tmp_path, capsys):
+    from keras_mixer.training.distribute import accelerator
+
+    _, report = train(output_dir=tmp_path, steps=2, checkpoint_every=2, verbose=0)
+    assert report["precision"] == "float32" and report["precision_choice"].startswith("auto: no GPU or TPU")
+    assert accelerator()[0] == "cpu"
+    assert "precision float32 (auto: no GPU or TPU" in capsys.readouterr().out
+    assert json.loads((tmp_path / "report.json").read_text())["precision_choice"] == report["precision_choice"]
+
+
+def test_training_feeds_uint8_pixels_and_saves_the_float_input_model(tmp_path):
+    """The pipeline hands uint8 pixels that round the float pipeline's images; the model that trains scales them
+    on the device exactly as `preprocess_input`; the saved model keeps its [-1, 1] float input."""
+    from keras_mixer.models.mlp_mixer import build_digits_mixer
+    from keras_mixer.training.feed import with_pixel_input
+
+    source, recipe = load_source("digits", "eval"), get_recipe("digits")
+    floats, _ = next(iter(make_pipeline(source, 32, 16, recipe)))
+    pixels, _ = next(iter(make_pipeline(source, 32, 16, recipe, pixels=True)))
+    assert pixels.dtype == "uint8"
+    np.testing.assert_array_equal(np.asarray(pixels), np.round((np.asarray(floats) + 1) * 127.5).astype("uint8"))
+    model = build_digits_mixer()
+    model.get_layer("head").kernel.assign(np.random.default_rng(0).normal(0, 0.1, (64, 10)).astype("float32"))
+    scaled = np.asarray(pixels).astype("float32") / 127.5 - 1.0
+    np.testing.assert_allclose(np.asarray(with_pixel_input(model)(pixels)), np.asarray(model(scaled)), atol=1e-5)
+    train(build_digits_mixer(), output_dir=tmp_path, steps=2, checkpoint_every=2, verbose=0)
+    saved = keras.models.load_model(tmp_path / "model.keras")
+    assert saved.input.dtype == "float32" and saved.input_shape == (None, 32, 32, 3)
+
+
+def test_mixed_bfloat16_trains_a_loaded_model_and_saves_float32(tmp_path):
+    """A `.keras` file trained in float32 fine-tunes under mixed_bfloat16 (its layers recorded float32 while their
+    sub-layers take the global policy: a block once failed at its residual sum), the run saves a float32 model, and
+    the caller's policy is back afterwards."""
+    train(output_dir=tmp_path / "float", steps=2, checkpoint_every=2, verbose=0)
+    model, report = train(str(tmp_path / "float" / "model.keras"), output_dir=tmp_path / "bf16", steps=4,
+                          checkpoint_every=2, precision="mixed_bfloat16", verbose=0)
+    assert keras.config.dtype_policy().name == "float32"
     assert report["precision"] == "mixed_bfloat16" and report["steps"] == 4
-    assert np.isfinite(read_csv(tmp_path / "metrics.csv")[-1]["loss"])
+    assert {layer.dtype_policy.name for layer in model.layers[1:]} == {"mixed_bfloat16"}
+    assert np.isfinite(read_csv(tmp_path / "bf16" / "metrics.csv")[-1]["loss"])
+    saved = keras.models.load_model(tmp_path / "bf16" / "model.keras")
+    assert {layer.dtype_policy.name for layer in saved.layers} == {"float32"}
+    np.testing.assert_array_equal(saved.get_weights()[0], model.get_weights()[0])
+
+
+def test_qat_trains_under_mixed_bfloat16(tmp_path):
+    """QAT of a float32 `.keras` under mixed_bfloat16 (the `auto` choice on a GPU): the fake-quant layers decide their
+    int8 levels in float32 and hand on bfloat16; the QAT model is saved as float32 and loads back."""
+    from keras_mixer.training import quantization_aware_training
+
+    train(output_dir=tmp_path / "float", steps=2, checkpoint_every=2, verbose=0)
+    _, report = quantization_aware_training(str(tmp_path / "float" / "model.keras"), output_dir=tmp_path / "qat",
+                                            steps=2, checkpoint_every=2, calibration_samples=32,
+                                            precision="mixed_bfloat16", verbose=0)
+    assert report["precision"] == "mixed_bfloat16" and report["steps"] == 2
+    saved = keras.models.load_model(tmp_path / "qat" / "model_qat.keras")
+    assert sum(getattr(layer, "is_fake_quant", False) for layer in saved.layers) > 0
+    assert {layer.dtype_policy.name for layer in saved.layers} == {"float32"}
 
 
 # --- resumable runs and the CLI ------------------------------------------------------------------------------------

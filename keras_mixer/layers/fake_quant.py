@@ -31,9 +31,10 @@ class ActivationQuantizer(keras.layers.Layer):
     is_fake_quant = True
 
     def __init__(self, decay=0.99, **kwargs):
-        # float32 under a mixed policy too: the int8 level a value rounds to, and the range, are decided in float32
-        # (bfloat16 keeps 8 significant bits, too few to place 256 levels); the next layer casts back
+        # float32 state, never autocast: under a mixed policy the input keeps its dtype and `call` decides the
+        # int8 level in float32
         kwargs.setdefault("dtype", "float32")
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.decay = decay
 
@@ -44,6 +45,9 @@ class ActivationQuantizer(keras.layers.Layer):
         self.updates = self.add_weight(name="updates", shape=(), initializer="zeros", trainable=False)
 
     def call(self, x, training=None):
+        # under a mixed policy the int8 level a value rounds to, and the range, are decided in float32 (bfloat16
+        # keeps 8 significant bits, too few to place 256 levels); the result goes on in the input's dtype
+        compute_dtype, x = x.dtype, ops.cast(x, "float32")
         if training:
             batch_min = ops.stop_gradient(ops.min(x))
             batch_max = ops.stop_gradient(ops.max(x))
@@ -53,7 +57,7 @@ class ActivationQuantizer(keras.layers.Layer):
             self.updates.assign(self.updates + 1.0)
         low = ops.minimum(self.range_min, 0.0)
         high = ops.maximum(self.range_max, low + MIN_RANGE)  # a collapsed range would divide by zero
-        return keras.quantizers.fake_quant_with_min_max_vars(x, low, high, NUM_BITS)
+        return ops.cast(keras.quantizers.fake_quant_with_min_max_vars(x, low, high, NUM_BITS), compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape

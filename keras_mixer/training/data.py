@@ -85,16 +85,21 @@ def make_pipeline(source, image_size, batch_size, recipe=None, training=False, s
                               num_parallel_calls=AUTOTUNE)
         dataset = dataset.batch(batch_size)
     classes = source.num_classes
-    dataset = dataset.map(lambda images, labels: (images, tf.one_hot(tf.cast(labels, tf.int32), classes)),
-                          num_parallel_calls=AUTOTUNE)
+
+    def finish(images, labels):
+        if pixels:  # rounded as a decoder rounds: a mixed image moves by at most half a pixel level
+            return tf.cast(tf.round(images), tf.uint8), labels
+        return images / 127.5 - 1.0, labels
+
+    def one_hot(images, labels):
+        return images, tf.one_hot(tf.cast(labels, tf.int32), classes)
+
     mixer = batch_mixer(recipe.mixup_alpha, recipe.cutmix_alpha, seed) if training else None
-    if mixer is not None:  # seeded by the batch's index, before skip_batches: a resumed stream mixes alike
-        dataset = dataset.enumerate().map(lambda index, batch: mixer(*batch, index), num_parallel_calls=AUTOTUNE)
-    if pixels:  # rounded as a decoder rounds: a mixed image moves by at most half a pixel level
-        finish = lambda images, labels: (tf.cast(tf.round(images), tf.uint8), labels)  # noqa: E731
-    else:
-        finish = lambda images, labels: (images / 127.5 - 1.0, labels)  # noqa: E731
-    dataset = dataset.map(finish, num_parallel_calls=AUTOTUNE)
+    if mixer is None:
+        dataset = dataset.map(lambda images, labels: finish(*one_hot(images, labels)), num_parallel_calls=AUTOTUNE)
+    else:  # seeded by the batch's index, before skip_batches: a resumed stream mixes alike
+        dataset = dataset.map(one_hot, num_parallel_calls=AUTOTUNE).enumerate().map(
+            lambda index, batch: finish(*mixer(*batch, index)), num_parallel_calls=AUTOTUNE)
     if skip_batches:
         dataset = dataset.skip(skip_batches)
     options = tf.data.Options()

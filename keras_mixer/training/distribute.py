@@ -216,3 +216,27 @@ def set_precision(policy="auto", distribution=None):
     policy, _ = choose_precision(policy, distribution)
     keras.config.set_dtype_policy(policy)
     return policy
+
+
+def under_global_policy(model):
+    """`model`, or a copy of it with its weights whose layers compute under Keras' global dtype policy. A `.keras`
+    file records each layer's policy (float32 when it was trained in float32), while a layer's sub-layers take the
+    global policy when it builds them: loaded under a mixed policy, a block would compute in float32 around
+    bfloat16 sub-layers and fail at its residual sum. Fake-quant layers keep their float32 (`ActivationQuantizer`)."""
+    policy = keras.config.dtype_policy().name
+
+    def follows(layer):
+        return isinstance(layer, keras.layers.InputLayer) or getattr(layer, "is_fake_quant", False)
+
+    if all(follows(layer) or layer.dtype_policy.name == policy for layer in model.layers):
+        return model
+
+    def clone(layer):
+        config = layer.get_config()
+        if not follows(layer):
+            config["dtype"] = policy
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy

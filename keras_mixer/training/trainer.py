@@ -24,7 +24,12 @@ from keras_mixer.training.callbacks import (
     read_history,
 )
 from keras_mixer.training.data import DIGITS, crop_fraction_for, load_source, make_pipeline
-from keras_mixer.training.distribute import choose_precision, get_distribution, multi_worker_configured
+from keras_mixer.training.distribute import (
+    choose_precision,
+    get_distribution,
+    multi_worker_configured,
+    under_global_policy,
+)
 from keras_mixer.training.feed import fit_data, with_pixel_input
 from keras_mixer.training.recipe import compile_model, get_recipe
 from keras_mixer.weights import load_keras_model, load_keras_model_with_info, nonfinite_variables, save_model
@@ -132,113 +137,120 @@ def train(
                             "--strategy mirrored")
     distribution = get_distribution(strategy, tpu)
     policy, why = choose_precision(precision, distribution)
+    previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
-    if distribution.is_chief:
-        print(f"precision {policy} ({why}); strategy {distribution.name} over {distribution.num_replicas} "
-              f"replica(s)", flush=True)
-    requested_size, image_size = image_size, image_size or (32 if dataset == DIGITS else 224)
-    train_source = load_source(dataset, "train", data_dir, download, image_size)
-    eval_source = load_source(dataset, "eval", data_dir, download, image_size)
-    if batch_size is None:
-        batch_size = recipe.batch_size
-        if batch_size > train_source.num_examples:  # a small folder: no batch repeats an image many times over
-            batch_size = 2 ** int(math.log2(max(train_source.num_examples, 1)))
-            print(f"batch {batch_size}: the recipe's {recipe.batch_size} is more than the {train_source.num_examples} "
-                  "training images (the learning rate scales with it)")
-    if batch_size % distribution.num_replicas:
-        raise TrainingError(f"global batch {batch_size} does not split over {distribution.num_replicas} replicas")
-    steps_per_pass = max(train_source.num_examples // batch_size, 1)
-    if steps is None:
-        steps = (epochs or 1) * steps_per_pass
-    interval = checkpoint_every or min(steps_per_pass, steps)  # a run shorter than one pass is one interval
-    intervals = math.ceil(steps / interval)
-    total_steps = intervals * interval
-
-    # Everything that builds, restores, trains or evaluates runs inside the scope: a keras.distribution applies to
-    # fit only while it is the current one, so a fit outside it trains on whole, unsplit batches.
-    with distribution.scope():
-        model = build_model(model, train_source.num_classes, image_size, weights, recipe)
-        model_size = model.input_shape[1]
-        if model_size is not None and model_size != image_size:
-            if requested_size:
-                raise TrainingError(f"--image-size {requested_size} does not match the model's input size {model_size}")
-            image_size = model_size  # a .keras model or a keras.Model brings its own input size
-        if model.output_shape[-1] != train_source.num_classes:
-            raise TrainingError(f"model has {model.output_shape[-1]} outputs but {dataset!r} has "
-                                f"{train_source.num_classes} classes")
-        # trains on uint8 pixels scaled on the device; `model` itself (saved below) keeps its [-1, 1] input
-        trainee = with_pixel_input(model)
-        compile_model(trainee, recipe, total_steps, batch_size, scale_learning_rate)
+    try:
         if distribution.is_chief:
-            claim_run_folder(output_dir, {
-                "model": model.name, "params": model.count_params(), "dataset": str(dataset),
-                "class_names": train_source.class_names, "image_size": image_size, "recipe": recipe.__dict__,
-                "global_batch": batch_size, "seed": seed}, overwrite)
-        # workers other than the chief keep their own backup (Keras' multi-worker convention)
-        backup_dir = (output_dir / "backup" if distribution.is_chief
-                      else output_dir / f"backup_worker{distribution.worker_index}")
-        backup = ResumableBackup(str(backup_dir), interval, seed)
-        start_step = backup.restore(trainee)
+            print(f"precision {policy} ({why}); strategy {distribution.name} over {distribution.num_replicas} "
+                  f"replica(s)", flush=True)
+        requested_size, image_size = image_size, image_size or (32 if dataset == DIGITS else 224)
+        train_source = load_source(dataset, "train", data_dir, download, image_size)
+        eval_source = load_source(dataset, "eval", data_dir, download, image_size)
+        if batch_size is None:
+            batch_size = recipe.batch_size
+            if batch_size > train_source.num_examples:  # a small folder: no batch repeats an image many times over
+                batch_size = 2 ** int(math.log2(max(train_source.num_examples, 1)))
+                print(f"batch {batch_size}: the recipe's {recipe.batch_size} is more than the "
+                      f"{train_source.num_examples} "
+                      "training images (the learning rate scales with it)")
+        if batch_size % distribution.num_replicas:
+            raise TrainingError(f"global batch {batch_size} does not split over {distribution.num_replicas} replicas")
+        steps_per_pass = max(train_source.num_examples // batch_size, 1)
+        if steps is None:
+            steps = (epochs or 1) * steps_per_pass
+        interval = checkpoint_every or min(steps_per_pass, steps)  # a run shorter than one pass is one interval
+        intervals = math.ceil(steps / interval)
+        total_steps = intervals * interval
 
-        train_data = make_pipeline(train_source, image_size, batch_size, recipe, training=True, seed=seed,
-                                   deterministic=deterministic, skip_batches=start_step, pixels=True)
-        eval_data = make_pipeline(eval_source, image_size, batch_size, recipe, training=False, pixels=True)
-        callbacks = [keras.callbacks.TerminateOnNaN(), backup]
+        # Everything that builds, restores, trains or evaluates runs inside the scope: a keras.distribution applies to
+        # fit only while it is the current one, so a fit outside it trains on whole, unsplit batches.
+        with distribution.scope():
+            model = under_global_policy(build_model(model, train_source.num_classes, image_size, weights, recipe))
+            model_size = model.input_shape[1]
+            if model_size is not None and model_size != image_size:
+                if requested_size:
+                    raise TrainingError(f"--image-size {requested_size} does not match the model's input size "
+                                        f"{model_size}")
+                image_size = model_size  # a .keras model or a keras.Model brings its own input size
+            if model.output_shape[-1] != train_source.num_classes:
+                raise TrainingError(f"model has {model.output_shape[-1]} outputs but {dataset!r} has "
+                                    f"{train_source.num_classes} classes")
+            # trains on uint8 pixels scaled on the device; `model` itself (saved below) keeps its [-1, 1] input
+            trainee = with_pixel_input(model)
+            compile_model(trainee, recipe, total_steps, batch_size, scale_learning_rate)
+            if distribution.is_chief:
+                claim_run_folder(output_dir, {
+                    "model": model.name, "params": model.count_params(), "dataset": str(dataset),
+                    "class_names": train_source.class_names, "image_size": image_size, "recipe": recipe.__dict__,
+                    "global_batch": batch_size, "seed": seed}, overwrite)
+            # workers other than the chief keep their own backup (Keras' multi-worker convention)
+            backup_dir = (output_dir / "backup" if distribution.is_chief
+                          else output_dir / f"backup_worker{distribution.worker_index}")
+            backup = ResumableBackup(str(backup_dir), interval, seed)
+            start_step = backup.restore(trainee)
+
+            train_data = make_pipeline(train_source, image_size, batch_size, recipe, training=True, seed=seed,
+                                       deterministic=deterministic, skip_batches=start_step, pixels=True)
+            eval_data = make_pipeline(eval_source, image_size, batch_size, recipe, training=False, pixels=True)
+            callbacks = [keras.callbacks.TerminateOnNaN(), backup]
+            if distribution.is_chief:
+                callbacks = [keras.callbacks.TerminateOnNaN(), ResumableCSVLogger(str(output_dir / "metrics.csv")),
+                             keras.callbacks.TensorBoard(str(output_dir / "tensorboard")), backup]
+            if verbose == "auto":
+                verbose = 1 if sys.stdout.isatty() else 2  # one line per interval in logs, a live bar on a terminal
+            best = None
+            if keep_best and start_step < total_steps:
+                best = BestValidationWeights(evaluate_model(trainee, fit_data(eval_data, distribution))["eval_top1"])
+                callbacks.append(best)
+            started = time.perf_counter()
+            if start_step < total_steps:
+                trainee.fit(fit_data(train_data, distribution), epochs=intervals, steps_per_epoch=interval,
+                            initial_epoch=start_step // interval,
+                            validation_data=fit_data(eval_data, distribution, repeat=True), callbacks=callbacks,
+                            verbose=verbose,
+                            validation_steps=math.ceil(eval_source.num_examples / batch_size),  # folders: unknown size
+                            shuffle=False)  # the stream is shuffled (seeded) in make_pipeline
+            seconds = time.perf_counter() - started
+            if nonfinite_variables(model):
+                raise TrainingError(f"training diverged (NaN/Inf loss or weights) by step {optimizer_step(trainee)}; "
+                                    f"nothing was reported, the last finite backup in {output_dir / 'backup'} is kept. "
+                                    "Lower the learning rate or check the data for NaN/Inf")
+            evaluation = evaluate_model(trainee, fit_data(eval_data, distribution)) if distribution.is_chief else {}
+        trained = optimizer_step(trainee) - start_step
+
+        report = {
+            "model": model.name,
+            "params": model.count_params(),
+            "dataset": dataset,
+            "image_size": image_size,
+            "class_names": train_source.class_names,
+            "train_examples": train_source.num_examples,
+            "eval_examples": eval_source.num_examples,
+            "recipe": recipe.__dict__,
+            "strategy": distribution.name,
+            "replicas": distribution.num_replicas,
+            "precision": policy,
+            "precision_choice": why,
+            "global_batch": batch_size,
+            "steps": optimizer_step(trainee),
+            "resumed_from_step": start_step,
+            "images_per_second": trained * batch_size / seconds if trained else None,
+        }
+        if best is not None:
+            report["kept_step"] = best.best_step
         if distribution.is_chief:
-            callbacks = [keras.callbacks.TerminateOnNaN(), ResumableCSVLogger(str(output_dir / "metrics.csv")),
-                         keras.callbacks.TensorBoard(str(output_dir / "tensorboard")), backup]
-        if verbose == "auto":
-            verbose = 1 if sys.stdout.isatty() else 2  # one line per interval in logs, a live bar on a terminal
-        best = None
-        if keep_best and start_step < total_steps:
-            best = BestValidationWeights(evaluate_model(trainee, fit_data(eval_data, distribution))["eval_top1"])
-            callbacks.append(best)
-        started = time.perf_counter()
-        if start_step < total_steps:
-            trainee.fit(fit_data(train_data, distribution), epochs=intervals, steps_per_epoch=interval,
-                        initial_epoch=start_step // interval,
-                        validation_data=fit_data(eval_data, distribution, repeat=True), callbacks=callbacks,
-                        verbose=verbose,
-                        validation_steps=math.ceil(eval_source.num_examples / batch_size),  # folders: unknown size
-                        shuffle=False)  # the stream is shuffled (seeded) in make_pipeline
-        seconds = time.perf_counter() - started
-        if nonfinite_variables(model):
-            raise TrainingError(f"training diverged (NaN/Inf loss or weights) by step {optimizer_step(trainee)}; "
-                                f"nothing was reported, the last finite backup in {output_dir / 'backup'} is kept. "
-                                "Lower the learning rate or check the data for NaN/Inf")
-        evaluation = evaluate_model(trainee, fit_data(eval_data, distribution)) if distribution.is_chief else {}
-    trained = optimizer_step(trainee) - start_step
-
-    report = {
-        "model": model.name,
-        "params": model.count_params(),
-        "dataset": dataset,
-        "image_size": image_size,
-        "class_names": train_source.class_names,
-        "train_examples": train_source.num_examples,
-        "eval_examples": eval_source.num_examples,
-        "recipe": recipe.__dict__,
-        "strategy": distribution.name,
-        "replicas": distribution.num_replicas,
-        "precision": policy,
-        "precision_choice": why,
-        "global_batch": batch_size,
-        "steps": optimizer_step(trainee),
-        "resumed_from_step": start_step,
-        "images_per_second": trained * batch_size / seconds if trained else None,
-    }
-    if best is not None:
-        report["kept_step"] = best.best_step
-    if distribution.is_chief:
-        report.update(evaluation)
-        save_model(model, output_dir / model_filename, class_names=train_source.class_names,
-                   crop_fraction=crop_fraction_for(recipe, eval_source), dataset=str(dataset),
-                   eval_top1=report["eval_top1"], **(model_info or {}))
-        history = read_history(output_dir / "metrics.csv")
-        if history:
-            steps_axis = [interval * (i + 1) for i in range(len(history["loss"]))]
-            plot_history(history, output_dir / "training_curves.png", x_label="step", x_values=steps_axis)
-        write_text(output_dir / "report.json", json.dumps(report, indent=2, default=str))
+            report.update(evaluation)
+            keras.config.set_dtype_policy("float32")  # the file holds the float32 model, whatever trained it
+            save_model(under_global_policy(model), output_dir / model_filename, class_names=train_source.class_names,
+                       crop_fraction=crop_fraction_for(recipe, eval_source), dataset=str(dataset),
+                       eval_top1=report["eval_top1"], **(model_info or {}))
+            history = read_history(output_dir / "metrics.csv")
+            if history:
+                steps_axis = [interval * (i + 1) for i in range(len(history["loss"]))]
+                plot_history(history, output_dir / "training_curves.png", x_label="step", x_values=steps_axis)
+            write_text(output_dir / "report.json", json.dumps(report, indent=2, default=str))
+    finally:  # the caller's later models are built under its own policy
+        keras.config.set_dtype_policy(previous_policy)
     return model, report
 
 
@@ -357,7 +369,7 @@ def quantization_aware_training(model, dataset=DIGITS, output_dir="runs/qat", ca
     equalized, _ = equalize_channels(float_model, calibration)
     baselines = {"float_eval_top1": float_report["eval_top1"], "ptq_eval_top1": ptq_top1}
     qat_model, report = train(
-        model=lambda: quantize_model(equalized, calibration_data=calibration,
+        model=lambda: quantize_model(under_global_policy(equalized), calibration_data=calibration,
                                      verbose=1 if sys.stdout.isatty() else 2), dataset=dataset,
         output_dir=output_dir, recipe=recipe, image_size=image_size, data_dir=data_dir, download=download,
         model_filename="model_qat.keras", keep_best=True, model_info=baselines, **train_options,
