@@ -115,7 +115,7 @@ def trainer_feed(pixels, labels, distribution):
         tf = None
     if tf is not None:
         dataset = tf.data.Dataset.from_tensors((pixels, labels)).repeat().prefetch(tf.data.AUTOTUNE)
-        return fit_data(dataset, distribution)
+        return fit_data(dataset, distribution, len(pixels))
     batches = ((pixels.copy(), labels.copy()) for _ in iter(int, 1))
     if distribution.strategy is not None and distribution.num_workers == 1 and distribution.name != "default":
         return device_batches(batches, distribution.strategy)

@@ -147,3 +147,24 @@ def test_imagenet_tag_reads_the_authors_training_checkpoint(tmp_path, monkeypatc
     expected = hire_mlp_forward(state, authors_normalize(pixels), (2, 2, 4, 2), (4, 3, 3, 2), (2, 2, 3, 2),
                                 (2, 2, 1, 1))
     assert np.max(np.abs(model.predict(keras_mixer.preprocess_input(pixels), verbose=0) - expected)) <= 1e-4
+
+
+def test_calibration_leaves_every_float_variable_bit_identical():
+    """`quantize_model(calibration_data=...)` runs its forward passes in training mode to set the activation
+    ranges; Hire-MLP's BatchNorm moving statistics (and every other float variable) keep the float model's values."""
+    from keras_mixer.quantization import quantize_model
+
+    model = keras_mixer.HireMLP(**{**CONFIG, "layers": (1, 1, 1, 1)}, input_shape=(32, 32, 3), classes=10)
+    rng = np.random.default_rng(0)
+    for variable in model.weights:  # non-trivial moving statistics, so a rewrite cannot go unseen
+        variable.assign(rng.uniform(0.5, 1.5, variable.shape).astype("float32"))
+    moving = [v.path for v in model.weights if "moving_" in v.path]
+    assert moving
+    before = {v.path: keras.ops.convert_to_numpy(v) for v in model.weights}
+    qat = quantize_model(model, calibration_data=rng.uniform(-1, 1, (8, 32, 32, 3)).astype("float32"))
+    after = {v.path: keras.ops.convert_to_numpy(v) for v in qat.weights if v.path in before}
+    assert after.keys() == before.keys()
+    for path, value in before.items():
+        np.testing.assert_array_equal(after[path], value, err_msg=path)
+    ranges = [keras.ops.convert_to_numpy(v) for v in qat.weights if v.path.endswith("range_max")]
+    assert ranges and max(ranges) > 0  # calibration did set the ranges

@@ -86,13 +86,20 @@ def strip_quantization(qat_model):
 
 
 def calibrate(qat_model, images, batch_size=32, steps=None, verbose=1):
-    """Sets activation ranges from `images` (forward passes in training mode; no weight is changed), with a
-    progress bar unless verbose=0."""
+    """Sets activation ranges from `images`, with a progress bar unless verbose=0. The forward passes run in
+    training mode, which is what moves the ranges; every other variable (BatchNorm's moving statistics too) is put
+    back bit for bit afterwards, so the QAT copy computes the float model's function from its first step."""
     images = np.asarray(images, np.float32)
     batches = range(0, len(images), batch_size)[:steps]
+    ranges = {id(variable) for layer in qat_model._flatten_layers() if isinstance(layer, ActivationQuantizer)
+              for variable in layer.variables}
+    kept = [(variable, keras.ops.convert_to_numpy(variable)) for variable in qat_model.variables
+            if id(variable) not in ranges]
     progress = keras.utils.Progbar(len(batches), verbose=verbose, unit_name="batch") if verbose else None
     for i, start in enumerate(batches):
         qat_model(images[start : start + batch_size], training=True)
         if progress:
             progress.update(i + 1)
+    for variable, value in kept:
+        variable.assign(value)
     return qat_model

@@ -31,17 +31,36 @@ def with_pixel_input(model):
     return keras.Model(pixels, model(scaled), name=model.name)
 
 
-def fit_data(dataset, distribution, repeat=False):
-    """What `fit` and `evaluate_model` are given for `dataset` under `distribution` (`get_distribution`'s): on the
-    JAX backend under a keras.distribution in one process, `device_batches` over it (`repeat`: its passes one after
-    another, as validation after every interval reads them); otherwise the tf.data dataset itself, which Keras
-    moves one batch ahead without a distribution and splits into the hosts' shares with several hosts."""
+def fit_data(dataset, distribution, batch_size, repeat=False):
+    """What `fit` and `evaluate_model` are given for `dataset` (batches of `batch_size`) under `distribution`
+    (`get_distribution`'s): on the JAX backend under a keras.distribution in one process, `device_batches` over it
+    (`repeat`: its passes one after another, as validation after every interval reads them); otherwise the tf.data
+    dataset itself, which Keras moves one batch ahead without a distribution and splits into the hosts' shares with
+    several hosts (an evaluation's batches padded to `batch_size` first: Keras splits only batches of known size)."""
     keras_distributions = (keras.distribution.DataParallel, keras.distribution.ModelParallel)
-    if not isinstance(distribution.strategy, keras_distributions) or distribution.num_workers > 1:
-        return dataset
     evaluation = dataset.element_spec[0].shape[0] is None  # not drop_remainder: its last batch may be short
+    if not isinstance(distribution.strategy, keras_distributions):
+        return dataset
+    if distribution.num_workers > 1:
+        return _padded(dataset, batch_size) if evaluation else dataset
     return device_batches((dataset.repeat() if repeat else dataset).as_numpy_iterator(), distribution.strategy,
                           weighted=evaluation)
+
+
+def _padded(dataset, batch_size):
+    """(images, labels, weights) batches of exactly `batch_size`, zero images of weight 0 completing the last."""
+    import tensorflow as tf
+
+    def pad(images, labels):
+        count = tf.shape(images)[0]
+        missing = batch_size - count
+        weights = tf.concat([tf.ones([count]), tf.zeros([missing])], axis=0)
+        images = tf.pad(images, [[0, missing]] + [[0, 0]] * (images.shape.rank - 1))
+        labels = tf.pad(labels, [[0, missing], [0, 0]])
+        return (tf.ensure_shape(images, [batch_size, *images.shape[1:]]),
+                tf.ensure_shape(labels, [batch_size, labels.shape[1]]), tf.ensure_shape(weights, [batch_size]))
+
+    return dataset.map(pad)
 
 
 def device_batches(batches, strategy, weighted=False):

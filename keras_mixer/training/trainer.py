@@ -198,16 +198,18 @@ def train(
                              keras.callbacks.TensorBoard(str(output_dir / "tensorboard")), backup]
             if verbose == "auto":
                 verbose = 1 if sys.stdout.isatty() else 2  # one line per interval in logs, a live bar on a terminal
+            def feed(data, repeat=False):
+                return fit_data(data, distribution, batch_size, repeat)
+
             best = None
             if keep_best and start_step < total_steps:
-                best = BestValidationWeights(evaluate_model(trainee, fit_data(eval_data, distribution))["eval_top1"])
+                best = BestValidationWeights(evaluate_model(trainee, feed(eval_data))["eval_top1"])
                 callbacks.append(best)
             started = time.perf_counter()
             if start_step < total_steps:
-                trainee.fit(fit_data(train_data, distribution), epochs=intervals, steps_per_epoch=interval,
-                            initial_epoch=start_step // interval,
-                            validation_data=fit_data(eval_data, distribution, repeat=True), callbacks=callbacks,
-                            verbose=verbose,
+                trainee.fit(feed(train_data), epochs=intervals, steps_per_epoch=interval,
+                            initial_epoch=start_step // interval, validation_data=feed(eval_data, repeat=True),
+                            callbacks=callbacks, verbose=verbose,
                             validation_steps=math.ceil(eval_source.num_examples / batch_size),  # folders: unknown size
                             shuffle=False)  # the stream is shuffled (seeded) in make_pipeline
             seconds = time.perf_counter() - started
@@ -215,7 +217,7 @@ def train(
                 raise TrainingError(f"training diverged (NaN/Inf loss or weights) by step {optimizer_step(trainee)}; "
                                     f"nothing was reported, the last finite backup in {output_dir / 'backup'} is kept. "
                                     "Lower the learning rate or check the data for NaN/Inf")
-            evaluation = evaluate_model(trainee, fit_data(eval_data, distribution)) if distribution.is_chief else {}
+            evaluation = evaluate_model(trainee, feed(eval_data)) if distribution.is_chief else {}
         trained = optimizer_step(trainee) - start_step
 
         report = {
