@@ -5,7 +5,7 @@ import math
 import keras
 from keras import ops
 
-from keras_mixer.layers import equalization
+from keras_mixer.layers import equalization, fake_quant
 from keras_mixer.layers.drop_path import DropPath
 from keras_mixer.layers.layer_norm import LayerNorm
 from keras_mixer.layers.mlp import MlpBlock, gelu
@@ -41,23 +41,23 @@ class AxialShift(keras.layers.Layer):
     """The AS-MLP token mixer: conv1 -> norm -> GELU -> (horizontal shift -> conv2_1 -> GELU) +
     (vertical shift -> conv2_2 -> GELU) -> norm -> conv3. 1x1 convs are Dense layers on NHWC; norms are GroupNorm
     with one group. Sub-layer names follow the official module (`conv1`, `conv2_1`, `conv2_2`, `conv3`, `norm1`,
-    `norm2`)."""
+    `norm2`). With `quantize`, each 1x1 conv's input, kernel and output and the norms' outputs are fake-quantized
+    (the shifts move values without computing new ones)."""
 
-    def __init__(self, shift_size=5, dilation=1, epsilon=1e-5, **kwargs):
+    def __init__(self, shift_size=5, dilation=1, epsilon=1e-5, quantize=False, **kwargs):
         super().__init__(**kwargs)
         self.shift_size = shift_size
         self.dilation = dilation
         self.epsilon = epsilon
-        self.norm1 = LayerNorm(epsilon, axis=(1, 2, 3), name="norm1")
-        self.norm2 = LayerNorm(epsilon, axis=(1, 2, 3), name="norm2")
+        self.quantize = quantize
+        self.norm1 = LayerNorm(epsilon, quantize, axis=(1, 2, 3), name="norm1")
+        self.norm2 = LayerNorm(epsilon, quantize, axis=(1, 2, 3), name="norm2")
 
     def build(self, input_shape):
         channels = input_shape[-1]
         # 1x1 convolutions as Dense on the channel axis; created here because their width is the input's
-        self.conv1 = keras.layers.Dense(channels, name="conv1")
-        self.conv2_1 = keras.layers.Dense(channels, name="conv2_1")
-        self.conv2_2 = keras.layers.Dense(channels, name="conv2_2")
-        self.conv3 = keras.layers.Dense(channels, name="conv3")
+        self.conv1, self.conv2_1, self.conv2_2, self.conv3 = (
+            fake_quant.dense(channels, self.quantize, name=name) for name in ("conv1", "conv2_1", "conv2_2", "conv3"))
         for layer in (self.conv1, self.norm1, self.conv2_1, self.conv2_2, self.norm2, self.conv3):
             layer.build(input_shape)
 
@@ -75,28 +75,31 @@ class AxialShift(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "shift_size": self.shift_size, "dilation": self.dilation,
-                "epsilon": self.epsilon}
+                "epsilon": self.epsilon, "quantize": self.quantize}
 
 
 @keras.saving.register_keras_serializable(package="keras_mixer")
 class ASMLPBlock(keras.layers.Layer):
-    """x + DropPath(AxialShift(norm1(x))); x + DropPath(MLP(norm2(x))), norms GroupNorm(1), exact GELU."""
+    """x + DropPath(AxialShift(norm1(x))); x + DropPath(MLP(norm2(x))), norms GroupNorm(1), exact GELU. With
+    `quantize`, every sub-layer is fake-quantized (quantization-aware training)."""
 
-    def __init__(self, shift_size=5, mlp_ratio=4.0, drop_path_rate=0.0, dilation=1, epsilon=1e-5, **kwargs):
+    def __init__(self, shift_size=5, mlp_ratio=4.0, drop_path_rate=0.0, dilation=1, epsilon=1e-5, quantize=False,
+                 **kwargs):
         super().__init__(**kwargs)
         self.shift_size = shift_size
         self.mlp_ratio = mlp_ratio
         self.drop_path_rate = drop_path_rate
         self.dilation = dilation
         self.epsilon = epsilon
-        self.norm1 = LayerNorm(epsilon, axis=(1, 2, 3), name="norm1")
-        self.axial_shift = AxialShift(shift_size, dilation, epsilon, name="axial_shift")
-        self.norm2 = LayerNorm(epsilon, axis=(1, 2, 3), name="norm2")
+        self.quantize = quantize
+        self.norm1 = LayerNorm(epsilon, quantize, axis=(1, 2, 3), name="norm1")
+        self.axial_shift = AxialShift(shift_size, dilation, epsilon, quantize, name="axial_shift")
+        self.norm2 = LayerNorm(epsilon, quantize, axis=(1, 2, 3), name="norm2")
         self.drop_path = DropPath(drop_path_rate)
         self.mlp = None  # its hidden width follows the input width
 
     def build(self, input_shape):
-        self.mlp = MlpBlock(int(input_shape[-1] * self.mlp_ratio), gelu="exact", name="mlp")
+        self.mlp = MlpBlock(int(input_shape[-1] * self.mlp_ratio), gelu="exact", quantize=self.quantize, name="mlp")
         for layer in (self.norm1, self.axial_shift, self.norm2, self.mlp):
             layer.build(input_shape)
 
@@ -112,4 +115,5 @@ class ASMLPBlock(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "shift_size": self.shift_size, "mlp_ratio": self.mlp_ratio,
-                "drop_path_rate": self.drop_path_rate, "dilation": self.dilation, "epsilon": self.epsilon}
+                "drop_path_rate": self.drop_path_rate, "dilation": self.dilation, "epsilon": self.epsilon,
+                "quantize": self.quantize}

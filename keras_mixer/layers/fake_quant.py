@@ -37,6 +37,7 @@ class ActivationQuantizer(keras.layers.Layer):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.decay = decay
+        self.calibrating = False  # set by `keras_mixer.quantization.calibrate`: ranges move in inference mode too
 
     def build(self, input_shape=None):
         # scalar state, independent of the input shape (parents build their quantizers with build_quantizers)
@@ -48,7 +49,7 @@ class ActivationQuantizer(keras.layers.Layer):
         # under a mixed policy the int8 level a value rounds to, and the range, are decided in float32 (bfloat16
         # keeps 8 significant bits, too few to place 256 levels); the result goes on in the input's dtype
         compute_dtype, x = x.dtype, ops.cast(x, "float32")
-        if training:
+        if training or self.calibrating:
             batch_min = ops.stop_gradient(ops.min(x))
             batch_max = ops.stop_gradient(ops.max(x))
             first = ops.equal(self.updates, 0.0)
@@ -83,25 +84,67 @@ def apply(quantizer, x, training=None):
     return x if quantizer is None else quantizer(x, training=training)
 
 
+def fake_quant_weights_per_channel(kernel):
+    """Symmetric per-output-channel (last axis) fake-quant of a convolution kernel, as TFLite quantizes a conv's."""
+    bound = ops.maximum(ops.max(ops.abs(kernel), axis=tuple(range(len(kernel.shape) - 1))), MIN_RANGE)
+    return keras.quantizers.fake_quant_with_min_max_vars(kernel, -bound, bound, NUM_BITS, narrow_range=True,
+                                                         axis=-1)
+
+
 @keras.saving.register_keras_serializable(package="keras_mixer")
 class QuantizedDense(keras.layers.Dense):
-    """`keras.layers.Dense` with a fake-quantized kernel (per-tensor) and output: what `quantize_model` puts in
-    place of every plain Dense (e.g. the classifier head). Same variables, so float weights copy over by path."""
+    """`keras.layers.Dense` with a fake-quantized kernel (per-tensor) and output, and with `quantize_input` its input
+    too: what `quantize_model` puts in place of every plain Dense (e.g. the classifier head), and what the blocks of
+    the hierarchical families build with `quantize` (`dense`). Same variables, so float weights copy over by path."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, quantize_input=False, **kwargs):
         super().__init__(*args, **kwargs)
+        self.quantize_input = quantize_input
+        self.input_quant = maybe_quantizer(quantize_input, "input_quant")
         self.output_quant = ActivationQuantizer(name="output_quant")
 
     def build(self, input_shape):
         super().build(input_shape)
-        build_quantizers(self.output_quant)
+        build_quantizers(self.input_quant, self.output_quant)
 
     def call(self, inputs, training=None):
+        inputs = apply(self.input_quant, inputs, training)
         x = ops.matmul(inputs, fake_quant_weights_per_tensor(self.kernel))
         if self.use_bias:
             x = x + self.bias
         # the activation (e.g. softmax) runs after the quantized logits, as TFLite runs it on int8 logits
         return self.activation(self.output_quant(x, training=training))
+
+    def get_config(self):
+        return {**super().get_config(), "quantize_input": self.quantize_input}
+
+
+@keras.saving.register_keras_serializable(package="keras_mixer")
+class QuantizedConv2D(keras.layers.Conv2D):
+    """`keras.layers.Conv2D` with its input, kernel (per output channel) and output fake-quantized: what
+    `quantize_model` puts in place of every plain Conv2D (the stems and downsampling of the hierarchical families)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.input_quant = ActivationQuantizer(name="input_quant")
+        self.output_quant = ActivationQuantizer(name="output_quant")
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        build_quantizers(self.input_quant, self.output_quant)
+
+    def call(self, inputs, training=None):
+        x = self.convolution_op(self.input_quant(inputs, training=training),
+                                fake_quant_weights_per_channel(self.kernel))
+        if self.use_bias:
+            x = x + self.bias
+        return self.activation(self.output_quant(x, training=training))
+
+
+def dense(units, quantize=False, **kwargs):
+    """A Dense sub-layer of a block: with `quantize`, a `QuantizedDense` whose input, kernel and output are
+    fake-quantized, the tensors the default int8 export gives each FULLY_CONNECTED in int8."""
+    return QuantizedDense(units, quantize_input=True, **kwargs) if quantize else keras.layers.Dense(units, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="keras_mixer")

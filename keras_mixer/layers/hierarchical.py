@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_mixer.errors import KerasMixerError
+from keras_mixer.layers import fake_quant
 from keras_mixer.layers.layer_norm import LayerNorm
 
 
@@ -11,13 +12,15 @@ from keras_mixer.layers.layer_norm import LayerNorm
 class PatchMerging(keras.layers.Layer):
     """Swin-style downsampling: each 2x2 neighbourhood into channels, in the order x[0::2, 0::2], x[1::2, 0::2],
     x[0::2, 1::2], x[1::2, 1::2] (row offset first), then `norm` and a bias-free linear `reduction` 4C -> 2C.
-    `norm_axis=(1, 2, 3)` is GroupNorm(1) (AS-MLP); -1 is LayerNorm over channels (Swin)."""
+    `norm_axis=(1, 2, 3)` is GroupNorm(1) (AS-MLP); -1 is LayerNorm over channels (Swin). With `quantize`, the
+    norm's output and the reduction are fake-quantized."""
 
-    def __init__(self, norm_axis=-1, epsilon=1e-5, **kwargs):
+    def __init__(self, norm_axis=-1, epsilon=1e-5, quantize=False, **kwargs):
         super().__init__(**kwargs)
         self.norm_axis = tuple(norm_axis) if isinstance(norm_axis, (list, tuple)) else norm_axis
         self.epsilon = epsilon
-        self.norm = LayerNorm(epsilon, axis=self.norm_axis, name="norm")
+        self.quantize = quantize
+        self.norm = LayerNorm(epsilon, quantize, axis=self.norm_axis, name="norm")
 
     def build(self, input_shape):
         _, height, width, channels = input_shape
@@ -25,7 +28,7 @@ class PatchMerging(keras.layers.Layer):
             raise KerasMixerError(f"PatchMerging needs an even feature map, got {height}x{width}")
         merged = (input_shape[0], height // 2, width // 2, 4 * channels)
         self.norm.build(merged)
-        self.reduction = keras.layers.Dense(2 * channels, use_bias=False, name="reduction")
+        self.reduction = fake_quant.dense(2 * channels, self.quantize, use_bias=False, name="reduction")
         self.reduction.build(merged)
 
     def call(self, x):
@@ -40,4 +43,5 @@ class PatchMerging(keras.layers.Layer):
         return (batch, height // 2, width // 2, 2 * channels)
 
     def get_config(self):
-        return {**super().get_config(), "norm_axis": self.norm_axis, "epsilon": self.epsilon}
+        return {**super().get_config(), "norm_axis": self.norm_axis, "epsilon": self.epsilon,
+                "quantize": self.quantize}

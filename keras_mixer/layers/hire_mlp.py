@@ -4,7 +4,7 @@ cross-region circular shift between blocks. NHWC; rolls and circular pads are st
 import keras
 from keras import ops
 
-from keras_mixer.layers import equalization
+from keras_mixer.layers import equalization, fake_quant
 from keras_mixer.layers.drop_path import DropPath
 from keras_mixer.layers.mlp import MlpBlock
 from keras_mixer.layers.split_attention import SplitAttention
@@ -67,22 +67,28 @@ class HierarchicalRearrangement(keras.layers.Layer):
     """Hire-MLP's token mixing (the authors' `HireMLP` module; named here for what it does, so that `HireMLP` means
     the model alone). Height and width branches (shift by `step`, circular pad, rows/columns into channels, C*p -> C/2 -> C*p
     MLP, back), a channel branch, split-attention reweighting over the three, and a projection. Sub-layer names
-    follow the official module (`mlp_h1`, `mlp_h1_norm`, `mlp_h2`, `mlp_w1`, ..., `mlp_c`, `reweight`, `proj`)."""
+    follow the official module (`mlp_h1`, `mlp_h1_norm`, `mlp_h2`, `mlp_w1`, ..., `mlp_c`, `reweight`, `proj`).
+    With `quantize`, every linear map is fake-quantized (its input, kernel and output; the BatchNorms between them
+    fold into the next map's input range, as the export folds them)."""
 
-    def __init__(self, pixel=2, step=0, **kwargs):
+    def __init__(self, pixel=2, step=0, quantize=False, **kwargs):
         super().__init__(**kwargs)
         self.pixel = pixel
         self.step = step
+        self.quantize = quantize
 
     def build(self, input_shape):
         c, p = input_shape[-1], self.pixel
-        dense = keras.layers.Dense
-        self.mlp_h1, self.mlp_w1 = dense(c // 2, use_bias=False, name="mlp_h1"), dense(c // 2, use_bias=False, name="mlp_w1")
+
+        def dense(units, name, **options):
+            return fake_quant.dense(units, self.quantize, name=name, **options)
+
+        self.mlp_h1, self.mlp_w1 = dense(c // 2, "mlp_h1", use_bias=False), dense(c // 2, "mlp_w1", use_bias=False)
         self.mlp_h1_norm, self.mlp_w1_norm = _batch_norm("mlp_h1_norm"), _batch_norm("mlp_w1_norm")
-        self.mlp_h2, self.mlp_w2 = dense(c * p, name="mlp_h2"), dense(c * p, name="mlp_w2")
-        self.mlp_c = dense(c, name="mlp_c")
-        self.reweight = SplitAttention(name="reweight")
-        self.proj = dense(c, name="proj")
+        self.mlp_h2, self.mlp_w2 = dense(c * p, "mlp_h2"), dense(c * p, "mlp_w2")
+        self.mlp_c = dense(c, "mlp_c")
+        self.reweight = SplitAttention(self.quantize, name="reweight")
+        self.proj = dense(c, "proj")
         grid = (None, None, None, c * p)
         for layer in (self.mlp_h1, self.mlp_w1):
             layer.build(grid)
@@ -116,7 +122,7 @@ class HierarchicalRearrangement(keras.layers.Layer):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "pixel": self.pixel, "step": self.step}
+        return {**super().get_config(), "pixel": self.pixel, "step": self.step, "quantize": self.quantize}
 
 
 # files saved before the rename name the layer "keras_mixer>HireMLP": they keep loading
@@ -126,24 +132,28 @@ keras.saving.get_custom_objects()["keras_mixer>HireMLP"] = HierarchicalRearrange
 @keras.saving.register_keras_serializable(package="keras_mixer")
 class HireBlock(keras.layers.Layer):
     """x + DropPath(HierarchicalRearrangement(norm1(x))); x + DropPath(MLP(norm2(x))); BatchNorm, exact GELU, names as
-    official."""
+    official. With `quantize`, every sub-layer and norm2's output (the MLP's input) are fake-quantized."""
 
-    def __init__(self, pixel=2, step=0, mlp_ratio=4.0, drop_path_rate=0.0, **kwargs):
+    def __init__(self, pixel=2, step=0, mlp_ratio=4.0, drop_path_rate=0.0, quantize=False, **kwargs):
         super().__init__(**kwargs)
         self.pixel, self.step, self.mlp_ratio, self.drop_path_rate = pixel, step, mlp_ratio, drop_path_rate
+        self.quantize = quantize
         self.norm1 = _batch_norm("norm1")
-        self.attn = HierarchicalRearrangement(pixel, step, name="attn")
+        self.attn = HierarchicalRearrangement(pixel, step, quantize, name="attn")
         self.norm2 = _batch_norm("norm2")
+        self.norm2_quant = fake_quant.maybe_quantizer(quantize, "norm2_quant")
         self.drop_path = DropPath(drop_path_rate)
 
     def build(self, input_shape):
-        self.mlp = MlpBlock(int(input_shape[-1] * self.mlp_ratio), gelu="exact", name="mlp")
+        self.mlp = MlpBlock(int(input_shape[-1] * self.mlp_ratio), gelu="exact", quantize=self.quantize, name="mlp")
         for layer in (self.norm1, self.attn, self.norm2, self.mlp):
             layer.build(input_shape)
+        fake_quant.build_quantizers(self.norm2_quant)
 
     def call(self, x, training=None):
         x = x + self.drop_path(self.attn(self.norm1(x, training=training), training=training), training=training)
-        return x + self.drop_path(self.mlp(self.norm2(x, training=training), training=training), training=training)
+        normed = fake_quant.apply(self.norm2_quant, self.norm2(x, training=training), training)
+        return x + self.drop_path(self.mlp(normed, training=training), training=training)
 
     def channel_equalization(self):  # see keras_mixer.layers.equalization
         return {"norm2": ("mlp.dense_0",), "norm1": equalization.REGROUPED}
@@ -153,4 +163,4 @@ class HireBlock(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "pixel": self.pixel, "step": self.step, "mlp_ratio": self.mlp_ratio,
-                "drop_path_rate": self.drop_path_rate}
+                "drop_path_rate": self.drop_path_rate, "quantize": self.quantize}

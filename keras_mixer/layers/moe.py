@@ -43,6 +43,10 @@ class MixtureOfExperts(keras.layers.Layer):
     shapes, matmuls and elementwise ops) — the export form. Both give the same output.
     """
 
+    # int8 exports keep a mixture of experts float (top-k routing has no faithful integer form: keras_mixer.export),
+    # so a QAT copy keeps it float too (`keras_mixer.quantization.float_layers` passes it)
+    float_in_int8_export = True
+
     def __init__(self, num_experts, hidden_dim, k=1, capacity_factor_train=1.25, capacity_factor_eval=2.0,
                  min_capacity=4, noise_std=None, aux_weight=0.01, batch_prioritized=True, dispatch="sparse",
                  gelu="exact", seed=None, **kwargs):

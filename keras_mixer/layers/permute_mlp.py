@@ -5,7 +5,7 @@ import keras
 from keras import ops
 
 from keras_mixer.errors import KerasMixerError
-from keras_mixer.layers import equalization
+from keras_mixer.layers import equalization, fake_quant
 from keras_mixer.layers.drop_path import DropPath
 from keras_mixer.layers.layer_norm import LayerNorm
 from keras_mixer.layers.mlp import MlpBlock
@@ -39,11 +39,13 @@ class WeightedPermuteMLP(keras.layers.Layer):
     split-attention reweighting over the three (`reweight`) and a projection (`proj`), named as the official module.
 
     The height (width) branch mixes H·S values per row, so the layer fits one grid: H == W == segment_dim when
-    C = segment_dim · S, as in the released models (224 / patch 7 -> 32 x 32 with segment_dim 32)."""
+    C = segment_dim · S, as in the released models (224 / patch 7 -> 32 x 32 with segment_dim 32). With `quantize`,
+    every linear map is fake-quantized (the permutations move values without computing new ones)."""
 
-    def __init__(self, segment_dim, **kwargs):
+    def __init__(self, segment_dim, quantize=False, **kwargs):
         super().__init__(**kwargs)
         self.segment_dim = segment_dim
+        self.quantize = quantize
 
     def build(self, input_shape):
         _, h, w, c = input_shape
@@ -53,11 +55,11 @@ class WeightedPermuteMLP(keras.layers.Layer):
                 f"(needs height = width = segment_dim and channels divisible by it): build the model for the input "
                 f"size its segment_dim was chosen for")
         for name in ("mlp_h", "mlp_w", "mlp_c"):
-            setattr(self, name, keras.layers.Dense(c, use_bias=False, name=name))
+            setattr(self, name, fake_quant.dense(c, self.quantize, use_bias=False, name=name))
             getattr(self, name).build((None, c))
-        self.reweight = SplitAttention(name="reweight")
+        self.reweight = SplitAttention(self.quantize, name="reweight")
         self.reweight.build([input_shape] * 3)
-        self.proj = keras.layers.Dense(c, name="proj")
+        self.proj = fake_quant.dense(c, self.quantize, name="proj")
         self.proj.build(input_shape)
 
     def call(self, x):
@@ -70,24 +72,26 @@ class WeightedPermuteMLP(keras.layers.Layer):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "segment_dim": self.segment_dim}
+        return {**super().get_config(), "segment_dim": self.segment_dim, "quantize": self.quantize}
 
 
 @keras.saving.register_keras_serializable(package="keras_mixer")
 class PermutatorBlock(keras.layers.Layer):
     """x + DropPath(WeightedPermuteMLP(norm1(x))) / skip_lam; x + DropPath(MLP(norm2(x))) / skip_lam.
-    LayerNorm eps 1e-5, exact GELU; names as the official block (`norm1`, `attn`, `norm2`, `mlp`)."""
+    LayerNorm eps 1e-5, exact GELU; names as the official block (`norm1`, `attn`, `norm2`, `mlp`). With `quantize`,
+    every sub-layer is fake-quantized (quantization-aware training)."""
 
-    def __init__(self, segment_dim, mlp_ratio=3.0, skip_lam=1.0, drop_path_rate=0.0, **kwargs):
+    def __init__(self, segment_dim, mlp_ratio=3.0, skip_lam=1.0, drop_path_rate=0.0, quantize=False, **kwargs):
         super().__init__(**kwargs)
         self.segment_dim, self.mlp_ratio, self.skip_lam, self.drop_path_rate = segment_dim, mlp_ratio, skip_lam, drop_path_rate
-        self.norm1 = LayerNorm(1e-5, name="norm1")
-        self.attn = WeightedPermuteMLP(segment_dim, name="attn")
-        self.norm2 = LayerNorm(1e-5, name="norm2")
+        self.quantize = quantize
+        self.norm1 = LayerNorm(1e-5, quantize, name="norm1")
+        self.attn = WeightedPermuteMLP(segment_dim, quantize, name="attn")
+        self.norm2 = LayerNorm(1e-5, quantize, name="norm2")
         self.drop_path = DropPath(drop_path_rate)
 
     def build(self, input_shape):
-        self.mlp = MlpBlock(int(input_shape[-1] * self.mlp_ratio), gelu="exact", name="mlp")
+        self.mlp = MlpBlock(int(input_shape[-1] * self.mlp_ratio), gelu="exact", quantize=self.quantize, name="mlp")
         for layer in (self.norm1, self.attn, self.norm2, self.mlp):
             layer.build(input_shape)
 
@@ -103,4 +107,4 @@ class PermutatorBlock(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "segment_dim": self.segment_dim, "mlp_ratio": self.mlp_ratio,
-                "skip_lam": self.skip_lam, "drop_path_rate": self.drop_path_rate}
+                "skip_lam": self.skip_lam, "drop_path_rate": self.drop_path_rate, "quantize": self.quantize}

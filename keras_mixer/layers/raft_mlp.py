@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_mixer.errors import KerasMixerError
-from keras_mixer.layers import equalization
+from keras_mixer.layers import equalization, fake_quant
 from keras_mixer.layers.drop_path import DropPath
 from keras_mixer.layers.layer_norm import LayerNorm
 from keras_mixer.layers.mlp import MlpBlock
@@ -17,41 +17,50 @@ class CrossScaleEmbedding(keras.layers.Layer):
     by one linear map to `dim`.
 
     The layer keeps that linear map as the official (in·Σk², dim) `kernel`; since a linear map of concatenated
-    patches is a sum of strided convolutions, it runs as one Conv2D per kernel size (no unfold, TFLite-friendly)."""
+    patches is a sum of strided convolutions, it runs as one Conv2D per kernel size (no unfold, TFLite-friendly).
+    With `quantize`, the input, the kernel (per output channel, as TFLite quantizes each conv) and the output are
+    fake-quantized."""
 
-    def __init__(self, dim, patch_size, kernels, **kwargs):
+    def __init__(self, dim, patch_size, kernels, quantize=False, **kwargs):
         super().__init__(**kwargs)
         if any(k < patch_size or (k - patch_size) % 2 for k in kernels):
             raise KerasMixerError(f"embedding kernels {kernels} must be >= patch_size {patch_size} and differ from it by an "
                              "even number")
         self.dim, self.patch_size, self.kernels = dim, patch_size, tuple(kernels)
+        self.quantize = quantize
+        self.input_quant = fake_quant.maybe_quantizer(quantize, "input_quant")
+        self.output_quant = fake_quant.maybe_quantizer(quantize, "output_quant")
 
     def build(self, input_shape):
         self.in_channels = input_shape[-1]
         size = self.in_channels * sum(k * k for k in self.kernels)
         self.kernel = self.add_weight(name="kernel", shape=(size, self.dim), initializer="glorot_uniform")
         self.bias = self.add_weight(name="bias", shape=(self.dim,), initializer="zeros")
+        fake_quant.build_quantizers(self.input_quant, self.output_quant)
 
-    def call(self, x):
+    def call(self, x, training=None):
+        x = fake_quant.apply(self.input_quant, x, training)
+        weights = fake_quant.fake_quant_weights_per_channel(self.kernel) if self.quantize else self.kernel
         out, start = self.bias, 0
         for k in self.kernels:
             size = self.in_channels * k * k
             # rows ordered (channel, row, column) -> HWIO
-            kernel = ops.transpose(ops.reshape(self.kernel[start:start + size], (self.in_channels, k, k, self.dim)),
+            kernel = ops.transpose(ops.reshape(weights[start:start + size], (self.in_channels, k, k, self.dim)),
                                    (1, 2, 0, 3))
             pad = (k - self.patch_size) // 2
             padded = ops.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))) if pad else x
             out = out + ops.conv(padded, kernel, strides=self.patch_size, padding="valid",
                                  data_format="channels_last")
             start += size
-        return out
+        return fake_quant.apply(self.output_quant, out, training)
 
     def compute_output_shape(self, input_shape):
         b, h, w, _ = input_shape
         return (b, h // self.patch_size, w // self.patch_size, self.dim)
 
     def get_config(self):
-        return {**super().get_config(), "dim": self.dim, "patch_size": self.patch_size, "kernels": self.kernels}
+        return {**super().get_config(), "dim": self.dim, "patch_size": self.patch_size, "kernels": self.kernels,
+                "quantize": self.quantize}
 
 
 def _to_raft_major(x, rafts):
@@ -67,16 +76,17 @@ class RaftBlock(keras.layers.Layer):
     Channels are rafts: index i_r·o + i_o with r = `raft_size` rafts of o = C / r. Vertical mixing sees rows
     (i_o, w) and mixes the r·h values (i_r, h) of each with an MLP (expansion `token_expansion_factor`); horizontal
     mixing the same with (i_o, h) rows and (i_r, w) values. Their LayerNorms normalize over the channels with the
-    affine parameters indexed i_o·r + i_r, as the official code applies them after its raft rearrangement."""
+    affine parameters indexed i_o·r + i_r, as the official code applies them after its raft rearrangement. With
+    `quantize`, every norm and MLP is fake-quantized (the raft rearrangements move values only)."""
 
     def __init__(self, raft_size=2, token_expansion_factor=2, channel_expansion_factor=4, drop_path_rate=0.0,
-                 **kwargs):
+                 quantize=False, **kwargs):
         super().__init__(**kwargs)
-        self.raft_size, self.drop_path_rate = raft_size, drop_path_rate
+        self.raft_size, self.drop_path_rate, self.quantize = raft_size, drop_path_rate, quantize
         self.token_expansion_factor, self.channel_expansion_factor = token_expansion_factor, channel_expansion_factor
-        self.vertical_norm = LayerNorm(1e-5, name="vertical_norm")
-        self.horizontal_norm = LayerNorm(1e-5, name="horizontal_norm")
-        self.channel_norm = LayerNorm(1e-5, name="channel_norm")
+        self.vertical_norm = LayerNorm(1e-5, quantize, name="vertical_norm")
+        self.horizontal_norm = LayerNorm(1e-5, quantize, name="horizontal_norm")
+        self.channel_norm = LayerNorm(1e-5, quantize, name="channel_norm")
         self.drop_path = DropPath(drop_path_rate)
 
     def build(self, input_shape):
@@ -85,9 +95,11 @@ class RaftBlock(keras.layers.Layer):
         if h is None or w is None or c % r:
             raise KerasMixerError(f"{self.name}: needs a static grid and channels divisible by raft_size {r}, got "
                              f"{input_shape}")
-        self.vertical_mlp = MlpBlock(self.token_expansion_factor * r * h, gelu="exact", name="vertical_mlp")
-        self.horizontal_mlp = MlpBlock(self.token_expansion_factor * r * w, gelu="exact", name="horizontal_mlp")
-        self.channel_mlp = MlpBlock(self.channel_expansion_factor * c, gelu="exact", name="channel_mlp")
+        self.vertical_mlp, self.horizontal_mlp, self.channel_mlp = (
+            MlpBlock(width, gelu="exact", quantize=self.quantize, name=name)
+            for width, name in ((self.token_expansion_factor * r * h, "vertical_mlp"),
+                                (self.token_expansion_factor * r * w, "horizontal_mlp"),
+                                (self.channel_expansion_factor * c, "channel_mlp")))
         for norm in (self.vertical_norm, self.horizontal_norm, self.channel_norm):
             norm.build(input_shape)
         self.vertical_mlp.build((None, c // r * w, r * h))
@@ -122,4 +134,5 @@ class RaftBlock(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "raft_size": self.raft_size,
                 "token_expansion_factor": self.token_expansion_factor,
-                "channel_expansion_factor": self.channel_expansion_factor, "drop_path_rate": self.drop_path_rate}
+                "channel_expansion_factor": self.channel_expansion_factor, "drop_path_rate": self.drop_path_rate,
+                "quantize": self.quantize}

@@ -5,7 +5,7 @@ import keras
 from keras import ops
 
 from keras_mixer.errors import KerasMixerError
-from keras_mixer.layers import equalization
+from keras_mixer.layers import equalization, fake_quant
 from keras_mixer.layers.drop_path import DropPath
 from keras_mixer.layers.layer_norm import LayerNorm
 from keras_mixer.layers.moe import MixtureOfExperts
@@ -25,13 +25,14 @@ class SparseMixerBlock(keras.layers.Layer):
     RR_in(LN(x))))) with MoE_c over the S1 re-represented tokens; `rerep=None` drops the re-represent layers.
     Experts have the dense Mixer's hidden widths (`tokens_mlp_dim`, `channels_mlp_dim`). The router, capacity
     and auxiliary-loss options are `MixtureOfExperts`'s. Which of these the paper uses is reconstructed, not
-    verified (no official code): see the README's Sparse-MLP notes.
+    verified (no official code): see the README's Sparse-MLP notes. With `quantize`, the re-represent layers are
+    fake-quantized (input, kernel, output); the mixtures of experts stay float, as every int8 export keeps them.
     """
 
     def __init__(self, tokens_mlp_dim, channels_mlp_dim, token_experts=4, channel_experts=4, token_k=1, channel_k=2,
                  rerep="token", rerep_token_factor=2.0, rerep_channel_factor=0.5, capacity_factor_train=1.25,
                  capacity_factor_eval=2.0, min_capacity=4, noise_std=None, aux_weight=0.01, batch_prioritized=True,
-                 dispatch="sparse", gelu="exact", drop_path_rate=0.0, epsilon=1e-6, **kwargs):
+                 dispatch="sparse", gelu="exact", drop_path_rate=0.0, epsilon=1e-6, quantize=False, **kwargs):
         super().__init__(**kwargs)
         if rerep not in REREPRESENT_MODES:
             raise KerasMixerError(f"rerep must be one of {REREPRESENT_MODES}, got {rerep!r}")
@@ -42,7 +43,7 @@ class SparseMixerBlock(keras.layers.Layer):
             capacity_factor_train=capacity_factor_train, capacity_factor_eval=capacity_factor_eval,
             min_capacity=min_capacity, noise_std=noise_std, aux_weight=aux_weight,
             batch_prioritized=batch_prioritized, dispatch=dispatch, gelu=gelu, drop_path_rate=drop_path_rate,
-            epsilon=epsilon)
+            epsilon=epsilon, quantize=quantize)
         routing = dict(capacity_factor_train=capacity_factor_train, capacity_factor_eval=capacity_factor_eval,
                        min_capacity=min_capacity, noise_std=noise_std, aux_weight=aux_weight,
                        batch_prioritized=batch_prioritized, dispatch=dispatch, gelu=gelu)
@@ -62,11 +63,13 @@ class SparseMixerBlock(keras.layers.Layer):
         if self.rerep:
             mixed_tokens = int(tokens * self.config["rerep_token_factor"])
             mixed_channels = int(channels * self.config["rerep_channel_factor"])
-            dense = keras.layers.Dense
-            self.rerep_in_channels = dense(mixed_channels, name="rerep_in_channels")
-            self.rerep_in_tokens = dense(mixed_tokens, name="rerep_in_tokens")
-            self.rerep_out_tokens = dense(tokens, name="rerep_out_tokens")
-            self.rerep_out_channels = dense(channels, name="rerep_out_channels")
+            def dense(units, name):
+                return fake_quant.dense(units, self.config["quantize"], name=name)
+
+            self.rerep_in_channels = dense(mixed_channels, "rerep_in_channels")
+            self.rerep_in_tokens = dense(mixed_tokens, "rerep_in_tokens")
+            self.rerep_out_tokens = dense(tokens, "rerep_out_tokens")
+            self.rerep_out_channels = dense(channels, "rerep_out_channels")
             self.rerep_in_channels.build(input_shape)
             self.rerep_in_tokens.build((None, mixed_channels, tokens))
             self.rerep_out_tokens.build((None, mixed_channels, mixed_tokens))

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_mixer.layers import fake_quant
 from keras_mixer.layers.mlp import gelu
 
 
@@ -10,12 +11,17 @@ from keras_mixer.layers.mlp import gelu
 class SplitAttention(keras.layers.Layer):
     """Weighs `n` same-shape NHWC branches per channel: a = mean over H, W of their sum; fc1 (C -> C/4), exact
     GELU, fc2 (C/4 -> n·C) read as [C, n] (the n weights of one channel adjacent, as the official `reshape(B, C, n)`),
-    softmax over the n; returns Σ branch_i · a_i. Sub-layers `fc1` / `fc2` as the official `reweight` Mlp."""
+    softmax over the n; returns Σ branch_i · a_i. Sub-layers `fc1` / `fc2` as the official `reweight` Mlp. With
+    `quantize`, fc1 and fc2 are fake-quantized."""
+
+    def __init__(self, quantize=False, **kwargs):
+        super().__init__(**kwargs)
+        self.quantize = quantize
 
     def build(self, input_shape):
         channels, self.branches = input_shape[0][-1], len(input_shape)
-        self.fc1 = keras.layers.Dense(channels // 4, name="fc1")
-        self.fc2 = keras.layers.Dense(self.branches * channels, name="fc2")
+        self.fc1 = fake_quant.dense(channels // 4, self.quantize, name="fc1")
+        self.fc2 = fake_quant.dense(self.branches * channels, self.quantize, name="fc2")
         self.fc1.build((None, channels))
         self.fc2.build((None, channels // 4))
 
@@ -28,3 +34,6 @@ class SplitAttention(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "quantize": self.quantize}

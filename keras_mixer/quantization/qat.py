@@ -15,8 +15,9 @@ from keras_mixer.errors import KerasMixerError
 from keras_mixer.layers.fake_quant import ActivationQuantizer
 
 SCHEMES = ("default_8bit",)
-_DENSE = {"module": "keras.layers", "class_name": "Dense"}
-_QUANTIZED_DENSE = {"module": None, "class_name": "QuantizedDense", "registered_name": "keras_mixer>QuantizedDense"}
+# Keras' plain layers and the fake-quant layers that take their place (same variables); the quantized Dense also
+# fake-quantizes its input (`quantize_input`), as the default int8 export quantizes every FULLY_CONNECTED's input
+QUANTIZED_FORMS = {"Dense": ("QuantizedDense", {"quantize_input": True}), "Conv2D": ("QuantizedConv2D", {})}
 
 
 def is_quantized(model):
@@ -24,15 +25,38 @@ def is_quantized(model):
 
 
 def _quantized_layer_config(layer_config, quantize=True):
-    """One layer's config with fake-quant switched on (plain Dense -> QuantizedDense) or off (the reverse)."""
+    """One layer's config with fake-quant switched on (a plain Dense or Conv2D -> its fake-quant form, a keras_mixer
+    layer's `quantize` flag on) or off (the reverse)."""
     entry = copy.deepcopy(layer_config)
-    if quantize and entry.get("class_name") == "Dense" and entry.get("module", "keras.layers") == "keras.layers":
-        entry.update(_QUANTIZED_DENSE)
-    elif not quantize and entry.get("registered_name") == _QUANTIZED_DENSE["registered_name"]:
-        entry.update(_DENSE, registered_name=None)
+    plain = {f"keras_mixer>{name}": (keras_name, options) for keras_name, (name, options) in QUANTIZED_FORMS.items()}
+    if quantize and entry.get("class_name") in QUANTIZED_FORMS and entry.get("module", "keras.layers") == "keras.layers":
+        name, options = QUANTIZED_FORMS[entry["class_name"]]
+        entry.update(module=None, class_name=name, registered_name=f"keras_mixer>{name}")
+        entry["config"].update(options)
+    elif not quantize and entry.get("registered_name") in plain:
+        name, options = plain[entry["registered_name"]]
+        entry.update(module="keras.layers", class_name=name, registered_name=None)
+        for option in (*options, "quantize_input"):
+            entry["config"].pop(option, None)
     elif str(entry.get("registered_name", "")).startswith("keras_mixer>") and "quantize" in entry["config"]:
         entry["config"]["quantize"] = quantize
     return entry
+
+
+def float_layers(model):
+    """(layer path, class of the top-level layer that holds it) of every Dense or convolution of `model` that computes
+    without fake-quant: what a QAT copy must not have. Layers the int8 export keeps float (`float_in_int8_export`:
+    a mixture of experts) are passed over, with everything inside them."""
+    found = []
+    for layer in model.layers:
+        exempt = {id(inner) for outer in layer._flatten_layers(include_self=True)
+                  if getattr(outer, "float_in_int8_export", False) for inner in outer._flatten_layers()}
+        for inner in layer._flatten_layers(include_self=True):
+            if (isinstance(inner, (keras.layers.Dense, keras.layers.Conv2D, keras.layers.Conv1D))
+                    and id(inner) not in exempt
+                    and not any(isinstance(quantizer, ActivationQuantizer) for quantizer in inner._flatten_layers())):
+                found.append((inner.path, type(layer).__name__))
+    return found
 
 
 def _rebuild(model, quantize):
@@ -65,6 +89,13 @@ def quantize_model(model, scheme="default_8bit", calibration_data=None, batch_si
     missing = sorted({v.path for v in model.weights} - {v.path for v in qat.weights})
     if missing:
         raise KerasMixerError(f"quantize_model lost weights {missing[:5]}: a layer type it does not know?")
+    unquantized = float_layers(qat)
+    if unquantized:
+        path, holder = unquantized[0]
+        raise KerasMixerError(f"quantize_model: layer class {holder} holds {path} ({len(unquantized)} Dense or "
+                              f"convolution layer(s) in all) and has no fake-quant (no `quantize` flag): its QAT copy "
+                              "would train them in float. Give the class a `quantize` flag that builds its Dense "
+                              "layers with keras_mixer.layers.fake_quant.dense")
     if calibration_data is not None:
         calibrate(qat, calibration_data, batch_size, verbose=verbose)
     return qat
@@ -87,19 +118,26 @@ def strip_quantization(qat_model):
 
 def calibrate(qat_model, images, batch_size=32, steps=None, verbose=1):
     """Sets activation ranges from `images`, with a progress bar unless verbose=0. The forward passes run in
-    training mode, which is what moves the ranges; every other variable (BatchNorm's moving statistics too) is put
-    back bit for bit afterwards, so the QAT copy computes the float model's function from its first step."""
+    inference mode (BatchNorm on its moving statistics, no dropout or stochastic depth: the activations the model
+    computes when it is used) with the quantizers told to move their ranges; every other variable is checked to
+    come back bit for bit, so the QAT copy computes the float model's function from its first step."""
     images = np.asarray(images, np.float32)
     batches = range(0, len(images), batch_size)[:steps]
-    ranges = {id(variable) for layer in qat_model._flatten_layers() if isinstance(layer, ActivationQuantizer)
-              for variable in layer.variables}
+    quantizers = [layer for layer in qat_model._flatten_layers() if isinstance(layer, ActivationQuantizer)]
+    ranges = {id(variable) for quantizer in quantizers for variable in quantizer.variables}
     kept = [(variable, keras.ops.convert_to_numpy(variable)) for variable in qat_model.variables
             if id(variable) not in ranges]
     progress = keras.utils.Progbar(len(batches), verbose=verbose, unit_name="batch") if verbose else None
-    for i, start in enumerate(batches):
-        qat_model(images[start : start + batch_size], training=True)
-        if progress:
-            progress.update(i + 1)
+    for quantizer in quantizers:
+        quantizer.calibrating = True
+    try:
+        for i, start in enumerate(batches):
+            qat_model(images[start : start + batch_size], training=False)
+            if progress:
+                progress.update(i + 1)
+    finally:
+        for quantizer in quantizers:
+            quantizer.calibrating = False
     for variable, value in kept:
         variable.assign(value)
     return qat_model
