@@ -9,6 +9,7 @@ import pytest
 import keras_mixer
 from keras_mixer.errors import KerasMixerError
 from keras_mixer.export import to_tflite
+from keras_mixer.export.edgetpu_model import edgetpu_model
 from keras_mixer.export.interpreter import load_interpreter, predict
 from keras_mixer.quantization import quantize_model
 from keras_mixer.quantization.qat import float_layers, is_quantized
@@ -41,6 +42,12 @@ def test_qat_copy_deviates_from_float_as_its_int8_export_does(family, tmp_path):
     loaded = keras.models.load_model(tmp_path / "qat.keras")  # plain Keras, safe mode
     assert is_quantized(loaded)
     np.testing.assert_allclose(loaded.predict(images, verbose=0), simulated, atol=1e-5)
+    # and it exports: its own int8 file, and the Edge TPU form of its float weights
+    for name, graph in (("qat_int8", loaded), ("qat_edgetpu", edgetpu_model(loaded, experts_on_cpu=True))):
+        path = to_tflite(graph, tmp_path / f"{name}.tflite", "int8", representative_data=calibration, metadata=False)
+        deviation = np.abs(predict(load_interpreter(path), images) - reference).mean() / np.abs(reference).mean()
+        print(f"{family} {name}: mean |tflite - float| / mean |float| = {deviation:.3f}")
+        assert deviation < 0.2  # measured 0.007-0.09; a dropped or scrambled block gives ~1
 
 
 def test_a_layer_with_a_float_dense_and_no_fake_quant_is_refused_by_class():
@@ -57,3 +64,44 @@ def test_a_layer_with_a_float_dense_and_no_fake_quant_is_refused_by_class():
     model = keras.Model(images, keras.layers.Dense(4, name="head")(PlainProjection(name="plain")(images)))
     with pytest.raises(KerasMixerError, match=r"layer class PlainProjection holds plain/projection .*no fake-quant"):
         quantize_model(model)
+
+
+def cli_ok(*args):
+    import contextlib
+    import io
+
+    from keras_mixer_cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(arg) for arg in args])
+    assert code == 0, f"keras-mixer {' '.join(map(str, args))} exited {code}: {err.getvalue()[-2000:]}"
+    return out.getvalue()
+
+
+@pytest.mark.slow  # each family: a float run and a QAT run on a texture folder, 2-4 minutes (the Mixer's runs in
+# the default suite: tests/test_own_images.py)
+@pytest.mark.parametrize("family", ["as_mlp", "hire_mlp", "vip", "raft_mlp", "sparse_mlp"])
+def test_keras_mixer_qat_trains_each_family_and_ends_at_or_above_post_training_int8(family, tmp_path):
+    import json
+
+    from image_folders import CLASSES, make_image_folders
+
+    data = tmp_path / "textures"
+    make_image_folders(data, per_class=40)
+    keras.utils.set_random_seed(0)
+    small = FAMILIES[family]() if family != "raft_mlp" else keras_mixer.RaftMLP(  # square: folders are resized so
+        [dict(depth=1, dim=8, patch_size=4, raft_size=2, embedding_kernels=(4, 8)),
+         dict(depth=1, dim=16, patch_size=2, raft_size=2, embedding_kernels=(2, 4))], input_shape=(32, 32, 3))
+    features = small.get_layer("head").input  # the family's features, a head for the folder's classes
+    small = keras.Model(small.inputs, keras.layers.Dense(len(CLASSES), name="head")(features), name=small.name)
+    small.save(tmp_path / "small.keras")
+    size = small.input_shape[1]
+    cli_ok("train", "--model", tmp_path / "small.keras", "--dataset", data, "--recipe", "digits", "--epochs", 4,
+           "--batch-size", 32, "--image-size", size, "--output", tmp_path / "float")
+    cli_ok("qat", tmp_path / "float" / "model.keras", "--dataset", data, "--epochs", 2, "--calibration-samples", 64,
+           "--output", tmp_path / "qat")
+    report = json.loads((tmp_path / "qat" / "report.json").read_text())
+    print(f"{family}: float {report['float_eval_top1']:.2%}, PTQ {report['ptq_eval_top1']:.2%}, "
+          f"QAT {report['eval_top1']:.2%}")
+    assert report["eval_top1"] >= report["ptq_eval_top1"]  # the best interval, the calibrated start included

@@ -355,8 +355,12 @@ def edgetpu_model(model, gelu="sigmoid", experts_on_cpu=False):
     precision). `experts_on_cpu`: for Sparse-MLP, keep the expert blocks (they cannot map) instead of refusing.
     Export it with PTQ int8 (`to_tflite`, which quantizes every op of this graph: `integer_only` defaults to True
     for it). Raises ExportError naming any layer it cannot rewrite."""
+    from keras_mixer.quantization import is_quantized, strip_quantization
+
     if gelu not in ("sigmoid", None):
         raise ExportError(f"edgetpu_model: gelu must be 'sigmoid' or None (the model's own form), got {gelu!r}")
+    if is_quantized(model):  # the form is quantized post-training as a whole: a QAT model gives its float weights
+        model = strip_quantization(model)
     experts = _check_rewritable(model, experts_on_cpu)
     images = keras.Input(model.input_shape[1:], batch_size=1, name="images")
     rewritten = keras.models.clone_model(model, input_tensors=images, clone_function=lambda layer: layer,

@@ -2,7 +2,15 @@
 
 from keras_mixer.training.callbacks import ResumableBackup, ResumableCSVLogger, plot_history, read_history
 from keras_mixer.training.data import load_source, make_pipeline
-from keras_mixer.training.distribute import Distribution, connect_hosts, get_distribution, set_precision
+from keras_mixer.training.distribute import (
+    Distribution,
+    choose_precision,
+    connect_hosts,
+    get_distribution,
+    set_precision,
+    under_global_policy,
+)
+from keras_mixer.training.feed import device_batches, fit_data, with_pixel_input
 from keras_mixer.training.recipe import (
     PRESETS,
     Recipe,
