@@ -8,6 +8,7 @@ import resource
 import shlex
 import sys
 import time
+from pathlib import Path
 
 from keras_mixer.errors import KerasMixerError
 
@@ -106,6 +107,11 @@ def _export(args):
     from keras_mixer.export import read_labels, to_tflite
     from keras_mixer.weights import load_keras_model_with_info
 
+    output = Path(args.output)
+    if output.suffix.lower() != ".tflite":
+        raise ExportError(f"{args.output}: export writes a TFLite flatbuffer; name the output *.tflite")
+    if output.exists() and Path(args.model).exists() and output.resolve() == Path(args.model).resolve():
+        raise ExportError(f"{args.output} is the model being exported: export never writes over its own input")
     model, info = load_keras_model_with_info(args.model)
     if args.edgetpu:
         from keras_mixer.export.edgetpu_model import edgetpu_model

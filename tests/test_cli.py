@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 
+import keras
 import pytest
 
 import keras_mixer_cli
@@ -95,6 +96,27 @@ def test_unwritable_outputs_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("keras-mixer export: error: ") and "folder.tflite" in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("output", ["m.keras", "out/x.keras", "model.bin"])
+def test_export_never_writes_over_its_input_nor_under_another_suffix(tmp_path, capsys, output):
+    model = tmp_path / "m.keras"
+    build_digits_mixer().save(model)
+    before = model.read_bytes()
+    code = keras_mixer_cli.main(["export", str(model), str(tmp_path / output), "--quantization", "float32"])
+    err = capsys.readouterr().err
+    assert code == 2 and "name the output *.tflite" in err and len(err.strip().splitlines()) == 1
+    assert model.read_bytes() == before and not (tmp_path / "out").exists() and not (tmp_path / "model.bin").exists()
+
+
+def test_export_onto_its_own_input_through_a_link_is_refused(tmp_path, capsys):
+    model = tmp_path / "m.keras"
+    build_digits_mixer().save(model)
+    (tmp_path / "same.tflite").symlink_to(model)
+    code = keras_mixer_cli.main(["export", str(model), str(tmp_path / "same.tflite"), "--quantization", "float32"])
+    err = capsys.readouterr().err
+    assert code == 2 and "never writes over its own input" in err
+    assert keras.models.load_model(model).name == "mixer_digits"
 
 
 def test_train_output_that_is_a_file_is_one_line(tmp_path, capsys):
