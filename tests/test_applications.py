@@ -9,6 +9,7 @@ import pytest
 from safetensors.numpy import save_file
 
 import keras_mixer
+from keras_mixer.errors import KerasMixerError
 from hire_mlp_reference import random_state_dict as hire_state_dict
 from reference_ops import authors_normalize, random_pixels
 from small_models import SMALL, with_nonzero_weights
@@ -211,3 +212,14 @@ def test_one_naming_rule_for_registry_names_and_builders():
     model = keras_mixer.create_model("raft_mlp_s", input_shape=(32, 32, 3), classes=10)
     assert model.name == "raft_mlp_small"
     assert model.count_params() == keras_mixer.RaftMLPSmall(input_shape=(32, 32, 3), classes=10).count_params()
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (dict(input_shape=(224, 224, 0)), r"every size must be at least 1"),
+    (dict(input_shape=(3, 224, 224)), r"looks channels-first.*\(224, 224, 3\)"),
+    (dict(input_shape=(64, 64, 3), input_tensor=keras.Input((32, 32, 3))), r"input_tensor has shape \(32, 32, 3\) "
+                                                                             r"but input_shape is \(64, 64, 3\)"),
+], ids=["zero channels", "channels first", "conflicting input_tensor"])
+def test_careless_input_shapes_are_refused_by_name(arguments, message):
+    with pytest.raises(KerasMixerError, match=message):
+        keras_mixer.MixerS32(**arguments)

@@ -119,6 +119,15 @@ def test_export_onto_its_own_input_through_a_link_is_refused(tmp_path, capsys):
     assert keras.models.load_model(model).name == "mixer_digits"
 
 
+def test_evaluate_at_another_image_size_than_the_model_takes_is_one_line(tmp_path, capsys):
+    model = tmp_path / "m.keras"
+    build_digits_mixer().save(model)
+    code = keras_mixer_cli.main(["evaluate", str(model), "--image-size", "64"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip() == ("keras-mixer evaluate: error: --image-size 64 does not match the model's input "
+                                         "size 32")
+
+
 def test_train_output_that_is_a_file_is_one_line(tmp_path, capsys):
     output = tmp_path / "notes.txt"
     output.write_text("the user's file")

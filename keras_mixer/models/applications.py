@@ -23,6 +23,9 @@ def image_input(input_tensor, input_shape, default=(224, 224, 3)):
     family's token mixing is sized by the patch grid."""
     if input_tensor is not None:
         shape = tuple(input_tensor.shape[1:])
+        if input_shape is not None and tuple(input_shape) != shape:
+            raise KerasMixerError(f"input_tensor has shape {shape} but input_shape is {tuple(input_shape)}: give one "
+                                  "of them, or the same shape")
     else:
         shape = tuple(input_shape or default)
     if len(shape) != 3:
@@ -30,6 +33,11 @@ def image_input(input_tensor, input_shape, default=(224, 224, 3)):
     if any(size is None for size in shape):
         raise KerasMixerError(f"input_shape {shape}: keras_mixer models need a static height, width and channel "
                               "count (their token mixing is sized by the patch grid); give e.g. (224, 224, 3)")
+    if shape[0] in (1, 3, 4) and shape[2] > 4:  # (3, 224, 224): an NCHW habit, named as such
+        raise KerasMixerError(f"input_shape {shape} looks channels-first; keras_mixer models take channels last, "
+                              f"(height, width, channels): {(shape[1], shape[2], shape[0])}")
+    if any(size < 1 for size in shape):
+        raise KerasMixerError(f"input_shape {shape}: every size must be at least 1")
     if input_tensor is None:
         return keras.Input(shape=shape, name="images"), shape
     if keras.backend.is_keras_tensor(input_tensor):

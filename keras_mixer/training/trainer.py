@@ -326,6 +326,8 @@ def evaluate(model, dataset=DIGITS, image_size=None, batch_size=256, data_dir=No
     """Top-1 / top-5 of a `.keras` file (or keras.Model) on the eval split of `dataset`, preprocessed as the model
     was evaluated in training (the crop recorded in its file), else as `recipe` or the dataset says."""
     model, info = _model_and_info(model)
+    if image_size and model.input_shape[1] not in (None, image_size):
+        raise TrainingError(f"--image-size {image_size} does not match the model's input size {model.input_shape[1]}")
     image_size = image_size or model.input_shape[1]
     source = load_source(dataset, "eval", data_dir, download, image_size)
     check_model_classes(model.name, model.output_shape[-1], info.get("class_names"), source, dataset)
