@@ -413,6 +413,22 @@ def test_qat_trains_under_mixed_bfloat16(tmp_path):
     assert {layer.dtype_policy.name for layer in saved.layers} == {"float32"}
 
 
+def test_a_second_run_into_a_folder_being_written_is_refused_naming_the_holder(tmp_path):
+    """run.lock holds the writing run's process: a live holder refuses the second run before it writes anything;
+    a holder that has ended (a killed run) is stale and taken over; the lock is gone when a run ends."""
+    import socket
+
+    (tmp_path / "run.lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                                    "started": "2026-12-04 10:00:00"}))
+    with pytest.raises(TrainingError, match=rf"being written by another run \(process {os.getpid()} on "):
+        train(output_dir=tmp_path, steps=2, checkpoint_every=2, verbose=0)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run.lock"]  # nothing written
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / "run.lock").write_text(json.dumps({"pid": int(ended.stdout), "host": socket.gethostname()}))
+    train(output_dir=tmp_path, steps=2, checkpoint_every=2, verbose=0)
+    assert (tmp_path / "report.json").is_file() and not (tmp_path / "run.lock").exists()
+
+
 # --- resumable runs and the CLI ------------------------------------------------------------------------------------
 
 RUN = ["--epochs", "3", "--checkpoint-every", "11", "--deterministic"]
@@ -555,3 +571,24 @@ def test_ctrl_c_is_one_line_saying_what_was_kept(tmp_path):
     assert last == (f"keras-mixer train: interrupted; the last backup in {output} is kept: the same command resumes; "
                     "files it was writing were left as they were")
     assert "Traceback" not in (tmp_path / "log.txt").read_text()
+
+
+def test_two_train_commands_started_together_into_one_folder(tmp_path):
+    """The issue's race: two `keras-mixer train` runs into one --output a moment apart. One trains; the other ends
+    in one line (the folder is being written, or already holds the finished run), whatever the timing, and the
+    folder holds one run's files: one metrics.csv header."""
+    run = ["train", "--epochs", "2", "--checkpoint-every", "11", "--output", str(tmp_path / "run")]
+    logs = [open(tmp_path / f"run{index}.log", "w") for index in (0, 1)]
+    processes = [start_cli(run, logs[0])]
+    time.sleep(2)
+    processes.append(start_cli(run, logs[1]))
+    codes = [process.wait(timeout=600) for process in processes]
+    for log in logs:
+        log.close()
+    assert sorted(codes) == [0, 2], codes
+    refused = (tmp_path / f"run{codes.index(2)}.log").read_text()
+    errors = [line for line in refused.splitlines() if "error:" in line]
+    assert len(errors) == 1 and ("being written by another run" in errors[0] or "holds a finished run" in errors[0])
+    assert "Traceback" not in refused
+    header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
+    assert (tmp_path / "run" / "metrics.csv").read_text().count(header) == 1

@@ -1,8 +1,11 @@
 """`train` and `evaluate`: a recipe, a dataset and a strategy in, a resumable run out (model.keras, metrics CSV,
 TensorBoard logs, training-curve PNG, report.json)."""
 
+import contextlib
 import json
 import math
+import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -139,6 +142,7 @@ def train(
     policy, why = choose_precision(precision, distribution)
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
+    folder_lock = contextlib.ExitStack()
     try:
         if distribution.is_chief:
             print(f"precision {policy} ({why}); strategy {distribution.name} over {distribution.num_replicas} "
@@ -179,6 +183,7 @@ def train(
             trainee = with_pixel_input(model)
             compile_model(trainee, recipe, total_steps, batch_size, scale_learning_rate)
             if distribution.is_chief:
+                folder_lock.enter_context(run_folder_lock(output_dir))
                 claim_run_folder(output_dir, {
                     "model": model.name, "params": model.count_params(), "dataset": str(dataset),
                     "class_names": train_source.class_names, "image_size": image_size, "recipe": recipe.__dict__,
@@ -253,6 +258,7 @@ def train(
             write_text(output_dir / "report.json", json.dumps(report, indent=2, default=str))
     finally:  # the caller's later models are built under its own policy
         keras.config.set_dtype_policy(previous_policy)
+        folder_lock.close()
     return model, report
 
 
@@ -268,6 +274,60 @@ def check_run_folder(output_dir, model_filename="model.keras", overwrite=False):
     if finished and not overwrite:
         raise TrainingError(f"{output_dir} holds a finished run ({model_filename}, report.json): choose a new "
                             "--output, or pass --overwrite to train again from scratch and replace it")
+
+
+LOCK_FILE = "run.lock"
+
+
+@contextlib.contextmanager
+def run_folder_lock(output_dir):
+    """Holds output_dir/run.lock (this process's id, host and start time) while a run writes the folder: a second
+    run into it is refused naming the holder, whatever the timing (the lock is created exclusively). A lock whose
+    process is gone (a killed run, on this host) is stale and taken over."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / LOCK_FILE
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    while True:
+        try:
+            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                other = json.loads(path.read_text(encoding="utf-8") or "{}")
+                age = time.time() - path.stat().st_mtime
+            except (OSError, ValueError):
+                other, age = {}, 0.0  # being written or removed this instant
+            if other and _running(other):
+                raise TrainingError(f"{output_dir} is being written by another run (process {other.get('pid')} on "
+                                    f"{other.get('host')}, since {other.get('started')}): wait for it to end, or "
+                                    f"choose a new --output") from None
+            if other or age > 10:  # stale (its process has ended, or it was never written): move it aside, claim
+                aside = path.with_name(f"{LOCK_FILE}.stale.{os.getpid()}")
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(path, aside)
+                    aside.unlink()
+            else:
+                time.sleep(0.05)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        json.dump(holder, file)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _running(holder):
+    """Whether the process a lock names still runs (one on another host is taken to run: it cannot be asked)."""
+    if holder.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(holder.get("pid", 0)), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, OverflowError):
+        return True
+    return int(holder.get("pid", 0)) > 0
 
 
 def claim_run_folder(output_dir, definition, overwrite=False):
