@@ -128,6 +128,23 @@ def test_evaluate_at_another_image_size_than_the_model_takes_is_one_line(tmp_pat
                                          "size 32")
 
 
+def test_predict_with_weights_it_cannot_download_is_one_line(tmp_path, capsys, monkeypatch):
+    """Offline (as this machine and CI are): one error line, no warning about the file's hash before it."""
+    from PIL import Image
+
+    monkeypatch.setenv("KERAS_MIXER_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    import warnings
+
+    Image.new("RGB", (40, 30)).save(tmp_path / "x.jpg")
+    with warnings.catch_warnings(record=True) as caught:  # a warning prints its own lines outside pytest
+        warnings.simplefilter("always")
+        code = keras_mixer_cli.main(["predict", "mixer_s16", str(tmp_path / "x.jpg"), "--weights", "imagenet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("keras-mixer predict: error: could not download")
+    assert not [str(warning.message) for warning in caught if "hash" in str(warning.message)]
+
+
 def test_train_output_that_is_a_file_is_one_line(tmp_path, capsys):
     output = tmp_path / "notes.txt"
     output.write_text("the user's file")

@@ -196,9 +196,10 @@ def released_file(variant, tag):
     """The local path of release `tag` of `variant` (downloaded and cached, or from $KERAS_MIXER_WEIGHTS_DIR);
     a release without a published hash is used with a warning."""
     release = resolve(variant, tag)
-    if release.file_hash is None:
+    path = fetch(release.filename, release.url, release.file_hash)
+    if release.file_hash is None:  # said once the file is there: a failed download is its own one error line
         warn(f"{release.url} has no published hash; it is used unverified")
-    return fetch(release.filename, release.url, release.file_hash)
+    return path
 
 
 def warn(message):
