@@ -429,6 +429,17 @@ def test_a_second_run_into_a_folder_being_written_is_refused_naming_the_holder(t
     assert (tmp_path / "report.json").is_file() and not (tmp_path / "run.lock").exists()
 
 
+def test_a_batch_larger_than_the_training_split_is_noticed(tmp_path, capsys):
+    from image_folders import CLASSES, make_image_folders
+
+    from keras_mixer.models.mlp_mixer import build_digits_mixer
+
+    make_image_folders(tmp_path / "few", per_class=5, split_folders=False)
+    train(build_digits_mixer(classes=len(CLASSES)), dataset=str(tmp_path / "few"), output_dir=tmp_path / "run",
+          steps=1, batch_size=64, recipe="digits", verbose=0)
+    assert "note: batch 64 is more than the" in capsys.readouterr().out
+
+
 # --- resumable runs and the CLI ------------------------------------------------------------------------------------
 
 RUN = ["--epochs", "3", "--checkpoint-every", "11", "--deterministic"]

@@ -157,6 +157,9 @@ def train(
                 print(f"batch {batch_size}: the recipe's {recipe.batch_size} is more than the "
                       f"{train_source.num_examples} "
                       "training images (the learning rate scales with it)")
+        elif batch_size > train_source.num_examples and distribution.is_chief:
+            print(f"note: batch {batch_size} is more than the {train_source.num_examples} training images: every "
+                  "batch repeats images, and one step is more than a pass over the data", flush=True)
         if batch_size % distribution.num_replicas:
             raise TrainingError(f"global batch {batch_size} does not split over {distribution.num_replicas} replicas")
         steps_per_pass = max(train_source.num_examples // batch_size, 1)
