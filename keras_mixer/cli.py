@@ -107,6 +107,9 @@ def _export(args):
     from keras_mixer.export import read_labels, to_tflite
     from keras_mixer.weights import load_keras_model_with_info
 
+    from keras_mixer.export.tflite import require_tensorflow_backend
+
+    require_tensorflow_backend()
     output = Path(args.output)
     if output.suffix.lower() != ".tflite":
         raise ExportError(f"{args.output}: export writes a TFLite flatbuffer; name the output *.tflite")

@@ -1,6 +1,7 @@
 """The command line answers --help without importing TensorFlow and prints none of TensorFlow's C++ log lines."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -143,6 +144,18 @@ def test_predict_with_weights_it_cannot_download_is_one_line(tmp_path, capsys, m
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("keras-mixer predict: error: could not download")
     assert not [str(warning.message) for warning in caught if "hash" in str(warning.message)]
+
+
+def test_export_on_another_backend_is_one_line_naming_tensorflow(tmp_path):
+    model = tmp_path / "m.keras"
+    build_digits_mixer().save(model)
+    result = subprocess.run([sys.executable, "-c", "import sys; from keras_mixer_cli import main; sys.exit(main())",
+                             "export", str(model), str(tmp_path / "m.tflite"), "--quantization", "float32"],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "KERAS_BACKEND": "jax"})
+    assert result.returncode == 2 and result.stderr.strip() == (
+        "keras-mixer export: error: TFLite export runs on the TensorFlow backend and this process runs jax: run it "
+        "with KERAS_BACKEND=tensorflow (a .keras file trained on any backend loads there)")
+    assert not (tmp_path / "m.tflite").exists()
 
 
 def test_train_output_that_is_a_file_is_one_line(tmp_path, capsys):

@@ -380,6 +380,15 @@ def _pieces(pieces, input_shape, calibration, name, equalizing, logit_range, con
         gc.collect()  # the piece's traced graph and equalized copy, before the next one is made
 
 
+def require_tensorflow_backend():
+    """ExportError unless Keras runs on TensorFlow: the converter traces the model as a TensorFlow graph."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise ExportError(f"TFLite export runs on the TensorFlow backend and this process runs {keras.backend.backend()}"
+                          ": run it with KERAS_BACKEND=tensorflow (a .keras file trained on any backend loads there)")
+
+
 def to_tflite(
     model,
     path,
@@ -449,6 +458,7 @@ def to_tflite(
     equalized and calibrated on the activations of the blocks before it). Integer-only exports of large models
     convert whole from a SavedModel.
     """
+    require_tensorflow_backend()
     import tensorflow as tf
 
     if quantization not in QUANTIZATION_MODES:
