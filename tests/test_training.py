@@ -440,6 +440,15 @@ def test_a_batch_larger_than_the_training_split_is_noticed(tmp_path, capsys):
     assert "note: batch 64 is more than the" in capsys.readouterr().out
 
 
+def test_a_run_folder_inside_the_dataset_folder_is_refused(tmp_path):
+    from image_folders import make_image_folders
+
+    make_image_folders(tmp_path / "images", per_class=5, split_folders=False)
+    with pytest.raises(TrainingError, match=r"is inside the dataset folder .*would be read as data"):
+        train(dataset=str(tmp_path / "images"), output_dir=tmp_path / "images" / "runs" / "a", steps=1, verbose=0)
+    assert not (tmp_path / "images" / "runs").exists()
+
+
 # --- resumable runs and the CLI ------------------------------------------------------------------------------------
 
 RUN = ["--epochs", "3", "--checkpoint-every", "11", "--deterministic"]

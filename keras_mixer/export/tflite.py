@@ -385,8 +385,9 @@ def require_tensorflow_backend():
     import keras
 
     if keras.backend.backend() != "tensorflow":
-        raise ExportError(f"TFLite export runs on the TensorFlow backend and this process runs {keras.backend.backend()}"
-                          ": run it with KERAS_BACKEND=tensorflow (a .keras file trained on any backend loads there)")
+        raise ExportError("TFLite export runs on the TensorFlow backend and this process runs "
+                          f"{keras.backend.backend()}: run it with KERAS_BACKEND=tensorflow (a .keras file trained on "
+                          "any backend loads there)")
 
 
 def to_tflite(

@@ -128,6 +128,11 @@ def train(
     """
     output_dir = Path(output_dir)
     check_run_folder(output_dir, model_filename, overwrite)
+    if isinstance(dataset, (str, Path)) and Path(dataset).is_dir() and (
+            output_dir.resolve() == Path(dataset).resolve() or Path(dataset).resolve() in output_dir.resolve().parents):
+        raise TrainingError(f"--output {output_dir} is inside the dataset folder {dataset}: the run's files (its "
+                            "training-curve PNG among them) would be read as data next time; choose a folder "
+                            "outside it")
     recipe = get_recipe(recipe or default_recipe(dataset, weights), **recipe_overrides)
     keras.utils.set_random_seed(seed)
     if strategy == "multi_worker" or (strategy == "auto" and multi_worker_configured()):
