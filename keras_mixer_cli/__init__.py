@@ -3,6 +3,7 @@ subcommand's `--help` answer without importing keras_mixer (and so TensorFlow). 
 `keras_mixer.cli` (`run`), which imports nothing from here: the dependency goes one way."""
 
 import argparse
+import importlib.util
 import math
 import os
 import sys
@@ -244,6 +245,10 @@ def main(argv=None):
         try:
             os.dup2(devnull, 2)
             from keras_mixer.cli import run
+
+            # on the JAX and torch backends the commands still read data with tf.data: its start-up lines too
+            if importlib.util.find_spec("tensorflow") is not None:
+                import tensorflow  # noqa: F401
         finally:
             os.dup2(saved, 2)
             os.close(saved)

@@ -45,6 +45,16 @@ def test_a_command_prints_no_tensorflow_log_lines(tmp_path):
     assert json.loads(result.stdout)["examples"] == 360
 
 
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_a_command_on_another_backend_prints_no_tensorflow_log_lines(tmp_path, backend):
+    build_digits_mixer().save(tmp_path / "m.keras")
+    result = subprocess.run([sys.executable, "-m", "keras_mixer_cli", "evaluate", str(tmp_path / "m.keras"), "--json"],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "KERAS_BACKEND": backend})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not NATIVE_LOG_LINE.search(result.stderr + result.stdout), result.stderr[-2000:]
+    assert json.loads(result.stdout)["examples"] == 360
+
+
 def test_an_unknown_benchmark_runtime_is_one_line_listing_the_known_ones():
     result = subprocess.run([sys.executable, "-m", "keras_mixer_cli", "benchmark", "--runtimes", "tflite_int9"],
                             capture_output=True, text=True, timeout=300)
