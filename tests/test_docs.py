@@ -23,8 +23,9 @@ def test_docs_site_builds_strictly(tmp_path):
 
 def rendered_wrong(site):
     """What a reader would see broken on the built pages: a table shown as `| ... |` text (a cell with an unescaped
-    pipe, or text glued to it), or a numbered list cut by a block its items do not indent enough, whose later items
-    run on as "2. ..." inside a paragraph (a strict build passes both)."""
+    pipe, or text glued to it), a numbered list cut by a block its items do not indent enough, whose later items
+    run on as "2. ..." inside a paragraph, or a bullet list run on as "- ..." lines inside a paragraph (a figures
+    block or paragraph in a list item indented less than Python-Markdown's 4 spaces); a strict build passes all."""
     import html
     import re
 
@@ -35,6 +36,8 @@ def rendered_wrong(site):
             plain = html.unescape(re.sub(r"<[^>]+>", "", paragraph))
             if re.search(r"^\s*\|.*\|\s*$", plain, flags=re.M):
                 found.append(f"{page.relative_to(site)}: a table row as text: {plain.strip()[:80]!r}")
+            for bullet in re.finditer(r"^\s*- (\S.{0,40})", plain, flags=re.M):
+                found.append(f"{page.relative_to(site)}: a bullet item as text: {bullet[1]!r}")
             for item in re.finditer(r"(?:^|[.:;]\s+)([2-9]|1\d)\.\s+[A-Z`]", plain):
                 found.append(f"{page.relative_to(site)}: list item {item[1]} as text: "
                              f"{plain[max(0, item.start() - 40):item.end() + 20]!r}")
