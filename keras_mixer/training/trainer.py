@@ -192,6 +192,7 @@ def train(
             compile_model(trainee, recipe, total_steps, batch_size, scale_learning_rate)
             if distribution.is_chief:
                 folder_lock.enter_context(run_folder_lock(output_dir))
+                check_run_folder(output_dir, model_filename, overwrite)  # a run that finished while this one built
                 claim_run_folder(output_dir, {
                     "model": model.name, "params": model.count_params(), "dataset": str(dataset),
                     "class_names": train_source.class_names, "image_size": image_size, "recipe": recipe.__dict__,
