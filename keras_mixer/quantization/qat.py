@@ -36,7 +36,7 @@ def _quantized_layer_config(layer_config, quantize=True):
     elif not quantize and entry.get("registered_name") in plain:
         name, options = plain[entry["registered_name"]]
         entry.update(module="keras.layers", class_name=name, registered_name=None)
-        for option in (*options, "quantize_input"):
+        for option in options:
             entry["config"].pop(option, None)
     elif str(entry.get("registered_name", "")).startswith("keras_mixer>") and "quantize" in entry["config"]:
         entry["config"]["quantize"] = quantize
@@ -119,8 +119,8 @@ def strip_quantization(qat_model):
 def calibrate(qat_model, images, batch_size=32, steps=None, verbose=1):
     """Sets activation ranges from `images`, with a progress bar unless verbose=0. The forward passes run in
     inference mode (BatchNorm on its moving statistics, no dropout or stochastic depth: the activations the model
-    computes when it is used) with the quantizers told to move their ranges; every other variable is checked to
-    come back bit for bit, so the QAT copy computes the float model's function from its first step."""
+    computes when it is used) with the quantizers told to move their ranges; every other variable is put back
+    bit for bit afterwards, so the QAT copy computes the float model's function from its first step."""
     images = np.asarray(images, np.float32)
     batches = range(0, len(images), batch_size)[:steps]
     quantizers = [layer for layer in qat_model._flatten_layers() if isinstance(layer, ActivationQuantizer)]

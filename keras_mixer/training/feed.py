@@ -12,7 +12,6 @@ own sharding is free). Several JAX hosts keep Keras' own path, which reads each 
 """
 
 import keras
-import numpy as np
 
 from keras_mixer.errors import TrainingError
 
@@ -36,15 +35,16 @@ def fit_data(dataset, distribution, batch_size, repeat=False):
     (`get_distribution`'s): on the JAX backend under a keras.distribution in one process, `device_batches` over it
     (`repeat`: its passes one after another, as validation after every interval reads them); otherwise the tf.data
     dataset itself, which Keras moves one batch ahead without a distribution and splits into the hosts' shares with
-    several hosts (an evaluation's batches padded to `batch_size` first: Keras splits only batches of known size)."""
+    several hosts. Under a keras.distribution an evaluation's batches are padded to `batch_size` first (`_padded`):
+    Keras splits only batches of known size, and a full batch splits evenly over the devices."""
     keras_distributions = (keras.distribution.DataParallel, keras.distribution.ModelParallel)
-    evaluation = dataset.element_spec[0].shape[0] is None  # not drop_remainder: its last batch may be short
     if not isinstance(distribution.strategy, keras_distributions):
         return dataset
+    if dataset.element_spec[0].shape[0] is None:  # an evaluation (not drop_remainder): its last batch may be short
+        dataset = _padded(dataset, batch_size)
     if distribution.num_workers > 1:
-        return _padded(dataset, batch_size) if evaluation else dataset
-    return device_batches((dataset.repeat() if repeat else dataset).as_numpy_iterator(), distribution.strategy,
-                          weighted=evaluation)
+        return dataset
+    return device_batches((dataset.repeat() if repeat else dataset).as_numpy_iterator(), distribution.strategy)
 
 
 def _padded(dataset, batch_size):
@@ -63,16 +63,11 @@ def _padded(dataset, batch_size):
     return dataset.map(pad)
 
 
-def device_batches(batches, strategy, weighted=False):
+def device_batches(batches, strategy):
     """Batches (tuples of NumPy arrays) laid out by `strategy` (a keras.distribution DataParallel or ModelParallel),
-    each placed while the step before it runs. `weighted`: every batch gets a sample weight, and one that does not
-    split evenly over the batch axis (an evaluation's last) is padded with zero images of weight 0."""
-    mesh = strategy.device_mesh
-    multiple = mesh.shape[mesh.axis_names.index(strategy.batch_dim_name)]
+    each placed while the step before it runs."""
     pending = None
     for batch in batches:
-        if weighted:
-            batch = pad_batch(batch, multiple)
         placed = tuple(keras.distribution.distribute_tensor(array, strategy.get_data_layout(array.shape))
                        for array in batch)
         if pending is not None:
@@ -80,15 +75,3 @@ def device_batches(batches, strategy, weighted=False):
         pending = placed
     if pending is not None:
         yield pending
-
-
-def pad_batch(batch, multiple):
-    """(images, labels, weights) with the batch padded by zero rows to a multiple of `multiple`; the weights are
-    1 for the real rows (or as given) and 0 for the padding."""
-    images, labels = batch[:2]
-    weights = batch[2] if len(batch) == 3 else np.ones(len(images), np.float32)
-    missing = -len(images) % multiple
-    if missing:
-        images, labels, weights = (np.concatenate([a, np.zeros((missing,) + a.shape[1:], a.dtype)])
-                                   for a in (images, labels, weights))
-    return images, labels, weights

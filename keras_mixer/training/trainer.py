@@ -129,7 +129,7 @@ def train(
     output_dir = Path(output_dir)
     check_run_folder(output_dir, model_filename, overwrite)
     if isinstance(dataset, (str, Path)) and Path(dataset).is_dir() and (
-            output_dir.resolve() == Path(dataset).resolve() or Path(dataset).resolve() in output_dir.resolve().parents):
+            Path(dataset).resolve() in (output_dir.resolve(), *output_dir.resolve().parents)):
         raise TrainingError(f"--output {output_dir} is inside the dataset folder {dataset}: the run's files (its "
                             "training-curve PNG among them) would be read as data next time; choose a folder "
                             "outside it")
