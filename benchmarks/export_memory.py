@@ -1,7 +1,7 @@
 """Peak memory and time of exporting the large variants: each (model, quantization, route) in its own process (a
 clean peak), its resident set sampled every 50 ms, against the size of the model's float32 weights. Routes:
-"blocks", what `to_tflite` does (a large chain of blocks converts block by block unless the export is
-integer-only), and "whole", the same export converted as one graph (through a SavedModel). With `--stages` it also
+"blocks", what `to_tflite` does (route "auto": a large chain of blocks converts block by block unless the export
+is integer-only), and "whole", the same export converted as one graph (route "saved_model"). With `--stages` it also
 prints the resident set at each line the export prints (where the peak is).
 
     python benchmarks/export_memory.py mixer_l16 mixer_h14 --quantization int8 dynamic float32 --routes blocks whole \
@@ -35,16 +35,15 @@ if stages:
     builtins.print = lambda *a, **k: print_(f"[{rss_mb():7.0f} MB, peak {peak[0]:7.0f}]", *a, **k)
 
 import keras_mixer
-from keras_mixer.export import blockwise, to_tflite
-if route == "whole":
-    blockwise.layer_chain = lambda model: None  # no graph is a chain: every export converts whole
+from keras_mixer.export import to_tflite
 model = keras_mixer.create_model(name, classifier_activation=None)
 weights_mb = sum(int(np.prod(v.shape)) for v in model.weights) * 4 / 2**20
 before = rss_mb()
 calibration = np.random.default_rng(0).uniform(-1, 1, (images, *model.input_shape[1:])).astype("float32")
 started = time.perf_counter()
 path = to_tflite(model, f"/tmp/export_memory_{name}_{quantization}.tflite", quantization,
-                 representative_data=calibration if quantization in ("int8", "uint8") else None)
+                 representative_data=calibration if quantization in ("int8", "uint8") else None,
+                 route={"blocks": "auto", "whole": "saved_model"}[route])
 seconds = time.perf_counter() - started
 import os
 size_mb = os.path.getsize(path) / 2**20

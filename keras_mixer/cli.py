@@ -104,7 +104,7 @@ def _edgetpu_check(args):
 def _export(args):
     from keras_mixer.datasets import DIGITS, calibration_images
     from keras_mixer.errors import ExportError
-    from keras_mixer.export import read_labels, to_tflite
+    from keras_mixer.export import export_plan, read_labels, to_tflite
     from keras_mixer.weights import load_keras_model_with_info
 
     from keras_mixer.export.tflite import require_tensorflow_backend
@@ -142,11 +142,16 @@ def _export(args):
     float_layers = args.float_layers
     if float_layers and len(float_layers) == 1 and float_layers[0].isdigit():
         float_layers = int(float_layers[0])
+    options = dict(batch_size=args.batch_size, float_io=args.float_io, integer_only=args.integer_only or None,
+                   equalize=not args.no_equalize, float_layers=float_layers,
+                   calibration_method=args.calibration_method, route=args.route)
+    if args.verbose:
+        plan = export_plan(model, quantization=args.quantization, calibrated=calibration is not None,
+                           report=args.report is not None, **options)
+        print("export plan:\n  " + "\n  ".join(plan.lines()))
     started = time.perf_counter()
-    path = to_tflite(model, args.output, args.quantization, representative_data=calibration,
-                     batch_size=args.batch_size, float_io=args.float_io, labels=labels,
-                     integer_only=args.integer_only or None, equalize=not args.no_equalize, report=args.report,
-                     float_layers=float_layers, calibration_method=args.calibration_method)
+    path = to_tflite(model, args.output, args.quantization, representative_data=calibration, labels=labels,
+                     report=args.report, **options)
     # the process's peak resident memory (Linux reports KiB): what a machine needs to run this export
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"wrote {path} ({os.path.getsize(path) / 1024:.0f} KB, {args.quantization}, batch {args.batch_size}"

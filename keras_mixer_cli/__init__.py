@@ -130,6 +130,12 @@ def build_parser():
     export.add_argument("--calibration-method", choices=["percentile", "mse", "minmax"], default="percentile",
                         help="int8/uint8: each activation's range from 99.99 %% of its values on the calibration "
                              "images (default), the range of least int8 error, or its extremes (min/max)")
+    export.add_argument("--route", choices=["auto", "whole", "saved_model", "blocks"], default="auto",
+                        help="how the graph converts: whole from memory, whole from a SavedModel on disk, or a chain "
+                             "of blocks a piece at a time (least memory); auto: whole up to 256 MB of float32 "
+                             "weights, above it by blocks where it applies, else through a SavedModel")
+    export.add_argument("--verbose", action="store_true",
+                        help="print the export plan (route and why, int8 ranges, what stays float32) before converting")
     export.add_argument("--report", metavar="JSON",
                         help="int8/uint8: write each quantized op's error against float (SQNR), range and outlier "
                              "ratio, worst first, and what equalization did")

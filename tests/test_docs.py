@@ -76,8 +76,11 @@ def test_every_public_name_is_in_the_api_reference():
     import keras_mixer
 
     page = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
-    missing = [name for name in keras_mixer.__all__ if name not in page]
-    assert not missing, f"keras_mixer.__all__ names missing from docs/api.md: {missing}"
+    entries = set(re.findall(r"^::: (\S+)$", page, re.MULTILINE))
+    # an entry of its own (signature and docstring), or a documented module that defines it
+    missing = [name for name in keras_mixer.__all__ if f"keras_mixer.{name}" not in entries
+               and getattr(getattr(keras_mixer, name), "__module__", None) not in entries]
+    assert not missing, f"keras_mixer.__all__ names without an entry in docs/api.md: {missing}"
 
 
 def _figures():
@@ -97,6 +100,7 @@ def test_every_figure_on_the_pages_is_what_its_result_file_renders():
 
 def test_a_changed_result_file_makes_its_regions_stale(tmp_path, monkeypatch):
     import json
+import re
     import shutil
 
     figures = _figures()

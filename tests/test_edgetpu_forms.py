@@ -13,7 +13,8 @@ import pytest
 import keras_mixer
 from keras_mixer.errors import ExportError
 from keras_mixer.export import load_interpreter, predict, to_tflite
-from keras_mixer.export.edgetpu import check_edgetpu, read_graph
+from keras_mixer.export.edgetpu import check_edgetpu
+from keras_mixer.export.flatbuffer import read_graph
 from keras_mixer.export.edgetpu_model import edgetpu_model
 from outliers import sqnr_db
 from small_models import SMALL, with_nonzero_weights
@@ -32,12 +33,12 @@ def assert_same_function(model, **options):
 
 
 def float_ops(path):
-    return {(op, t[0]) for op, _, inputs, outputs in read_graph(path) for t in inputs + outputs
-            if t[0] not in ("INT8", "UINT8", "INT32")}
+    return {(op.op, tensor.dtype) for op in read_graph(path) for tensor in op.inputs + op.outputs
+            if tensor.dtype not in ("INT8", "UINT8", "INT32")}
 
 
-def assert_maps_fully(model, path):
-    exported = to_tflite(edgetpu_model(model), path, "int8", representative_data=images(model, 16))
+def assert_maps_fully(model, path, **options):
+    exported = to_tflite(edgetpu_model(model), path, "int8", representative_data=images(model, 16), **options)
     rows, summary = check_edgetpu(exported)
     assert summary["cpu_ops"] == 0 and summary["edgetpu_ops"] == len(rows), summary
     floats = float_ops(exported)
@@ -167,7 +168,10 @@ RELEASED = {  # the smallest variant of each family at 224 and at a second size 
 def test_released_variant_forms(name, tmp_path):
     model = with_nonzero_weights(RELEASED[name]())
     assert_same_function(model)
-    assert_maps_fully(model, tmp_path / "edgetpu.tflite")
+    # which ops map depends on the graph, not on the ranges: the converter's min/max ranges and no equalization
+    # (both move ranges and weights only) save half the time; the default export of a form maps fully too
+    # (test_export_cli_writes_the_form_of_any_family)
+    assert_maps_fully(model, tmp_path / "edgetpu.tflite", equalize=False, calibration_method="minmax")
 
 
 def test_export_cli_writes_the_form_of_any_family(tmp_path, capsys):

@@ -14,7 +14,8 @@ from keras_mixer.datasets import load_digits
 from keras_mixer.demo import quantization_aware_finetune, train_float
 from keras_mixer.errors import ExportError, KerasMixerError
 from keras_mixer.export import evaluate_tflite, load_interpreter, op_counts, predict, to_tflite
-from keras_mixer.export.tflite import XNNPACK_FLOAT_OPS
+from keras_mixer.export.flatbuffer import PRIVATE_TENSORFLOW_NAMES
+from keras_mixer.export.plan import XNNPACK_FLOAT_OPS
 from keras_mixer.layers import ActivationQuantizer
 from keras_mixer.quantization import quantize_model
 from small_models import SMALL, with_nonzero_weights
@@ -161,24 +162,18 @@ def test_other_modes_agree_with_keras(digits, tmp_path, mode, input_dtype):
 
 
 @pytest.mark.parametrize("mode, options", [("int8", {"integer_only": True}), ("float32", {})])
-def test_large_model_route_through_a_saved_model_writes_the_same_file(digits, exported, tmp_path, monkeypatch, mode,
-                                                                       options):
+def test_saved_model_route_writes_the_same_file(digits, exported, tmp_path, mode, options):
     """Large models that do not convert block by block (integer-only exports, graphs that are not a chain) convert
     from a SavedModel written to disk (less memory): the same ops and the same outputs as the in-memory route, shown
-    on the digits Mixer by lowering the threshold."""
+    on the digits Mixer."""
     import tempfile
-
-    from keras_mixer.export import blockwise, tflite
 
     scratch = set(Path(tempfile.gettempdir()).glob("keras_mixer_export_*"))
     calibration = digits["x_train"][:256] if mode == "int8" else None
     in_memory = to_tflite(digits["model"], tmp_path / "in_memory.tflite", mode, representative_data=calibration,
                           **options)
-    monkeypatch.setattr(tflite, "LARGE_MODEL_BYTES", 0)
-    if mode == "float32":  # a chain would convert block by block
-        monkeypatch.setattr(blockwise, "layer_chain", lambda model: None)
     routed = to_tflite(digits["model"], tmp_path / "saved_model.tflite", mode, representative_data=calibration,
-                       **options)
+                       route="saved_model", **options)
     assert op_counts(routed) == op_counts(in_memory)
     images = digits["x_test"][:64]
     np.testing.assert_array_equal(predict(load_interpreter(routed), images),
@@ -187,27 +182,27 @@ def test_large_model_route_through_a_saved_model_writes_the_same_file(digits, ex
 
 
 @pytest.mark.parametrize("options", [{}, {"float_layers": ["MixerBlock_2/channel_mixing"]}])
-def test_large_model_converted_block_by_block_is_the_whole_conversion(digits, tmp_path, monkeypatch, options):
+def test_large_model_converted_block_by_block_is_the_whole_conversion(digits, tmp_path, capsys, options):
     """A large chain of blocks converts one block at a time (`export.blockwise`): shown on the digits Mixer, with
-    the size thresholds lowered so that each block is a piece, the joined file has the ops, the output scale and
-    (to one int8 step) the outputs of the whole-graph conversion; the report covers every piece's ops."""
+    one byte per piece so that each block is a piece, the joined file has the ops, the output scale and (to one
+    int8 step) the outputs of the whole-graph conversion; the report covers every piece's ops."""
     import json
     import tempfile
 
-    from keras_mixer.export import blockwise, tflite
+    from keras_mixer.export import blockwise
 
     scratch = set(Path(tempfile.gettempdir()).glob("keras_mixer_export_*"))
     calibration = digits["x_train"][:256]
     whole = to_tflite(digits["model"], tmp_path / "whole.tflite", "int8", representative_data=calibration,
                       report=tmp_path / "whole.json", **options)
-    monkeypatch.setattr(tflite, "LARGE_MODEL_BYTES", 0)
-    monkeypatch.setattr(blockwise, "PIECE_BYTES", 1)
     chain = blockwise.layer_chain(digits["model"])
-    assert [[layer.name for layer in piece] for piece in blockwise.split(chain)] == [
+    assert [[layer.name for layer in piece] for piece in blockwise.split(chain, piece_bytes=1)] == [
         ["stem", "MixerBlock_0"], ["MixerBlock_1"], ["MixerBlock_2"], ["MixerBlock_3"],
         ["pre_head_layer_norm", "avg_pool", "head_dropout", "head"]]
+    capsys.readouterr()
     blocks = to_tflite(digits["model"], tmp_path / "blocks.tflite", "int8", representative_data=calibration,
-                       report=tmp_path / "blocks.json", **options)
+                       report=tmp_path / "blocks.json", route="blocks", piece_bytes=1, **options)
+    assert "block by block\n5 pieces" in capsys.readouterr().out
     assert op_counts(blocks) == op_counts(whole)
     whole_interpreter, blocks_interpreter = load_interpreter(whole), load_interpreter(blocks)
     scale, _ = whole_interpreter.get_output_details()[0]["quantization"]
@@ -230,20 +225,13 @@ def test_large_model_converted_block_by_block_is_the_whole_conversion(digits, tm
 
 
 @pytest.mark.parametrize("mode", ["float32", "float16", "dynamic"])
-def test_large_model_float_exports_convert_block_by_block_into_the_whole_conversion(digits, tmp_path, monkeypatch,
-                                                                                    mode):
+def test_large_model_float_exports_convert_block_by_block_into_the_whole_conversion(digits, tmp_path, capsys, mode):
     """The float32, float16 and dynamic-range exports of a large chain of blocks convert block by block too: with
     every block a piece, the digits Mixer joins into the whole conversion's ops and outputs."""
-    from keras_mixer.export import blockwise, tflite
-
     whole = to_tflite(digits["model"], tmp_path / "whole.tflite", mode)
-    monkeypatch.setattr(tflite, "LARGE_MODEL_BYTES", 0)
-    monkeypatch.setattr(blockwise, "PIECE_BYTES", 1)
-    converted = []
-    monkeypatch.setattr(blockwise, "join", lambda flatbuffers, names, join=blockwise.join: converted.append(
-        len(flatbuffers)) or join(flatbuffers, names))
-    blocks = to_tflite(digits["model"], tmp_path / "blocks.tflite", mode)
-    assert converted == [5]  # stem + block 0, blocks 1-3, the head
+    capsys.readouterr()
+    blocks = to_tflite(digits["model"], tmp_path / "blocks.tflite", mode, route="blocks", piece_bytes=1)
+    assert "block by block\n5 pieces" in capsys.readouterr().out  # stem + block 0, blocks 1-3, the head
     whole_ops, blocks_ops = op_counts(whole), op_counts(blocks)
     if mode == "float16":  # a float16 constant the whole graph shares between blocks (a scalar) is dequantized once
         # in each piece
@@ -255,20 +243,19 @@ def test_large_model_float_exports_convert_block_by_block_into_the_whole_convers
 
 
 @pytest.mark.parametrize("family", ["as_mlp", "hire_mlp", "vip", "raft_mlp"])
-def test_every_family_converts_block_by_block_into_the_whole_conversion(family, tmp_path, monkeypatch):
+def test_every_family_converts_block_by_block_into_the_whole_conversion(family, tmp_path):
     """Each family's chain (downsampling layers and embeddings between its blocks) cut after every block joins into
     the whole-graph conversion's ops, as close to the float model (random weights, the head given values)."""
-    from keras_mixer.export import blockwise, tflite
+    from keras_mixer.export import blockwise
 
     keras.utils.set_random_seed(0)
     model = with_nonzero_weights(SMALL[family]())
     images = np.random.default_rng(0).uniform(-1, 1, (232, *model.input_shape[1:])).astype("float32")
     calibration, tests = images[:32], images[32:]
     whole = to_tflite(model, tmp_path / "whole.tflite", "int8", representative_data=calibration)
-    monkeypatch.setattr(tflite, "LARGE_MODEL_BYTES", 0)
-    monkeypatch.setattr(blockwise, "PIECE_BYTES", 1)
-    assert len(blockwise.split(blockwise.layer_chain(model))) >= 3
-    blocks = to_tflite(model, tmp_path / "blocks.tflite", "int8", representative_data=calibration)
+    assert len(blockwise.split(blockwise.layer_chain(model), piece_bytes=1)) >= 3
+    blocks = to_tflite(model, tmp_path / "blocks.tflite", "int8", representative_data=calibration, route="blocks",
+                       piece_bytes=1)
     assert op_counts(blocks) == op_counts(whole)
     want, got = (predict(load_interpreter(path), tests) for path in (whole, blocks))
     scale, _ = load_interpreter(whole).get_output_details()[0]["quantization"]
@@ -279,7 +266,7 @@ def test_every_family_converts_block_by_block_into_the_whole_conversion(family, 
 
 
 def test_blockwise_conversion_takes_chains_only_and_joins_float_tensors_only(digits):
-    from keras_mixer.export import blockwise
+    from keras_mixer.export import blockwise, flatbuffer
 
     images = keras.Input((8,), name="images")
     hidden = keras.layers.Dense(8, name="hidden")(images)
@@ -292,7 +279,22 @@ def test_blockwise_conversion_takes_chains_only_and_joins_float_tensors_only(dig
     dense = blockwise.piece_model([keras.layers.Dense(8, name="dense")], (1, 8), "dense")
     pieces = [tf.lite.TFLiteConverter.from_keras_model(model).convert() for model in (stem, dense)]
     with pytest.raises(ExportError, match="piece 0's output .* is not piece 1's float32 input"):
-        blockwise.join(pieces, ["cut"])
+        flatbuffer.join(pieces, ["cut"])
+
+
+@pytest.mark.parametrize("module, name", PRIVATE_TENSORFLOW_NAMES)
+def test_tensorflow_still_has_each_private_name_the_flatbuffer_layer_uses(module, name):
+    """The export's only reliance on TensorFlow's private API, one name per case: a release that drops one fails
+    here by name, not deep inside a conversion."""
+    import importlib
+
+    import tensorflow as tf
+
+    if module == "TFLiteConverter":
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([], None)
+        assert hasattr(converter, name), f"tf.lite.TFLiteConverter lost {name}"
+    else:
+        assert hasattr(importlib.import_module(module), name), f"{module} lost {name}"
 
 
 def test_static_batch_of_n(digits, tmp_path):
@@ -524,14 +526,16 @@ def test_metadata_keeps_weights_stored_after_the_flatbuffer(tmp_path):
     np.testing.assert_array_equal(predict(load_interpreter(described, delegates=False), x), want)
 
 
-def test_export_cli_embeds_labels(digits, tmp_path):
+def test_export_cli_embeds_labels_and_prints_its_plan(digits, tmp_path):
     from keras_mixer.export import read_metadata
 
     digits["model"].save(tmp_path / "m.keras")
     (tmp_path / "labels.txt").write_text("".join(f"digit {i}\n" for i in range(10)))
     result = cli("export", tmp_path / "m.keras", tmp_path / "m.tflite", "--labels", tmp_path / "labels.txt",
-                 "--calibration", "digits")
+                 "--calibration", "digits", "--route", "saved_model", "--verbose")
     assert result.returncode == 0, result.stderr[-1000:]
+    assert "export plan:\n  model         mixer_digits" in result.stdout, result.stdout
+    assert "  route         saved_model: chosen by the caller\n" in result.stdout
     assert re.search(r"wrote .*m\.tflite \(\d+ KB, int8, batch 1, 10 labels\) in \d+ s, peak memory [\d,]+ MB",
                      result.stdout)
     assert read_metadata(tmp_path / "m.tflite")["labels"] == [f"digit {i}" for i in range(10)]

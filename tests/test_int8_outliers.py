@@ -106,7 +106,7 @@ def test_report_names_the_op_the_outliers_hurt_and_float_layers_keeps_it_float(t
     matmul; keeping it float must recover most of the error."""
     import json
 
-    from keras_mixer.export.edgetpu import read_graph
+    from keras_mixer.export.flatbuffer import read_graph
 
     model = with_nonzero_weights(SMALL["mixer"]())
     injected, _ = inject_outliers(model)
@@ -129,8 +129,8 @@ def test_report_names_the_op_the_outliers_hurt_and_float_layers_keeps_it_float(t
     assert len(head) == 1 and len(matmuls) >= 6
     assert head[0]["sqnr_db"] < min(row["sqnr_db"] for row in matmuls) - 6, head
     path, kept = export("head_float", float_layers=["^head/"])
-    head_types = {t[0] for op, _, inputs, outputs in read_graph(path) if op == "FULLY_CONNECTED"
-                  for t in outputs if "head" in t[3]}
+    head_types = {tensor.dtype for op in read_graph(path) if op.op == "FULLY_CONNECTED"
+                  for tensor in op.outputs if "head" in tensor.name}
     assert head_types == {"FLOAT32"}, head_types
     print(f"outliers, no equalization: {plain:.1f} dB; head float: {kept:.1f} dB")
     assert kept > plain + 6

@@ -8,6 +8,7 @@ import functools
 import http.server
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -337,15 +338,19 @@ def test_unreadable_images_are_counted_and_named(tmp_path):
     (bad / "empty.png").write_bytes(b"")
     (bad / "notes.png").write_text("not an image")
     bomb_png(bad / "bomb.png")
+    victim = sorted(bad.glob("*.jpg"))[0]
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])  # the header parses; the pixels end early
     model = tmp_path / "small.keras"
     build_digits_mixer(classes=len(CLASSES)).save(model)
     code, _, err = cli("train", "--model", model, "--dataset", data, "--recipe", "digits", "--steps", 1,
                        "--batch-size", 8, "--output", tmp_path / "run")
     assert code == 0, err
     last = err.strip().splitlines()[-1]
-    assert last.startswith("keras-mixer train: skipped 3 unreadable image files: ") and "bomb.png" in last
-    assert "empty.png (an empty file)" in last and "notes.png (not an image" in last and "decompression bomb" in last
-    assert json.loads((tmp_path / "run" / "report.json").read_text())["train_examples"] == 3 * 16
+    assert last.startswith("keras-mixer train: skipped 4 unreadable image files: "), last
+    assert re.search(r"(empty.png \(an empty file\)|notes.png \(not an image|decompression bomb|"
+                     rf"{victim.name} \(damaged after its header)", last), last
+    assert last.endswith("; and 1 more")  # the first three named in the line
+    assert json.loads((tmp_path / "run" / "report.json").read_text())["train_examples"] == 3 * 16 - 1
 
 
 def test_too_many_unreadable_images_or_an_empty_class_are_refused(tmp_path):
@@ -371,12 +376,13 @@ def test_predict_answers_for_the_good_images_beside_a_decompression_bomb(run, tm
                           "(a decompression bomb?)"
 
 
-def test_an_image_damaged_past_its_header_is_counted_in_the_evaluation(run, tmp_path):
+def test_an_image_damaged_past_its_header_is_named_and_left_out_of_the_evaluation(run, tmp_path):
     data = tmp_path / "textures"
     shutil.copytree(run / "textures", data)
     victim = sorted((data / "val" / CLASSES[2]).glob("*.jpg"))[0]
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])  # the header parses; the pixels end early
     code, out, err = cli("evaluate", run / "float" / "model.keras", "--dataset", data)
     assert code == 0 and "(59 images)" in out
-    assert err.strip().splitlines()[-1] == ("keras-mixer evaluate: 1 of 60 image files failed to decode and were left "
-                                            "out; the figures are over the 59 others")
+    assert err.strip().splitlines()[-1].startswith(
+        f"keras-mixer evaluate: skipped 1 unreadable image files: {victim} (damaged after its header (image file is "
+        "truncated"), err

@@ -58,17 +58,17 @@ def narrow_ranges(calibrated, images, batch_size, method, image_input=True):
     {tensor name: ((old low, old high), (new low, new high))} for the ranges it changed). `image_input`: the graph's
     input is the image, whose range stays; a piece of a blockwise conversion takes activations instead, narrowed as
     the whole graph narrows them."""
-    from tensorflow.lite.tools import flatbuffer_utils
+    from keras_mixer.export.flatbuffer import opcode_name, pack_model, to_object
 
     if method not in CALIBRATION_METHODS:
         raise ExportError(f"calibration must be one of {CALIBRATION_METHODS}, got {method!r}")
     if method == "minmax":
         return calibrated, {}
-    model = flatbuffer_utils.convert_bytearray_to_object(calibrated)
+    model = to_object(calibrated)
     graph = model.subgraphs[0]
     pinned = set(graph.inputs) if image_input else set()
     for op in graph.operators:
-        if flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) in _PINNED_OPS:
+        if opcode_name(model, op.opcodeIndex) in _PINNED_OPS:
             pinned.update(op.inputs)
             pinned.update(op.outputs)
     ranged = [index for index, tensor in enumerate(graph.tensors)
@@ -101,7 +101,7 @@ def narrow_ranges(calibrated, images, batch_size, method, image_input=True):
         if (new_low, new_high) != (low, high):
             quantization.min, quantization.max = [new_low], [new_high]
             changed[graph.tensors[index].name.decode()] = ((low, high), (new_low, new_high))
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), changed
+    return bytes(pack_model(model)), changed
 
 
 def _interpreter(flatbuffer):

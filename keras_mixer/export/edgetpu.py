@@ -16,6 +16,7 @@ import tempfile
 import numpy as np
 
 from keras_mixer.errors import ExportError
+from keras_mixer.export.flatbuffer import read_graph
 
 # op -> limitation checked below (None: supported as is). From the Edge TPU supported-ops table.
 SUPPORTED_OPS = {
@@ -50,80 +51,31 @@ class OpReport:
     output: str = ""  # the op's first output tensor: its name carries the Keras layer that made it
 
 
-def _schema():
-    try:
-        from tensorflow.lite.python import schema_py_generated as schema
-    except ImportError as error:
-        raise ExportError("edgetpu-check reads the flatbuffer with TensorFlow's TFLite schema: install tensorflow") from error
-    return schema
-
-
-def _enum_names(enum):
-    return {value: name for name, value in vars(enum).items() if not name.startswith("_")}
-
-
-def read_graph(path, data=None):
-    """[(op name, version, [input tensors], [output tensors])] of the main subgraph, where a tensor is
-    (dtype name, shape tuple, constant data or None, name). `data`: the flatbuffer's bytes, if not read from
-    `path` (which then only names it in errors)."""
-    path = os.fspath(path)
-    if data is None:
-        if not os.path.isfile(path):
-            raise ExportError(f"{path}: no such .tflite file")
-        data = open(path, "rb").read()
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise ExportError(f"{path}: not a .tflite flatbuffer (no TFL3 identifier)")
-    schema = _schema()
-    op_names, type_names = _enum_names(schema.BuiltinOperator), _enum_names(schema.TensorType)
-    try:
-        model = schema.Model.GetRootAs(data, 0)
-        graph = model.Subgraphs(0)
-
-        def tensor(i):
-            t = graph.Tensors(i)
-            buffer = model.Buffers(t.Buffer())
-            constant = buffer.DataAsNumpy() if buffer is not None and buffer.DataLength() else None
-            shape = tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength() else ()
-            return type_names.get(t.Type(), str(t.Type())), shape, constant, t.Name().decode(errors="replace")
-
-        ops = []
-        for k in range(graph.OperatorsLength()):
-            op = graph.Operators(k)
-            code = model.OperatorCodes(op.OpcodeIndex())
-            builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-            inputs = [tensor(i) for i in op.InputsAsNumpy() if i >= 0] if op.InputsLength() else []
-            outputs = [tensor(i) for i in op.OutputsAsNumpy()] if op.OutputsLength() else []
-            ops.append((op_names.get(builtin, f"BUILTIN_{builtin}"), code.Version(), inputs, outputs))
-    except Exception as error:  # a damaged flatbuffer fails anywhere inside the generated accessors
-        raise ExportError(f"{path}: damaged .tflite flatbuffer ({type(error).__name__}: {error})") from error
-    return ops
-
-
 def _why_not_mapped(op, version, inputs, outputs):
     if op in REJECTED_OPS:
         return REJECTED_OPS[op]
     if op not in SUPPORTED_OPS:
         return f"{op} is not supported by the Edge TPU"
-    variables = [t for t in inputs if t[2] is None]  # the activation inputs (constants have data)
-    for dtype, shape, *_ in variables + outputs:
-        if dtype not in INTEGER_TYPES:
-            return f"{dtype.lower()} activation (the Edge TPU runs 8-bit integer tensors only)"
-        if any(d > 1 for d in shape[:-3]):
-            return f"tensor shape {list(shape)}: only the 3 innermost dimensions may exceed 1"
-    out_shape = outputs[0][1] if outputs else ()
+    variables = [t for t in inputs if t.constant is None]  # the activation inputs (constants have data)
+    for tensor in variables + outputs:
+        if tensor.dtype not in INTEGER_TYPES:
+            return f"{tensor.dtype.lower()} activation (the Edge TPU runs 8-bit integer tensors only)"
+        if any(d > 1 for d in tensor.shape[:-3]):
+            return f"tensor shape {list(tensor.shape)}: only the 3 innermost dimensions may exceed 1"
+    out_shape = outputs[0].shape if outputs else ()
     if op == "FULLY_CONNECTED" and any(d > 1 for d in out_shape[:-1]):
         return f"FULLY_CONNECTED output {list(out_shape)} is not one-dimensional"
     if op == "MEAN":
-        axes = inputs[1][2].view(np.int32) if len(inputs) > 1 and inputs[1][2] is not None else None
-        rank = len(inputs[0][1])
+        axes = inputs[1].constant.view(np.int32) if len(inputs) > 1 and inputs[1].constant is not None else None
+        rank = len(inputs[0].shape)
         if axes is None or rank != 4 or not set((axes % rank).tolist()) <= {1, 2}:
             return f"MEAN over axes {None if axes is None else axes.tolist()} of a {rank}-D tensor (only H/W of 4-D)"
-    if op in ELEMENTWISE_OPS and len(variables) > 1 and len({int(np.prod(t[1])) for t in variables}) > 1:
-        shapes = " and ".join(str(list(t[1])) for t in variables)
+    if op in ELEMENTWISE_OPS and len(variables) > 1 and len({int(np.prod(t.shape)) for t in variables}) > 1:
+        shapes = " and ".join(str(list(t.shape)) for t in variables)
         return (f"{op} broadcasts one activation against another ({shapes}): compilers have left such ops on the "
                 "CPU (google-coral/edgetpu#35) [risk]")
-    if op == "TRANSPOSE" and len(inputs[0][1]) > 4:
-        return f"{len(inputs[0][1])}-D TRANSPOSE (at most 4-D)"
+    if op == "TRANSPOSE" and len(inputs[0].shape) > 4:
+        return f"{len(inputs[0].shape)}-D TRANSPOSE (at most 4-D)"
     if version > MAX_KNOWN_VERSION.get(op, version):
         return f"{op} version {version} is newer than compiler 16 knows (it rejected v6)"
     return ""
@@ -140,8 +92,8 @@ def check_edgetpu(path):
             raise ExportError(f"{path}: op #{index} {op} is malformed ({type(error).__name__}: {error})") from error
         if reason and fallback is None:
             fallback = index
-        dtypes = ",".join(sorted({t[0].lower() for t in inputs + outputs if t[2] is None}))
-        rows.append(OpReport(index, op, version, dtypes, fallback is None, reason, outputs[0][3] if outputs else ""))
+        dtypes = ",".join(sorted({t.dtype.lower() for t in inputs + outputs if t.constant is None}))
+        rows.append(OpReport(index, op, version, dtypes, fallback is None, reason, outputs[0].name if outputs else ""))
     rejected = sorted({r.op for r in rows if r.op in REJECTED_OPS})
     summary = {
         "ops": len(rows),

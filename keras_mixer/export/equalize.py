@@ -41,10 +41,15 @@ def _inbound(model):
     """{layer name: names of the layers its inputs come from} and the names of the model's output layers, from
     the functional model's config."""
     config = model.get_config()
-    inbound = {entry["name"]: [history[0] for history in _histories(entry.get("inbound_nodes", []))]
-               for entry in config["layers"]}
-    outputs = [history[0] for history in _histories(config.get("output_layers", []))]
+    inbound = {entry["name"]: source_layers(entry.get("inbound_nodes", [])) for entry in config["layers"]}
+    outputs = source_layers(config.get("output_layers", []))
     return inbound, outputs
+
+
+def source_layers(value):
+    """The names of the layers that made the Keras tensors named anywhere in a functional model's config value
+    (a layer's inbound nodes, the model's output layers), in order."""
+    return [history[0] for history in _histories(value)]
 
 
 def _histories(value):

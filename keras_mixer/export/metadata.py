@@ -16,11 +16,11 @@ import numpy as np
 from flatbuffers import number_types, table
 
 from keras_mixer.errors import ExportError
+from keras_mixer.export.flatbuffer import pack_model, schema
 from keras_mixer.io_utils import atomic_path
 
 METADATA_NAME = b"TFLITE_METADATA"
 FILE_IDENTIFIER = b"M001"
-TFLITE_FILE_IDENTIFIER = b"TFL3"
 MIN_PARSER_VERSION = "1.0.0"
 LABELS_FILE = "labels.txt"
 # the output tensor's metadata name and description, by whether the head ends in a softmax
@@ -103,11 +103,10 @@ def add_metadata(path, name, description, mean=(127.5,), std=(127.5,), labels=No
     """Embeds metadata (and `labels`, a list of class names, as labels.txt) into the `.tflite` at `path`,
     replacing any metadata it had. The output is named "probability" if `probabilities` (a softmax head), else
     "logits". Written atomically."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
+    tflite = schema()
     path = os.fspath(path)
     data = open(path, "rb").read()
-    model = schema.ModelT.InitFromPackedBuf(data, 0)
+    model = tflite.ModelT.InitFromPackedBuf(data, 0)
     graph = model.subgraphs[0]
     image_size = tuple(int(d) for d in graph.tensors[graph.inputs[0]].shape[1:3])
     classes = int(graph.tensors[graph.outputs[0]].shape[-1])
@@ -115,10 +114,10 @@ def add_metadata(path, name, description, mean=(127.5,), std=(127.5,), labels=No
         raise ExportError(f"{len(labels)} labels for a model with {classes} outputs")
     blob = build_metadata(name, description, mean, std, image_size, labels is not None, probabilities)
     model.metadata = [m for m in (model.metadata or []) if m.name != METADATA_NAME]
-    buffer = schema.BufferT()
+    buffer = tflite.BufferT()
     buffer.data = np.frombuffer(blob, np.uint8)
     model.buffers.append(buffer)
-    entry = schema.MetadataT()
+    entry = tflite.MetadataT()
     entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
     model.metadata.append(entry)
     flatbuffer = pack_model(model)
@@ -146,16 +145,6 @@ def add_metadata(path, name, description, mean=(127.5,), std=(127.5,), labels=No
             with zipfile.ZipFile(tmp, "a") as archive:  # appended after the flatbuffer, offsets from file start
                 archive.writestr(LABELS_FILE, "".join(f"{label}\n" for label in labels))
     return path
-
-
-def pack_model(model):
-    """The schema object `model` (a TFLite `ModelT`) packed into a flatbuffer, a memoryview: no copy of a large
-    model. The builder is presized for the weights: flatbuffer_utils' convert_object_to_bytearray grows its builder
-    from 1 KB and copies its output three times (Mixer-L/16's export peaked 0.7 GB above its conversion there)."""
-    inline = sum(len(buffer.data) for buffer in model.buffers if buffer.data is not None)
-    builder = flatbuffers.Builder(inline + 2**20)
-    builder.Finish(model.Pack(builder), file_identifier=TFLITE_FILE_IDENTIFIER)
-    return memoryview(builder.Bytes)[builder.Head():]
 
 
 def _table(buf, position):
@@ -217,14 +206,12 @@ def read_labels(path, classes=None):
 def read_metadata(path):
     """The metadata embedded by `add_metadata`, as a dict (name, description, mean, std, image_size as
     (height, width), labels)."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
     try:
         data = open(path, "rb").read()
     except OSError as error:
         raise ExportError(f"{path}: cannot read the .tflite file ({error.strerror or error})") from error
     try:
-        model = schema.Model.GetRootAs(data, 0)
+        model = schema().Model.GetRootAs(data, 0)
         entries = {model.Metadata(i).Name(): model.Metadata(i).Buffer() for i in range(model.MetadataLength())}
         if METADATA_NAME not in entries:
             raise ExportError(f"{path}: no TFLite metadata")

@@ -1,6 +1,7 @@
 """Keras model -> `.tflite`, with static shapes and the quantization modes phones and the Edge TPU need."""
 
 import contextlib
+import functools
 import gc
 import io
 import os
@@ -13,20 +14,15 @@ import numpy as np
 
 from keras_mixer.errors import ExportError, KerasMixerError
 from keras_mixer.export import blockwise, quantization_report
-from keras_mixer.export.calibration import CALIBRATION_METHODS, narrow_ranges
+from keras_mixer.export.calibration import narrow_ranges
 from keras_mixer.export.edgetpu_model import edgetpu_form
+from keras_mixer.export.flatbuffer import (calibrate_only, join, mlir_quantize, per_tensor_kernels, quantize_settings,
+                                          read_graph)
 from keras_mixer.export.metadata import add_metadata
+from keras_mixer.export.plan import QUANTIZATION_MODES, XNNPACK_FLOAT_OPS, ExportOptions, ModelFacts, plan_export
 from keras_mixer.io_utils import atomic_path, native_stderr_quiet, write_text
 from keras_mixer.models.applications import output_activation
 
-QUANTIZATION_MODES = ("float32", "float16", "dynamic", "int8", "uint8")
-
-# Ops an int8 export keeps float32 unless integer_only: the elementwise ops, LayerNorm's statistics and GELU; the
-# matmuls and convolutions, where the FLOPs and weights are, stay int8. XNNPACK (LiteRT's CPU delegate) has no int8
-# kernels for SQUARED_DIFFERENCE, RSQRT or GELU, nor for the ADD of LayerNorm's tiny epsilon (its scale ratio is out
-# of range), so an all-integer Mixer-S/32 splits into 51 delegate partitions with those ops on single-threaded
-# builtin kernels between them; with these ops float the whole graph is one XNNPACK partition (see docs/benchmarks.md).
-XNNPACK_FLOAT_OPS = ("ADD", "SUB", "MUL", "MEAN", "SQUARED_DIFFERENCE", "RSQRT", "GELU")
 # The int8 range of the logits spans the calibration images' logits widened by this share of their span on each
 # side: calibrated to the exact extremes, 0.6-9 % of the digits test images had a logit clipped at +127 (their
 # softmax scores then wrong); with 25 % headroom none, for a 1.5x coarser logit step.
@@ -47,20 +43,12 @@ def _static_batch_model(model, batch_size):
     return keras.Model(images, model(images, training=False), name=model.name)
 
 
-# Above this size of float32 weights an export takes the routes that spare memory: a chain of blocks (every family
-# here) converts block by block (`keras_mixer.export.blockwise`) unless the export is integer-only; other conversions
-# read the model from a SavedModel written to disk instead of a Keras model in memory: from a Keras model the converter
-# freezes the variables into a graph in this process, one more copy of the weights (Mixer-L/16's float
-# conversion: peak RSS 7.8 GB from the Keras model, 6.2 GB from a SavedModel). Small models keep the in-memory route
-# (no disk writes, a few seconds faster).
-LARGE_MODEL_BYTES = 256 * 2**20
-
-
-def _converter(model, scratch):
-    """A TFLiteConverter for `model`, through a SavedModel under `scratch` when its weights are large."""
+def _converter(model, scratch=None):
+    """A TFLiteConverter for `model`: from the Keras model in memory, or through a SavedModel written under
+    `scratch` (the saved_model route)."""
     import tensorflow as tf
 
-    if blockwise.weight_bytes([model]) <= LARGE_MODEL_BYTES:
+    if scratch is None:
         return tf.lite.TFLiteConverter.from_keras_model(model)
     import keras
 
@@ -81,7 +69,6 @@ def _mixture_of_experts_nodes(model):
     with Keras on 83 % of argmaxes; with these nodes float (the rest int8) on 99 %."""
     import tensorflow as tf
 
-    from keras_mixer.export.edgetpu import read_graph
     from keras_mixer.layers.moe import MixtureOfExperts
 
     names = [layer.name for layer in model._flatten_layers() if isinstance(layer, MixtureOfExperts)]
@@ -90,7 +77,7 @@ def _mixture_of_experts_nodes(model):
     with contextlib.redirect_stdout(io.StringIO()):
         flatbuffer = tf.lite.TFLiteConverter.from_keras_model(model).convert()
     pattern = re.compile("|".join(rf"/{re.escape(name)}(_\d+)?/" for name in names))
-    tensors = {t[3] for _, _, inputs, outputs in read_graph(f"{model.name}.tflite", flatbuffer) for t in inputs + outputs}
+    tensors = {tensor.name for op in read_graph(f"{model.name}.tflite", flatbuffer) for tensor in op.inputs + op.outputs}
     return sorted(name for name in tensors if pattern.search(name))
 
 
@@ -192,11 +179,9 @@ def _with_logit_range(model, calibration):
 def _check_integer_only(flatbuffer, name, float_io):
     """ExportError naming the ops of an `integer_only` conversion that kept float32 tensors (the converter leaves
     ops it cannot quantize float, silently): NNAPI, DSPs and the Edge TPU would not run such a file."""
-    from keras_mixer.export.edgetpu import read_graph
-
     boundary = ("QUANTIZE", "DEQUANTIZE") if float_io else ()  # float_io: float input and output by request
-    floats = sorted({op for op, _, inputs, outputs in read_graph(f"{name}.tflite", flatbuffer) if op not in boundary
-                     for dtype, _, constant, _ in inputs + outputs if dtype == "FLOAT32" and constant is None})
+    floats = sorted({op.op for op in read_graph(f"{name}.tflite", flatbuffer) if op.op not in boundary
+                     for tensor in op.inputs + op.outputs if tensor.dtype == "FLOAT32" and tensor.constant is None})
     if floats:
         raise ExportError(
             f"integer_only export of {name!r} would keep float32 tensors in {', '.join(floats)}: the converter cannot "
@@ -213,65 +198,31 @@ def _converter_quiet():
         yield
 
 
-def _calibrate(converter):
-    """The converter's first step of a full-integer conversion: the float graph with each activation's min/max
-    over the representative dataset recorded. Then `_quantize` is its second step; between the two, ranges can be
-    narrowed (`calibration.narrow_ranges`) and each op's error measured (`quantization_report`). These are the
-    steps `tf.lite.experimental.QuantizationDebugger` takes too, through the converter's private
-    `_experimental_calibrate_only`; ai-edge-quantizer, the public alternative, measured as fast but with 2.3-3.6x
-    larger logit errors and float I/O (docs/export.md)."""
-    converter._experimental_calibrate_only = True
-    try:
-        return converter.convert()
-    finally:
-        converter._experimental_calibrate_only = False
-
-
-def _quantize_settings(converter):
-    """What the MLIR quantizer takes from a converter: its input and output types and per-channel choice."""
-    return {"input_data_type": converter.inference_input_type, "output_data_type": converter.inference_output_type,
-            "disable_per_channel": converter._experimental_disable_per_channel}
-
-
-def _quantize(calibrated, settings, float_ops=(), float_nodes=(), numeric_verify=False):
-    """The MLIR quantizer on a calibrated graph (`settings` from `_quantize_settings`), with `float_ops` (op types)
-    and `float_nodes` (tensor names) left float32. Fake-quant ranges of a QAT model still decide the ops they
-    surround. `numeric_verify`: the debug model, float I/O, every quantized op followed by a comparison with its
-    float op."""
-    from tensorflow.lite.python import convert
-
-    io_types = {} if numeric_verify else {"input_data_type": settings["input_data_type"],
-                                           "output_data_type": settings["output_data_type"]}
-    return convert.mlir_quantize(
-        calibrated, disable_per_channel=settings["disable_per_channel"],
-        denylisted_ops=list(float_ops) or None, denylisted_nodes=list(float_nodes) or None,
-        enable_numeric_verify=numeric_verify, **io_types)
-
-
-def _calibrated_conversion(graphs, batch_size, calibration_steps, method, float_ops, scratch, report_rows,
-                           equalization, kept, on_disk):
+def _calibrated_conversion(graphs, plan, scratch, equalization, kept):
     """The calibrated int8 conversion of each (converter, float nodes, calibration inputs, equalization report) of
-    `graphs`: calibrate, narrow the ranges (`method`), measure each quantized op's error if `report_rows`, then
-    quantize, keeping float the nodes `kept(rows, equalization)` names. Returns the int8 flatbuffers and the
-    equalization report (the pieces' reports joined). `on_disk` (a blockwise conversion): each calibrated graph
-    waits on disk under `scratch` while the others calibrate."""
+    `graphs`: calibrate, narrow the ranges (the plan's method), measure each quantized op's error if the plan
+    reports them, then quantize, keeping float the nodes `kept(rows, equalization)` names. Returns the int8
+    flatbuffers and the equalization report (the pieces' reports joined). By blocks, each calibrated graph waits on
+    disk under `scratch` while the others calibrate."""
+    batch_size, float_ops = plan.batch_size, plan.float_ops
     stages, rows, narrowed, equalizations = [], [], 0, []
     for index, (converter, float_nodes, images, piece_equalization) in enumerate(graphs):
         with _converter_quiet():
-            calibrated = _calibrate(converter)
-        settings = _quantize_settings(converter)
+            calibrated = calibrate_only(converter)
+        settings = quantize_settings(converter)
         del converter
-        images = images[: calibration_steps * batch_size]
-        calibrated, changed = narrow_ranges(calibrated, images, batch_size, method, image_input=index == 0)
+        images = images[: plan.calibration_steps * batch_size]
+        calibrated, changed = narrow_ranges(calibrated, images, batch_size, plan.calibration_method,
+                                            image_input=index == 0)
         narrowed += len(changed)
-        if report_rows:
+        if plan.report_rows:
             if index == 0:
                 count = min(len(images), quantization_report.DEBUG_IMAGES) // batch_size * batch_size
                 print(f"measuring each quantized op's error on {count} calibration images")
             rows += _layer_rows(calibrated, settings, images, batch_size, float_ops, float_nodes)
         if piece_equalization is not None:
             equalizations.append(piece_equalization)
-        if on_disk:
+        if plan.route == "blocks":
             path = os.path.join(scratch, f"calibrated_{index}.tflite")
             with open(path, "wb") as f:
                 f.write(calibrated)
@@ -284,15 +235,15 @@ def _calibrated_conversion(graphs, batch_size, calibration_steps, method, float_
                         "max_output_difference": max(e.get("max_output_difference", 0.0) for e in equalizations)}
         _print_equalization(equalization)
     if narrowed:
-        print(f"{method} calibration narrowed {narrowed} activation ranges")
-    kept_nodes = kept(sorted(rows, key=lambda row: row["sqnr_db"]), equalization) if report_rows else []
+        print(f"{plan.calibration_method} calibration narrowed {narrowed} activation ranges")
+    kept_nodes = kept(sorted(rows, key=lambda row: row["sqnr_db"]), equalization) if plan.report_rows else []
     flatbuffers = []
     for settings, calibrated, float_nodes in stages:
         if isinstance(calibrated, str):
             with open(calibrated, "rb") as f:
                 calibrated = f.read()
         with _converter_quiet():
-            flatbuffers.append(_quantize(calibrated, settings, float_ops, list(float_nodes) + kept_nodes))
+            flatbuffers.append(mlir_quantize(calibrated, settings, float_ops, list(float_nodes) + kept_nodes))
     return flatbuffers, equalization
 
 
@@ -325,7 +276,7 @@ def _layer_rows(calibrated, settings, images, batch_size, float_ops, float_nodes
     """Every quantized op's error on the calibrated graph (`quantization_report.layer_errors`), worst first."""
     count = min(len(images), quantization_report.DEBUG_IMAGES) // batch_size * batch_size
     with _converter_quiet():
-        debug_model = _quantize(calibrated, settings, float_ops, float_nodes, numeric_verify=True)
+        debug_model = mlir_quantize(calibrated, settings, float_ops, float_nodes, numeric_verify=True)
     return quantization_report.layer_errors(
         debug_model, lambda: ([images[start : start + batch_size]] for start in range(0, count, batch_size)))
 
@@ -354,11 +305,11 @@ def _float_layers_kept(rows, float_layers, name, quantization, equalization, cal
     return kept
 
 
-def _pieces(pieces, input_shape, calibration, name, equalizing, logit_range, converter_for):
+def _pieces(pieces, input_shape, calibration, name, plan, converter_for):
     """(converter, float nodes, calibration inputs, equalization report) of each piece of a blockwise conversion in
     turn: each piece calibrated on the float activations the pieces before it compute from the calibration images,
-    with `equalizing` equalized on them, and with `logit_range` the last one ending in the `_logit_range` of its
-    logits."""
+    equalized on them if the plan equalizes, and the last one ending in the `_logit_range` of its logits if the
+    plan gives them one."""
     from keras_mixer.export.equalize import equalize_channels
 
     inputs, shape = calibration, input_shape
@@ -367,11 +318,11 @@ def _pieces(pieces, input_shape, calibration, name, equalizing, logit_range, con
                                                                        else ""))
         last = index == len(pieces) - 1
         outputs = None if inputs is None else blockwise.run(layers, inputs)
-        if last and logit_range:
+        if last and plan.logit_range:
             layers = layers + [_logit_range(outputs)]
         graph = blockwise.piece_model(layers, shape, name)
         equalization = None
-        if equalizing:
+        if plan.equalize:
             graph, equalization = equalize_channels(graph, inputs)
         converter, float_nodes = converter_for(graph, inputs, first=index == 0, last=last)
         yield converter, float_nodes, inputs, equalization
@@ -407,6 +358,8 @@ def to_tflite(
     report=None,
     float_layers=None,
     calibration_method="percentile",
+    route="auto",
+    piece_bytes=None,
 ):
     """Converts a Keras model to a `.tflite` file, written atomically; returns the path.
 
@@ -453,138 +406,38 @@ def to_tflite(
             the report's tensor names (e.g. "MixerBlock_7/channel_mixing"), or a number N for the N ops of worst
             SQNR in the report.
 
-    Memory: a model above `LARGE_MODEL_BYTES` of float32 weights whose graph is a chain of blocks (every family here)
-    converts block by block (`keras_mixer.export.blockwise`) in float32, float16, dynamic range and the calibrated
-    default int8 export: the ops of a whole-graph conversion (int8: outputs within one int8 step of it; each block
-    equalized and calibrated on the activations of the blocks before it). Integer-only exports of large models
-    convert whole from a SavedModel.
+        route: how the graph converts (`keras_mixer.export.plan`): "whole" (from the Keras model in memory),
+            "saved_model" (whole, from a SavedModel on disk: one copy of the weights fewer in memory) or "blocks"
+            (a chain of blocks a piece at a time, joined: memory bounded by a piece; the ops of a whole-graph
+            conversion, int8 outputs within one int8 step of it, each block equalized and calibrated on the
+            activations of the blocks before it; not for integer-only exports, whose pieces would meet on int8
+            tensors). "auto": "whole" up to `plan.LARGE_MODEL_BYTES` of float32 weights, above it "blocks" where
+            it applies, else "saved_model". `export_plan(model, ...)` shows the decision without converting.
+        piece_bytes: with route="blocks", the float32 weight bytes of one piece (default `plan.PIECE_BYTES`,
+            one Mixer-L/16 block); a single block above it is a piece of its own.
     """
     require_tensorflow_backend()
-    import tensorflow as tf
-
-    if quantization not in QUANTIZATION_MODES:
-        raise ExportError(f"quantization must be one of {QUANTIZATION_MODES}, got {quantization!r}")
-    if calibration_method not in CALIBRATION_METHODS:
-        raise ExportError(f"calibration_method must be one of {CALIBRATION_METHODS}, got {calibration_method!r}")
-    if float_layers and not isinstance(float_layers, int):
-        for pattern in float_layers:
-            try:
-                re.compile(pattern)
-            except re.error as error:
-                raise ExportError(f"float_layers: {pattern!r} is not a regular expression ({error})") from error
-    integer = quantization in ("int8", "uint8")
-    form = edgetpu_form(model)
-    if integer_only is None:
-        integer_only = quantization == "uint8" or (form is not None and form.integer_only)
-    experts_on_cpu = form is not None and form.keeps_experts
-    from keras_mixer.quantization import is_quantized, strip_quantization
-
-    has_fake_quant = is_quantized(model)
-    if integer and representative_data is None and not has_fake_quant:
-        raise ExportError(
-            f"quantization={quantization!r} needs representative_data (a few hundred training images, or a dataset "
-            "name) to calibrate activation ranges, or a QAT model from keras_mixer.quantization.quantize_model"
-        )
-    # refused before any calibration work: a QAT model keeps its fake-quant ranges without data or with integer_only
-    if (report is not None or float_layers) and (not integer or representative_data is None
-                                                 or (has_fake_quant and integer_only)):
-        raise ExportError("report and float_layers apply to a calibrated int8 export: pass int8/uint8 quantization "
-                          "with representative_data (a QAT model exported without it, or integer_only, converts from "
-                          "its own fake-quant ranges)")
-    if float_layers and integer_only:
-        raise ExportError("float_layers keeps ops float32, which an integer_only or Edge TPU export cannot have")
+    plan = plan_export(ModelFacts.of(model, route), ExportOptions(
+        quantization=quantization, calibrated=representative_data is not None, batch_size=batch_size,
+        float_io=float_io, integer_only=integer_only, equalize=equalize, report=report is not None,
+        float_layers=float_layers, calibration_method=calibration_method, calibration_steps=calibration_steps,
+        route=route, piece_bytes=piece_bytes))
     calibration = None
-    if integer and representative_data is not None:
+    if plan.calibrated:
         calibration = calibration_array(representative_data, model.input_shape[1], calibration_samples)
         if calibration.ndim != 4:
             raise ExportError(f"representative_data must be [N, H, W, C] preprocessed images, got shape "
                               f"{calibration.shape}")
-    calibrated_conversion = calibration is not None
-    # a large chain of blocks converts block by block wherever its pieces meet on float32 tensors: float32, float16,
-    # dynamic range and the calibrated default int8 export. Integer-only graphs stay whole (their pieces would meet
-    # on int8 tensors whose scales each piece sets on its own), as does a QAT model's export from its own ranges
-    large = blockwise.weight_bytes([model]) > LARGE_MODEL_BYTES
-    by_blocks = (large and not integer_only and form is None and (calibrated_conversion or not has_fake_quant)
-                 and blockwise.layer_chain(model) is not None)
-    from keras_mixer.models.sparse_mlp import with_dispatch
-
-    equalization = None
-    equalizing = calibrated_conversion and equalize and not has_fake_quant
-    if equalizing and not by_blocks:  # by blocks, each piece is equalized on its own inputs
-        model, equalization = _equalized(model, calibration)
-        _print_equalization(equalization)
-    model = with_dispatch(model, "dense")  # mixtures of experts export in their static-shape form
-    stripped = has_fake_quant and calibration is not None and not integer_only
-    if stripped:
-        model, has_fake_quant = strip_quantization(model), False
-    static_model = _static_batch_model(model, batch_size)
-    # a large model's SavedModel or calibrated pieces, removed after
-    scratch = tempfile.TemporaryDirectory(prefix="keras_mixer_export_") if large else None
-    logit_range = calibrated_conversion and not has_fake_quant and not outputs_probabilities(model)
-    if logit_range and not by_blocks:  # by blocks, from the logits the last piece computes
-        static_model = _with_logit_range(static_model, calibration)
-    # the denylists act at calibration; a QAT model exported without calibration data is all-integer
-    keep_float = calibrated_conversion and not integer_only
-    # an Edge-TPU graph's expert layers run on the CPU anyway: float there, as in the default export
-    experts_float = keep_float or (experts_on_cpu and calibrated_conversion)
-    float_ops = list(XNNPACK_FLOAT_OPS) if keep_float else []
-    io_type = None if float_io or not integer else tf.int8 if quantization == "int8" else tf.uint8
-
-    def converter_for(graph, images, first=True, last=True):
-        """A converter of `graph` with the export's settings, and the nodes it keeps float."""
-        converter = _converter(graph, scratch and scratch.name)
-        if quantization != "float32":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if stripped:  # quantize the kernels per tensor, as QAT trained them (per channel lost 1 % top-1 on digits)
-            converter._experimental_disable_per_channel = True
-        if quantization == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-        float_nodes = _mixture_of_experts_nodes(graph) if integer and experts_float else []
-        if integer:
-            if images is not None:
-                converter.representative_dataset = _representative_dataset(images, batch_size, calibration_steps,
-                                                                            progress=not by_blocks)
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            if float_nodes or float_ops:
-                converter.target_spec.supported_ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
-            if io_type is not None:  # by blocks, the pieces meet on float32 tensors
-                converter.inference_input_type = io_type if first else tf.float32
-                converter.inference_output_type = io_type if last else tf.float32
-        return converter, float_nodes
-
-    if has_fake_quant:  # its learned ranges rule; narrowing the others around them was not measured
-        calibration_method = "minmax"
     name, probabilities, note = model.name, outputs_probabilities(model), _normalization_note(model)
-    print(f"converting {name!r} to TFLite ({quantization}{', integer only' if integer and integer_only else ''})"
-          + (" block by block" if by_blocks else ""))
-    if by_blocks:
-        chain = blockwise.layer_chain(static_model)
-        if chain is None:  # the model was a chain before its export form was made (strip_quantization, dispatch)
-            raise ExportError(f"{name!r}: its export form is not a chain of layers; it cannot convert block by block")
-        pieces = blockwise.split(chain)
-        graphs = _pieces(pieces, static_model.input_shape, calibration, name, equalizing, logit_range, converter_for)
-        cut_names = [f"{name}/{layers[-1].name}" for layers in pieces[:-1]]
-    else:
-        graphs = iter([converter_for(static_model, calibration) + (calibration, None)])
-    # a large model's converter reads a SavedModel: the equalized copy this export made can go before it converts
-    del model, static_model
-    gc.collect()
+    static_model, equalization = _export_form(model, plan, calibration)
+    del model
+    print(f"converting {name!r} to TFLite ({plan.quantization}{', integer only' if plan.integer_only and plan.integer else ''})"
+          + (" block by block" if plan.route == "blocks" else ""))
+    # the saved_model and blocks routes' SavedModel or calibrated pieces, removed after
+    scratch = (tempfile.TemporaryDirectory(prefix="keras_mixer_export_") if plan.route != "whole" else None)
     try:
-        if calibrated_conversion:
-            flatbuffers, equalization = _calibrated_conversion(
-                graphs, batch_size, calibration_steps, calibration_method, float_ops, scratch and scratch.name,
-                report_rows=report is not None or bool(float_layers), equalization=equalization,
-                kept=lambda rows, equalization: _float_layers_kept(rows, float_layers, name, quantization,
-                                                                   equalization, calibration_method, report),
-                on_disk=by_blocks)
-        else:
-            flatbuffers = []
-            for converter, _, _, _ in graphs:
-                with _converter_quiet():
-                    flatbuffers.append(converter.convert())
-                del converter
-        flatbuffer = blockwise.join(flatbuffers, cut_names) if by_blocks else flatbuffers[0]
-        del flatbuffers  # the pieces, once joined
+        flatbuffer = _convert(plan, static_model, calibration, equalization, scratch and scratch.name,
+                              float_layers, report)
     except KerasMixerError:
         raise
     except Exception as error:  # the converter raises ConverterError / RuntimeError with the MLIR diagnostics
@@ -592,7 +445,7 @@ def to_tflite(
     finally:
         if scratch is not None:
             scratch.cleanup()
-    if integer and integer_only and not experts_on_cpu:
+    if plan.check_integer_only:
         _check_integer_only(flatbuffer, name, float_io)
     path = os.fspath(path)
     with atomic_path(path) as tmp:
@@ -603,3 +456,83 @@ def to_tflite(
             add_metadata(tmp, name, (description or f"{name}, {quantization} TFLite export by keras_mixer") + note,
                          labels=labels, probabilities=probabilities)
     return path
+
+
+def _export_form(model, plan, calibration):
+    """The graph the plan converts, at its static batch, and the equalization report: equalized (on the whole model;
+    by blocks each piece is equalized on its own inputs), experts in their static-shape form, a QAT model stripped
+    of its fake-quant layers where the plan says so, and the logit range appended (by blocks, to the last piece)."""
+    from keras_mixer.models.sparse_mlp import with_dispatch
+    from keras_mixer.quantization import strip_quantization
+
+    equalization = None
+    if plan.equalize and plan.route != "blocks":
+        model, equalization = _equalized(model, calibration)
+        _print_equalization(equalization)
+    model = with_dispatch(model, "dense")  # mixtures of experts export in their static-shape form
+    if plan.strip_fake_quant:
+        model = strip_quantization(model)
+    static_model = _static_batch_model(model, plan.batch_size)
+    if plan.logit_range and plan.route != "blocks":
+        static_model = _with_logit_range(static_model, calibration)
+    return static_model, equalization
+
+
+def _convert(plan, static_model, calibration, equalization, scratch, float_layers, report):
+    """The plan's route carried out: one graph (from the Keras model or a SavedModel) or a chain of pieces, each
+    converted (and calibrated, when the plan is) with the plan's settings; returns the flatbuffer."""
+    name = static_model.name
+    converter_for = functools.partial(_converter_for, plan, scratch)
+    if plan.route == "blocks":
+        chain = blockwise.layer_chain(static_model)
+        if chain is None:  # the model was a chain before its export form was made (strip_quantization, dispatch)
+            raise ExportError(f"{name!r}: its export form is not a chain of layers; it cannot convert block by block")
+        pieces = blockwise.split(chain, plan.piece_bytes)
+        print(f"{len(pieces)} pieces")
+        graphs = _pieces(pieces, static_model.input_shape, calibration, name, plan, converter_for)
+        cut_names = [f"{name}/{layers[-1].name}" for layers in pieces[:-1]]
+    else:
+        graphs = iter([converter_for(static_model, calibration) + (calibration, None)])
+    # a saved_model route's converter reads the SavedModel: the equalized copy this export made can go before it
+    # converts
+    del static_model
+    gc.collect()
+    if plan.calibrated:
+        flatbuffers, equalization = _calibrated_conversion(
+            graphs, plan, scratch, equalization=equalization,
+            kept=lambda rows, equalization: _float_layers_kept(rows, float_layers, name, plan.quantization,
+                                                               equalization, plan.calibration_method, report))
+    else:
+        flatbuffers = []
+        for converter, _, _, _ in graphs:
+            with _converter_quiet():
+                flatbuffers.append(converter.convert())
+            del converter
+    return join(flatbuffers, cut_names) if plan.route == "blocks" else flatbuffers[0]
+
+
+def _converter_for(plan, scratch, graph, images, first=True, last=True):
+    """A converter of `graph` with the plan's settings, and the graph nodes it keeps float."""
+    import tensorflow as tf
+
+    converter = _converter(graph, scratch if plan.from_saved_model else None)
+    if plan.quantization != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if plan.strip_fake_quant:  # quantize the kernels per tensor, as QAT trained them (per channel lost 1 % top-1
+        # on digits)
+        per_tensor_kernels(converter)
+    if plan.quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    float_nodes = _mixture_of_experts_nodes(graph) if plan.experts_float else []
+    if plan.integer:
+        if images is not None:
+            converter.representative_dataset = _representative_dataset(
+                images, plan.batch_size, plan.calibration_steps, progress=plan.route != "blocks")
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if float_nodes or plan.float_ops:
+            converter.target_spec.supported_ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
+        if plan.io_type != "float32":  # by blocks, the pieces meet on float32 tensors
+            io_type = getattr(tf, plan.io_type)
+            converter.inference_input_type = io_type if first else tf.float32
+            converter.inference_output_type = io_type if last else tf.float32
+    return converter, float_nodes
