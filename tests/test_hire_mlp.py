@@ -1,27 +1,13 @@
 import keras
 import numpy as np
 import pytest
-from safetensors.numpy import save_file
 
 import keras_mixer
 from digits_helpers import digits_family_tests
+from families import HIRE_MLP as CONFIG
 from reference_ops import authors_normalize, random_pixels
 from hire_mlp_reference import hire_mlp_forward, random_state_dict
-from keras_mixer.errors import WeightsError
 from keras_mixer.layers.hire_mlp import channels_to_regions, circular_pad, regions_to_channels, roll
-
-# trainable parameters (BatchNorm statistics excluded) at 224x224, 1000 classes, from the authors' code (spec)
-PARAM_COUNTS = {"HireMLPTiny": 18_041_672, "HireMLPSmall": 33_113_848, "HireMLPBase": 58_226_856,
-                "HireMLPLarge": 95_723_944}
-
-
-def trainable(model):
-    return sum(int(np.prod(v.shape)) for v in model.trainable_weights)
-
-
-@pytest.mark.parametrize("builder, expected", PARAM_COUNTS.items())
-def test_parameter_counts(builder, expected):
-    assert trainable(getattr(keras_mixer, builder)()) == expected
 
 
 @pytest.mark.parametrize("height, width, pixel, step", [(8, 8, 4, 2), (5, 7, 3, 1), (7, 6, 2, 0), (3, 3, 3, 2)])
@@ -49,40 +35,6 @@ def test_rearrangements_match_reference(height, width, pixel, step, axis):
     index[axis] = slice(0, length)
     restored = keras.ops.convert_to_numpy(roll(back[tuple(index)], (-step) % length, axis))
     np.testing.assert_allclose(restored, x, atol=1e-6)
-
-
-CONFIG = dict(layers=(1, 2, 3, 2), embed_dims=(8, 16, 24, 32), pixel=(4, 3, 3, 2), step_stride=(2, 2, 3, 2),
-              step_dilation=(2, 2, 1, 1))
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    state = random_state_dict(np.random.default_rng(0), CONFIG["layers"], CONFIG["embed_dims"], CONFIG["pixel"], 10)
-    path = tmp_path_factory.mktemp("hire") / "official.safetensors"
-    save_file(state, str(path))
-    return state, str(path)
-
-
-def test_official_checkpoint_matches_reference_forward(checkpoint):
-    """40x40 input: stage grids 10, 5, 3, 2 exercise circular padding (10 -> 12, 5 -> 6) and every step. From
-    pixels: our model fed `preprocess_input(pixels)` gives the authors' forward of their normalization of the same
-    pixels (timm's ImageNet mean / std), including the stem's zero padding after that normalization."""
-    state, path = checkpoint
-    model = keras_mixer.HireMLP(**CONFIG, input_shape=(40, 40, 3), classes=10, classifier_activation=None,
-                                weights=path)
-    pixels = random_pixels((2, 40, 40, 3))
-    expected = hire_mlp_forward(state, authors_normalize(pixels), CONFIG["layers"], CONFIG["pixel"],
-                                CONFIG["step_stride"], CONFIG["step_dilation"])
-    assert np.max(np.abs(model.predict(keras_mixer.preprocess_input(pixels), verbose=0) - expected)) <= 1e-4
-
-
-def test_checkpoint_errors_name_the_key(checkpoint, tmp_path):
-    state, _ = checkpoint
-    broken = {k: v for k, v in state.items() if k != "network.2.1.attn.mlp_w2.bias"}
-    save_file(broken, str(tmp_path / "broken.safetensors"))
-    with pytest.raises(WeightsError, match=r"missing keys \['network_2_1/attn/mlp_w2/bias'\]"):
-        keras_mixer.HireMLP(**CONFIG, input_shape=(40, 40, 3), classes=10,
-                            weights=str(tmp_path / "broken.safetensors"))
 
 
 def test_backbone_stages():

@@ -4,6 +4,7 @@ import pytest
 
 import keras_mixer
 from digits_helpers import digits_family_tests
+from families import SPARSE_MLP as SMALL
 from keras_mixer.errors import WeightsError
 from keras_mixer.layers import MixtureOfExperts, SparseMixerBlock
 from reference_ops import layer_norm
@@ -108,34 +109,6 @@ def test_sparse_block_matches_reference(rerep):
     if rerep != "both":
         expected = expected + moe(norm(expected, block.norm_1), block.channel_moe)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(block(x)), expected, atol=1e-4)
-
-
-def mixer_block_params(tokens, channels, tokens_mlp, channels_mlp):
-    return 4 * channels + 2 * tokens * tokens_mlp + tokens_mlp + tokens + 2 * channels * channels_mlp + channels_mlp + channels
-
-
-def expert_params(experts, dim, hidden):
-    return dim * experts + experts * (2 * dim * hidden + hidden + dim)  # router + experts
-
-
-@pytest.mark.parametrize("builder, hidden, blocks, tokens_mlp, channels_mlp, sparse, token_experts", [
-    ("SparseMLPSmall", 512, 8, 256, 2048, 2, 4),
-    ("SparseMLPBase", 768, 12, 384, 3072, 2, 8),
-    ("SparseMLPLarge", 1024, 24, 512, 4096, 4, 16),
-])
-def test_parameter_counts_follow_the_configuration(builder, hidden, blocks, tokens_mlp, channels_mlp, sparse,
-                                                   token_experts):
-    tokens, classes, c = 196, 1000, hidden
-    s1, c1 = 2 * tokens, c // 2  # the re-represented sizes (spec: S1 = 2S, C1 = C/2)
-    sparse_block = (4 * c + (c * c1 + c1) + (tokens * s1 + s1) + (s1 * tokens + tokens) + (c1 * c + c)
-                    + expert_params(token_experts, s1, tokens_mlp) + expert_params(4, c, channels_mlp))
-    expected = (16 * 16 * 3 * c + c + (blocks - sparse) * mixer_block_params(tokens, c, tokens_mlp, channels_mlp)
-                + sparse * sparse_block + 2 * c + c * classes + classes)
-    assert getattr(keras_mixer, builder)().count_params() == expected
-
-
-SMALL = {"patch_size": 8, "hidden_dim": 32, "num_blocks": 3, "tokens_mlp_dim": 16, "channels_mlp_dim": 64,
-         "num_sparse_blocks": 2, "min_capacity": 1}
 
 
 def test_registry_features_and_weights_errors(tmp_path):
