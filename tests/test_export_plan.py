@@ -79,8 +79,8 @@ def test_qat_model_exports_from_its_ranges_without_data_and_as_stripped_float_wi
 def test_edgetpu_form_is_integer_only_and_experts_on_the_cpu_stay_float():
     got = plan(EDGETPU, calibrated=True)
     assert got.integer_only and got.check_integer_only and got.float_ops == () and not got.experts_float
-    experts = ModelFacts("edgetpu", 1, chain=False, fake_quant=False, probabilities=False, edgetpu_form=True,
-                         edgetpu_integer_only=True, experts_on_cpu=True)
+    experts = ModelFacts("edgetpu", 1, chain=False, fake_quant=False, probabilities=False, experts=True,
+                         edgetpu_form=True, edgetpu_integer_only=True, experts_on_cpu=True)
     got = plan(experts, calibrated=True)
     assert got.experts_float and not got.check_integer_only
 
@@ -96,6 +96,12 @@ def test_edgetpu_form_is_integer_only_and_experts_on_the_cpu_stay_float():
 def test_impossible_options_are_refused_before_any_work(facts, options, message):
     with pytest.raises(ExportError, match=message):
         plan(facts, **options)
+
+
+def test_mixture_of_experts_nodes_stay_float_in_the_default_int8_export_only():
+    sparse = ModelFacts("sparse", 1, chain=True, fake_quant=False, probabilities=False, experts=True)
+    assert plan(sparse, calibrated=True).experts_float and not plan(SMALL, calibrated=True).experts_float
+    assert not plan(sparse, calibrated=True, integer_only=True).experts_float
 
 
 def test_softmax_models_keep_their_probability_range_and_float_io_keeps_float_input():

@@ -41,6 +41,7 @@ class ModelFacts:
     chain: bool  # its graph is a chain of layers (`blockwise.layer_chain`), so it can convert block by block
     fake_quant: bool  # a QAT model: it carries fake-quant ranges
     probabilities: bool  # it ends in a softmax
+    experts: bool = False  # it has mixture-of-experts layers (Sparse-MLP)
     edgetpu_form: bool = False  # an `edgetpu_model` graph
     edgetpu_integer_only: bool = False
     experts_on_cpu: bool = False  # an Edge TPU graph whose expert layers stay on the CPU
@@ -51,6 +52,7 @@ class ModelFacts:
         model, or route="blocks"): it reads the model's config."""
         from keras_mixer.export import blockwise
         from keras_mixer.export.edgetpu_model import edgetpu_form
+        from keras_mixer.layers.moe import MixtureOfExperts
         from keras_mixer.models.applications import output_activation
         from keras_mixer.quantization import is_quantized
 
@@ -58,7 +60,9 @@ class ModelFacts:
         form = edgetpu_form(model)
         chain = ((size > LARGE_MODEL_BYTES or route == "blocks") and blockwise.layer_chain(model) is not None)
         return cls(name=model.name, weight_bytes=size, chain=chain, fake_quant=is_quantized(model),
-                   probabilities=output_activation(model) == "softmax", edgetpu_form=form is not None,
+                   probabilities=output_activation(model) == "softmax",
+                   experts=any(isinstance(layer, MixtureOfExperts) for layer in model._flatten_layers()),
+                   edgetpu_form=form is not None,
                    edgetpu_integer_only=form is not None and form.integer_only,
                    experts_on_cpu=form is not None and form.keeps_experts)
 
@@ -217,7 +221,7 @@ def plan_export(facts, options):
         logit_range=calibrated and not fake_quant_ranges and not facts.probabilities,
         float_ops=XNNPACK_FLOAT_OPS if keep_float else (),
         # an Edge-TPU graph's expert layers run on the CPU anyway: float there, as in the default export
-        experts_float=integer and (keep_float or (facts.experts_on_cpu and calibrated)),
+        experts_float=integer and facts.experts and (keep_float or (facts.experts_on_cpu and calibrated)),
         experts_on_cpu=facts.experts_on_cpu,
         io_type="float32" if options.float_io or not integer else quantization,
         report_rows=report_rows,
