@@ -54,7 +54,8 @@ def _evaluate_tflite(args):
         label_names = read_metadata(args.model)["labels"]
     except ExportError:  # a .tflite without our metadata: no names to compare
         label_names = None
-    source = load_source(args.dataset, "eval", args.data_dir, args.download, int(input_shape[0]))
+    image_size = tuple(int(d) for d in input_shape[:2])
+    source = load_source(args.dataset, "eval", args.data_dir, args.download, image_size)
     check_model_classes(args.model, classes, label_names, source, args.dataset)
     reference = None
     if args.reference:
@@ -68,7 +69,7 @@ def _evaluate_tflite(args):
     labels = []
 
     def batches():  # keeps the labels for the confusion matrix
-        for images, batch_labels in eval_batches(source, int(input_shape[0]), 64, args.crop_fraction):
+        for images, batch_labels in eval_batches(source, image_size, 64, args.crop_fraction):
             labels.append(np.asarray(batch_labels))
             yield images, batch_labels
 
@@ -102,7 +103,7 @@ def _edgetpu_check(args):
 
 
 def _export(args):
-    from keras_mixer.datasets import DIGITS, calibration_images
+    from keras_mixer.datasets import DIGITS, calibration_images, model_image_size
     from keras_mixer.errors import ExportError
     from keras_mixer.export import export_plan, read_labels, to_tflite
     from keras_mixer.weights import load_keras_model_with_info
@@ -132,7 +133,7 @@ def _export(args):
             raise ExportError(f"--quantization {args.quantization} needs calibration images: pass --calibration SRC "
                               "(the model's training data: an image folder, a tfds name or digits)")
         print(f"reading {args.calibration_samples} calibration images from {source}")
-        calibration = calibration_images(source, model.input_shape[1], args.calibration_samples,
+        calibration = calibration_images(source, model_image_size(model), args.calibration_samples,
                                          info.get("crop_fraction"), args.data_dir, args.download)
     if info.get("ptq_eval_top1", -1.0) > info.get("eval_top1", 1.0):
         print(f"note: the QAT run that wrote {args.model} measured its float model's post-training int8 export "

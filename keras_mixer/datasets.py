@@ -111,7 +111,7 @@ def load_digits(image_size=32, test_fraction=0.2, seed=0):
 
     digits = sklearn_digits()
     images = digits.images.astype("float32")[..., None] * (255.0 / 16.0)
-    images = ops.convert_to_numpy(ops.image.resize(images, (image_size, image_size), interpolation="bilinear"))
+    images = ops.convert_to_numpy(ops.image.resize(images, image_shape(image_size), interpolation="bilinear"))
     images = np.repeat(np.clip(images, 0.0, 255.0), 3, axis=-1)
     labels = digits.target.astype("int32")
     x_train, x_test, y_train, y_test = train_test_split(
@@ -283,18 +283,41 @@ def ensure_rgb(image):
     return tf.image.grayscale_to_rgb(image) if image.shape[-1] == 1 else image
 
 
+def image_shape(image_size):
+    """(height, width) of an image size given as one number (a square) or a pair."""
+    if isinstance(image_size, (tuple, list)):
+        height, width = image_size
+        return int(height), int(width)
+    return int(image_size), int(image_size)
+
+
+def model_image_size(model):
+    """The image size a model takes: one number for a square input, (height, width) otherwise; None if dynamic."""
+    height, width = model.input_shape[1:3]
+    if height is None or width is None:
+        return None
+    return height if height == width else (height, width)
+
+
 def eval_transform(image, image_size, crop_fraction=FULL_CROP_FRACTION):
-    """The central square of `crop_fraction` of the short side, resized bilinearly (half-pixel centres, no
-    antialiasing) to image_size x image_size; float32 in [0, 255]. At crop_fraction 1 this is the Android app's
-    camera-frame crop (`preprocess_frame`); at 0.875 and 224 it keeps the central 224/256 of the short side, as
-    timm evaluates the Mixers."""
+    """The largest central region of the model's aspect (a square for square models), `crop_fraction` of it,
+    resized bilinearly (half-pixel centres, no antialiasing) to `image_size` (a number or (height, width));
+    float32 in [0, 255]. At crop_fraction 1 and a square size this is the Android app's camera-frame crop
+    (`preprocess_frame`); at 0.875 and 224 it keeps the central 224/256 of the short side, as timm evaluates the
+    Mixers."""
     tf = _tf()
+    height, width = image_shape(image_size)
     image = tf.cast(ensure_rgb(image), tf.float32)
     shape = tf.shape(image)[:2]
-    side = tf.maximum(tf.cast(tf.round(tf.cast(tf.reduce_min(shape), tf.float32) * crop_fraction), tf.int32), 1)
-    top, left = (shape[0] - side) // 2, (shape[1] - side) // 2
-    image = tf.image.resize(image[top : top + side, left : left + side], (image_size, image_size))
-    return tf.clip_by_value(tf.ensure_shape(image, (image_size, image_size, 3)), 0.0, 255.0)
+    rows, columns = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    # for a square size: the short side, as before (the ratios are exactly 1)
+    crop_rows = tf.minimum(rows, columns * (height / width)) * crop_fraction
+    crop_columns = tf.minimum(columns, rows * (width / height)) * crop_fraction
+    crop_rows = tf.maximum(tf.cast(tf.round(crop_rows), tf.int32), 1)
+    crop_columns = tf.maximum(tf.cast(tf.round(crop_columns), tf.int32), 1)
+    top, left = (shape[0] - crop_rows) // 2, (shape[1] - crop_columns) // 2
+    image = tf.image.resize(image[top : top + crop_rows, left : left + crop_columns], (height, width))
+    return tf.clip_by_value(tf.ensure_shape(image, (height, width, 3)), 0.0, 255.0)
 
 
 def eval_batches(source, image_size, batch_size, crop_fraction=None):

@@ -7,7 +7,8 @@ import os
 
 import numpy as np
 
-from keras_mixer.datasets import FULL_CROP_FRACTION, TFDS_CROP_FRACTION, eval_transform, image_problem
+from keras_mixer.datasets import (FULL_CROP_FRACTION, TFDS_CROP_FRACTION, eval_transform, image_problem,
+                                  model_image_size)
 from keras_mixer.errors import DataError, ExportError, KerasMixerError
 
 
@@ -16,7 +17,7 @@ class Classifier:
     """A model ready to score preprocessed batches: `run([N, size, size, 3] in [-1, 1]) -> [N, classes]`."""
 
     run: object
-    image_size: int
+    image_size: int | tuple  # a square's side, or (height, width)
     class_names: list
     crop_fraction: float
     probabilities: bool  # the outputs are softmax probabilities (else logits)
@@ -86,7 +87,8 @@ def load_classifier(model, weights=None, crop_fraction=None):
             metadata = read_metadata(model)
         except ExportError:  # a .tflite from elsewhere: no class names, output kind from the values
             metadata = {"labels": None, "output": None}
-        size = int(interpreter.get_input_details()[0]["shape"][1])
+        height, width = (int(d) for d in interpreter.get_input_details()[0]["shape"][1:3])
+        size = height if height == width else (height, width)
         return Classifier(lambda x: predict(interpreter, x), size, metadata["labels"],
                           crop_fraction or FULL_CROP_FRACTION,
                           {"probability": True, "logits": False}.get(metadata["output"]))
@@ -109,7 +111,7 @@ def load_classifier(model, weights=None, crop_fraction=None):
     if not isinstance(model, keras.Model):
         raise KerasMixerError(f"cannot classify with {model!r}: give a keras.Model, a .keras or .tflite file, or a "
                               "registry name")
-    size = model.input_shape[1]
+    size = model_image_size(model)
     return Classifier(lambda x: np.asarray(model.predict(x, batch_size=32, verbose=0), np.float32), size,
                       info.get("class_names"), crop_fraction or info.get("crop_fraction", FULL_CROP_FRACTION),
                       outputs_probabilities(model))

@@ -386,3 +386,33 @@ def test_an_image_damaged_past_its_header_is_named_and_left_out_of_the_evaluatio
     assert err.strip().splitlines()[-1].startswith(
         f"keras-mixer evaluate: skipped 1 unreadable image files: {victim} (damaged after its header (image file is "
         "truncated"), err
+
+
+def test_a_model_whose_input_is_not_square_trains_evaluates_predicts_and_exports(tmp_path):
+    """A 32x48 (height x width) Mixer through every command: images are cropped to the model's aspect and resized
+    to its height and width, never to a square."""
+    import keras_mixer
+
+    data = tmp_path / "photos"
+    make_image_folders(data, per_class=12, split_folders=False)
+    model = tmp_path / "wide.keras"
+    keras_mixer.MLPMixer(8, 16, 1, 8, 32, input_shape=(32, 48, 3), classes=len(CLASSES),
+                         classifier_activation=None).save(model)
+    run = tmp_path / "run"
+    ok("train", "--model", model, "--dataset", data, "--recipe", "digits", "--steps", 2, "--batch-size", 8,
+       "--output", run)
+    assert json.loads((run / "report.json").read_text())["image_size"] == [32, 48]
+    ok("evaluate", run / "model.keras", "--dataset", data)
+    code, _, err = cli("evaluate", run / "model.keras", "--dataset", data, "--image-size", 32)
+    assert code == 2 and "--image-size 32 does not match the model's input size (32, 48)" in err
+    image = next(data.rglob("*.jpg"))
+    assert ok("predict", run / "model.keras", image).startswith(f"{image}: ")
+    ok("export", run / "model.keras", tmp_path / "wide.tflite", "--calibration", data, "--calibration-samples", 16)
+    assert "examples: 3\n" in ok("evaluate-tflite", tmp_path / "wide.tflite", "--dataset", data)  # 1 per class
+    assert ok("predict", tmp_path / "wide.tflite", image).startswith(f"{image}: ")
+    # the crop keeps the model's aspect: of a 60x60 image, the central 40 rows (2:3, as 32x48), all 60 columns
+    import tensorflow as tf
+
+    pixels = np.random.default_rng(0).integers(0, 256, (60, 60, 3)).astype(np.float32)
+    want = tf.image.resize(pixels[10:50], (32, 48)).numpy() / 127.5 - 1
+    np.testing.assert_allclose(preprocess_image(pixels, (32, 48)), want, atol=1e-5)

@@ -14,7 +14,6 @@ ops of a whole-graph conversion (tested through both routes).
 
 import numpy as np
 
-from keras_mixer.errors import ExportError
 
 # keyword arguments a chain's layer may be called with (the static-batch wrapper passes training=False)
 _CHAIN_KWARGS = {"training", "mask"}

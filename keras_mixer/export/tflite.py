@@ -12,6 +12,7 @@ import warnings
 
 import numpy as np
 
+from keras_mixer.datasets import model_image_size
 from keras_mixer.errors import ExportError, KerasMixerError
 from keras_mixer.export import blockwise, quantization_report
 from keras_mixer.export.calibration import narrow_ranges
@@ -19,7 +20,7 @@ from keras_mixer.export.edgetpu_model import edgetpu_form
 from keras_mixer.export.flatbuffer import (calibrate_only, join, mlir_quantize, per_tensor_kernels, quantize_settings,
                                           read_graph)
 from keras_mixer.export.metadata import add_metadata
-from keras_mixer.export.plan import QUANTIZATION_MODES, XNNPACK_FLOAT_OPS, ExportOptions, ModelFacts, plan_export
+from keras_mixer.export.plan import ExportOptions, ModelFacts, plan_export
 from keras_mixer.io_utils import atomic_path, native_stderr_quiet, write_text
 from keras_mixer.models.applications import output_activation
 
@@ -424,7 +425,7 @@ def to_tflite(
         route=route, piece_bytes=piece_bytes))
     calibration = None
     if plan.calibrated:
-        calibration = calibration_array(representative_data, model.input_shape[1], calibration_samples)
+        calibration = calibration_array(representative_data, model_image_size(model), calibration_samples)
         if calibration.ndim != 4:
             raise ExportError(f"representative_data must be [N, H, W, C] preprocessed images, got shape "
                               f"{calibration.shape}")

@@ -2,7 +2,7 @@
 preprocessing (random-resized crop, flip, RandAugment, mixup/cutmix) and the shared eval preprocessing, both ending
 in [-1, 1] images and one-hot labels."""
 
-from keras_mixer.datasets import AUTOTUNE, DIGITS, ImageSource, ensure_rgb, eval_transform, load_source
+from keras_mixer.datasets import AUTOTUNE, DIGITS, ImageSource, ensure_rgb, eval_transform, image_shape, load_source
 from keras_mixer.training.augment import batch_mixer, randaugment
 
 RANDAUGMENT_STREAM = 1  # folded into an example's seed: RandAugment's draws are independent of its crop's and flip's
@@ -28,8 +28,8 @@ def train_transform(image, image_size, inception_crop, random_flip, seed=None, c
             min_object_covered=0.08, aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0),
             max_attempts=10, use_image_if_no_bounding_boxes=True,
         )
-        image = tf.image.resize(tf.cast(tf.slice(image, begin, size), tf.float32), (image_size, image_size))
-        image = tf.ensure_shape(image, (image_size, image_size, 3))  # the crop's size is dynamic, channels included
+        image = tf.image.resize(tf.cast(tf.slice(image, begin, size), tf.float32), image_shape(image_size))
+        image = tf.ensure_shape(image, (*image_shape(image_size), 3))  # the crop's size is dynamic, channels too
     else:
         image = eval_transform(image, image_size, crop_fraction)
     if random_flip:

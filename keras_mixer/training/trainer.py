@@ -13,7 +13,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_mixer.datasets import check_model_classes
+from keras_mixer.datasets import check_model_classes, image_shape, model_image_size
 from keras_mixer.errors import TrainingError
 from keras_mixer.export.evaluate import top_k_accuracy
 from keras_mixer.io_utils import write_text
@@ -63,7 +63,7 @@ def build_model(model, classes, image_size, weights, recipe):
         return load_keras_model(model)
     # an unknown name or a bad argument is the registry's / the builder's KerasMixerError, named there
     return create_model(
-        model, weights=weights, input_shape=(image_size, image_size, 3), classes=classes,
+        model, weights=weights, input_shape=(*image_shape(image_size), 3), classes=classes,
         classifier_activation=None, drop_path_rate=recipe.drop_path_rate, dropout_rate=recipe.dropout_rate,
     )
 
@@ -178,8 +178,8 @@ def train(
         # fit only while it is the current one, so a fit outside it trains on whole, unsplit batches.
         with distribution.scope():
             model = under_global_policy(build_model(model, train_source.num_classes, image_size, weights, recipe))
-            model_size = model.input_shape[1]
-            if model_size is not None and model_size != image_size:
+            model_size = model_image_size(model)
+            if model_size is not None and image_shape(model_size) != image_shape(image_size):
                 if requested_size:
                     raise TrainingError(f"--image-size {requested_size} does not match the model's input size "
                                         f"{model_size}")
@@ -395,9 +395,10 @@ def evaluate(model, dataset=DIGITS, image_size=None, batch_size=256, data_dir=No
     """Top-1 / top-5 of a `.keras` file (or keras.Model) on the eval split of `dataset`, preprocessed as the model
     was evaluated in training (the crop recorded in its file), else as `recipe` or the dataset says."""
     model, info = _model_and_info(model)
-    if image_size and model.input_shape[1] not in (None, image_size):
-        raise TrainingError(f"--image-size {image_size} does not match the model's input size {model.input_shape[1]}")
-    image_size = image_size or model.input_shape[1]
+    model_size = model_image_size(model)
+    if image_size and model_size is not None and image_shape(image_size) != image_shape(model_size):
+        raise TrainingError(f"--image-size {image_size} does not match the model's input size {model_size}")
+    image_size = image_size or model_size
     source = load_source(dataset, "eval", data_dir, download, image_size)
     check_model_classes(model.name, model.output_shape[-1], info.get("class_names"), source, dataset)
     recipe = get_recipe(recipe or default_recipe(dataset, None), **_recorded_crop(info))
@@ -428,7 +429,7 @@ def quantization_aware_training(model, dataset=DIGITS, output_dir="runs/qat", ca
 
     check_run_folder(Path(output_dir), "model_qat.keras", train_options.get("overwrite", False))
     float_model, info = _model_and_info(model)
-    image_size = float_model.input_shape[1]
+    image_size = model_image_size(float_model)
     recipe = get_recipe(recipe, **_recorded_crop(info))
     eval_source = load_source(dataset, "eval", data_dir, download, image_size)
     check_model_classes(float_model.name, float_model.output_shape[-1], info.get("class_names"), eval_source, dataset)
@@ -458,7 +459,7 @@ def int8_top1(model, calibration, eval_source, recipe):
 
     from keras_mixer.export import evaluate_tflite, to_tflite
 
-    image_size = model.input_shape[1]
+    image_size = model_image_size(model)
     batches = ((images, np.argmax(one_hot, axis=-1))
                for images, one_hot in make_pipeline(eval_source, image_size, 64, recipe, training=False))
     with tempfile.TemporaryDirectory() as scratch:
