@@ -306,8 +306,8 @@ def digits_training():
     return (f"`{train['command']}` (the `digits` recipe, {train['steps']} steps) reaches "
             f"{percent(train['eval_top1'])} eval top-1 on the demo's {train['eval_examples']} test scans after "
             f"{train['training_seconds']:.0f} s of training on {on_machine(machine)}; the demo's own shorter loop "
-            f"(`keras_mixer.demo.train_float`, the "
-            f"README's table) reaches {percent(demo_result['results']['keras float']['top1'])} on the same scans "
+            f"(`keras_mixer.demo.train_float`, the table on the "
+            f"[home page](index.md)) reaches {percent(demo_result['results']['keras float']['top1'])} on the same scans "
             f"(`docs/results/train_digits.json`, `docs/results/demo.json`).")
 
 
