@@ -131,6 +131,18 @@ def test_an_unknown_model_is_refused_by_class(build, named):
         edgetpu_model(build())
 
 
+def test_a_renamed_or_replaced_sub_layer_is_refused_by_name():
+    model = SMALL["as_mlp"]()
+    block = next(op for op in model.operations if isinstance(op, keras_mixer.layers.ASMLPBlock))
+    # past Keras' lock on a built layer's state, as an edit of the block's module would be
+    object.__setattr__(block.axial_shift, "conv2_1", keras.layers.Conv2D(4, 1))  # another class, same name
+    with pytest.raises(ExportError, match=rf"{block.name}\.axial_shift\.conv2_1 \(expected Dense, got Conv2D\)"):
+        edgetpu_model(model)
+    object.__setattr__(block, "mixing", block.__dict__.pop("mlp"))  # renamed
+    with pytest.raises(ExportError, match=rf"{block.name}\.mlp \(expected MlpBlock, got nothing\)"):
+        edgetpu_model(model)
+
+
 def test_token_grid_and_pooled_backbones():
     for options in (dict(include_top=False), dict(include_top=False, pooling="avg")):
         assert_same_function(with_nonzero_weights(

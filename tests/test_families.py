@@ -1,5 +1,6 @@
 """Every family through the same checks (`families.FAMILIES`): parameter counts at the released sizes, the authors'
-checkpoint format from pixels against their forward pass, and checkpoint errors that name the key. Each family's
+checkpoint format from pixels against their forward pass, checkpoint errors that name the key, and the pieces of its
+blocks that the Edge TPU rewrite reads by name. Each family's
 own file tests its layers; the digits training, export and Edge TPU checks every family gets are in
 `digits_helpers.digits_family_tests` and `test_edgetpu_forms.py`."""
 
@@ -13,6 +14,7 @@ from safetensors.numpy import save_file
 import keras_mixer
 from families import FAMILIES
 from keras_mixer.errors import WeightsError
+from keras_mixer.export.edgetpu_model import BLOCK_PIECES, missing_pieces
 from reference_ops import random_pixels
 
 RELEASED = [family for family in FAMILIES.values() if family.checkpoint_format]
@@ -99,3 +101,13 @@ def test_checkpoint_errors_name_the_key(name, checkpoints, tmp_path):
 def test_a_family_without_released_weights_refuses_a_checkpoint_by_name(name, tmp_path):
     with pytest.raises(WeightsError, match="no released checkpoint"):
         FAMILIES[name].build(weights=str(tmp_path / "weights.pth"))
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_edgetpu_rewrite_reads_pieces_the_family_blocks_have(name):
+    """The Edge TPU form re-implements each block from its sub-layers by name (BLOCK_PIECES): renaming one in the
+    family's layer module fails here, under the family's name, instead of deep in an export."""
+    model = FAMILIES[name].build()
+    blocks = {type(op).__name__ for op in model.operations if type(op) in BLOCK_PIECES}
+    assert blocks & {"MixerBlock", "ASMLPBlock", "HireBlock", "PermutatorBlock", "RaftBlock"}, blocks
+    assert [problem for op in model.operations for problem in missing_pieces(op)] == []

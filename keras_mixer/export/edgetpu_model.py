@@ -33,8 +33,11 @@ from keras import ops
 
 from keras_mixer.errors import ExportError
 from keras_mixer.layers import (ASMLPBlock, CrossScaleEmbedding, HireBlock, InputNormalization, LayerNorm, MixerBlock,
-                                PatchEmbedding, PatchMerging, PermutatorBlock, QuantizedDense, RaftBlock,
+                                MlpBlock, PatchEmbedding, PatchMerging, PermutatorBlock, QuantizedDense, RaftBlock,
                                 SparseMixerBlock, SplitAttention)
+from keras_mixer.layers.axial_shift import AxialShift
+from keras_mixer.layers.hire_mlp import HierarchicalRearrangement
+from keras_mixer.layers.permute_mlp import WeightedPermuteMLP
 from keras_mixer.layers.mlp import gelu as gelu_fn
 
 
@@ -321,6 +324,49 @@ REWRITES = {
 # Sparse-MLP's routing: kept on the CPU with experts_on_cpu=True, refused otherwise
 EXPERT_LAYERS = (SparseMixerBlock,)
 
+# What each rewrite above reads of its layer, by name, and what each piece must be. A rewrite is a second forward
+# pass of its block, so a sub-layer renamed or swapped for another class in the block's own module must stop the
+# export with the piece's name (and fail that family's row in tests/test_families.py), not raise AttributeError
+# halfway or build a different model. Dense covers QuantizedDense and FusedDense: the rewrite reads kernel and bias.
+_DENSE, _BATCH_NORM, _VARIABLE, _NUMBER = keras.layers.Dense, keras.layers.BatchNormalization, keras.Variable, (int, float)
+BLOCK_PIECES = {
+    LayerNorm: {"scale": _VARIABLE, "bias": _VARIABLE, "epsilon": _NUMBER, "axis": (int, tuple, list)},
+    MlpBlock: {"dense_0": _DENSE, "dense_1": _DENSE, "gelu": str},
+    SplitAttention: {"fc1": _DENSE, "fc2": _DENSE},
+    PatchEmbedding: {"kernel": _VARIABLE, "bias": _VARIABLE, "patch_size": int},
+    MixerBlock: {"norm_0": LayerNorm, "token_mixing": MlpBlock, "norm_1": LayerNorm, "channel_mixing": MlpBlock},
+    ASMLPBlock: {"norm1": LayerNorm, "axial_shift": AxialShift, "norm2": LayerNorm, "mlp": MlpBlock},
+    AxialShift: {"conv1": _DENSE, "norm1": LayerNorm, "conv2_1": _DENSE, "conv2_2": _DENSE, "norm2": LayerNorm,
+                 "conv3": _DENSE, "shift_size": int, "dilation": int},
+    PatchMerging: {"norm": LayerNorm, "reduction": _DENSE},
+    HireBlock: {"norm1": _BATCH_NORM, "attn": HierarchicalRearrangement, "norm2": _BATCH_NORM, "mlp": MlpBlock},
+    HierarchicalRearrangement: {"pixel": int, "step": int, "mlp_h1": _DENSE, "mlp_h1_norm": _BATCH_NORM,
+                                "mlp_h2": _DENSE, "mlp_w1": _DENSE, "mlp_w1_norm": _BATCH_NORM, "mlp_w2": _DENSE,
+                                "mlp_c": _DENSE, "reweight": SplitAttention, "proj": _DENSE},
+    PermutatorBlock: {"norm1": LayerNorm, "attn": WeightedPermuteMLP, "norm2": LayerNorm, "mlp": MlpBlock,
+                      "skip_lam": _NUMBER},
+    WeightedPermuteMLP: {"segment_dim": int, "mlp_h": _DENSE, "mlp_w": _DENSE, "mlp_c": _DENSE,
+                         "reweight": SplitAttention, "proj": _DENSE},
+    RaftBlock: {"raft_size": int, "vertical_norm": LayerNorm, "vertical_mlp": MlpBlock, "horizontal_norm": LayerNorm,
+                "horizontal_mlp": MlpBlock, "channel_norm": LayerNorm, "channel_mlp": MlpBlock},
+}
+
+
+def missing_pieces(layer, path=None):
+    """Each piece BLOCK_PIECES says the rewrite of `layer` reads that `layer` lacks or holds as another type, as
+    "block.piece (expected T, got U)", through the sub-layers the table also names; [] when the rewrite can run."""
+    path = path or layer.name
+    problems = []
+    for name, expected in BLOCK_PIECES.get(type(layer), {}).items():
+        piece = getattr(layer, name, None)
+        if not isinstance(piece, expected):
+            wanted = "/".join(kind.__name__ for kind in (expected if isinstance(expected, tuple) else (expected,)))
+            got = "nothing" if not hasattr(layer, name) else type(piece).__name__
+            problems.append(f"{path}.{name} (expected {wanted}, got {got})")
+        elif isinstance(piece, keras.layers.Layer):
+            problems += missing_pieces(piece, f"{path}.{name}")
+    return problems
+
 
 def _check_rewritable(model, experts_on_cpu):
     """ExportError naming what `edgetpu_model` cannot rewrite: a layer class it does not know (it would otherwise
@@ -337,6 +383,11 @@ def _check_rewritable(model, experts_on_cpu):
         raise ExportError(f"edgetpu_model cannot rewrite {type(model).__name__} {model.name!r}: it has "
                           f"{', '.join(unknown)} (it rewrites the layers of keras_mixer's families: "
                           f"{', '.join(sorted(known))})")
+    missing = [problem for op in layers for problem in missing_pieces(op)]
+    if missing:
+        raise ExportError(f"edgetpu_model cannot rewrite {model.name!r}: its rewrite reads pieces the layers do not "
+                          f"have: {'; '.join(missing)} (a sub-layer renamed or replaced? BLOCK_PIECES in "
+                          "keras_mixer/export/edgetpu_model.py names what each block's rewrite reads)")
     experts = [op.name for op in layers if type(op) in EXPERT_LAYERS]
     if experts and not experts_on_cpu:
         raise ExportError(
