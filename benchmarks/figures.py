@@ -100,7 +100,10 @@ def demo():
                      f"{row['latency_ms_median']:.3f} ms" if "latency_ms_median" in row else "–", edgetpu])
     examples = result["results"]["float32"]["examples"]
     header = ["model", f"top-1 ({examples} test images)", "argmax agreement*", "size", "latency**", "Edge TPU ops***"]
-    return caption(result, "demo") + "\n\n" + table(header, rows)
+    notes = ("\\* with the Keras model it was exported from. \\*\\* LiteRT on this CPU, 1 thread, median of one "
+             "`invoke`, batch 1. \\*\\*\\* ops the Coral compiler would map by its documented rules "
+             "(`keras-mixer edgetpu-check`; the compiler itself could not be run here).")
+    return caption(result, "demo") + "\n\n" + table(header, rows) + "\n\n" + notes
 
 
 def _three_digits(value):
