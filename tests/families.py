@@ -1,7 +1,14 @@
 """The family harness's table: one row per model family, with a small config, its parameter counts at the released
-sizes, and, where the authors released checkpoints, a random checkpoint in their format and their forward pass
-written from the paper's equations (the `*_reference.py` modules). `test_families.py` runs every row through the
-same checks; adding a family is adding a row and its reference."""
+sizes, where the authors released checkpoints a random checkpoint in their format and their forward pass written
+from the paper's equations (the `*_reference.py` modules), and the two other small models the suite runs: one that
+exercises every layer (exports, QAT, int8, the Edge TPU form) and the cheapest one with every block class (other
+backends, which compile a training step each). `test_families.py` runs every row through the same checks, and the
+export, Edge TPU, int8, QAT, backend and application tests take their models from the rows; adding a family is adding
+a row and its reference.
+
+A fresh Mixer's head is zero-initialized, so every logit is 0 and a graph that drops whole blocks would still
+"match" (Sparse-MLP's experts once vanished so): tests comparing two graphs give the head and every norm values
+(`with_nonzero_weights`)."""
 
 import dataclasses
 import typing
@@ -31,6 +38,11 @@ class Family:
     # a checkpoint key given a wrong shape, that shape, and what the error names (our variable and both shapes)
     wrong_shape: tuple = ()
     missing_key: tuple = ()  # a key left out, and the variable the error names
+    # a digits-sized model exercising every layer: Hire-MLP's shifted blocks (step > 0) and circular padding (a 5-row
+    # map with pixel 3), ViP's transition and segment widths, RaftMLP's two embedding kernels and a non-square input
+    small: typing.Callable = None
+    tiny: typing.Callable = None  # the cheapest model with each of the family's block classes (logits out)
+    maps_to_edgetpu: bool = True  # every layer has an Edge TPU form (Sparse-MLP's expert routing has none)
 
     def build(self, **options):
         return self.builder(**self.config, input_shape=(self.image_size, self.image_size, 3), classes=10,
@@ -84,7 +96,10 @@ FAMILIES = {family.name: family for family in [
                                             num_blocks=2, form="tanh"),
         ("MixerBlock_0/channel_mixing/Dense_0/kernel", (8, 13), r"'MixerBlock_0/channel_mixing/Dense_0/kernel'.*"
                                                                 r"\(8, 13\).*\(8, 12\)"),
-        ("MixerBlock_1/LayerNorm_1/bias", "MixerBlock_1/LayerNorm_1/bias")),
+        ("MixerBlock_1/LayerNorm_1/bias", "MixerBlock_1/LayerNorm_1/bias"),
+        small=lambda: keras_mixer.MLPMixer(4, 16, 2, 8, 32, input_shape=(16, 16, 3), classes=5),
+        tiny=lambda: keras_mixer.MLPMixer(4, 8, 2, 6, 12, input_shape=(16, 16, 3), classes=5, gelu="exact",
+                                          classifier_activation=None)),
     Family(
         "as_mlp", keras_mixer.ASMLP, AS_MLP, 32,
         {"ASMLPTiny": 28_282_696, "ASMLPSmall": 49_594_696, "ASMLPBase": 87_752_808},
@@ -92,7 +107,10 @@ FAMILIES = {family.name: family for family in [
         lambda state, pixels: as_mlp_forward(state, authors_normalize(pixels), AS_MLP["depths"]),
         ("layers.0.blocks.0.axial_shift.conv1.weight", (8, 9, 1, 1),
          r"layers_0_blocks_0/axial_shift/conv1/kernel.*\(9, 8\).*\(8, 8\)"),
-        ("layers.1.downsample.reduction.weight", "layers_1_downsample/reduction/kernel")),
+        ("layers.1.downsample.reduction.weight", "layers_1_downsample/reduction/kernel"),
+        small=lambda: keras_mixer.ASMLP(8, (1, 1, 1, 1), input_shape=(32, 32, 3), classes=5),
+        tiny=lambda: keras_mixer.ASMLP(8, (1, 1, 1, 1), input_shape=(32, 32, 3), classes=5,
+                                       classifier_activation=None)),
     Family(
         "hire_mlp", keras_mixer.HireMLP, HIRE_MLP, 40,
         {"HireMLPTiny": 18_041_672, "HireMLPSmall": 33_113_848, "HireMLPBase": 58_226_856,
@@ -104,7 +122,10 @@ FAMILIES = {family.name: family for family in [
         lambda state, pixels: hire_mlp_forward(state, authors_normalize(pixels), HIRE_MLP["layers"],
                                                HIRE_MLP["pixel"], HIRE_MLP["step_stride"], HIRE_MLP["step_dilation"]),
         ("network.0.0.mlp.fc1.weight", (31, 8, 1, 1), r"network_0_0/mlp/Dense_0/kernel.*\(8, 31\).*\(8, 32\)"),
-        ("network.2.1.attn.mlp_w2.bias", "network_2_1/attn/mlp_w2/bias")),
+        ("network.2.1.attn.mlp_w2.bias", "network_2_1/attn/mlp_w2/bias"),
+        small=lambda: keras_mixer.HireMLP((1, 2, 1, 1), (16, 32, 32, 64), input_shape=(80, 80, 3), classes=5),
+        tiny=lambda: keras_mixer.HireMLP((1, 1, 1, 1), (8, 16, 24, 32), input_shape=(32, 32, 3), classes=5,
+                                         classifier_activation=None)),
     Family(
         "vip", keras_mixer.VisionPermutator, VIP, 32,
         {"VisionPermutatorSmall14": 29_892_904, "VisionPermutatorSmall7": 25_114_984,
@@ -113,7 +134,11 @@ FAMILIES = {family.name: family for family in [
         lambda state, pixels: vip_forward(state, authors_normalize(pixels), VIP["layers"], VIP["embed_dims"],
                                           VIP["segment_dim"], VIP["transitions"], 4),
         ("network.0.0.attn.mlp_h.weight", (16, 15), r"network_0_0/attn/mlp_h/kernel.*\(15, 16\).*\(16, 16\)"),
-        ("network.1.proj.bias", "network_1_proj/bias")),
+        ("network.1.proj.bias", "network_1_proj/bias"),
+        small=lambda: keras_mixer.VisionPermutator((1, 1, 1, 1), (16, 32, 32, 32), (True, False, False, False),
+                                                   (8, 4, 4, 4), patch_size=4, input_shape=(32, 32, 3), classes=5),
+        tiny=lambda: keras_mixer.VisionPermutator((1, 1), (8, 16), (True, False), (8, 4), (3, 3), patch_size=2,
+                                                  input_shape=(16, 16, 3), classes=5, classifier_activation=None)),
     Family(
         "raft_mlp", keras_mixer.RaftMLP, {"layers": RAFT_MLP}, 32,
         {"RaftMLPSmall": 9_868_768, "RaftMLPMedium": 21_413_632, "RaftMLPLarge": 36_184_672},
@@ -121,10 +146,38 @@ FAMILIES = {family.name: family for family in [
         lambda state, pixels: raft_mlp_forward(state, authors_normalize(pixels), RAFT_MLP),
         ("levels.0.fn.2.1.fn.0.weight", (32, 15), r"levels_0_blocks_0/vertical_mlp/Dense_0/kernel.*\(15, 32\).*"
                                                   r"\(16, 32\)"),
-        ("levels.2.fn.2.1.fn.0.bias", "levels_2_blocks_0/vertical_mlp/Dense_0/bias")),
+        ("levels.2.fn.2.1.fn.0.bias", "levels_2_blocks_0/vertical_mlp/Dense_0/bias"),
+        small=lambda: keras_mixer.RaftMLP(
+            [dict(depth=1, dim=8, patch_size=4, raft_size=2, embedding_kernels=(4, 8)),
+             dict(depth=1, dim=16, patch_size=2, raft_size=2, embedding_kernels=(2, 4))],
+            input_shape=(32, 48, 3), classes=5),
+        tiny=lambda: keras_mixer.RaftMLP(
+            ({"depth": 1, "dim": 8, "patch_size": 4, "raft_size": 2, "embedding_kernels": (4, 8)},),
+            input_shape=(16, 16, 3), classes=5, classifier_activation=None)),
     Family(
         "sparse_mlp", keras_mixer.SparseMLP, SPARSE_MLP, 32,
         {"SparseMLPSmall": _sparse_mlp_params(512, 8, 256, 2048, 2, 4),
          "SparseMLPBase": _sparse_mlp_params(768, 12, 384, 3072, 2, 8),
-         "SparseMLPLarge": _sparse_mlp_params(1024, 24, 512, 4096, 4, 16)}),
+         "SparseMLPLarge": _sparse_mlp_params(1024, 24, 512, 4096, 4, 16)},
+        small=lambda: keras_mixer.SparseMLP(4, 16, 3, 8, 32, num_sparse_blocks=2, min_capacity=1,
+                                            input_shape=(16, 16, 3), classes=5),
+        tiny=lambda: keras_mixer.SparseMLP(4, 8, 2, 6, 12, num_sparse_blocks=1, min_capacity=1,
+                                           input_shape=(16, 16, 3), classes=5, classifier_activation=None),
+        maps_to_edgetpu=False),
 ]}
+
+SMALL = {family.name: family.small for family in FAMILIES.values()}
+TINY = {family.name: family.tiny for family in FAMILIES.values()}
+EDGETPU_MAPPABLE = [family.name for family in FAMILIES.values() if family.maps_to_edgetpu]
+
+
+def with_nonzero_weights(model, seed=1):
+    """The head and every norm's affine / BatchNorm statistic set to random values (see the module doc)."""
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        name = variable.path.rsplit("/", 1)[-1]
+        if "head" in variable.path or name in ("bias", "beta", "moving_mean") and "norm" in variable.path:
+            variable.assign(rng.normal(0, 0.3, variable.shape).astype("float32"))
+        elif name in ("scale", "gamma", "moving_variance"):
+            variable.assign(rng.uniform(0.5, 1.5, variable.shape).astype("float32"))
+    return model

@@ -12,7 +12,7 @@ import keras_mixer
 from keras_mixer.errors import KerasMixerError
 from hire_mlp_reference import random_state_dict as hire_state_dict
 from reference_ops import authors_normalize, random_pixels
-from small_models import SMALL, with_nonzero_weights
+from families import SMALL, with_nonzero_weights
 
 # builder: (features of the last stage, a custom input size the family takes)
 FAMILIES = {

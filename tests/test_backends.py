@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import keras_mixer
+from families import TINY
 
 pytestmark = pytest.mark.backends
 
@@ -57,21 +58,6 @@ def test_qat_model_agrees_across_backends_and_trains_on_jax(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "jax.npy"), qat.predict(images, verbose=0), atol=1e-4)
 
 
-FAMILIES = {
-    "mixer": lambda: keras_mixer.MLPMixer(4, 8, 2, 6, 12, input_shape=(16, 16, 3), classes=5, gelu="exact",
-                                          classifier_activation=None),
-    "as_mlp": lambda: keras_mixer.ASMLP(8, (1, 1, 1, 1), input_shape=(32, 32, 3), classes=5,
-                                        classifier_activation=None),
-    "hire_mlp": lambda: keras_mixer.HireMLP((1, 1, 1, 1), (8, 16, 24, 32), input_shape=(32, 32, 3), classes=5,
-                                            classifier_activation=None),
-    "vip": lambda: keras_mixer.VisionPermutator((1, 1), (8, 16), (True, False), (8, 4), (3, 3), patch_size=2,
-                                                input_shape=(16, 16, 3), classes=5, classifier_activation=None),
-    "raft_mlp": lambda: keras_mixer.RaftMLP(
-        ({"depth": 1, "dim": 8, "patch_size": 4, "raft_size": 2, "embedding_kernels": (4, 8)},),
-        input_shape=(16, 16, 3), classes=5, classifier_activation=None),
-    "sparse_mlp": lambda: keras_mixer.SparseMLP(4, 8, 2, 6, 12, num_sparse_blocks=1, min_capacity=1,
-                                                input_shape=(16, 16, 3), classes=5, classifier_activation=None),
-}
 
 
 # JAX compiles each successor's training step for 20 s to a minute on 2 cores: by default JAX runs the Mixer (and
@@ -81,11 +67,11 @@ SLOW_ON_JAX = ("as_mlp", "hire_mlp", "vip", "raft_mlp", "sparse_mlp")
 
 @pytest.mark.parametrize("family, backend", [
     pytest.param(family, backend, marks=[pytest.mark.slow] if backend == "jax" and family in SLOW_ON_JAX else [])
-    for backend in ("jax", "torch") for family in FAMILIES
+    for backend in ("jax", "torch") for family in TINY
 ])
 def test_every_family_agrees_trains_and_round_trips_on_every_backend(family, backend, tmp_path):
     """Same weights (a non-zero head) -> the TensorFlow backend's outputs; a few fit steps; a .keras round trip."""
-    model = FAMILIES[family]()
+    model = TINY[family]()
     rng = np.random.default_rng(0)
     for variable in model.trainable_weights:
         variable.assign(rng.normal(0, 0.3, variable.shape).astype("float32"))

@@ -17,7 +17,7 @@ from keras_mixer.export.edgetpu import check_edgetpu
 from keras_mixer.export.flatbuffer import read_graph
 from keras_mixer.export.edgetpu_model import edgetpu_model
 from outliers import sqnr_db
-from small_models import SMALL, with_nonzero_weights
+from families import EDGETPU_MAPPABLE, SMALL, with_nonzero_weights
 
 def images(model, count, seed=0):
     return np.random.default_rng(seed).uniform(-1, 1, (count, *model.input_shape[1:])).astype("float32")
@@ -46,12 +46,12 @@ def assert_maps_fully(model, path, **options):
     return rows
 
 
-@pytest.mark.parametrize("family", sorted(SMALL))
+@pytest.mark.parametrize("family", EDGETPU_MAPPABLE)
 def test_form_is_the_model_with_its_own_gelu(family):
     assert_same_function(with_nonzero_weights(SMALL[family]()))
 
 
-@pytest.mark.parametrize("family", sorted(SMALL))
+@pytest.mark.parametrize("family", EDGETPU_MAPPABLE)
 def test_form_maps_every_op_with_no_float_tensor(family, tmp_path):
     rows = assert_maps_fully(with_nonzero_weights(SMALL[family]()), tmp_path / "edgetpu.tflite")
     assert not {"GELU", "BATCH_MATMUL", "DEQUANTIZE", "GATHER"} & {r.op for r in rows}
@@ -73,8 +73,7 @@ def test_a_wrong_rewrite_is_caught():
 
 
 def test_sparse_mlp_is_refused_by_name_or_split_at_its_first_expert_layer(tmp_path):
-    model = with_nonzero_weights(keras_mixer.SparseMLP(4, 16, 3, 8, 32, num_sparse_blocks=2, min_capacity=1,
-                                                       input_shape=(16, 16, 3), classes=5))
+    model = with_nonzero_weights(SMALL["sparse_mlp"]())
     with pytest.raises(ExportError, match=r"expert layers SparseBlock_1, SparseBlock_2 \(SparseMixerBlock\).*"
                                           r"experts_on_cpu=True"):
         edgetpu_model(model)

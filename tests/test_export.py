@@ -18,7 +18,7 @@ from keras_mixer.export.flatbuffer import PRIVATE_TENSORFLOW_NAMES
 from keras_mixer.export.plan import XNNPACK_FLOAT_OPS
 from keras_mixer.layers import ActivationQuantizer
 from keras_mixer.quantization import quantize_model
-from small_models import SMALL, with_nonzero_weights
+from families import SMALL, with_nonzero_weights
 
 
 @pytest.fixture(scope="module")

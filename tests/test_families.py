@@ -1,6 +1,6 @@
 """Every family through the same checks (`families.FAMILIES`): parameter counts at the released sizes, the authors'
-checkpoint format from pixels against their forward pass, checkpoint errors that name the key, and the pieces of its
-blocks that the Edge TPU rewrite reads by name. Each family's
+checkpoint format from pixels against their forward pass, checkpoint errors that name the key, the pieces of its
+blocks that the Edge TPU rewrite reads by name, and that the row's other small models hold the family's layers. Each family's
 own file tests its layers; the digits training, export and Edge TPU checks every family gets are in
 `digits_helpers.digits_family_tests` and `test_edgetpu_forms.py`."""
 
@@ -111,3 +111,16 @@ def test_edgetpu_rewrite_reads_pieces_the_family_blocks_have(name):
     blocks = {type(op).__name__ for op in model.operations if type(op) in BLOCK_PIECES}
     assert blocks & {"MixerBlock", "ASMLPBlock", "HireBlock", "PermutatorBlock", "RaftBlock"}, blocks
     assert [problem for op in model.operations for problem in missing_pieces(op)] == []
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_each_row_small_models_have_the_family_layers(name):
+    """The row's models for the export and backend tests hold every layer class of the family's own config."""
+    family = FAMILIES[name]
+
+    def layer_classes(model):
+        return {type(op).__name__ for op in model.operations}
+
+    expected = layer_classes(family.build())
+    assert layer_classes(family.small()) >= expected
+    assert layer_classes(family.tiny()) >= expected

@@ -9,18 +9,13 @@ import keras
 import numpy as np
 import pytest
 
-import keras_mixer
 from keras_mixer.errors import ExportError
 from keras_mixer.export import load_interpreter, predict, to_tflite
 from keras_mixer.export.edgetpu_model import edgetpu_model
 from keras_mixer.export.equalize import equalize_channels
 from keras_mixer.quantization import quantize_model
 from outliers import inject_outliers, sqnr_db
-from small_models import SMALL, with_nonzero_weights
-
-SPARSE = lambda: keras_mixer.SparseMLP(4, 16, 2, 8, 32, num_sparse_blocks=1, min_capacity=1,  # noqa: E731
-                                       input_shape=(16, 16, 3), classes=5)
-
+from families import EDGETPU_MAPPABLE, SMALL, with_nonzero_weights
 
 def images(model, count, seed=0):
     return np.random.default_rng(seed).uniform(-1, 1, (count, *model.input_shape[1:])).astype("float32")
@@ -32,9 +27,9 @@ def assert_same_function(model, other, x):
     np.testing.assert_allclose(got, want, atol=2e-5 * np.abs(want).max())
 
 
-@pytest.mark.parametrize("family", sorted(SMALL) + ["sparse_mlp"])
+@pytest.mark.parametrize("family", sorted(SMALL))
 def test_equalization_is_exact_and_removes_the_outlier_channels(family):
-    model = with_nonzero_weights(SMALL[family]() if family in SMALL else SPARSE())
+    model = with_nonzero_weights(SMALL[family]())
     x = images(model, 24)
     injected, norms = inject_outliers(model)
     assert_same_function(model, injected, x)
@@ -47,7 +42,7 @@ def test_equalization_is_exact_and_removes_the_outlier_channels(family):
         assert rows[norm]["range_before"] > 20 * rows[norm]["range_after"] and rows[norm]["spread_after"] < 8, rows[norm]
     not_equalized = {row["norm"]: row["reason"] for row in report["not_equalized"]}
     assert not set(not_equalized) & set(rows)
-    if family == "mixer":
+    if family == "mlp_mixer":
         assert "token mixing" in not_equalized["MixerBlock_0/LayerNorm_0"]
 
 
@@ -65,7 +60,7 @@ def export_error_db(model, form, name, tmp_path, **options):
 
 @pytest.mark.parametrize("form", sorted(FORMS))
 def test_every_int8_form_of_a_mixer_with_outliers_keeps_the_clean_models_error(form, tmp_path):
-    model = with_nonzero_weights(SMALL["mixer"]())
+    model = with_nonzero_weights(SMALL["mlp_mixer"]())
     injected, _ = inject_outliers(model)
     clean = export_error_db(model, form, "clean", tmp_path)
     equalized = export_error_db(injected, form, "equalized", tmp_path)
@@ -77,7 +72,7 @@ def test_every_int8_form_of_a_mixer_with_outliers_keeps_the_clean_models_error(f
     assert plain < clean - 3.0  # the outliers do cost int8 accuracy without equalization
 
 
-@pytest.mark.parametrize("family", sorted(set(SMALL) - {"mixer"}))
+@pytest.mark.parametrize("family", sorted(set(EDGETPU_MAPPABLE) - {"mlp_mixer"}))
 def test_edgetpu_form_of_every_family_with_outliers_keeps_the_clean_models_error(family, tmp_path):
     """The all-integer Edge TPU form, where outliers cost most (measured without equalization, min/max ranges: 4-15 dB
     where the clean export had 30-37 dB). Measured with the defaults: clean and with outliers within 0.1 dB (AS-MLP
@@ -90,7 +85,7 @@ def test_edgetpu_form_of_every_family_with_outliers_keeps_the_clean_models_error
 
 
 def test_equalization_refuses_what_it_cannot_rewrite():
-    model = with_nonzero_weights(SMALL["mixer"]())
+    model = with_nonzero_weights(SMALL["mlp_mixer"]())
     with pytest.raises(ExportError, match="quantization-aware"):
         equalize_channels(quantize_model(model), images(model, 4))
     with pytest.raises(ExportError, match="strength must be in"):
@@ -108,7 +103,7 @@ def test_report_names_the_op_the_outliers_hurt_and_float_layers_keeps_it_float(t
 
     from keras_mixer.export.flatbuffer import read_graph
 
-    model = with_nonzero_weights(SMALL["mixer"]())
+    model = with_nonzero_weights(SMALL["mlp_mixer"]())
     injected, _ = inject_outliers(model)
     calibration, x = images(model, 32, seed=1), images(model, 48, seed=2)
     reference = model.predict(x, verbose=0)
@@ -137,7 +132,7 @@ def test_report_names_the_op_the_outliers_hurt_and_float_layers_keeps_it_float(t
 
 
 def test_report_and_float_layers_refuse_what_they_cannot_do(tmp_path):
-    model = with_nonzero_weights(SMALL["mixer"]())
+    model = with_nonzero_weights(SMALL["mlp_mixer"]())
     calibration = images(model, 8)
     with pytest.raises(ExportError, match="'nothing_like_this' matches no quantized op"):
         to_tflite(model, tmp_path / "a.tflite", "int8", representative_data=calibration,
@@ -157,7 +152,7 @@ def test_export_cli_report_and_its_one_line_errors(tmp_path):
 
     from keras_mixer_cli import main
 
-    model = with_nonzero_weights(SMALL["mixer"]())
+    model = with_nonzero_weights(SMALL["mlp_mixer"]())
     model.save(tmp_path / "m.keras")
 
     def cli(*args):

@@ -3,8 +3,7 @@ import numpy as np
 import pytest
 
 import keras_mixer
-from small_models import with_nonzero_weights
-from families import MIXER as TINY
+from families import MIXER as TINY, with_nonzero_weights
 from mixer_reference import mixer_forward, random_params
 
 

@@ -13,19 +13,16 @@ from keras_mixer.export.edgetpu_model import edgetpu_model
 from keras_mixer.export.interpreter import load_interpreter, predict
 from keras_mixer.quantization import quantize_model
 from keras_mixer.quantization.qat import float_layers, is_quantized
-from small_models import SMALL, with_nonzero_weights
-
-FAMILIES = {**SMALL, "sparse_mlp": lambda: keras_mixer.SparseMLP(4, 16, 3, 8, 32, num_sparse_blocks=2, min_capacity=1,
-                                                                 input_shape=(16, 16, 3), classes=5)}
+from families import SMALL, with_nonzero_weights
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", SMALL)
 def test_qat_copy_deviates_from_float_as_its_int8_export_does(family, tmp_path):
     """mean |QAT - float| / mean |int8 export - float| over the logits (random non-zero head and norms) within
     0.6-2.5: the fake-quant points predict the export. Before the blocks had fake-quant, the hierarchical families
     measured 0.26-0.33 (their input quantizer alone)."""
     keras.utils.set_random_seed(3)
-    model = with_nonzero_weights(FAMILIES[family]())
+    model = with_nonzero_weights(SMALL[family]())
     rng = np.random.default_rng(0)
     calibration = rng.uniform(-1, 1, (32, *model.input_shape[1:])).astype("float32")
     images = rng.uniform(-1, 1, (16, *model.input_shape[1:])).astype("float32")
@@ -90,7 +87,7 @@ def test_keras_mixer_qat_trains_each_family_and_ends_at_or_above_post_training_i
     data = tmp_path / "textures"
     make_image_folders(data, per_class=40)
     keras.utils.set_random_seed(0)
-    small = FAMILIES[family]() if family != "raft_mlp" else keras_mixer.RaftMLP(  # square: folders are resized so
+    small = SMALL[family]() if family != "raft_mlp" else keras_mixer.RaftMLP(  # square: folders are resized so
         [dict(depth=1, dim=8, patch_size=4, raft_size=2, embedding_kernels=(4, 8)),
          dict(depth=1, dim=16, patch_size=2, raft_size=2, embedding_kernels=(2, 4))], input_shape=(32, 32, 3))
     features = small.get_layer("head").input  # the family's features, a head for the folder's classes
