@@ -117,3 +117,28 @@ def test_fused_dense_on_torch_is_keras_dense_forward_and_backward():
         for got, expected in zip(*results):
             np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
         """)
+
+
+def test_stochastic_depth_and_router_noise_on_torch_draw_keras_values_from_a_host_seed_state():
+    """On torch, DropPath's masks and the experts' router noise come from a seed state kept on the host (so a GPU
+    step is not synced per draw): the same values, and the same seed states after each draw, as keras.random with a
+    SeedGenerator of the same seed."""
+    run_on("torch", """
+        import torch
+        from keras_mixer.layers import DropPath
+        from keras_mixer.layers import host_seeds
+        layer, reference = DropPath(0.3, seed=5), keras.random.SeedGenerator(5)
+        assert layer.seed_generator.state.value.device.type == "cpu"
+        x = torch.ones((64, 3, 4))
+        dropped = 0
+        for _ in range(3):
+            got = layer(x, training=True)
+            kept = keras.random.uniform((64, 1, 1), seed=reference, dtype="float32") < 0.7
+            assert torch.equal(got, x / 0.7 * kept.float())
+            np.testing.assert_array_equal(layer.seed_generator.state.numpy(), reference.state.numpy())
+            dropped += int((got[:, 0, 0] == 0).sum())
+        assert 0 < dropped < 3 * 64  # masks that drop some samples and keep others
+        noise, reference = host_seeds.seed_generator(7), keras.random.SeedGenerator(7)
+        assert torch.equal(host_seeds.normal((4, 6), noise, like=torch.zeros(1)),
+                           keras.random.normal((4, 6), seed=reference))
+        """)

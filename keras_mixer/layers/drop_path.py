@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_mixer.errors import KerasMixerError
+from keras_mixer.layers import host_seeds
 
 
 @keras.saving.register_keras_serializable(package="keras_mixer")
@@ -20,14 +21,14 @@ class DropPath(keras.layers.Layer):
             raise KerasMixerError(f"DropPath rate must be in [0, 1), got {rate}")
         self.rate = rate
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_generator = host_seeds.seed_generator(seed)  # no device sync per draw on torch (see there)
 
     def call(self, x, training=None):
         if not training or self.rate == 0.0:
             return x
         keep = 1.0 - self.rate
         mask_shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
-        kept = keras.random.uniform(mask_shape, seed=self.seed_generator, dtype=x.dtype) < keep
+        kept = host_seeds.uniform(mask_shape, self.seed_generator, like=x) < keep
         # a multiply by the 0/1 mask instead of a `where` against a zeros tensor: one pass over the branch fewer,
         # bit-identical values (x / keep is rounded as before)
         return x / keep * ops.cast(kept, x.dtype)

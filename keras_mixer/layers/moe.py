@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_mixer.errors import KerasMixerError
+from keras_mixer.layers import host_seeds
 from keras_mixer.layers.mlp import gelu
 
 DISPATCH_FORMS = ("sparse", "dense")
@@ -62,7 +63,7 @@ class MixtureOfExperts(keras.layers.Layer):
         self.aux_weight, self.batch_prioritized = aux_weight, batch_prioritized
         self.dispatch, self.gelu = dispatch, gelu
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_generator = host_seeds.seed_generator(seed)
 
     def build(self, input_shape):
         _, items, dim = input_shape
@@ -104,7 +105,7 @@ class MixtureOfExperts(keras.layers.Layer):
         logits = ops.cast(self.router(x), "float32")
         noisy = logits
         if training and self.noise_std > 0:
-            noisy = logits + self.noise_std * keras.random.normal(ops.shape(logits), seed=self.seed_generator)
+            noisy = logits + self.noise_std * host_seeds.normal(ops.shape(logits), self.seed_generator, like=logits)
         probabilities = ops.softmax(noisy, axis=-1)
         # rank the logits, not the probabilities: same order, but int8 softmax outputs (steps of 1/256) tie often
         _, experts = ops.top_k(noisy, self.k)
