@@ -26,9 +26,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL = {"models": ["mixer_s16", "mixer_b16", "mixer_l16"], "image_size": 224, "batch_size": 256, "steps": 30,
-        "warmup": 5, "precision": "mixed_bfloat16", "matmul": 8192}
+        "warmup": 5, "precision": "mixed_bfloat16", "matmul": 8192, "drop_path_rate": 0.0}
 SMOKE = {"models": ["mixer_s32"], "image_size": 64, "batch_size": 8, "steps": 5, "warmup": 2,
-         "precision": "float32", "matmul": 1024}
+         "precision": "float32", "matmul": 1024, "drop_path_rate": 0.0}
 CLASSES = 1000
 
 
@@ -73,7 +73,8 @@ def keras_row(model_name, settings, feed, strategy):
     size, batch, steps, warmup = (settings[k] for k in ("image_size", "batch_size", "steps", "warmup"))
     pixels, labels = synthetic(settings)
     with distribution.scope():
-        model = create_model(model_name, input_shape=(size, size, 3), classes=CLASSES, classifier_activation=None)
+        model = create_model(model_name, input_shape=(size, size, 3), classes=CLASSES, classifier_activation=None,
+                             drop_path_rate=settings["drop_path_rate"])
         trainee = with_pixel_input(model)
         compile_model(trainee, get_recipe("scratch", loss="softmax"), total_steps=10_000, global_batch_size=batch)
         started = time.perf_counter()
@@ -130,7 +131,8 @@ def timm_row(model_name, settings, compiled):
     size, batch, steps, warmup = (settings[k] for k in ("image_size", "batch_size", "steps", "warmup"))
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
-    model = timm.create_model(f"{model_name}_224", img_size=size, num_classes=CLASSES).to(device).train()
+    model = timm.create_model(f"{model_name}_224", img_size=size, num_classes=CLASSES,
+                              drop_path_rate=settings["drop_path_rate"]).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05, fused=cuda)
     pixels, labels = synthetic(settings)
     x = torch.from_numpy(pixels).to(device).permute(0, 3, 1, 2)
@@ -277,13 +279,16 @@ def main(argv=None):
                         help="measure only these (default: every one installed)")
     for option in ("image_size", "batch_size", "steps"):
         parser.add_argument(f"--{option.replace('_', '-')}", type=int, help="override the setting (see --smoke)")
+    parser.add_argument("--drop-path-rate", type=float, help="stochastic depth in both models (default 0; the "
+                        "scratch recipe's is 0.1): what eager torch pays per random draw")
     parser.add_argument("--output", help="write the rows, the machine and the command to this JSON file")
     parser.add_argument("--row", help=argparse.SUPPRESS)
     parser.add_argument("--settings", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     settings = dict(SMOKE if args.smoke else FULL)
     settings.update({key: value for key, value in (("models", args.models), ("image_size", args.image_size),
-                     ("batch_size", args.batch_size), ("steps", args.steps)) if value})
+                     ("batch_size", args.batch_size), ("steps", args.steps),
+                     ("drop_path_rate", args.drop_path_rate)) if value})
     if args.row:
         print(json.dumps(one_row(json.loads(args.row), json.loads(args.settings))))
         return 0
