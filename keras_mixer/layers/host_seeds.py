@@ -8,45 +8,48 @@ the same torch generator call as `keras.random`, so the values and the seed stat
 resumes) are Keras' own (tested). JAX and TensorFlow keep Keras' path: their draws do not leave the device.
 """
 
+import contextlib
+
 import keras
-
-
-def _host_state():
-    return keras.backend.backend() == "torch"
 
 
 def seed_generator(seed=None):
     """A `keras.random.SeedGenerator`; under torch, its state is made on the CPU."""
-    if not _host_state():
-        return keras.random.SeedGenerator(seed)
-    with keras.device("cpu"):
+    with keras.device("cpu") if keras.backend.backend() == "torch" else contextlib.nullcontext():
         return keras.random.SeedGenerator(seed)
 
 
-def _torch_generator(generator, device):
+def _seeded_on_host(generator):
+    return keras.backend.backend() == "torch" and generator.state.value.device.type == "cpu"
+
+
+def _draw(generator, like, torch_draw):
+    """`torch_draw(torch, torch_generator)` on `like`'s device, seeded from the host copy of the state as keras seeds
+    its own torch draws (backend/torch/random.py), and like them kept out of torch.compile's graphs (a
+    torch.Generator cannot be traced)."""
     import torch
 
-    with keras.device("cpu"):
-        first, second = generator.next()
-    # keras' own seeding of its torch draws (backend/torch/random.py), from the host copy of the state
-    return torch.Generator(device=device).manual_seed(int(first + second) & 0xFFFFFFFF)
+    @torch.compiler.disable
+    def draw():
+        with keras.device("cpu"):
+            first, second = generator.next()
+        seeded = torch.Generator(device=like.device).manual_seed(int(first + second) & 0xFFFFFFFF)
+        return torch_draw(torch, seeded)
+
+    return draw()
 
 
 def uniform(shape, generator, like):
     """`keras.random.uniform(shape, seed=generator, dtype=like.dtype)` on `like`'s device."""
-    if not _host_state() or generator.state.value.device.type != "cpu":
+    if not _seeded_on_host(generator):
         return keras.random.uniform(shape, seed=generator, dtype=like.dtype)
-    import torch
-
-    return torch.rand(size=tuple(shape), generator=_torch_generator(generator, like.device), dtype=like.dtype,
-                      device=like.device)
+    return _draw(generator, like, lambda torch, seeded: torch.rand(
+        size=tuple(shape), generator=seeded, dtype=like.dtype, device=like.device))
 
 
 def normal(shape, generator, like):
     """`keras.random.normal(shape, seed=generator, dtype=like.dtype)` on `like`'s device."""
-    if not _host_state() or generator.state.value.device.type != "cpu":
+    if not _seeded_on_host(generator):
         return keras.random.normal(shape, seed=generator, dtype=like.dtype)
-    import torch
-
-    return torch.normal(0.0, 1.0, size=tuple(shape), generator=_torch_generator(generator, like.device),
-                        dtype=like.dtype, device=like.device)
+    return _draw(generator, like, lambda torch, seeded: torch.normal(
+        0.0, 1.0, size=tuple(shape), generator=seeded, dtype=like.dtype, device=like.device))
