@@ -33,7 +33,8 @@ def mirrored(out):
             model = build_digits_mixer()
             model.set_weights(initial)
             compile_model(model, recipe, total_steps=60, global_batch_size=32)
-        model.fit(make_pipeline(source, 32, 32, recipe, training=True), steps_per_epoch=6, epochs=1, verbose=0)
+        stream = make_pipeline(source, 32, 32, recipe, training=True, deterministic=True)  # same batches for both
+        model.fit(stream, steps_per_epoch=6, epochs=1, verbose=0)
         arrays.update({f"{name}_{i}": w for i, w in enumerate(model.get_weights())})
         arrays[f"{name}_replicas"] = np.array(distribution.num_replicas)
     arrays.update({f"initial_{i}": w for i, w in enumerate(initial)})

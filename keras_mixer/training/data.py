@@ -50,8 +50,9 @@ def make_pipeline(source, image_size, batch_size, recipe=None, training=False, s
 
     training=True: shuffled (seeded), repeated forever, random crop/flip and RandAugment per example, mixup/cutmix
     per batch, as the `recipe` says (`keras_mixer.training.augment`), full batches only; every random draw is a
-    pure function of (seed, position), so `skip_batches` resumes the stream exactly where an interrupted run
-    stopped. training=False: one pass through
+    pure function of (seed, position), so with `deterministic=True` the stream replays exactly and `skip_batches`
+    resumes it where an interrupted run stopped (by default a training stream lets its parallel map finish examples
+    out of order, which is faster; each example keeps its own draws). training=False: one pass through
     `keras_mixer.datasets.eval_transform` at `recipe.eval_crop_fraction`, or the source's own crop fraction.
     `batch_size` is the global batch: under a tf.distribute strategy Keras splits it over the replicas.
     """
