@@ -142,10 +142,10 @@ class ExportPlan:
         mode = self.quantization + (", integer only" if self.integer_only and self.integer else "")
         if not self.integer:
             ranges = "none (float activations)"
-        elif self.calibrated:
-            ranges = (f"calibrated on representative data ({self.calibration_method})"
-                      + ("; outlier channels equalized first" if self.equalize else "")
-                      + ("; logits with headroom" if self.logit_range else ""))
+        elif self.calibrated:  # one step a line: the plan fits a terminal
+            ranges = "\n".join([f"calibrated on representative data ({self.calibration_method})"]
+                                + ["outlier channels equalized first"] * self.equalize
+                                + ["logits with headroom"] * bool(self.logit_range))
         else:
             ranges = "the model's own fake-quant ranges"
         float_kept = list(self.float_ops) + (["mixture-of-experts nodes"] if self.experts_float else [])
@@ -159,7 +159,8 @@ class ExportPlan:
             rows.append(("QAT model", "exported as its fine-tuned float graph, kernels per tensor"))
         if self.report_rows:
             rows.append(("per-op errors", "measured on the calibration images"))
-        return [f"{name:<13} {value}" for name, value in rows]
+        return [f"{name if not i else '':<13} {part}"
+                for name, value in rows for i, part in enumerate(value.split("\n"))]
 
 
 def _route(facts, options, integer_only, fake_quant_ranges):
