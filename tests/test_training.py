@@ -461,8 +461,14 @@ def read_csv(path):
         return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
 
 
-def start_cli(args, log, **environment):
-    command = [sys.executable, "-c", "import sys; from keras_mixer_cli import main; sys.exit(main())", *args]
+def start_cli(args, log, interruptible=False, **environment):
+    """`keras-mixer ARGS` in a new process. `interruptible`: with Python's own Ctrl-C handling, as a terminal's
+    foreground command has it, even where this test run was started with SIGINT ignored (a shell's background job),
+    which the process would inherit."""
+    default_sigint = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                      if interruptible else "")
+    command = [sys.executable, "-c", default_sigint + "import sys; from keras_mixer_cli import main; sys.exit(main())",
+               *args]
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **environment})
 
@@ -585,7 +591,7 @@ def test_ctrl_c_is_one_line_saying_what_was_kept(tmp_path):
     output = tmp_path / "run"
     args = ["train", "--dataset", "digits", "--steps", "400", "--checkpoint-every", "5", "--output", str(output)]
     with open(tmp_path / "log.txt", "w") as log:
-        process = start_cli(args, log)
+        process = start_cli(args, log, interruptible=True)
         wait_for_rows(output / "metrics.csv", 1, process)
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=120) == 130
@@ -593,6 +599,43 @@ def test_ctrl_c_is_one_line_saying_what_was_kept(tmp_path):
     assert last == (f"keras-mixer train: interrupted; the last backup in {output} is kept: the same command resumes; "
                     "files it was writing were left as they were")
     assert "Traceback" not in (tmp_path / "log.txt").read_text()
+
+
+class CtrlCInAFinalizer(keras.callbacks.Callback):
+    """Delivers SIGINT while an object's finalizer runs, at the end of batch 2: Python's default handler raises
+    KeyboardInterrupt there, where it is printed and dropped."""
+
+    class Finalized:
+        def __del__(self):
+            signal.raise_signal(signal.SIGINT)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 2:
+            self.Finalized()  # no reference kept: finalized on this line
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped KeyboardInterrupt
+@pytest.mark.parametrize("between_steps", [False, True])
+def test_ctrl_c_in_a_finalizer_still_stops_the_run_at_the_next_step(between_steps):
+    from keras_mixer.training.callbacks import InterruptBetweenSteps
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile("sgd", "mse")
+    x, y = np.zeros((64, 4), "float32"), np.zeros((64, 2), "float32")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a command; an xdist worker may differ
+    try:
+        if not between_steps:  # Python's own handling: the run goes on to its end
+            history = model.fit(x, y, batch_size=4, epochs=1, callbacks=[CtrlCInAFinalizer()], verbose=0)
+            assert len(history.history["loss"]) == 1
+            return
+        steps = []
+        record = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: steps.append(batch))
+        with pytest.raises(KeyboardInterrupt), InterruptBetweenSteps() as interrupt:
+            model.fit(x, y, batch_size=4, epochs=1, callbacks=[CtrlCInAFinalizer(), interrupt, record], verbose=0)
+        assert interrupt.interrupted and steps == [0, 1]  # stopped at the end of batch 2, before later batches
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_two_train_commands_started_together_into_one_folder(tmp_path):

@@ -5,6 +5,8 @@ import hashlib
 import io
 import json
 import os
+import signal
+import threading
 from pathlib import Path
 
 import keras
@@ -24,6 +26,44 @@ def architecture_fingerprint(model):
 def optimizer_step(model):
     """How many batches the model's optimizer has applied (restored with the weights)."""
     return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+
+
+class InterruptBetweenSteps(keras.callbacks.Callback):
+    """Ctrl-C during `fit` stops the run between two steps: used as a context manager around `fit` and passed to it
+    as a callback, the next batch or epoch end raises KeyboardInterrupt from plain Python.
+
+    Python raises KeyboardInterrupt at whatever bytecode the main thread is running when SIGINT arrives (the signal
+    module's "Note on Signal Handlers and Exceptions"): inside a finalizer (a `__del__` run as an object is
+    freed) it is printed and dropped, and the run trains on to its last step. So within the block
+    SIGINT only marks the run; a second Ctrl-C raises at once, wherever the run is. A handler the caller installed
+    (or SIGINT ignored, as in a shell's background job), or a thread other than the main one, is left as it was."""
+
+    def __init__(self):
+        super().__init__()
+        self.interrupted = False
+        self._previous = None
+
+    def __enter__(self):
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self._previous = signal.signal(signal.SIGINT, self._mark)
+        return self
+
+    def __exit__(self, *exception):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _mark(self, signum, frame):
+        if self.interrupted:
+            raise KeyboardInterrupt
+        self.interrupted = True
+
+    def _raise_if_interrupted(self, *args, **kwargs):
+        if self.interrupted:
+            raise KeyboardInterrupt
+
+    on_train_batch_end = on_test_batch_end = on_epoch_end = _raise_if_interrupted
 
 
 class BestValidationWeights(keras.callbacks.Callback):

@@ -20,6 +20,7 @@ from keras_mixer.io_utils import write_text
 from keras_mixer.models.registry import variant_name
 from keras_mixer.training.callbacks import (
     BestValidationWeights,
+    InterruptBetweenSteps,
     ResumableBackup,
     ResumableCSVLogger,
     optimizer_step,
@@ -221,11 +222,13 @@ def train(
                 callbacks.append(best)
             started = time.perf_counter()
             if start_step < total_steps:
-                trainee.fit(feed(train_data), epochs=intervals, steps_per_epoch=interval,
-                            initial_epoch=start_step // interval, validation_data=feed(eval_data, repeat=True),
-                            callbacks=callbacks, verbose=verbose,
-                            validation_steps=math.ceil(eval_source.num_examples / batch_size),  # folders: unknown size
-                            shuffle=False)  # the stream is shuffled (seeded) in make_pipeline
+                with InterruptBetweenSteps() as interrupt:
+                    trainee.fit(feed(train_data), epochs=intervals, steps_per_epoch=interval,
+                                initial_epoch=start_step // interval, validation_data=feed(eval_data, repeat=True),
+                                callbacks=[*callbacks, interrupt], verbose=verbose,
+                                # an image folder's size is not known to tf.data
+                                validation_steps=math.ceil(eval_source.num_examples / batch_size),
+                                shuffle=False)  # the stream is shuffled (seeded) in make_pipeline
             seconds = time.perf_counter() - started
             if nonfinite_variables(model):
                 raise TrainingError(f"training diverged (NaN/Inf loss or weights) by step {optimizer_step(trainee)}; "
