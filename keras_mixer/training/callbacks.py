@@ -33,10 +33,11 @@ class InterruptBetweenSteps(keras.callbacks.Callback):
     as a callback, the next batch or epoch end raises KeyboardInterrupt from plain Python.
 
     Python raises KeyboardInterrupt at whatever bytecode the main thread is running when SIGINT arrives (the signal
-    module's "Note on Signal Handlers and Exceptions"): inside a finalizer (a `__del__` run as an object is
-    freed) it is printed and dropped, and the run trains on to its last step. So within the block
-    SIGINT only marks the run; a second Ctrl-C raises at once, wherever the run is. A handler the caller installed
-    (or SIGINT ignored, as in a shell's background job), or a thread other than the main one, is left as it was."""
+    module's "Note on Signal Handlers and Exceptions"): inside a finalizer (a `__del__` run as an object is freed) it
+    is printed and dropped, and the run trains on to its last step. So within the block SIGINT only marks the run,
+    and a backup being written is finished; a second Ctrl-C raises at once, wherever the run is. A handler the
+    caller installed (or SIGINT ignored, as in a shell's background job), or a thread other than the main one, is
+    left as it was."""
 
     def __init__(self):
         super().__init__()
