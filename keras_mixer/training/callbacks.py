@@ -56,8 +56,7 @@ class InterruptBetweenSteps(keras.callbacks.Callback):
             self._previous = None
 
     def _mark(self, signum, frame):
-        if self.interrupted:
-            raise KeyboardInterrupt
+        self._raise_if_interrupted()  # the second Ctrl-C: now
         self.interrupted = True
 
     def _raise_if_interrupted(self, *args, **kwargs):
