@@ -34,7 +34,7 @@ FAMILIES = (("MLP-Mixer", "mixer_s32", "mixer_edgetpu"), ("AS-MLP", "as_mlp_tiny
             ("RaftMLP", "raft_mlp_small", "raft_mlp_edgetpu"), ("Sparse-MLP", "sparse_mlp_small", None))
 
 MIXER_NAMES = {"mixer_s32": "Mixer-S/32", "mixer_s16": "Mixer-S/16", "mixer_b16": "Mixer-B/16",
-               "mixer_l16": "Mixer-L/16", "mixer_h14": "Mixer-H/14"}
+               "mixer_l16": "Mixer-L/16", "mixer_h14": "Mixer-H/14", "mixer_tiny": "tiny Mixer"}
 
 
 def load(name):

@@ -2,7 +2,7 @@
 TensorFlow when it sees a GPU) against timm eager and timm + torch.compile, the same Mixer, batch and precision.
 
     python benchmarks/train_gpu.py --output docs/results/train_gpu.json         # Mixer-S/16, B/16, L/16 at 224
-    python benchmarks/train_gpu.py --smoke                                      # a tiny Mixer on the CPU, ~2 min
+    python benchmarks/train_gpu.py --smoke                                      # a tiny Mixer on the CPU, ~1 min
 
 Each row is one process (a fresh backend and device memory):
 - keras_mixer, fed two ways: `device`, one batch already on the device and `train_on_batch` in a loop (the step
@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FULL = {"models": ["mixer_s16", "mixer_b16", "mixer_l16"], "image_size": 224, "batch_size": 256, "steps": 30,
         "warmup": 5, "precision": "mixed_bfloat16", "matmul": 8192, "drop_path_rate": 0.0}
-SMOKE = {"models": ["mixer_s32"], "image_size": 64, "batch_size": 8, "steps": 5, "warmup": 2,
+SMOKE = {"models": ["mixer_tiny"], "image_size": 32, "batch_size": 8, "steps": 50, "warmup": 5,
          "precision": "float32", "matmul": 1024, "drop_path_rate": 0.0}
 CLASSES = 1000
 
@@ -62,7 +62,6 @@ def keras_row(model_name, settings, feed, strategy):
     """One keras_mixer row in this process (KERAS_BACKEND chosen by the caller)."""
     import keras
 
-    from keras_mixer.models import create_model
     from keras_mixer.training import compile_model, get_distribution, get_recipe
     from keras_mixer.training.distribute import choose_precision
     from keras_mixer.training.feed import with_pixel_input
@@ -73,8 +72,7 @@ def keras_row(model_name, settings, feed, strategy):
     size, batch, steps, warmup = (settings[k] for k in ("image_size", "batch_size", "steps", "warmup"))
     pixels, labels = synthetic(settings)
     with distribution.scope():
-        model = create_model(model_name, input_shape=(size, size, 3), classes=CLASSES, classifier_activation=None,
-                             drop_path_rate=settings["drop_path_rate"])
+        model = keras_mixer_model(model_name, size, settings["drop_path_rate"])
         trainee = with_pixel_input(model)
         compile_model(trainee, get_recipe("scratch", loss="softmax"), total_steps=10_000, global_batch_size=batch)
         started = time.perf_counter()
@@ -104,6 +102,26 @@ def keras_row(model_name, settings, feed, strategy):
             "first_step_seconds": first_step, "peak_device_bytes": device_memory()}
 
 
+def keras_mixer_model(name, size, drop_path_rate):
+    """The registered Mixer `name`, or "mixer_tiny" (`keras_mixer.benchmark.TINY`: --smoke's, whose step compiles
+    in seconds on a CPU), at `size` with the benchmark's classes and logits out."""
+    from keras_mixer.benchmark import TINY
+    from keras_mixer.models import MLPMixer, create_model
+
+    options = dict(input_shape=(size, size, 3), classes=CLASSES, classifier_activation=None,
+                   drop_path_rate=drop_path_rate)
+    return MLPMixer(**TINY, **options, name=name) if name == "mixer_tiny" else create_model(name, **options)
+
+
+def timm_tiny_config():
+    """`keras_mixer.benchmark.TINY` in timm's MlpMixer arguments."""
+    from keras_mixer.benchmark import TINY
+
+    hidden = TINY["hidden_dim"]
+    return dict(patch_size=TINY["patch_size"], num_blocks=TINY["num_blocks"], embed_dim=hidden,
+                mlp_ratio=(TINY["tokens_mlp_dim"] / hidden, TINY["channels_mlp_dim"] / hidden))
+
+
 def trainer_feed(pixels, labels, distribution):
     """The trainer's source for fit: a repeated tf.data stream of the batch when TensorFlow is installed, else the
     same batch from a Python generator (copied per step, as a decoder hands over new arrays); under a JAX
@@ -131,8 +149,12 @@ def timm_row(model_name, settings, compiled):
     size, batch, steps, warmup = (settings[k] for k in ("image_size", "batch_size", "steps", "warmup"))
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
-    model = timm.create_model(f"{model_name}_224", img_size=size, num_classes=CLASSES,
-                              drop_path_rate=settings["drop_path_rate"]).to(device).train()
+    options = dict(img_size=size, num_classes=CLASSES, drop_path_rate=settings["drop_path_rate"])
+    if model_name == "mixer_tiny":
+        model = timm.models.mlp_mixer.MlpMixer(**timm_tiny_config(), **options)
+    else:
+        model = timm.create_model(f"{model_name}_224", **options)
+    model = model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05, fused=cuda)
     pixels, labels = synthetic(settings)
     x = torch.from_numpy(pixels).to(device).permute(0, 3, 1, 2)
@@ -273,7 +295,7 @@ def accelerator_machine():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="a tiny Mixer on this CPU, to check the script (~2 min)")
+    parser.add_argument("--smoke", action="store_true", help="a tiny Mixer on this CPU, to check the script (~1 min)")
     parser.add_argument("--models", nargs="+", help="registered Mixer names (default: mixer_s16 mixer_b16 mixer_l16)")
     parser.add_argument("--backends", nargs="+", choices=["jax", "torch", "tensorflow", "timm"],
                         help="measure only these (default: every one installed)")
