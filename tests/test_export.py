@@ -168,13 +168,10 @@ def test_the_traced_function_converts_as_tensorflows_keras_route_does(digits, tm
     op for op, every tensor of the same type, shape, constant bytes and name (the output's but its call's number),
     and the same outputs, on the trained digits Mixer (its head non-zero), float32 and int8 calibrated on the same
     images."""
-    import contextlib
-    import io
-
     import tensorflow as tf
 
     from keras_mixer.export.flatbuffer import read_graph
-    from keras_mixer.export.tflite import _converter, _static_batch_model
+    from keras_mixer.export.tflite import _converter, _converter_quiet, _static_batch_model
 
     model = _static_batch_model(digits["model"], 1)
     calibration = digits["x_train"][:32]
@@ -183,7 +180,7 @@ def test_the_traced_function_converts_as_tensorflows_keras_route_does(digits, tm
         if mode == "int8":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = lambda: ([image[None]] for image in calibration)
-        with contextlib.redirect_stdout(io.StringIO()):
+        with _converter_quiet():
             files.append(converter.convert())
     keras_route, ours = (read_graph(f"{mode}.tflite", data) for data in files)
     assert [(op.op, op.version) for op in ours] == [(op.op, op.version) for op in keras_route]
