@@ -2,7 +2,7 @@
 model (`ModelFacts`) and the caller's `ExportOptions` by a pure function, `plan_export`. It can be read, printed
 (`keras-mixer export --verbose`) and tested without TensorFlow; `to_tflite` carries it out.
 
-Routes: "whole" converts the model as one graph from the Keras model in memory; "saved_model" converts it as one
+Routes: "whole" converts the model as one graph from its traced function in memory; "saved_model" converts it as one
 graph from a SavedModel written to disk (one copy of the weights fewer in this process: Mixer-L/16's float
 conversion peaks at 6.2 GB instead of 7.8 GB); "blocks" converts a chain of blocks a piece at a time and joins the
 pieces (`keras_mixer.export.blockwise`: memory bounded by a piece). "auto" takes "whole" for small models and, above

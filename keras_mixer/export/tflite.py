@@ -418,7 +418,7 @@ def to_tflite(
             the report's tensor names (e.g. "MixerBlock_7/channel_mixing"), or a number N for the N ops of worst
             SQNR in the report.
 
-        route: how the graph converts (`keras_mixer.export.plan`): "whole" (from the Keras model in memory),
+        route: how the graph converts (`keras_mixer.export.plan`): "whole" (its traced function in memory),
             "saved_model" (whole, from a SavedModel on disk: one copy of the weights fewer in memory) or "blocks"
             (a chain of blocks a piece at a time, joined: memory bounded by a piece; the ops of a whole-graph
             conversion, int8 outputs within one int8 step of it, each block equalized and calibrated on the
