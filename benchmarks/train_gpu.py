@@ -113,15 +113,6 @@ def keras_mixer_model(name, size, drop_path_rate):
     return MLPMixer(**TINY, **options, name=name) if name == "mixer_tiny" else create_model(name, **options)
 
 
-def timm_tiny_config():
-    """`keras_mixer.benchmark.TINY` in timm's MlpMixer arguments."""
-    from keras_mixer.benchmark import TINY
-
-    hidden = TINY["hidden_dim"]
-    return dict(patch_size=TINY["patch_size"], num_blocks=TINY["num_blocks"], embed_dim=hidden,
-                mlp_ratio=(TINY["tokens_mlp_dim"] / hidden, TINY["channels_mlp_dim"] / hidden))
-
-
 def trainer_feed(pixels, labels, distribution):
     """The trainer's source for fit: a repeated tf.data stream of the batch when TensorFlow is installed, else the
     same batch from a Python generator (copied per step, as a decoder hands over new arrays); under a JAX
@@ -146,12 +137,14 @@ def timm_row(model_name, settings, compiled):
     import timm
     import torch
 
+    from keras_mixer.benchmark import TIMM_TINY
+
     size, batch, steps, warmup = (settings[k] for k in ("image_size", "batch_size", "steps", "warmup"))
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     options = dict(img_size=size, num_classes=CLASSES, drop_path_rate=settings["drop_path_rate"])
     if model_name == "mixer_tiny":
-        model = timm.models.mlp_mixer.MlpMixer(**timm_tiny_config(), **options)
+        model = timm.models.mlp_mixer.MlpMixer(**TIMM_TINY, **options)
     else:
         model = timm.create_model(f"{model_name}_224", **options)
     model = model.to(device).train()

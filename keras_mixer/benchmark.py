@@ -59,6 +59,9 @@ def peak_rss_mb():
 
 # "mixer_tiny": a 32x32 Mixer for the harness's smoke test (seconds, not minutes)
 TINY = {"patch_size": 8, "hidden_dim": 32, "num_blocks": 2, "tokens_mlp_dim": 16, "channels_mlp_dim": 64}
+# the same Mixer in timm's MlpMixer arguments (its MLP widths as ratios of the hidden width)
+TIMM_TINY = {"patch_size": TINY["patch_size"], "num_blocks": TINY["num_blocks"], "embed_dim": TINY["hidden_dim"],
+             "mlp_ratio": (TINY["tokens_mlp_dim"] / TINY["hidden_dim"], TINY["channels_mlp_dim"] / TINY["hidden_dim"])}
 
 
 def mixer_shape(name):
@@ -170,8 +173,7 @@ def _timm(model, compiled):
     from keras_mixer.models.mlp_mixer import official_to_timm
 
     if model.name == "mixer_tiny":
-        reference = timm.models.mlp_mixer.MlpMixer(img_size=32, patch_size=8, num_blocks=2, embed_dim=32,
-                                                   mlp_ratio=(0.5, 2.0), num_classes=10)
+        reference = timm.models.mlp_mixer.MlpMixer(**TIMM_TINY, img_size=32, num_classes=10)
     else:
         reference = timm.create_model(TIMM_NAMES[model.name], pretrained=False)
     reference.eval()
