@@ -7,9 +7,10 @@ TensorFlow when it sees a GPU) against timm eager and timm + torch.compile, the 
 Each row is one process (a fresh backend and device memory):
 - keras_mixer, fed two ways: `device`, one batch already on the device and `train_on_batch` in a loop (the step
   alone); `feed`, the trainer's own path (`keras_mixer.training`: uint8 pixels scaled on the device, placed one
-  step ahead by `device_batches` under a distribution), from tf.data when TensorFlow is installed, else from a
-  synthetic uint8 source. On JAX the `feed` rows run twice: strategy "default" and "data_parallel" over the same
-  devices, whose ratio is the cost of the distribution's feed.
+  step ahead by `device_batches` under a distribution; `fit` with the callbacks that watch each of its steps),
+  from tf.data when TensorFlow is installed, else from a synthetic uint8 source. On JAX the `feed` rows run twice:
+  strategy "default" and "data_parallel" over the same devices, whose ratio is the cost of the distribution's
+  feed.
 - timm eager (`torch.autocast`, fused AdamW) and timm + `torch.compile`, data on the device.
 Every row: images/s over the timed steps (warm-up excluded), the first step's seconds (compilation), peak device
 memory, and MFU at 224: 6 x the forward multiply-accumulates per image (`mixer_gmacs`), against the bf16 matmul rate
@@ -21,6 +22,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -65,6 +67,7 @@ def keras_row(model_name, settings, feed, strategy):
     from keras_mixer.training import compile_model, get_distribution, get_recipe
     from keras_mixer.training.distribute import choose_precision
     from keras_mixer.training.feed import with_pixel_input
+    from keras_mixer.training.trainer import step_callbacks
 
     distribution = get_distribution(strategy)
     policy, why = choose_precision(settings["precision"], distribution)
@@ -88,14 +91,17 @@ def keras_row(model_name, settings, feed, strategy):
             float(logs["loss"])
         else:
             source = trainer_feed(pixels, labels, distribution)
-            trainee.fit(source, steps_per_epoch=1, epochs=1, verbose=0)
-            first_step = time.perf_counter() - started
-            # under a JAX distribution the step compiles again for its second step and for a second fit (the
-            # variables' sharding, then the step's output sharding): warm both before timing
-            for _ in range(2):
-                trainee.fit(source, steps_per_epoch=warmup, epochs=1, verbose=0)
-            started = time.perf_counter()
-            trainee.fit(source, steps_per_epoch=steps, epochs=1, verbose=0)
+            with tempfile.TemporaryDirectory(prefix="train_gpu_") as logs:
+                # the callbacks that watch every step of a run (its per-interval backup and validation left out)
+                fit = dict(epochs=1, verbose=0, callbacks=step_callbacks(logs))
+                trainee.fit(source, steps_per_epoch=1, **fit)
+                first_step = time.perf_counter() - started
+                # under a JAX distribution the step compiles again for its second step and for a second fit (the
+                # variables' sharding, then the step's output sharding): warm both before timing
+                for _ in range(2):
+                    trainee.fit(source, steps_per_epoch=warmup, **fit)
+                started = time.perf_counter()
+                trainee.fit(source, steps_per_epoch=steps, **fit)
         seconds = time.perf_counter() - started
     return {"backend": keras.backend.backend(), "feed": feed, "strategy": distribution.name, "precision": policy,
             "precision_choice": why, "images_per_second": steps * batch / seconds,

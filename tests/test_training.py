@@ -329,6 +329,42 @@ def test_diverged_run_raises_and_writes_no_report(tmp_path):
     assert not (tmp_path / "report.json").exists() and not (tmp_path / "backup" / "latest.weights.h5").exists()
 
 
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_a_run_on_jax_or_torch_never_waits_for_a_steps_loss_and_still_stops_on_nan(tmp_path, backend):
+    """JAX and torch dispatch a step before the last one finished, unless the host waits for its loss: Keras runs
+    batch-end hooks on its callback thread only when every callback allows it, and the trainer's do. A NaN loss,
+    noted there, still stops the run by the end of its checkpoint interval (on JAX the host has dispatched the
+    interval's steps by the time the first loss is read), and the run is refused."""
+    pytest.importorskip(backend, reason="install the test extra: pip install -e '.[test]'")
+    script = f"""
+import threading
+import numpy as np
+from keras_mixer.errors import TrainingError
+from keras_mixer.models.mlp_mixer import build_digits_mixer
+from keras_mixer.training import callbacks, train
+
+on_main_thread = []
+note_loss = callbacks.StopOnNonFiniteLoss.on_train_batch_end
+def probe(self, batch, logs=None):
+    on_main_thread.append(threading.current_thread() is threading.main_thread())
+    note_loss(self, batch, logs)
+callbacks.StopOnNonFiniteLoss.on_train_batch_end = probe
+
+model = build_digits_mixer()
+model.get_layer("head").bias.assign(np.full(10, np.nan, "float32"))  # NaN logits from the first step
+try:
+    train(model, output_dir={str(tmp_path)!r}, steps=40, checkpoint_every=20, keep_best=False, verbose=0)
+    raise AssertionError("the NaN run was not refused")
+except TrainingError as error:
+    assert "diverged" in str(error), error
+assert on_main_thread and not any(on_main_thread), on_main_thread
+assert len(on_main_thread) <= 20, f"{{len(on_main_thread)}} steps: not stopped at the interval's end"
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=300,
+                   env={**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert not (tmp_path / "report.json").exists() and not (tmp_path / "backup" / "latest.weights.h5").exists()
+
+
 @pytest.mark.parametrize("device, chosen", [
     (("gpu", "NVIDIA H200", 9.0), "mixed_bfloat16"), (("gpu", "NVIDIA A100", 8.0), "mixed_bfloat16"),
     (("gpu", "Tesla V100", 7.0), "mixed_float16"), (("tpu", "TPU", None), "mixed_bfloat16"),
@@ -632,7 +668,7 @@ def test_ctrl_c_in_a_finalizer_still_stops_the_run_at_the_next_step(between_step
             return
         with pytest.raises(KeyboardInterrupt), InterruptBetweenSteps() as interrupt:
             model.fit(x, y, batch_size=4, epochs=1, callbacks=[CtrlCInAFinalizer(), interrupt, record], verbose=0)
-        assert interrupt.interrupted and steps == [0, 1]  # stopped at the end of batch 2, before later batches
+        assert interrupt.interrupted and steps == [0, 1, 2]  # stopped as batch 3 began
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
     finally:
         signal.signal(signal.SIGINT, previous)

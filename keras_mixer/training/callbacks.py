@@ -1,9 +1,15 @@
-"""Callbacks that make a run resumable to the step, and its logs continuous after a kill."""
+"""Callbacks that make a run resumable to the step, and its logs continuous after a kill.
+
+None of them reads a step's results on the main thread. Keras runs the batch-end hooks of `fit` on a callback
+thread (JAX and torch, which dispatch steps ahead of the device) only when every callback's batch-end hook is
+Keras' default or the callback is `async_safe`; one other hook, such as `keras.callbacks.TerminateOnNaN`'s, makes
+the main thread wait for every step's loss before it dispatches the next step, and the device idles meanwhile."""
 
 import csv
 import hashlib
 import io
 import json
+import math
 import os
 import signal
 import threading
@@ -30,7 +36,8 @@ def optimizer_step(model):
 
 class InterruptBetweenSteps(keras.callbacks.Callback):
     """Ctrl-C during `fit` stops the run between two steps: used as a context manager around `fit` and passed to it
-    as a callback, the next batch or epoch end raises KeyboardInterrupt from plain Python.
+    as a callback, the next batch's start or the epoch's end raises KeyboardInterrupt from plain Python (on the
+    main thread: a batch's end may run on Keras' callback thread).
 
     Python raises KeyboardInterrupt at whatever bytecode the main thread is running when SIGINT arrives (the signal
     module's "Note on Signal Handlers and Exceptions"): inside a finalizer (a `__del__` run as an object is freed) it
@@ -63,7 +70,43 @@ class InterruptBetweenSteps(keras.callbacks.Callback):
         if self.interrupted:
             raise KeyboardInterrupt
 
-    on_train_batch_end = on_test_batch_end = on_epoch_end = _raise_if_interrupted
+    on_train_batch_begin = on_test_batch_begin = on_epoch_end = _raise_if_interrupted
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops `fit` after a step whose loss is NaN or Inf, as `keras.callbacks.TerminateOnNaN` does, without
+    holding the next step back for the loss: it is `async_safe`, so Keras hands it each step's loss on its callback
+    thread, where it only notes the step, and the main thread stops the run at the next batch's start after that,
+    at the latest at the checkpoint interval's end (JAX may have dispatched the whole interval by the time the
+    first loss is read: Keras' own pace without callbacks). The steps run past the bad one are lost anyway: the
+    trainer refuses the non-finite weights, and the backup keeps its last finite ones."""
+
+    async_safe = True
+
+    def __init__(self):
+        super().__init__()
+        self.nonfinite_step = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if self.nonfinite_step is None and loss is not None and not math.isfinite(loss):
+            self.nonfinite_step = batch
+
+    def _stop_if_nonfinite(self, *args, **kwargs):
+        if self.nonfinite_step is not None:
+            self.model.stop_training = True
+
+    on_train_batch_begin = on_epoch_end = _stop_if_nonfinite
+
+
+class IntervalTensorBoard(keras.callbacks.TensorBoard):
+    """`keras.callbacks.TensorBoard` writing once per checkpoint interval (a fit "epoch", its default update
+    frequency) without a batch-end hook. At that frequency Keras' hook writes no scalars; it writes a TensorFlow
+    train_function's graph on the first batch, which this callback leaves out, so that it does not make the main
+    thread wait for every step (see the module's docstring). The model's own graph (its Keras config) is still
+    written."""
+
+    on_train_batch_end = keras.callbacks.Callback.on_train_batch_end
 
 
 class BestValidationWeights(keras.callbacks.Callback):
@@ -100,8 +143,11 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
     during the two writes leaves them disagreeing or corrupt. Here the weights (model + optimizer state, including
     `iterations`) are written to a temporary file and renamed, and the step to resume from is read back from the
     restored `optimizer.iterations` itself, so there is one source of truth. `restore(model)` loads the backup
-    before `fit` and returns the step, so the data stream can be resumed at that batch too.
+    before `fit` and returns the step, so the data stream can be resumed at that batch too. It saves per interval
+    only: the batch-end hook it inherits does nothing then, so it is `async_safe`.
     """
+
+    async_safe = True
 
     def __init__(self, backup_dir, steps_per_epoch, seed=0):
         super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False)

@@ -21,8 +21,10 @@ from keras_mixer.models.registry import variant_name
 from keras_mixer.training.callbacks import (
     BestValidationWeights,
     InterruptBetweenSteps,
+    IntervalTensorBoard,
     ResumableBackup,
     ResumableCSVLogger,
+    StopOnNonFiniteLoss,
     optimizer_step,
     plot_history,
     read_history,
@@ -67,6 +69,16 @@ def build_model(model, classes, image_size, weights, recipe):
         model, weights=weights, input_shape=(*image_shape(image_size), 3), classes=classes,
         classifier_activation=None, drop_path_rate=recipe.drop_path_rate, dropout_rate=recipe.dropout_rate,
     )
+
+
+def step_callbacks(output_dir, is_chief=True):
+    """What watches every step of a run: the NaN stop, and on the chief the metrics CSV and TensorBoard logs in
+    `output_dir`. None of them makes the host wait for a step (training/callbacks.py); benchmarks/train_gpu.py
+    times the trainer's feed with them."""
+    if not is_chief:
+        return [StopOnNonFiniteLoss()]
+    return [StopOnNonFiniteLoss(), ResumableCSVLogger(str(Path(output_dir) / "metrics.csv")),
+            IntervalTensorBoard(str(Path(output_dir) / "tensorboard"))]
 
 
 def train(
@@ -207,10 +219,7 @@ def train(
             train_data = make_pipeline(train_source, image_size, batch_size, recipe, training=True, seed=seed,
                                        deterministic=deterministic, skip_batches=start_step, pixels=True)
             eval_data = make_pipeline(eval_source, image_size, batch_size, recipe, training=False, pixels=True)
-            callbacks = [keras.callbacks.TerminateOnNaN(), backup]
-            if distribution.is_chief:
-                callbacks = [keras.callbacks.TerminateOnNaN(), ResumableCSVLogger(str(output_dir / "metrics.csv")),
-                             keras.callbacks.TensorBoard(str(output_dir / "tensorboard")), backup]
+            callbacks = [*step_callbacks(output_dir, distribution.is_chief), backup]
             if verbose == "auto":
                 verbose = 1 if sys.stdout.isatty() else 2  # one line per interval in logs, a live bar on a terminal
             def feed(data, repeat=False):
