@@ -92,8 +92,9 @@ def keras_row(model_name, settings, feed, strategy):
         else:
             source = trainer_feed(pixels, labels, distribution)
             with tempfile.TemporaryDirectory(prefix="train_gpu_") as logs:
-                # the callbacks that watch every step of a run (its per-interval backup and validation left out)
-                fit = dict(epochs=1, verbose=0, callbacks=step_callbacks(logs))
+                # the callbacks that watch every step of a run (its per-interval backup and validation left out;
+                # TensorBoard's writer is TensorFlow's, which a GPU machine may not have)
+                fit = dict(epochs=1, verbose=0, callbacks=step_callbacks(logs, tensorboard=installed("tensorflow")))
                 trainee.fit(source, steps_per_epoch=1, **fit)
                 first_step = time.perf_counter() - started
                 # under a JAX distribution the step compiles again for its second step and for a second fit (the
@@ -313,6 +314,9 @@ def main(argv=None):
     if args.row:
         print(json.dumps(one_row(json.loads(args.row), json.loads(args.settings))))
         return 0
+    # this process reads model sizes and the machine through Keras: any installed backend will do (a GPU machine may
+    # have no TensorFlow, Keras' default); each row picks its own
+    os.environ.setdefault("KERAS_BACKEND", next(b for b in ("tensorflow", "jax", "torch") if installed(b)))
     from keras_mixer.benchmark import mixer_gmacs
 
     # each measurement in its own process: a fresh device, and TensorFlow and torch never share one

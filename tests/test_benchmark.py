@@ -66,8 +66,9 @@ def test_the_edge_peer_runs_the_same_weights(tmp_path):
 
 def test_gpu_training_benchmark_smoke(tmp_path):
     """`benchmarks/train_gpu.py --smoke`: JAX and torch, both feeds, data_parallel and timm eager run a tiny Mixer
-    to the end on this CPU and are recorded. TensorFlow's rows (a GPU figure only where TensorFlow sees one) run the
-    same code path as JAX's and are left to `--smoke` by hand: two processes, a quarter of this test's time."""
+    to the end on this CPU and are recorded, and JAX's rows again with TensorFlow hidden (the GPU machine has none).
+    TensorFlow's rows (a GPU figure only where TensorFlow sees one) run the same code path as JAX's and are left to
+    `--smoke` by hand: two processes, a quarter of this test's time."""
     import subprocess
     import sys
     from pathlib import Path
@@ -85,3 +86,27 @@ def test_gpu_training_benchmark_smoke(tmp_path):
             ("torch", "feed", "default"), ("timm eager", "device", "-")} <= kinds
     assert all(row["images_per_second"] > 0 for row in rows)
     assert "data_parallel costs" in result.stdout
+
+    # as on the GPU machine, which has no TensorFlow: Keras' default backend and tf.data missing, JAX's rows run
+    (tmp_path / "sitecustomize.py").write_text(HIDE_TENSORFLOW)
+    hidden = {**os.environ, "PYTHONPATH": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    hidden.pop("KERAS_BACKEND", None)
+    result = subprocess.run([sys.executable, str(script), "--smoke", "--backends", "jax", "--output", str(out)],
+                            capture_output=True, text=True, timeout=600, env=hidden)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 3 and not [row for row in rows if "error" in row], rows
+
+
+HIDE_TENSORFLOW = """
+import importlib.machinery
+
+find_spec = importlib.machinery.PathFinder.find_spec.__func__
+
+
+def find_spec_but_tensorflow(cls, name, path=None, target=None):
+    return None if name.split(".")[0] == "tensorflow" else find_spec(cls, name, path, target)
+
+
+importlib.machinery.PathFinder.find_spec = classmethod(find_spec_but_tensorflow)
+"""

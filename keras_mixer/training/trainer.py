@@ -71,14 +71,14 @@ def build_model(model, classes, image_size, weights, recipe):
     )
 
 
-def step_callbacks(output_dir, is_chief=True):
-    """What watches every step of a run: the NaN stop, and on the chief the metrics CSV and TensorBoard logs in
-    `output_dir`. None of them makes the host wait for a step (training/callbacks.py); benchmarks/train_gpu.py
-    times the trainer's feed with them."""
+def step_callbacks(output_dir, is_chief=True, tensorboard=True):
+    """What watches every step of a run: the NaN stop, and on the chief the metrics CSV and (TensorFlow writes
+    them) TensorBoard logs in `output_dir`. None of them makes the host wait for a step (training/callbacks.py);
+    benchmarks/train_gpu.py times the trainer's feed with them."""
     if not is_chief:
         return [StopOnNonFiniteLoss()]
-    return [StopOnNonFiniteLoss(), ResumableCSVLogger(str(Path(output_dir) / "metrics.csv")),
-            IntervalTensorBoard(str(Path(output_dir) / "tensorboard"))]
+    logs = [IntervalTensorBoard(str(Path(output_dir) / "tensorboard"))] if tensorboard else []
+    return [StopOnNonFiniteLoss(), ResumableCSVLogger(str(Path(output_dir) / "metrics.csv")), *logs]
 
 
 def train(
