@@ -4,8 +4,10 @@ narrowed to a percentile of its values or to the range of least int8 quantizatio
 TensorFlow's calibrator records each tensor's extremes over the calibration images, so a single large value sets
 the int8 step for all the others. This reruns the calibrated float graph on the same images, counts every
 calibrated tensor's values in a fine histogram over its range, and writes narrower ranges into the calibrated model
-before the MLIR quantizer reads them. The graph input (the image range), and the tensors around QUANTIZE / DEQUANTIZE ops (ranges pinned on
-purpose, such as the logits' headroom) keep their ranges; a range only ever narrows and always contains 0.
+before the MLIR quantizer reads them. The graph input (the image range), and the tensors around QUANTIZE /
+DEQUANTIZE ops (ranges pinned on purpose, such as the logits' headroom) keep their ranges. A range always contains
+0, and only ever narrows, except that values moved out of one tensor into a concatenation (AS-MLP's shifted
+slices) take that tensor's range.
 """
 
 import numpy as np
@@ -93,15 +95,52 @@ def narrow_ranges(calibrated, images, batch_size, method, image_input=True):
             bins = (values[np.isfinite(values)] - low) * (HISTOGRAM_BINS / (high - low))
             # np.histogram builds its 65,536 edges on every call: 30x slower than counting the bin indices
             histogram += np.bincount(np.clip(bins.astype(np.int64), 0, HISTOGRAM_BINS - 1), minlength=HISTOGRAM_BINS)
+    narrowed = {index: _narrowed(histogram, *bounds[index], method) for index, histogram in counts.items()}
+    narrowed.update(_shared_ranges(model, graph, {**bounds, **narrowed}))
     changed = {}
-    for index, histogram in counts.items():
+    for index, (new_low, new_high) in narrowed.items():
         quantization = graph.tensors[index].quantization
         low, high = bounds[index]
-        new_low, new_high = _narrowed(histogram, low, high, method)
         if (new_low, new_high) != (low, high):
             quantization.min, quantization.max = [new_low], [new_high]
             changed[graph.tensors[index].name.decode()] = ((low, high), (new_low, new_high))
     return bytes(pack_model(model)), changed
+
+
+# ops whose int8 output has its first input's scale in TFLite: they move values without computing new ones
+_MOVING_OPS = ("PAD", "PADV2", "STRIDED_SLICE", "SLICE", "RESHAPE", "TRANSPOSE")
+
+
+def _shared_ranges(model, graph, ranges):
+    """{tensor: range} that gives a CONCATENATION of values moved out of one tensor (AS-MLP's shifted slices) the
+    range of that tensor, on the concatenation and every tensor between: narrowed one by one, their ranges differ
+    in the last bits, and TFLite's quantizer puts a requantization (int8 -> int8 QUANTIZE, a pass over the data)
+    on every input whose range is not the output's."""
+    from keras_mixer.export.flatbuffer import opcode_name
+
+    producer = {output: op for op in graph.operators for output in op.outputs}
+
+    def path_to_source(index):
+        path = [index]
+        while index in producer and opcode_name(model, producer[index].opcodeIndex) in _MOVING_OPS:
+            index = producer[index].inputs[0]
+            path.append(index)
+        return path
+
+    shared = {}
+    for op in graph.operators:
+        if opcode_name(model, op.opcodeIndex) != "CONCATENATION" or op.outputs[0] not in ranges:
+            continue
+        moved = [index for index in op.inputs if model.buffers[graph.tensors[index].buffer].data is None]  # no zeros
+        paths = [path_to_source(index) for index in moved]
+        sources = {path[-1] for path in paths}
+        if len(sources) != 1 or not sources <= ranges.keys():
+            continue
+        source_range = ranges[sources.pop()]
+        for index in (op.outputs[0], *(index for path in paths for index in path[:-1])):
+            if index in ranges:
+                shared[index] = source_range
+    return shared
 
 
 def _interpreter(flatbuffer):
