@@ -7,8 +7,9 @@ TensorFlow when it sees a GPU) against timm eager and timm + torch.compile, the 
 Each row is one process (a fresh backend and device memory):
 - keras_mixer, fed two ways: `device`, one batch already on the device and `train_on_batch` in a loop (the step
   alone); `feed`, the trainer's own path (`keras_mixer.training`: uint8 pixels scaled on the device, placed one
-  step ahead by `device_batches` under a distribution; `fit` with the callbacks that watch each of its steps),
-  from tf.data when TensorFlow is installed, else from a synthetic uint8 source. On JAX the `feed` rows run twice:
+  step ahead by `batches_ahead`, sharded under a JAX distribution and copied from pinned memory on CUDA torch; `fit`
+  with the callbacks that watch each of its steps), from tf.data when TensorFlow is installed, else from a
+  synthetic uint8 source. On JAX the `feed` rows run twice:
   strategy "default" and "data_parallel" over the same devices, whose ratio is the cost of the distribution's
   feed.
 - timm eager (`torch.autocast`, fused AdamW) and timm + `torch.compile`, data on the device.
@@ -122,9 +123,9 @@ def keras_mixer_model(name, size, drop_path_rate):
 
 def trainer_feed(pixels, labels, distribution):
     """The trainer's source for fit: a repeated tf.data stream of the batch when TensorFlow is installed, else the
-    same batch from a Python generator (copied per step, as a decoder hands over new arrays); under a JAX
-    distribution it goes through `device_batches`, as in `train`."""
-    from keras_mixer.training.feed import device_batches, fit_data
+    same batch from a Python generator (copied per step, as a decoder hands over new arrays); either goes through
+    `batches_ahead` (sharded under a JAX distribution, copied from pinned memory for torch on CUDA), as in `train`."""
+    from keras_mixer.training.feed import batches_ahead, fit_data
 
     try:
         import tensorflow as tf
@@ -133,10 +134,7 @@ def trainer_feed(pixels, labels, distribution):
     if tf is not None:
         dataset = tf.data.Dataset.from_tensors((pixels, labels)).repeat().prefetch(tf.data.AUTOTUNE)
         return fit_data(dataset, distribution, len(pixels))
-    batches = ((pixels.copy(), labels.copy()) for _ in iter(int, 1))
-    if distribution.strategy is not None and distribution.num_workers == 1 and distribution.name != "default":
-        return device_batches(batches, distribution.strategy)
-    return batches
+    return batches_ahead(((pixels.copy(), labels.copy()) for _ in iter(int, 1)), distribution)
 
 
 def timm_row(model_name, settings, compiled):

@@ -419,6 +419,46 @@ def test_training_feeds_uint8_pixels_and_saves_the_float_input_model(tmp_path):
     assert saved.input.dtype == "float32" and saved.input_shape == (None, 32, 32, 3)
 
 
+def test_the_feeder_thread_places_batches_ahead_in_order_within_its_depth_raises_and_stops():
+    """`ahead` (under `cuda_batches`, whose pinned copies need a GPU): while the step holds batch k the thread has
+    placed k+1 and at most `depth` more wait; an error in the source reaches the consumer; closing the stream of an
+    endless source ends the thread."""
+    import itertools
+    import threading
+
+    from keras_mixer.training.feed import ahead
+
+    placed, enough = [], threading.Event()
+
+    def place(item):
+        placed.append(item)
+        if len(placed) == 4:
+            enough.set()
+        return item * 10
+
+    stream = ahead(iter(range(8)), place, depth=2)
+    assert next(stream) == 0
+    assert enough.wait(10)  # 1 and 2 wait in the queue, 3 is placed and offered
+    time.sleep(0.3)
+    assert placed == [0, 1, 2, 3]
+    assert list(stream) == [10, 20, 30, 40, 50, 60, 70]
+
+    def broken_source():
+        yield 1
+        raise DataError("record 2 is not an image")
+
+    stream = ahead(broken_source(), lambda item: item, depth=2)
+    assert next(stream) == 1
+    with pytest.raises(DataError, match="record 2"):
+        next(stream)
+
+    feeders = lambda: [t for t in threading.enumerate() if t.name == "keras_mixer-feed"]  # noqa: E731
+    stream = ahead(itertools.count(), lambda item: item, depth=2)
+    assert next(stream) == 0 and feeders()
+    stream.close()
+    assert not feeders()
+
+
 def test_mixed_bfloat16_trains_a_loaded_model_and_saves_float32(tmp_path):
     """A `.keras` file trained in float32 fine-tunes under mixed_bfloat16 (its layers recorded float32 while their
     sub-layers take the global policy: a block once failed at its residual sum), the run saves a float32 model, and
