@@ -134,6 +134,41 @@ def test_drop_path_drops_whole_samples_and_rescales():
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x, training=False)), x)
 
 
+def test_blocks_call_their_dropouts_only_when_they_drop(monkeypatch):
+    """`dropped`: at rate 0 or at inference a block hands its branch on without calling the DropPath or Dropout
+    (Keras' `__call__` costs host time on eager torch); training with a rate, it drops as before."""
+    from keras_mixer.layers.drop_path import dropped
+
+    import functools
+
+    calls = []
+
+    def spy(call):
+        @functools.wraps(call)  # the same signature: Keras passes `training` only to a call that takes it
+        def counted(self, *args, **kwargs):
+            calls.append(self)
+            return call(self, *args, **kwargs)
+        return counted
+
+    for layer_class in (layers.DropPath, keras.layers.Dropout):
+        monkeypatch.setattr(layer_class, "call", spy(layer_class.call))
+    x = np.ones((64, 4, 8), "float32")
+    for layer in (layers.DropPath(0.5, seed=1), keras.layers.Dropout(0.5, seed=1)):
+        assert dropped(layer, x, training=False) is x
+        assert set(np.unique(keras.ops.convert_to_numpy(dropped(layer, x, training=True)))) == {0.0, 2.0}
+    assert dropped(layers.DropPath(0.0), x, training=True) is x and len(calls) == 2
+    tokens = np.random.default_rng(0).normal(size=(64, 4, 8)).astype("float32")
+    for rates, expected_calls in (((0.0, 0.0), 0), ((0.5, 0.0), 2), ((0.0, 0.5), 4)):
+        block = layers.MixerBlock(6, 12, drop_path_rate=rates[0], dropout_rate=rates[1])
+        block(tokens)
+        calls.clear()
+        block(tokens, training=True)
+        assert len(calls) == expected_calls
+        calls.clear()
+        block(tokens, training=False)
+        assert not calls
+
+
 def test_drop_path_rejects_bad_rate():
     with pytest.raises(ValueError, match="rate"):
         layers.DropPath(1.0)

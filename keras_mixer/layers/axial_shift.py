@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from keras_mixer.layers import equalization, fake_quant
-from keras_mixer.layers.drop_path import DropPath
+from keras_mixer.layers.drop_path import DropPath, dropped
 from keras_mixer.layers.layer_norm import LayerNorm
 from keras_mixer.layers.mlp import MlpBlock, gelu
 
@@ -104,8 +104,8 @@ class ASMLPBlock(keras.layers.Layer):
             layer.build(input_shape)
 
     def call(self, x, training=None):
-        x = x + self.drop_path(self.axial_shift(self.norm1(x)), training=training)
-        return x + self.drop_path(self.mlp(self.norm2(x), training=training), training=training)
+        x = x + dropped(self.drop_path, self.axial_shift(self.norm1(x)), training)
+        return x + dropped(self.drop_path, self.mlp(self.norm2(x), training=training), training)
 
     def channel_equalization(self):  # see keras_mixer.layers.equalization
         return {"norm1": ("axial_shift.conv1",), "norm2": ("mlp.dense_0",)}

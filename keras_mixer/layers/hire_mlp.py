@@ -5,7 +5,7 @@ import keras
 from keras import ops
 
 from keras_mixer.layers import equalization, fake_quant
-from keras_mixer.layers.drop_path import DropPath
+from keras_mixer.layers.drop_path import DropPath, dropped
 from keras_mixer.layers.mlp import MlpBlock
 from keras_mixer.layers.split_attention import SplitAttention
 
@@ -151,9 +151,9 @@ class HireBlock(keras.layers.Layer):
         fake_quant.build_quantizers(self.norm2_quant)
 
     def call(self, x, training=None):
-        x = x + self.drop_path(self.attn(self.norm1(x, training=training), training=training), training=training)
+        x = x + dropped(self.drop_path, self.attn(self.norm1(x, training=training), training=training), training)
         normed = fake_quant.apply(self.norm2_quant, self.norm2(x, training=training), training)
-        return x + self.drop_path(self.mlp(normed, training=training), training=training)
+        return x + dropped(self.drop_path, self.mlp(normed, training=training), training)
 
     def channel_equalization(self):  # see keras_mixer.layers.equalization
         return {"norm2": ("mlp.dense_0",), "norm1": equalization.REGROUPED}

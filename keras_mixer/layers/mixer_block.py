@@ -5,7 +5,7 @@ from keras import ops
 
 from keras_mixer.errors import KerasMixerError
 from keras_mixer.layers import equalization, fake_quant
-from keras_mixer.layers.drop_path import DropPath
+from keras_mixer.layers.drop_path import DropPath, dropped
 from keras_mixer.layers.layer_norm import LayerNorm
 from keras_mixer.layers.mlp import MlpBlock
 
@@ -61,9 +61,9 @@ class MixerBlock(keras.layers.Layer):
     def call(self, x, training=None):
         mixed = ops.transpose(self.norm_0(x, training=training), (0, 2, 1))
         mixed = ops.transpose(self.token_mixing(mixed, training=training), (0, 2, 1))
-        x = fake_quant.apply(self.token_residual_quant, x + self.drop_path(mixed, training=training), training)
+        x = fake_quant.apply(self.token_residual_quant, x + dropped(self.drop_path, mixed, training), training)
         mixed = self.channel_mixing(self.norm_1(x, training=training), training=training)
-        return fake_quant.apply(self.channel_residual_quant, x + self.drop_path(mixed, training=training), training)
+        return fake_quant.apply(self.channel_residual_quant, x + dropped(self.drop_path, mixed, training), training)
 
     def channel_equalization(self):  # see keras_mixer.layers.equalization
         return {"norm_1": ("channel_mixing.dense_0",), "norm_0": equalization.TOKEN_MIXING}

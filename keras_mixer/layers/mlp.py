@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_mixer.errors import KerasMixerError
 from keras_mixer.layers import fake_quant
+from keras_mixer.layers.drop_path import dropped
 
 GELU_FORMS = ("tanh", "exact", "sigmoid")
 
@@ -67,8 +68,8 @@ class MlpBlock(keras.layers.Layer):
 
     def call(self, x, training=None):
         x = gelu(self.dense_0(x, training=training), self.gelu)
-        x = self.dropout(fake_quant.apply(self.gelu_quant, x, training), training=training)
-        return self.dropout(self.dense_1(x, training=training), training=training)
+        x = dropped(self.dropout, fake_quant.apply(self.gelu_quant, x, training), training)
+        return dropped(self.dropout, self.dense_1(x, training=training), training)
 
     def compute_output_shape(self, input_shape):
         return input_shape

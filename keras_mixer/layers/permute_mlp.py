@@ -6,7 +6,7 @@ from keras import ops
 
 from keras_mixer.errors import KerasMixerError
 from keras_mixer.layers import equalization, fake_quant
-from keras_mixer.layers.drop_path import DropPath
+from keras_mixer.layers.drop_path import DropPath, dropped
 from keras_mixer.layers.layer_norm import LayerNorm
 from keras_mixer.layers.mlp import MlpBlock
 from keras_mixer.layers.split_attention import SplitAttention
@@ -96,8 +96,8 @@ class PermutatorBlock(keras.layers.Layer):
             layer.build(input_shape)
 
     def call(self, x, training=None):
-        x = x + self.drop_path(self.attn(self.norm1(x)), training=training) / self.skip_lam
-        return x + self.drop_path(self.mlp(self.norm2(x), training=training), training=training) / self.skip_lam
+        x = x + dropped(self.drop_path, self.attn(self.norm1(x)), training) / self.skip_lam
+        return x + dropped(self.drop_path, self.mlp(self.norm2(x), training=training), training) / self.skip_lam
 
     def channel_equalization(self):  # see keras_mixer.layers.equalization
         return {"norm2": ("mlp.dense_0",), "norm1": equalization.REGROUPED}

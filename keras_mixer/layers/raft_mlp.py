@@ -5,7 +5,7 @@ from keras import ops
 
 from keras_mixer.errors import KerasMixerError
 from keras_mixer.layers import equalization, fake_quant
-from keras_mixer.layers.drop_path import DropPath
+from keras_mixer.layers.drop_path import DropPath, dropped
 from keras_mixer.layers.layer_norm import LayerNorm
 from keras_mixer.layers.mlp import MlpBlock
 
@@ -116,13 +116,13 @@ class RaftBlock(keras.layers.Layer):
         inverse = [order.index(axis) for axis in range(5)]
         y = ops.transpose(ops.reshape(y, (-1, *shape[1:])), inverse)  # [b, h, w, i_o, i_r]
         y = ops.reshape(ops.transpose(y, (0, 1, 2, 4, 3)), (-1, h, w, c))  # channels (i_r, i_o) again
-        return x + self.drop_path(y, training=training)
+        return x + dropped(self.drop_path, y, training)
 
     def call(self, x, training=None):
         x = self._mix(x, self.vertical_norm, self.vertical_mlp, (0, 3, 2, 4, 1), training)  # rows (i_o, w), cols (i_r, h)
         x = self._mix(x, self.horizontal_norm, self.horizontal_mlp, (0, 3, 1, 4, 2), training)  # (i_o, h), (i_r, w)
         mixed = self.channel_mlp(self.channel_norm(x), training=training)
-        return x + self.drop_path(mixed, training=training)
+        return x + dropped(self.drop_path, mixed, training)
 
     def channel_equalization(self):  # see keras_mixer.layers.equalization
         return {"channel_norm": ("channel_mlp.dense_0",), "vertical_norm": equalization.TOKEN_MIXING,

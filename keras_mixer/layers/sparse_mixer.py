@@ -6,7 +6,7 @@ from keras import ops
 
 from keras_mixer.errors import KerasMixerError
 from keras_mixer.layers import equalization, fake_quant
-from keras_mixer.layers.drop_path import DropPath
+from keras_mixer.layers.drop_path import DropPath, dropped
 from keras_mixer.layers.layer_norm import LayerNorm
 from keras_mixer.layers.moe import MixtureOfExperts
 
@@ -98,10 +98,10 @@ class SparseMixerBlock(keras.layers.Layer):
         y = ops.transpose(y, (0, 2, 1))
         if self.rerep:
             y = self.rerep_out_channels(y)
-        x = x + self.drop_path(y, training=training)
+        x = x + dropped(self.drop_path, y, training)
         if self.rerep == "both":
             return x
-        return x + self.drop_path(self.channel_moe(self.norm_1(x), training=training), training=training)
+        return x + dropped(self.drop_path, self.channel_moe(self.norm_1(x), training=training), training)
 
     def channel_equalization(self):  # see keras_mixer.layers.equalization
         return {"norm_0": ("rerep_in_channels",) if self.rerep else equalization.TOKEN_MIXING,
