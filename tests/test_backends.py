@@ -142,3 +142,34 @@ def test_stochastic_depth_and_router_noise_on_torch_draw_keras_values_from_a_hos
         assert torch.equal(host_seeds.normal((4, 6), noise, like=torch.zeros(1)),
                            keras.random.normal((4, 6), seed=reference))
         """)
+
+
+def test_torch_fit_fed_by_the_feeder_thread_trains_as_from_keras_own_conversion():
+    """The trainer's CUDA feed hands Keras on torch tensors placed by a feeder thread (`feed.ahead`; the pinned
+    copies themselves need a GPU): fit takes them in order and trains to the same weights as from NumPy batches,
+    which Keras converts itself."""
+    run_on("torch", """
+        import torch
+        from keras_mixer.training.feed import ahead, with_pixel_input
+
+        rng = np.random.default_rng(0)
+        batches = [(rng.integers(0, 256, (4, 16, 16, 3)).astype("uint8"),
+                    np.eye(5, dtype="float32")[rng.integers(0, 5, 4)]) for _ in range(6)]
+
+        def trained(source):
+            keras.utils.set_random_seed(0)
+            model = keras_mixer.MLPMixer(4, 8, 2, 6, 12, input_shape=(16, 16, 3), classes=5)
+            initial = [keras.ops.convert_to_numpy(v) for v in model.weights]
+            trainee = with_pixel_input(model)
+            trainee.compile(keras.optimizers.AdamW(1e-2), "categorical_crossentropy")
+            trainee.fit(source, steps_per_epoch=6, epochs=1, verbose=0)
+            return initial, [keras.ops.convert_to_numpy(v) for v in model.weights]
+
+        initial, from_numpy = trained(batch for batch in batches)  # Keras takes a generator, not an iterator
+        _, from_thread = trained(ahead(iter(batches), lambda batch: tuple(map(torch.from_numpy, batch)), depth=2))
+        assert all(not np.array_equal(a, b) for a, b in zip(initial, from_numpy) if a.std() or b.std())
+        for a, b in zip(from_numpy, from_thread):
+            np.testing.assert_array_equal(a, b)
+        reversed_order = ahead(iter(batches[::-1]), lambda batch: tuple(map(torch.from_numpy, batch)), depth=2)
+        assert any(not np.array_equal(a, b) for a, b in zip(from_numpy, trained(reversed_order)[1]))
+    """)
