@@ -12,7 +12,9 @@ Each row is one process (a fresh backend and device memory):
   synthetic uint8 source. On JAX the `feed` rows run twice:
   strategy "default" and "data_parallel" over the same devices, whose ratio is the cost of the distribution's
   feed.
-- timm eager (`torch.autocast`, fused AdamW) and timm + `torch.compile`, data on the device.
+- timm eager (`torch.autocast`, fused AdamW) and timm + `torch.compile`, data on the device; both clip the global
+  gradient norm as the `scratch` recipe does (`torch.nn.utils.clip_grad_norm_`), so both sides train the same
+  function.
 Every row: images/s over the timed steps (warm-up excluded), the first step's seconds (compilation), peak device
 memory, and MFU at 224: 6 x the forward multiply-accumulates per image (`mixer_gmacs`), against the bf16 matmul rate
 measured in the same run (8192^3 on a GPU; float32 at 1024^3 with --smoke on a CPU).
@@ -138,11 +140,13 @@ def trainer_feed(pixels, labels, distribution):
 
 
 def timm_row(model_name, settings, compiled):
-    """timm's Mixer, the same batch, AdamW (fused on CUDA), bf16 autocast on a GPU; data on the device."""
+    """timm's Mixer, the same batch, AdamW (fused on CUDA) after the recipe's global-norm clipping, bf16 autocast on
+    a GPU; data on the device."""
     import timm
     import torch
 
     from keras_mixer.benchmark import TIMM_TINY
+    from keras_mixer.training import get_recipe
 
     size, batch, steps, warmup = (settings[k] for k in ("image_size", "batch_size", "steps", "warmup"))
     cuda = torch.cuda.is_available()
@@ -154,6 +158,7 @@ def timm_row(model_name, settings, compiled):
         model = timm.create_model(f"{model_name}_224", **options)
     model = model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05, fused=cuda)
+    clip = get_recipe("scratch").clip_global_norm  # keras_row's optimizer clips at the same norm
     pixels, labels = synthetic(settings)
     x = torch.from_numpy(pixels).to(device).permute(0, 3, 1, 2)
     y = torch.from_numpy(labels).to(device)
@@ -165,6 +170,8 @@ def timm_row(model_name, settings, compiled):
             loss = torch.nn.functional.cross_entropy(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         optimizer.step()
         return loss
 
