@@ -5,13 +5,12 @@ TensorFlow when it sees a GPU) against timm eager and timm + torch.compile, the 
     python benchmarks/train_gpu.py --smoke                                      # a tiny Mixer on the CPU, ~1 min
 
 Each row is one process (a fresh backend and device memory):
-- keras_mixer, fed two ways: `device`, one batch already on the device and `train_on_batch` in a loop (the step
-  alone); `feed`, the trainer's own path (`keras_mixer.training`: uint8 pixels scaled on the device, placed one
-  step ahead by `batches_ahead`, sharded under a JAX distribution and copied from pinned memory on CUDA torch; `fit`
-  with the callbacks that watch each of its steps), from tf.data when TensorFlow is installed, else from a
-  synthetic uint8 source. On JAX the `feed` rows run twice:
-  strategy "default" and "data_parallel" over the same devices, whose ratio is the cost of the distribution's
-  feed.
+- keras_mixer, fed two ways: `device`, one batch already on the device, given to `fit` for every step (the step
+  alone; `train_on_batch` in a loop on TensorFlow); `feed`, the trainer's own path (`keras_mixer.training`: uint8
+  pixels scaled on the device, placed one step ahead by `batches_ahead`, sharded under a JAX distribution and
+  copied from pinned memory on CUDA torch; `fit` with the callbacks that watch each of its steps), from tf.data
+  when TensorFlow is installed, else from a synthetic uint8 source. On JAX the `feed` rows run twice: strategy
+  "default" and "data_parallel" over the same devices, whose ratio is the cost of the distribution's feed.
 - timm eager (`torch.autocast`, fused AdamW) and timm + `torch.compile`, data on the device; both clip the global
   gradient norm as the `scratch` recipe does (`torch.nn.utils.clip_grad_norm_`), so both sides train the same
   function.
@@ -81,35 +80,45 @@ def keras_row(model_name, settings, feed, strategy):
         model = keras_mixer_model(model_name, size, settings["drop_path_rate"])
         trainee = with_pixel_input(model)
         compile_model(trainee, get_recipe("scratch", loss="softmax"), total_steps=10_000, global_batch_size=batch)
-        started = time.perf_counter()
-        if feed == "device":
-            x, y = keras.ops.convert_to_tensor(pixels), keras.ops.convert_to_tensor(labels)
-            trainee.train_on_batch(x, y)
-            first_step = time.perf_counter() - started
-            for _ in range(warmup):
-                trainee.train_on_batch(x, y)
-            started = time.perf_counter()
-            for _ in range(steps):
-                logs = trainee.train_on_batch(x, y, return_dict=True)
-            float(logs["loss"])
+        placed = keras.ops.convert_to_tensor(pixels), keras.ops.convert_to_tensor(labels)
+
+        def fit(source, callbacks=()):
+            # the loss as a Python float: the steps have finished when fit returns
+            return lambda count: float(trainee.fit(source, steps_per_epoch=count, epochs=1, verbose=0,
+                                                   callbacks=list(callbacks)).history["loss"][-1])
+
+        if feed == "device" and keras.backend.backend() == "tensorflow":
+            # TensorFlow's fit would pull a Python generator's tensors through the host (Dataset.from_generator)
+            first_step, seconds = timed_steps(lambda count: [trainee.train_on_batch(*placed) for _ in range(count)],
+                                              warmup, steps)
+        elif feed == "device":
+            # the same device arrays every step: no copy, and no loss read after each step (train_on_batch reads
+            # one), so the host dispatches ahead of the device as in timm's loop
+            first_step, seconds = timed_steps(fit(placed for _ in iter(int, 1)), warmup, steps)
         else:
-            source = trainer_feed(pixels, labels, distribution)
             with tempfile.TemporaryDirectory(prefix="train_gpu_") as logs:
                 # the callbacks that watch every step of a run (its per-interval backup and validation left out;
                 # TensorBoard's writer is TensorFlow's, which a GPU machine may not have)
-                fit = dict(epochs=1, verbose=0, callbacks=step_callbacks(logs, tensorboard=installed("tensorflow")))
-                trainee.fit(source, steps_per_epoch=1, **fit)
-                first_step = time.perf_counter() - started
-                # under a JAX distribution the step compiles again for its second step and for a second fit (the
-                # variables' sharding, then the step's output sharding): warm both before timing
-                for _ in range(2):
-                    trainee.fit(source, steps_per_epoch=warmup, **fit)
-                started = time.perf_counter()
-                trainee.fit(source, steps_per_epoch=steps, **fit)
-        seconds = time.perf_counter() - started
+                callbacks = step_callbacks(logs, tensorboard=installed("tensorflow"))
+                first_step, seconds = timed_steps(fit(trainer_feed(pixels, labels, distribution), callbacks),
+                                                  warmup, steps)
     return {"backend": keras.backend.backend(), "feed": feed, "strategy": distribution.name, "precision": policy,
             "precision_choice": why, "images_per_second": steps * batch / seconds,
             "first_step_seconds": first_step, "peak_device_bytes": device_memory()}
+
+
+def timed_steps(run, warmup, steps):
+    """(the first step's seconds, compilation included; the seconds of `steps` steps) of `run(count)`, which trains
+    `count` steps and returns when they have finished. It warms up twice: under a JAX distribution the step compiles
+    again for its second step and for a second fit (the variables' sharding, then the step's output sharding)."""
+    started = time.perf_counter()
+    run(1)
+    first_step = time.perf_counter() - started
+    for _ in range(2):
+        run(warmup)
+    started = time.perf_counter()
+    run(steps)
+    return first_step, time.perf_counter() - started
 
 
 def keras_mixer_model(name, size, drop_path_rate):
@@ -175,19 +184,9 @@ def timm_row(model_name, settings, compiled):
         optimizer.step()
         return loss
 
-    run = torch.compile(step) if compiled else step
-    started = time.perf_counter()
-    run().item()
-    first_step = time.perf_counter() - started
-    for _ in range(warmup):
-        run()
-    if cuda:
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    for _ in range(steps):
-        loss = run()
-    loss.item()
-    seconds = time.perf_counter() - started
+    step = torch.compile(step) if compiled else step
+    # the last loss read back: the steps have finished (the steps before it queue up on the GPU, as in keras_row)
+    first_step, seconds = timed_steps(lambda count: [step() for _ in range(count)][-1].item(), warmup, steps)
     return {"backend": "timm + torch.compile" if compiled else "timm eager", "feed": "device", "strategy": "-",
             "precision": "bf16 autocast" if bf16 else "float32", "images_per_second": steps * batch / seconds,
             "first_step_seconds": first_step, "peak_device_bytes": device_memory()}
