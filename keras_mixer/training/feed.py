@@ -43,15 +43,18 @@ def with_pixel_input(model):
 
 def fit_data(dataset, distribution, batch_size, repeat=False):
     """What `fit` and `evaluate_model` are given for `dataset` (batches of `batch_size`) under `distribution`
-    (`get_distribution`'s): on the JAX backend under a keras.distribution in one process, `device_batches` over it
-    (`repeat`: its passes one after another, as validation after every interval reads them); otherwise the tf.data
-    dataset itself, which Keras moves one batch ahead without a distribution and splits into the hosts' shares with
-    several hosts. Under a keras.distribution an evaluation's batches are padded to `batch_size` first (`_padded`):
-    Keras splits only batches of known size, and a full batch splits evenly over the devices."""
+    (`get_distribution`'s): `batches_ahead` over it on the JAX backend under a keras.distribution in one process
+    and on torch with CUDA (`repeat`: its passes one after another, as validation after every interval reads them);
+    otherwise the tf.data dataset itself, which Keras moves one batch ahead without a distribution and splits into
+    the hosts' shares with several hosts. Under a keras.distribution an evaluation's batches are padded to
+    `batch_size` first (`_padded`): Keras splits only batches of known size, and a full batch splits evenly over the
+    devices."""
     keras_distribution = isinstance(distribution.strategy, KERAS_DISTRIBUTIONS)
     if keras_distribution and dataset.element_spec[0].shape[0] is None:
         dataset = _padded(dataset, batch_size)  # an evaluation (not drop_remainder): its last batch may be short
-    if (keras_distribution and distribution.num_workers > 1) or not (keras_distribution or torch_on_cuda()):
+    if keras_distribution and distribution.num_workers > 1:
+        return dataset
+    if not keras_distribution and not torch_on_cuda():
         return dataset
     return batches_ahead((dataset.repeat() if repeat else dataset).as_numpy_iterator(), distribution)
 
