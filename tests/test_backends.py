@@ -173,3 +173,55 @@ def test_torch_fit_fed_by_the_feeder_thread_trains_as_from_keras_own_conversion(
         reversed_order = ahead(iter(batches[::-1]), lambda batch: tuple(map(torch.from_numpy, batch)), depth=2)
         assert any(not np.array_equal(a, b) for a, b in zip(from_numpy, trained(reversed_order)[1]))
     """)
+
+
+def test_a_torch_training_step_reads_back_from_the_device_only_where_keras_torch_optimizers_must():
+    """Eager torch keeps a GPU busy only while the host never waits for it, and every read of a device value back
+    into Python (`float(t)`, `if t:`) is such a wait. The recipes' schedules choose warmup or decay on the device
+    (Keras' CosineDecay read its choice back, twice per AdamW step): the AdamW presets read nothing back but the
+    host seed states (`host_seeds`). What remains is Keras': its torch SGD takes the learning rate as a Python
+    number every step, and gradient accumulation picks the update step with a Python `if`."""
+    run_on("torch", """
+        import os
+        import traceback
+        import torch
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from keras_mixer.training.recipe import compile_model, get_recipe
+
+        def op_machinery(path):
+            return "site-packages/torch/" in path or "keras/src/ops/" in path or "keras/src/utils/" in path or (
+                "keras/src/backend/torch/" in path and "/optimizers/" not in path)
+
+        class Reads(TorchDispatchMode):
+            # the file that reads a value back: the innermost one that is not torch or Keras' ops and their wrappers
+            def __init__(self):
+                super().__init__()
+                self.files = set()
+
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default):
+                    caller = [f.filename for f in traceback.extract_stack()[:-1] if not op_machinery(f.filename)][-1]
+                    self.files.add(os.path.basename(caller))
+                return func(*args, **(kwargs or {}))
+
+        x = np.random.default_rng(0).uniform(0, 1, (8, 16, 16, 3)).astype("float32")
+        y = np.eye(5, dtype="float32")[np.arange(8) % 5]
+        expected_reads = {
+            ("digits", 1): {"host_seeds.py"},  # AdamW, cosine, stochastic depth
+            ("scratch", 1): {"host_seeds.py"},  # AdamW, linear, stochastic depth
+            ("qat", 1): set(),  # AdamW, cosine
+            ("finetune", 1): {"torch_sgd.py"},  # SGD, cosine
+            ("finetune", 2): {"torch_sgd.py", "base_optimizer.py"},
+        }
+        for (name, accumulation), expected in expected_reads.items():
+            recipe = get_recipe(name, warmup_steps=4, accumulation_steps=accumulation)
+            model = keras_mixer.MLPMixer(4, 8, 2, 6, 12, input_shape=(16, 16, 3), classes=5,
+                                         drop_path_rate=recipe.drop_path_rate, classifier_activation=None)
+            compile_model(model, recipe, total_steps=100, global_batch_size=8)
+            model.train_on_batch(x, y)
+            reads = Reads()
+            with reads:
+                for _ in range(5):  # through the warmup's end
+                    model.train_on_batch(x, y)
+            assert reads.files == expected, (name, accumulation, reads.files)
+    """)

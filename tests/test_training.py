@@ -83,6 +83,20 @@ def test_schedule_warms_up_linearly_then_decays_to_the_end_fraction(decay):
     assert lr(60) == pytest.approx(midpoint, rel=1e-4)
 
 
+@pytest.mark.parametrize("warmup", [0, 10])
+def test_cosine_schedule_is_keras_cosine_decay_value_for_value(warmup):
+    """Ours chooses warmup or decay with `ops.where` (Keras' `ops.cond` is a device read on torch), nothing else."""
+    recipe = get_recipe("digits", warmup_steps=warmup, decay="cosine", end_fraction=0.1)
+    ours = make_schedule(recipe, total_steps=110, peak=2.0)
+    reference = keras.optimizers.schedules.CosineDecay(0.0, 110 - warmup, alpha=0.1, warmup_target=2.0,
+                                                       warmup_steps=warmup)
+    steps = range(0, 121, 3)
+    np.testing.assert_allclose([float(ours(step)) for step in steps], [float(reference(step)) for step in steps],
+                               rtol=1e-6, atol=1e-7)
+    assert keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(ours)).get_config() == \
+        ours.get_config()
+
+
 def test_weight_decay_shrinks_kernels_only():
     model = small_model()
     recipe = get_recipe("digits", weight_decay=0.5, warmup_steps=0, clip_global_norm=0.0)

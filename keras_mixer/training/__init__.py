@@ -15,6 +15,7 @@ from keras_mixer.training.recipe import (
     PRESETS,
     Recipe,
     SigmoidCrossEntropy,
+    WarmupCosineDecay,
     WarmupLinearDecay,
     compile_model,
     get_recipe,

@@ -3,6 +3,7 @@ gradient accumulation), warmup + cosine/linear schedule, loss (label smoothing; 
 and the presets with the published Mixer hyper-parameters."""
 
 import dataclasses
+import math
 
 import keras
 from keras import ops
@@ -98,10 +99,13 @@ def get_recipe(recipe, **overrides):
     return recipe.replace(**overrides)
 
 
-@keras.saving.register_keras_serializable(package="keras_mixer")
-class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup from 0 to `peak` over `warmup_steps`, then linear decay to `end_fraction * peak` at
-    `total_steps` (big_vision's "linear" schedule; Keras' CosineDecay covers the cosine one)."""
+class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup from 0 to `peak` over `warmup_steps`, then a decay (`shape` of the progress from 0 to 1) down to
+    `end_fraction * peak` at `total_steps`.
+
+    Warmup or decay is chosen with `ops.where`, on the device: Keras' CosineDecay chooses with `ops.cond`, which on
+    torch is a Python `if` on the step counter, so on a GPU the host would wait for the device each time the
+    optimizer reads its learning rate (twice per AdamW step)."""
 
     def __init__(self, peak, warmup_steps, total_steps, end_fraction=0.0):
         self.peak = peak
@@ -109,16 +113,36 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
         self.total_steps = total_steps
         self.end_fraction = end_fraction
 
+    def shape(self, progress):
+        raise NotImplementedError
+
     def __call__(self, step):
         step = ops.cast(step, "float32")
         warmup = step / max(self.warmup_steps, 1)
         progress = ops.clip((step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1), 0.0, 1.0)
-        decay = 1.0 - (1.0 - self.end_fraction) * progress
+        decay = self.end_fraction + (1.0 - self.end_fraction) * self.shape(progress)
         return self.peak * ops.where(step < self.warmup_steps, warmup, decay)
 
     def get_config(self):
         return dict(peak=self.peak, warmup_steps=self.warmup_steps, total_steps=self.total_steps,
                     end_fraction=self.end_fraction)
+
+
+@keras.saving.register_keras_serializable(package="keras_mixer")
+class WarmupLinearDecay(WarmupDecay):
+    """big_vision's "linear" schedule."""
+
+    def shape(self, progress):
+        return 1.0 - progress
+
+
+@keras.saving.register_keras_serializable(package="keras_mixer")
+class WarmupCosineDecay(WarmupDecay):
+    """The cosine schedule: Keras' `CosineDecay(0.0, total_steps - warmup_steps, alpha=end_fraction,
+    warmup_target=peak, warmup_steps=warmup_steps)`, value for value (tested)."""
+
+    def shape(self, progress):
+        return 0.5 * (1.0 + ops.cos(math.pi * progress))
 
 
 def peak_learning_rate(recipe, global_batch_size, scale_learning_rate=True):
@@ -130,12 +154,9 @@ def peak_learning_rate(recipe, global_batch_size, scale_learning_rate=True):
 
 def make_schedule(recipe, total_steps, peak):
     warmup = min(recipe.warmup_steps, total_steps // 2)  # short runs still get a decay phase
-    if recipe.decay == "cosine":
-        return keras.optimizers.schedules.CosineDecay(
-            0.0, max(total_steps - warmup, 1), alpha=recipe.end_fraction, warmup_target=peak, warmup_steps=warmup
-        )
-    if recipe.decay == "linear":
-        return WarmupLinearDecay(peak, warmup, total_steps, recipe.end_fraction)
+    schedules = {"cosine": WarmupCosineDecay, "linear": WarmupLinearDecay}
+    if recipe.decay in schedules:
+        return schedules[recipe.decay](peak, warmup, total_steps, recipe.end_fraction)
     raise TrainingError(f"unknown decay {recipe.decay!r}; use 'cosine' or 'linear'")
 
 
