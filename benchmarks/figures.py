@@ -360,21 +360,26 @@ def input_pipeline():
 
 
 def train_gpu(name="train_gpu"):
-    """`benchmarks/train_gpu.py`: images/s of keras_mixer on each backend and feed against timm, with MFU on a GPU."""
+    """`benchmarks/train_gpu.py`: images/s of keras_mixer on each backend and feed against timm, with MFU on a GPU,
+    and where any row counted them (torch with CUDA), the host's waits for the GPU per step."""
     result = load(name)
     machine, settings = result["machine"], result["settings"]
     where = f"one {machine['gpu']}" if machine.get("gpu") else on_machine(machine)
+    waits = any(row.get("host_waits_per_step") is not None for row in result["rows"])
     body = []
     for row in result["rows"]:
         if "error" in row:
             body.append([MIXER_NAMES.get(row["model"], row["model"]), row["backend"], row["feed"], "–",
-                         f"failed: {row['error']}", "–", "–", "–"])
+                         f"failed: {row['error']}", "–", "–", "–"] + ["–"] * waits)
             continue
         memory = f"{row['peak_device_bytes'] / 2**30:.1f} GiB" if row.get("peak_device_bytes") else "–"
+        count = row.get("host_waits_per_step")
+        count = f"{count:g}" if count is not None else "–"
         body.append([MIXER_NAMES.get(row["model"], row["model"]), row["backend"], row["feed"], row["strategy"],
                      f"{row['images_per_second']:,.0f}", percent(row["mfu"], 1) if row.get("mfu") else "–",
-                     f"{row['first_step_seconds']:.1f}", memory])
+                     f"{row['first_step_seconds']:.1f}", memory] + [count] * waits)
     header = ["model", "backend", "feed", "strategy", "images/s", "MFU", "first step s", "peak memory"]
+    header += ["host waits / step"] * waits
     return (f"Measured on {where} (`docs/results/{name}.json`, with the command that reproduces it): "
             f"{settings['image_size']}×{settings['image_size']}, batch {settings['batch_size']}, "
             f"{settings['precision']}, {settings['steps']} timed steps.\n\n" + table(header, body))

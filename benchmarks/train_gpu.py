@@ -15,8 +15,9 @@ Each row is one process (a fresh backend and device memory):
   gradient norm as the `scratch` recipe does (`torch.nn.utils.clip_grad_norm_`), so both sides train the same
   function.
 Every row: images/s over the timed steps (warm-up excluded), the first step's seconds (compilation), peak device
-memory, and MFU at 224: 6 x the forward multiply-accumulates per image (`mixer_gmacs`), against the bf16 matmul rate
-measured in the same run (8192^3 on a GPU; float32 at 1024^3 with --smoke on a CPU).
+memory, MFU at 224: 6 x the forward multiply-accumulates per image (`mixer_gmacs`), against the bf16 matmul rate
+measured in the same run (8192^3 on a GPU; float32 at 1024^3 with --smoke on a CPU), and on torch with CUDA how
+often per step the host waits for the GPU (torch's sync debug mode).
 """
 
 import argparse
@@ -25,7 +26,9 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,6 +79,7 @@ def keras_row(model_name, settings, feed, strategy):
     keras.config.set_dtype_policy(policy)
     size, batch, steps, warmup = (settings[k] for k in ("image_size", "batch_size", "steps", "warmup"))
     pixels, labels = synthetic(settings)
+    on_torch = keras.backend.backend() == "torch"
     with distribution.scope():
         model = keras_mixer_model(model_name, size, settings["drop_path_rate"])
         trainee = with_pixel_input(model)
@@ -89,22 +93,59 @@ def keras_row(model_name, settings, feed, strategy):
 
         if feed == "device" and keras.backend.backend() == "tensorflow":
             # TensorFlow's fit would pull a Python generator's tensors through the host (Dataset.from_generator)
-            first_step, seconds = timed_steps(lambda count: [trainee.train_on_batch(*placed) for _ in range(count)],
-                                              warmup, steps)
+            first_step, seconds, waits = measured(
+                lambda count: [trainee.train_on_batch(*placed) for _ in range(count)], warmup, steps, on_torch=False)
         elif feed == "device":
             # the same device arrays every step: no copy, and no loss read after each step (train_on_batch reads
             # one), so the host dispatches ahead of the device as in timm's loop
-            first_step, seconds = timed_steps(fit(placed for _ in iter(int, 1)), warmup, steps)
+            first_step, seconds, waits = measured(fit(placed for _ in iter(int, 1)), warmup, steps, on_torch)
         else:
             with tempfile.TemporaryDirectory(prefix="train_gpu_") as logs:
                 # the callbacks that watch every step of a run (its per-interval backup and validation left out;
                 # TensorBoard's writer is TensorFlow's, which a GPU machine may not have)
                 callbacks = step_callbacks(logs, tensorboard=installed("tensorflow"))
-                first_step, seconds = timed_steps(fit(trainer_feed(pixels, labels, distribution), callbacks),
-                                                  warmup, steps)
+                first_step, seconds, waits = measured(fit(trainer_feed(pixels, labels, distribution), callbacks),
+                                                      warmup, steps, on_torch)
     return {"backend": keras.backend.backend(), "feed": feed, "strategy": distribution.name, "precision": policy,
             "precision_choice": why, "images_per_second": steps * batch / seconds,
-            "first_step_seconds": first_step, "peak_device_bytes": device_memory()}
+            "first_step_seconds": first_step, "peak_device_bytes": device_memory(), "host_waits_per_step": waits}
+
+
+def measured(run, warmup, steps, on_torch):
+    """`timed_steps`, then `host_waits_per_step` if `run` trains on torch (None otherwise)."""
+    first_step, seconds = timed_steps(run, warmup, steps)
+    return first_step, seconds, host_waits_per_step(run) if on_torch else None
+
+
+def host_waits_per_step(run, steps=4):
+    """How often the host waits for the GPU per training step of `run(count)`, on torch with CUDA (None elsewhere).
+    torch's sync debug mode warns at each synchronizing call; those of this, the dispatching, thread are counted for
+    2n and n steps, whose difference leaves out what each run pays once (its final loss read)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    dispatching = threading.current_thread()
+
+    def waits(count):
+        seen = []
+
+        def note(message, *details, **options):
+            seen.append(threading.current_thread() is dispatching and "synchroniz" in str(message))
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = note  # restored by catch_warnings
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                run(count)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return sum(seen)
+
+    return (waits(2 * steps) - waits(steps)) / steps
 
 
 def timed_steps(run, warmup, steps):
@@ -186,10 +227,11 @@ def timm_row(model_name, settings, compiled):
 
     step = torch.compile(step) if compiled else step
     # the last loss read back: the steps have finished (the steps before it queue up on the GPU, as in keras_row)
-    first_step, seconds = timed_steps(lambda count: [step() for _ in range(count)][-1].item(), warmup, steps)
+    first_step, seconds, waits = measured(lambda count: [step() for _ in range(count)][-1].item(), warmup, steps,
+                                          on_torch=True)
     return {"backend": "timm + torch.compile" if compiled else "timm eager", "feed": "device", "strategy": "-",
             "precision": "bf16 autocast" if bf16 else "float32", "images_per_second": steps * batch / seconds,
-            "first_step_seconds": first_step, "peak_device_bytes": device_memory()}
+            "first_step_seconds": first_step, "peak_device_bytes": device_memory(), "host_waits_per_step": waits}
 
 
 def matmul_peak(settings):

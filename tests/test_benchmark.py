@@ -94,7 +94,42 @@ def test_gpu_training_benchmark_smoke(tmp_path):
     assert kinds == {("jax", "device", "default"), ("jax", "feed", "default"), ("jax", "feed", "data_parallel"),
                      ("torch", "device", "default"), ("torch", "feed", "default"), ("timm eager", "device", "-")}
     assert all(row["images_per_second"] > 0 for row in rows)
+    assert all(row["host_waits_per_step"] is None for row in rows)  # counted on torch with CUDA only
     assert "data_parallel costs" in printed
+
+
+def test_host_waits_are_counted_per_step_on_the_dispatching_thread_only(monkeypatch):
+    """train_gpu's count of the host's waits for the GPU (torch's sync debug mode warns at each, which needs CUDA:
+    the warnings are made here): a run of n steps that waits once per step, once at its end and once per step on
+    another thread (Keras' callback thread, which does not hold up dispatch) waits once per step."""
+    import importlib.util
+    import threading
+    import warnings
+    from pathlib import Path
+
+    torch = pytest.importorskip("torch")
+    spec = importlib.util.spec_from_file_location("train_gpu", Path(__file__).resolve().parents[1] / "benchmarks" /
+                                                  "train_gpu.py")
+    train_gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_gpu)
+    modes = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
+
+    def run(count):
+        def callback_thread():
+            for _ in range(count):
+                warnings.warn("called a synchronizing CUDA operation")
+
+        other = threading.Thread(target=callback_thread)
+        other.start()
+        for _ in range(count + 1):
+            warnings.warn("called a synchronizing CUDA operation")
+        warnings.warn("an unrelated warning")
+        other.join()
+
+    assert train_gpu.host_waits_per_step(run, steps=3) == 1.0
+    assert modes == ["warn", "default"] * 2
 
 
 HIDE_TENSORFLOW = """
