@@ -84,6 +84,32 @@ BAD_VALUES = [
 ]
 
 
+@pytest.mark.parametrize("field, parse", keras_mixer_cli.RECIPE_OPTIONS, ids=[f for f, _ in keras_mixer_cli.RECIPE_OPTIONS])
+def test_recipe_flags_take_what_the_recipe_takes(field, parse):
+    """The command line checks its recipe flags without importing keras_mixer; a Recipe checks its fields for
+    callers of the Python API. At the edges of every range, the two agree."""
+    import argparse
+
+    from keras_mixer.errors import TrainingError
+    from keras_mixer.training import get_recipe
+
+    integer = isinstance(getattr(get_recipe("digits"), field), int)
+    for text in ("-1", "0", "1e-9", "0.5", "1", "2", "nan", "inf"):
+        try:
+            parse(text)
+            flag_takes = True
+        except argparse.ArgumentTypeError:
+            flag_takes = False
+        value = float(text)
+        value = int(value) if integer and value.is_integer() else value
+        try:
+            get_recipe("digits", **{field: value})
+            recipe_takes = True
+        except TrainingError:
+            recipe_takes = False
+        assert flag_takes == recipe_takes, (field, text, flag_takes, recipe_takes)
+
+
 @pytest.mark.parametrize("argv, message", BAD_VALUES, ids=[" ".join(argv) for argv, _ in BAD_VALUES])
 def test_bad_numbers_are_one_line_naming_the_flag(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -18,6 +18,7 @@ from keras_mixer_cli import main
 from keras_mixer.errors import DataError, KerasMixerError, TrainingError
 from keras_mixer.training import (
     PRESETS,
+    Recipe,
     SigmoidCrossEntropy,
     compile_model,
     connect_hosts,
@@ -68,6 +69,14 @@ def test_recipe_errors_name_the_problem():
     assert get_recipe("scratch", randaugment=None).randaugment is None  # None switches it off
     with pytest.raises(TrainingError, match="recipe field mixup_alpha=None: give it a value"):
         get_recipe("scratch", mixup_alpha=None)
+    with pytest.raises(TrainingError, match=r"recipe field warmup_steps=-5: must be an integer >= 0"):
+        get_recipe("digits", warmup_steps=-5)  # a negative warmup would have started the decay early
+    with pytest.raises(TrainingError, match=r"recipe field end_fraction=2: must be a number >= 0 and <= 1"):
+        get_recipe("digits", end_fraction=2)  # a decay that rises
+    with pytest.raises(TrainingError, match=r"recipe field decay='exponential': must be 'cosine' or 'linear'"):
+        get_recipe("digits", decay="exponential")
+    with pytest.raises(TrainingError, match=r"recipe field batch_size=64.0: must be an integer >= 1"):
+        Recipe(batch_size=64.0)
 
 
 @pytest.mark.parametrize("decay", ["cosine", "linear"])

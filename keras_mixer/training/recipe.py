@@ -4,6 +4,7 @@ and the presets with the published Mixer hyper-parameters."""
 
 import dataclasses
 import math
+import numbers
 
 import keras
 from keras import ops
@@ -41,11 +42,52 @@ class Recipe:
     drop_path_rate: float = 0.0  # stochastic depth of the last block, rising linearly from 0 over the blocks
     dropout_rate: float = 0.0  # before the head
 
+    def __post_init__(self):
+        for name, (allowed, admits) in ALLOWED.items():
+            value = getattr(self, name)
+            if not admits(value):
+                raise TrainingError(f"recipe field {name}={value!r}: must be {allowed}")
+
     def replace(self, **changes):
         unknown = set(changes) - {field.name for field in dataclasses.fields(self)}
         if unknown:
             raise TrainingError(f"unknown recipe fields {sorted(unknown)}; known: {sorted(self.__dataclass_fields__)}")
         return dataclasses.replace(self, **changes)
+
+
+def _real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _integer(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+# What each field takes (RandAugment's pair is checked where the pipeline builds it): a value outside would train
+# something else without a word, as a negative warmup or a decay that rises. The command line's flags for these
+# fields take the same ranges (tests/test_cli.py).
+ALLOWED = {
+    "optimizer": ("'adamw' or 'sgd'", lambda value: value in ("adamw", "sgd")),
+    "learning_rate": ("a number > 0", lambda value: _real(value) and value > 0),
+    "batch_size": ("an integer >= 1", lambda value: _integer(value) and value >= 1),
+    "weight_decay": ("a number >= 0", lambda value: _real(value) and value >= 0),
+    "momentum": ("a number >= 0 and < 1", lambda value: _real(value) and 0 <= value < 1),
+    "warmup_steps": ("an integer >= 0", lambda value: _integer(value) and value >= 0),
+    "decay": ("'cosine' or 'linear'", lambda value: value in ("cosine", "linear")),
+    "end_fraction": ("a number >= 0 and <= 1", lambda value: _real(value) and 0 <= value <= 1),
+    "clip_global_norm": ("a number >= 0 (0: no clipping)", lambda value: _real(value) and value >= 0),
+    "accumulation_steps": ("an integer >= 1", lambda value: _integer(value) and value >= 1),
+    "loss": ("'softmax' or 'sigmoid'", lambda value: value in ("softmax", "sigmoid")),
+    "label_smoothing": ("a number >= 0 and < 1", lambda value: _real(value) and 0 <= value < 1),
+    "mixup_alpha": ("a number >= 0", lambda value: _real(value) and value >= 0),
+    "cutmix_alpha": ("a number >= 0", lambda value: _real(value) and value >= 0),
+    "inception_crop": ("True or False", lambda value: isinstance(value, bool)),
+    "random_flip": ("True or False", lambda value: isinstance(value, bool)),
+    "eval_crop_fraction": ("None or a number > 0 and <= 1", lambda value: value is None or (_real(value) and
+                                                                                             0 < value <= 1)),
+    "drop_path_rate": ("a number >= 0 and < 1", lambda value: _real(value) and 0 <= value < 1),
+    "dropout_rate": ("a number >= 0 and < 1", lambda value: _real(value) and 0 <= value < 1),
+}
 
 
 PRESETS = {
@@ -154,10 +196,8 @@ def peak_learning_rate(recipe, global_batch_size, scale_learning_rate=True):
 
 def make_schedule(recipe, total_steps, peak):
     warmup = min(recipe.warmup_steps, total_steps // 2)  # short runs still get a decay phase
-    schedules = {"cosine": WarmupCosineDecay, "linear": WarmupLinearDecay}
-    if recipe.decay in schedules:
-        return schedules[recipe.decay](peak, warmup, total_steps, recipe.end_fraction)
-    raise TrainingError(f"unknown decay {recipe.decay!r}; use 'cosine' or 'linear'")
+    schedule = WarmupCosineDecay if recipe.decay == "cosine" else WarmupLinearDecay  # Recipe admits no other
+    return schedule(peak, warmup, total_steps, recipe.end_fraction)
 
 
 def make_optimizer(recipe, model, total_steps, global_batch_size, scale_learning_rate=True):
@@ -171,10 +211,8 @@ def make_optimizer(recipe, model, total_steps, global_batch_size, scale_learning
     )
     if recipe.optimizer == "adamw":
         optimizer = keras.optimizers.AdamW(beta_1=recipe.momentum, **common)
-    elif recipe.optimizer == "sgd":
+    else:  # "sgd", the other one Recipe admits
         optimizer = keras.optimizers.SGD(momentum=recipe.momentum, **common)
-    else:
-        raise TrainingError(f"unknown optimizer {recipe.optimizer!r}; use 'adamw' or 'sgd'")
     if recipe.weight_decay:
         # like timm and big_vision: decay weight matrices only, never norm scales/offsets or biases
         optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if len(v.shape) <= 1])
@@ -207,8 +245,6 @@ def make_loss(recipe, model=None):
     probabilities of a softmax / sigmoid head (a builder's default `classifier_activation`), which a from-logits
     loss would squash a second time. A head whose probabilities the loss cannot take is refused."""
     head = output_activation(model) if model is not None else None
-    if recipe.loss not in ("softmax", "sigmoid"):
-        raise TrainingError(f"unknown loss {recipe.loss!r}; use 'softmax' or 'sigmoid'")
     if head not in (None, recipe.loss):  # each loss takes the probabilities of the head of its own name
         raise TrainingError(f"model {model.name!r} ends in a {head} head, but the recipe's loss is {recipe.loss} "
                             f"cross-entropy: rebuild it with classifier_activation=None (logits) or {recipe.loss!r}")
