@@ -3,6 +3,7 @@ TensorFlow when it sees a GPU) against timm eager and timm + torch.compile, the 
 
     python benchmarks/train_gpu.py --output docs/results/train_gpu.json         # Mixer-S/16, B/16, L/16 at 224
     python benchmarks/train_gpu.py --smoke                                      # a tiny Mixer on the CPU, ~1 min
+    python benchmarks/train_gpu.py --models mixer_b16 --torch-jit --row-timeout 300  # + Keras' torch.compile step
 
 Each row is one process (a fresh backend and device memory):
 - keras_mixer, fed two ways: `device`, one batch already on the device, given to `fit` for every step (the step
@@ -14,6 +15,8 @@ Each row is one process (a fresh backend and device memory):
 - timm eager (`torch.autocast`, fused AdamW) and timm + `torch.compile`, data on the device; both clip the global
   gradient norm as the `scratch` recipe does (`torch.nn.utils.clip_grad_norm_`), so both sides train the same
   function.
+With `--torch-jit`, keras_mixer on torch also runs with `jit_compile=True` (torch.compile), data on the device;
+`--row-timeout` records a row that takes longer (its compilation included) as not done.
 Every row: images/s over the timed steps (warm-up excluded), the first step's seconds (compilation), peak device
 memory, MFU at 224: 6 x the forward multiply-accumulates per image (`mixer_gmacs`), against the bf16 matmul rate
 measured in the same run (8192^3 on a GPU; float32 at 1024^3 with --smoke on a CPU), and on torch with CUDA how
@@ -33,9 +36,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL = {"models": ["mixer_s16", "mixer_b16", "mixer_l16"], "image_size": 224, "batch_size": 256, "steps": 30,
-        "warmup": 5, "precision": "mixed_bfloat16", "matmul": 8192, "drop_path_rate": 0.0}
+        "warmup": 5, "precision": "mixed_bfloat16", "matmul": 8192, "drop_path_rate": 0.0, "torch_jit": False,
+        "row_timeout": None}
 SMOKE = {"models": ["mixer_tiny"], "image_size": 32, "batch_size": 8, "steps": 50, "warmup": 5,
-         "precision": "float32", "matmul": 1024, "drop_path_rate": 0.0}
+         "precision": "float32", "matmul": 1024, "drop_path_rate": 0.0, "torch_jit": False, "row_timeout": None}
 CLASSES = 1000
 
 
@@ -65,8 +69,9 @@ def device_memory():
     return torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
 
 
-def keras_row(model_name, settings, feed, strategy):
-    """One keras_mixer row in this process (KERAS_BACKEND chosen by the caller)."""
+def keras_row(model_name, settings, feed, strategy, jit_compile="auto"):
+    """One keras_mixer row in this process (KERAS_BACKEND chosen by the caller); `jit_compile` as Keras' compile
+    takes it (the trainer leaves it at "auto": eager on torch)."""
     import keras
 
     from keras_mixer.training import compile_model, get_distribution, get_recipe
@@ -83,7 +88,8 @@ def keras_row(model_name, settings, feed, strategy):
     with distribution.scope():
         model = keras_mixer_model(model_name, size, settings["drop_path_rate"])
         trainee = with_pixel_input(model)
-        compile_model(trainee, get_recipe("scratch", loss="softmax"), total_steps=10_000, global_batch_size=batch)
+        compile_model(trainee, get_recipe("scratch", loss="softmax"), total_steps=10_000, global_batch_size=batch,
+                      jit_compile=jit_compile)
         placed = keras.ops.convert_to_tensor(pixels), keras.ops.convert_to_tensor(labels)
 
         def fit(source, callbacks=()):
@@ -106,7 +112,8 @@ def keras_row(model_name, settings, feed, strategy):
                 callbacks = step_callbacks(logs, tensorboard=installed("tensorflow"))
                 first_step, seconds, waits = measured(fit(trainer_feed(pixels, labels, distribution), callbacks),
                                                       warmup, steps, on_torch)
-    return {"backend": keras.backend.backend(), "feed": feed, "strategy": distribution.name, "precision": policy,
+    backend = keras.backend.backend() + (" + jit_compile" if jit_compile is True else "")
+    return {"backend": backend, "feed": feed, "strategy": distribution.name, "precision": policy,
             "precision_choice": why, "images_per_second": steps * batch / seconds,
             "first_step_seconds": first_step, "peak_device_bytes": device_memory(), "host_waits_per_step": waits}
 
@@ -286,6 +293,8 @@ def plan(settings, smoke):
         for backend in backends:
             rows.append((backend, ["keras", model, "device", "default"]))
             rows.append((backend, ["keras", model, "feed", "default"]))
+            if backend == "torch" and settings["torch_jit"]:
+                rows.append((backend, ["keras", model, "device", "default", "jit_compile"]))
             if backend == "jax":
                 rows.append((backend, ["keras", model, "feed", "data_parallel"]))
         if installed("timm") and installed("torch"):
@@ -301,28 +310,36 @@ def run_row(backend, what, settings):
     if backend:
         environment["KERAS_BACKEND"] = backend
     command = [sys.executable, __file__, "--row", json.dumps(what), "--settings", json.dumps(settings)]
-    result = subprocess.run(command, capture_output=True, text=True, env=environment)
+    label = (backend or what[0]) + (" + jit_compile" if what[4:] == ["jit_compile"] else "")
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, env=environment,
+                                timeout=None if what[0] == "peak" else settings["row_timeout"])
+    except subprocess.TimeoutExpired:
+        return {"backend": label, "feed": what[2], "model": what[1],
+                "error": f"not done within {settings['row_timeout']} s (start-up and the first step's compilation "
+                         f"included)"}
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     if result.returncode or not lines:
         errors = [line for line in result.stderr.splitlines() if "Error" in line or "error" in line]
         tail = (errors or result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
         if what[0] == "peak":
             raise SystemExit(f"the matmul peak could not be measured: {tail}")
-        return {"backend": backend or what[0], "feed": what[2], "model": what[1], "error": tail[:300]}
+        return {"backend": label, "feed": what[2], "model": what[1], "error": tail[:300]}
     row = json.loads(lines[-1])
     return row if what[0] == "peak" else {"model": what[1], **row}
 
 
 def one_row(what, settings):
-    """One row, in this process: ["keras", model, feed, strategy], ["timm", model, "eager" | "compiled"] or
-    ["peak"] (the matmul rate)."""
+    """One row, in this process: ["keras", model, feed, strategy] (+ "jit_compile"), ["timm", model, "eager" |
+    "compiled"] or ["peak"] (the matmul rate)."""
     kind = what[0]
     if kind == "peak":
         return {"matmul_flops": matmul_peak(settings)}
     model = what[1]
     if kind == "timm":
         return timm_row(model, settings, compiled=what[2] == "compiled")
-    return keras_row(model, settings, feed=what[2], strategy=what[3])
+    return keras_row(model, settings, feed=what[2], strategy=what[3],
+                     jit_compile=True if what[4:] == ["jit_compile"] else "auto")
 
 
 def accelerator_machine():
@@ -349,6 +366,10 @@ def main(argv=None):
         parser.add_argument(f"--{option.replace('_', '-')}", type=int, help="override the setting (see --smoke)")
     parser.add_argument("--drop-path-rate", type=float, help="stochastic depth in both models (default 0; the "
                         "scratch recipe's is 0.1): what eager torch pays per random draw")
+    parser.add_argument("--torch-jit", action="store_true", help="also keras_mixer on torch with jit_compile=True "
+                        "(torch.compile), data on the device")
+    parser.add_argument("--row-timeout", type=int, help="seconds a row may take, start-up and compilation included; "
+                        "a row past it is recorded as not done (default: no limit)")
     parser.add_argument("--output", help="write the rows, the machine and the command to this JSON file")
     parser.add_argument("--row", help=argparse.SUPPRESS)
     parser.add_argument("--settings", help=argparse.SUPPRESS)
@@ -356,7 +377,8 @@ def main(argv=None):
     settings = dict(SMOKE if args.smoke else FULL)
     settings.update({key: value for key, value in (("models", args.models), ("image_size", args.image_size),
                      ("batch_size", args.batch_size), ("steps", args.steps),
-                     ("drop_path_rate", args.drop_path_rate)) if value})
+                     ("drop_path_rate", args.drop_path_rate), ("torch_jit", args.torch_jit),
+                     ("row_timeout", args.row_timeout)) if value})
     if args.row:
         print(json.dumps(one_row(json.loads(args.row), json.loads(args.settings))))
         return 0

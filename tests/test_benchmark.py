@@ -132,6 +132,26 @@ def test_host_waits_are_counted_per_step_on_the_dispatching_thread_only(monkeypa
     assert modes == ["warn", "default"] * 2
 
 
+def test_a_gpu_benchmark_row_past_its_time_limit_is_recorded_as_not_done():
+    """`--row-timeout` (for rows whose compilation may not end, as Keras' torch.compile step of a Mixer-B/16 on the
+    H200): the row's process is stopped and the row says so, named as the rows that finish are."""
+    import importlib.util
+    import time
+    from pathlib import Path
+
+    pytest.importorskip("torch")
+    spec = importlib.util.spec_from_file_location("train_gpu", Path(__file__).resolve().parents[1] / "benchmarks" /
+                                                  "train_gpu.py")
+    train_gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_gpu)
+    started = time.perf_counter()
+    row = train_gpu.run_row("torch", ["keras", "mixer_tiny", "device", "default", "jit_compile"],
+                            {**train_gpu.SMOKE, "row_timeout": 1})
+    assert time.perf_counter() - started < 30
+    assert row == {"backend": "torch + jit_compile", "feed": "device", "model": "mixer_tiny",
+                   "error": "not done within 1 s (start-up and the first step's compilation included)"}
+
+
 HIDE_TENSORFLOW = """
 import importlib.machinery
 
