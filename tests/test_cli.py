@@ -182,6 +182,19 @@ def test_predict_with_weights_it_cannot_download_is_one_line(tmp_path, capsys, m
     assert not [str(warning.message) for warning in caught if "hash" in str(warning.message)]
 
 
+def test_predict_with_a_registry_name_and_no_weights_is_refused_naming_the_tags(tmp_path, capsys):
+    """Untrained weights would print ImageNet labels as predictions (all 0.1 %: a Mixer's head starts at zero)."""
+    from PIL import Image
+
+    Image.new("RGB", (40, 30)).save(tmp_path / "x.jpg")
+    for name, choices in (("mixer_s16", "a pretrained tag (gsam, imagenet) or a checkpoint file"),
+                          ("raft_mlp_s", "a checkpoint file (it has no pretrained release)")):
+        code = keras_mixer_cli.main(["predict", name, str(tmp_path / "x.jpg")])
+        assert code == 2 and capsys.readouterr().err.strip() == (
+            f"keras-mixer predict: error: {name!r} without weights is untrained: give weights (--weights on the "
+            f"command line): {choices}")
+
+
 def test_export_on_another_backend_is_one_line_naming_tensorflow(tmp_path):
     model = tmp_path / "m.keras"
     build_digits_mixer().save(model)
