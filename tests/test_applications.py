@@ -76,6 +76,14 @@ def test_argument_errors_are_clear(builder):
         build(include_top=False, pooling="sum")
     with pytest.raises(ValueError, match="Only None and 'softmax' activations"):  # checked before any file is read
         build(weights="some_file.weights.h5", classifier_activation="sigmoid")
+    # named as the caller wrote them: Keras would say `units=0`, or a later block's own drop-path rate
+    for arguments, message in [(dict(classes=0), "classes must be a whole number >= 1 .*got 0"),
+                               (dict(classes="10"), "classes must be .*got '10'"),
+                               (dict(drop_path_rate=2.0), r"drop_path_rate must be a number in \[0, 1\), got 2.0"),
+                               (dict(drop_path_rate=float("nan")), "drop_path_rate must be .*got nan")]:
+        with pytest.raises(KerasMixerError, match=message):
+            build(**arguments)
+    build(include_top=False, classes=0)  # no head: classes is not read, as in keras.applications
 
 
 @pytest.mark.parametrize("family", SMALL)
@@ -219,7 +227,8 @@ def test_one_naming_rule_for_registry_names_and_builders():
     (dict(input_shape=(3, 224, 224)), r"looks channels-first.*\(224, 224, 3\)"),
     (dict(input_shape=(64, 64, 3), input_tensor=keras.Input((32, 32, 3))), r"input_tensor has shape \(32, 32, 3\) "
                                                                              r"but input_shape is \(64, 64, 3\)"),
-], ids=["zero channels", "channels first", "conflicting input_tensor"])
+    (dict(dropout_rate=-0.5), r"dropout_rate must be a number in \[0, 1\), got -0.5"),
+], ids=["zero channels", "channels first", "conflicting input_tensor", "negative dropout"])
 def test_careless_input_shapes_are_refused_by_name(arguments, message):
     with pytest.raises(KerasMixerError, match=message):
         keras_mixer.MixerS32(**arguments)

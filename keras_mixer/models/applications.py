@@ -5,6 +5,8 @@ global setting is given `data_format="channels_last"` (a channels-first setting,
 would otherwise pool over channels and size the head by the token count without an error).
 """
 
+import numbers
+
 import keras
 import numpy as np
 
@@ -45,9 +47,12 @@ def image_input(input_tensor, input_shape, default=(224, 224, 3)):
     return keras.Input(tensor=input_tensor, shape=shape, name="images"), shape
 
 
-def check_arguments(pooling, weights=None, include_top=True, classifier_activation=None):
+def check_arguments(pooling, weights=None, include_top=True, classifier_activation=None, classes=1000,
+                    drop_path_rate=0.0, dropout_rate=0.0):
     """keras.applications' argument checks: a known `pooling`; with weights and a classifier, only a softmax or
-    no activation (Keras refuses others there: a pretrained head's outputs are logits)."""
+    no activation (Keras refuses others there: a pretrained head's outputs are logits). Then ours, named as the
+    caller wrote them (Keras would name its Dense `units`, or a block's own rate): with a classifier, a whole number
+    of `classes` >= 1; rates in [0, 1)."""
     if pooling not in POOLING_MODES:
         raise KerasMixerError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
     if weights is not None and include_top:
@@ -56,6 +61,11 @@ def check_arguments(pooling, weights=None, include_top=True, classifier_activati
             raise KerasMixerError(
                 "Only None and 'softmax' activations are allowed for classifier_activation when loading weights "
                 f"with include_top=True (as in keras.applications); got {classifier_activation!r}")
+    if include_top and (isinstance(classes, bool) or not isinstance(classes, numbers.Integral) or classes < 1):
+        raise KerasMixerError(f"classes must be a whole number >= 1 (the head's size), got {classes!r}")
+    for name, rate in (("drop_path_rate", drop_path_rate), ("dropout_rate", dropout_rate)):
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
+            raise KerasMixerError(f"{name} must be a number in [0, 1), got {rate!r}")
 
 
 def trained_normalization(weights, variant, authors, override=None, channels=3):

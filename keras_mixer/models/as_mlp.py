@@ -75,7 +75,7 @@ def ASMLP(
     (default: the authors', timm's ImageNet mean / std), folded into the patch embedding: the model always takes
     `preprocess_input`'s [-1, 1].
     """
-    check_arguments(pooling, weights, include_top, classifier_activation)
+    check_arguments(pooling, weights, include_top, classifier_activation, classes, drop_path_rate)
     images, input_shape = image_input(input_tensor, input_shape)
     normalization = trained_normalization(weights, name, AUTHORS_NORMALIZATION, checkpoint_normalization,
                                           input_shape[-1])

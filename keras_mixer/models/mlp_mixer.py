@@ -294,7 +294,7 @@ def MLPMixer(
             folded into the stem, exactly.
         name: model name.
     """
-    check_arguments(pooling, weights, include_top, classifier_activation)
+    check_arguments(pooling, weights, include_top, classifier_activation, classes, drop_path_rate, dropout_rate)
     images, input_shape = image_input(input_tensor, input_shape)
     stem = PatchEmbedding(patch_size, hidden_dim, name="stem")
     rows, cols = stem.grid_shape((None,) + input_shape)

@@ -73,7 +73,7 @@ def RaftMLP(
     `checkpoint_normalization`: the (mean, std) per RGB channel on [0, 1] pixels that a checkpoint in `weights` was
     trained on (default: the authors', ImageNet mean / std), applied by an `input_normalization` step: the model
     always takes `preprocess_input`'s [-1, 1]."""
-    check_arguments(pooling, weights, include_top, classifier_activation)
+    check_arguments(pooling, weights, include_top, classifier_activation, classes, drop_path_rate)
     images, input_shape = image_input(input_tensor, input_shape)
     normalization = trained_normalization(weights, name, AUTHORS_NORMALIZATION, checkpoint_normalization,
                                           input_shape[-1])

@@ -86,7 +86,7 @@ def SparseMLP(
     keras.applications arguments. Routing, capacity, auxiliary loss and re-represent options: see
     `SparseMixerBlock` / `MixtureOfExperts`. `dispatch="dense"` builds the export form (same outputs, static
     matmuls only); `weights`: a Keras weights file (no official checkpoint exists)."""
-    check_arguments(pooling, weights, include_top, classifier_activation)
+    check_arguments(pooling, weights, include_top, classifier_activation, classes, drop_path_rate, dropout_rate)
     if weights is not None and not weights_lib.is_keras_file(weights):
         raise WeightsError(f"weights={weights!r}: Sparse-MLP has no released checkpoint; pass a Keras file "
                            "(.weights.h5, .keras) saved from this architecture")
