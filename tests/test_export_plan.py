@@ -98,6 +98,14 @@ def test_impossible_options_are_refused_before_any_work(facts, options, message)
         plan(facts, **options)
 
 
+def test_something_other_than_a_keras_model_is_refused_naming_it():
+    from keras_mixer.export.plan import export_plan
+
+    with pytest.raises(ExportError, match="export takes a keras.Model, got str 'm.keras': load a .keras file with "
+                                          "keras.models.load_model first"):
+        export_plan("m.keras")  # was an AttributeError ('str' object has no attribute 'weights')
+
+
 def test_mixture_of_experts_nodes_stay_float_in_the_default_int8_export_only():
     sparse = ModelFacts("sparse", 1, chain=True, fake_quant=False, probabilities=False, experts=True)
     assert plan(sparse, calibrated=True).experts_float and not plan(SMALL, calibrated=True).experts_float

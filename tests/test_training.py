@@ -79,6 +79,22 @@ def test_recipe_errors_name_the_problem():
         Recipe(batch_size=64.0)
 
 
+@pytest.mark.parametrize("options, refusal", [
+    (dict(steps=0), "steps must be an integer >= 1, got 0"),  # was a ZeroDivisionError deep in the run
+    (dict(batch_size=0), "batch_size must be an integer >= 1, got 0"),
+    (dict(epochs=2.5), "epochs must be an integer >= 1, got 2.5"),
+    (dict(checkpoint_every=-1), "checkpoint_every must be an integer >= 1, got -1"),
+    (dict(epochs=2, steps=10), r"give epochs or steps, not both \(got epochs=2, steps=10\)"),  # one was ignored
+])
+@pytest.mark.parametrize("run", ["train", "quantization_aware_training"])
+def test_a_run_length_the_command_line_would_refuse_is_refused_before_any_work(tmp_path, run, options, refusal):
+    from keras_mixer import training
+
+    with pytest.raises(TrainingError, match=refusal):
+        getattr(training, run)(str(tmp_path / "no_such_model.keras"), output_dir=tmp_path / "run", **options)
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("decay", ["cosine", "linear"])
 def test_schedule_warms_up_linearly_then_decays_to_the_end_fraction(decay):
     recipe = get_recipe("digits", warmup_steps=10, decay=decay, end_fraction=0.1)

@@ -59,7 +59,7 @@ def _real(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _integer(value):
+def is_whole_number(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
@@ -69,14 +69,14 @@ def _integer(value):
 ALLOWED = {
     "optimizer": ("'adamw' or 'sgd'", lambda value: value in ("adamw", "sgd")),
     "learning_rate": ("a number > 0", lambda value: _real(value) and value > 0),
-    "batch_size": ("an integer >= 1", lambda value: _integer(value) and value >= 1),
+    "batch_size": ("an integer >= 1", lambda value: is_whole_number(value) and value >= 1),
     "weight_decay": ("a number >= 0", lambda value: _real(value) and value >= 0),
     "momentum": ("a number >= 0 and < 1", lambda value: _real(value) and 0 <= value < 1),
-    "warmup_steps": ("an integer >= 0", lambda value: _integer(value) and value >= 0),
+    "warmup_steps": ("an integer >= 0", lambda value: is_whole_number(value) and value >= 0),
     "decay": ("'cosine' or 'linear'", lambda value: value in ("cosine", "linear")),
     "end_fraction": ("a number >= 0 and <= 1", lambda value: _real(value) and 0 <= value <= 1),
     "clip_global_norm": ("a number >= 0 (0: no clipping)", lambda value: _real(value) and value >= 0),
-    "accumulation_steps": ("an integer >= 1", lambda value: _integer(value) and value >= 1),
+    "accumulation_steps": ("an integer >= 1", lambda value: is_whole_number(value) and value >= 1),
     "loss": ("'softmax' or 'sigmoid'", lambda value: value in ("softmax", "sigmoid")),
     "label_smoothing": ("a number >= 0 and < 1", lambda value: _real(value) and 0 <= value < 1),
     "mixup_alpha": ("a number >= 0", lambda value: _real(value) and value >= 0),

@@ -37,7 +37,7 @@ from keras_mixer.training.distribute import (
     under_global_policy,
 )
 from keras_mixer.training.feed import fit_data, with_pixel_input
-from keras_mixer.training.recipe import compile_model, get_recipe
+from keras_mixer.training.recipe import compile_model, get_recipe, is_whole_number
 from keras_mixer.weights import load_keras_model, load_keras_model_with_info, nonfinite_variables, save_model
 
 
@@ -140,6 +140,7 @@ def train(
     Returns (model, report dict).
     """
     output_dir = Path(output_dir)
+    check_run_length(epochs, steps, batch_size, checkpoint_every)
     check_run_folder(output_dir, model_filename, overwrite)
     if isinstance(dataset, (str, Path)) and Path(dataset).is_dir() and (
             Path(dataset).resolve() in (output_dir.resolve(), *output_dir.resolve().parents)):
@@ -284,6 +285,19 @@ def train(
 
 
 RUN_FILE = "run.json"
+
+
+RUN_LENGTH = ("epochs", "steps", "batch_size", "checkpoint_every")
+
+
+def check_run_length(epochs=None, steps=None, batch_size=None, checkpoint_every=None):
+    """TrainingError unless each count given is a whole number >= 1 and at most one of `epochs` and `steps` is given
+    (the command line's flags take the same): checked before any data is read or weights are built."""
+    if epochs is not None and steps is not None:
+        raise TrainingError(f"give epochs or steps, not both (got epochs={epochs!r}, steps={steps!r})")
+    for name, value in zip(RUN_LENGTH, (epochs, steps, batch_size, checkpoint_every)):
+        if value is not None and not (is_whole_number(value) and value >= 1):
+            raise TrainingError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def check_run_folder(output_dir, model_filename="model.keras", overwrite=False):
@@ -439,6 +453,7 @@ def quantization_aware_training(model, dataset=DIGITS, output_dir="runs/qat", ca
     from keras_mixer.export.equalize import equalize_channels
     from keras_mixer.quantization import quantize_model
 
+    check_run_length(*(train_options.get(name) for name in RUN_LENGTH))
     check_run_folder(Path(output_dir), "model_qat.keras", train_options.get("overwrite", False))
     float_model, info = _model_and_info(model)
     image_size = model_image_size(float_model)
