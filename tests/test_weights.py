@@ -106,6 +106,22 @@ def test_pickle_inside_npz_is_refused(tmp_path):
         tiny(classes=5, weights=str(path))
 
 
+def test_a_file_that_is_not_a_zip_archive_is_named_as_such_not_as_a_pickle(tmp_path):
+    path = tmp_path / "notes.npz"
+    path.write_text("not an archive")  # numpy reads what is not a zip as a pickle, and refuses it as one
+    with pytest.raises(WeightsError, match=r"notes.npz: not an .npz archive \(not a zip file"):
+        tiny(classes=5, weights=str(path))
+
+
+def test_a_tflite_file_given_as_a_keras_model_is_named_as_such(tmp_path):
+    from keras_mixer.weights import load_keras_model
+
+    path = tmp_path / "m.tflite"
+    path.write_bytes(b"\0" * 8)
+    with pytest.raises(WeightsError, match=r"m.tflite: a .tflite file, not a .keras model \(LiteRT runs it"):
+        load_keras_model(path)
+
+
 class Payload:
     def __reduce__(self):
         return (os.system, ("echo pwned > /dev/null",))

@@ -80,6 +80,9 @@ def load_keras_model(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise WeightsError(f"model file {path!r} does not exist")
+    if path.endswith(".tflite"):
+        raise WeightsError(f"{path}: a .tflite file, not a .keras model (LiteRT runs it: keras-mixer evaluate-tflite, "
+                           "predict, keras_mixer.export.evaluate_tflite)")
     try:
         with _complete_load(path):
             model = keras.models.load_model(path, safe_mode=True)

@@ -9,6 +9,7 @@ None of them executes code from the file: `.npz` is read with `allow_pickle=Fals
 import argparse
 import os
 import pickle
+import zipfile
 
 import numpy as np
 
@@ -36,6 +37,8 @@ def _require_file(path):
 def read_npz(path):
     """A flat `.npz` of '/'-joined Flax paths, as in the official vit_jax / big_vision releases."""
     _require_file(path)
+    if not zipfile.is_zipfile(path):  # numpy would read it as a pickle and refuse it as one
+        raise WeightsError(f"{path}: not an .npz archive (not a zip file: damaged, or another format)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
