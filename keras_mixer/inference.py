@@ -3,6 +3,7 @@ preprocessed exactly as evaluation preprocesses them (`keras_mixer.datasets.eval
 
 import dataclasses
 import io
+import numbers
 import os
 
 import numpy as np
@@ -60,6 +61,16 @@ def preprocess_image(image, image_size, crop_fraction=FULL_CROP_FRACTION):
         raise DataError(f"an image must be [H, W, 3] or [H, W] pixels, got shape {image.shape}")
     if not np.all(np.isfinite(image)):
         raise DataError("the image contains NaN or Inf values")
+    # pixels on another scale would be classified without a word, and wrongly: already preprocessed ([-1, 1]),
+    # scaled to [0, 1], or 16-bit
+    low, high = float(image.min()), float(image.max())
+    if low < 0 or high > 255:
+        preprocessed = low >= -1 and high <= 1
+        hint = ": they look preprocessed already; pass the pixels before preprocess_input" if preprocessed else ""
+        raise DataError(f"pixels must be in [0, 255], as an image file holds them; got values in [{low:g}, "
+                        f"{high:g}]{hint}")
+    if np.issubdtype(image.dtype, np.floating) and high <= 1 and np.any(image != np.round(image)):
+        raise DataError(f"pixels look scaled to [0, 1] (largest {high:g}); pass them in [0, 255] (times 255)")
     return np.asarray(eval_transform(image, image_size, crop_fraction), np.float32) / 127.5 - 1.0
 
 
@@ -138,6 +149,8 @@ def classify(model, images, top=5, weights=None, crop_fraction=None):
     probabilities (softmax of logits). An unreadable file gives {"image": path, "error": message} and the others
     are still classified.
     """
+    if isinstance(top, bool) or not isinstance(top, numbers.Integral) or top < 1:
+        raise KerasMixerError(f"top must be an integer >= 1, got {top!r}")
     classifier = model if isinstance(model, Classifier) else load_classifier(model, weights, crop_fraction)
     if isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim in (2, 3)):
         images = [images]

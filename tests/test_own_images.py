@@ -20,7 +20,7 @@ import pytest
 from image_folders import CLASSES, make_image_folders
 from keras_mixer_cli import main
 from keras_mixer.datasets import calibration_images, load_source
-from keras_mixer.errors import DataError
+from keras_mixer.errors import DataError, KerasMixerError
 from keras_mixer.export import read_metadata
 from keras_mixer.inference import classify, preprocess_image
 from keras_mixer.models.mlp_mixer import build_digits_mixer
@@ -222,6 +222,23 @@ def test_classify_takes_arrays_and_a_model_object():
     scores = model.predict(np.stack([preprocess_image(image, 32) for image in images]), verbose=0)
     assert [r["top"][0]["index"] for r in results] == list(np.argmax(scores, 1))
     np.testing.assert_allclose(sum(entry["score"] for entry in results[0]["top"]), 1.0, rtol=1e-5)
+
+
+def test_classify_refuses_arrays_on_another_pixel_scale_by_name():
+    """Each would be classified without a word, and wrongly: preprocessed already, scaled to [0, 1], 16-bit."""
+    model = build_digits_mixer(classes=3)
+    rng = np.random.default_rng(3)
+    cases = [(rng.random((40, 60, 3)) * 2 - 1, r"got values in \[-1, 1\]: they look preprocessed already"),
+             (rng.random((40, 60, 3)), r"pixels look scaled to \[0, 1\] \(largest 0.99"),
+             (np.full((40, 60, 3), 4000, np.uint16), r"got values in \[4000, 4000\]$")]
+    cases[0][0][0, 0] = (-1, 1, 0)  # the range's ends, for a message that names them exactly
+    results = classify(model, [image for image, _ in cases], top=1)
+    for result, (_, message) in zip(results, cases):
+        assert re.search(message, result["error"]) and "top" not in result, result
+    dark = np.zeros((40, 60, 3), np.float32)  # whole-number floats in [0, 1]: a black image in [0, 255]
+    assert "top" in classify(model, dark, top=1)[0]
+    with pytest.raises(KerasMixerError, match="top must be an integer >= 1, got 0"):
+        classify(model, dark, top=0)
 
 
 def test_folder_without_split_folders_holds_out_ten_percent_per_class(tmp_path):
