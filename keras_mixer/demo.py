@@ -9,6 +9,7 @@ import keras
 import numpy as np
 
 from keras_mixer.datasets import load_digits
+from keras_mixer.errors import KerasMixerError
 from keras_mixer.export import evaluate_tflite, plot_confusion_matrix, to_tflite, top_k_accuracy
 from keras_mixer.export.edgetpu import check_edgetpu
 from keras_mixer.export.edgetpu_model import edgetpu_model
@@ -22,6 +23,31 @@ from keras_mixer.weights import save_model
 
 IMAGE_SIZE = 32
 DIGIT_LABELS = [str(digit) for digit in range(10)]
+# what the demo writes into its folder, by the name its report gives each
+OUTPUT_FILES = {
+    "model": "model.keras", "qat_model": "model_qat.keras", "float32": "model_float32.tflite",
+    "int8 (QAT)": "model_int8.tflite", "int8 (PTQ)": "model_int8_ptq.tflite",
+    "all-int8 (QAT)": "model_int8_integer.tflite", "int8 Edge TPU": "model_int8_edgetpu.tflite",
+    "confusion_matrix": "confusion_matrix_int8.png", "training_curves": "training_curves.png", "report": "report.json",
+}
+DEMO_DATASET = "sklearn digits"  # how every demo report's "dataset" begins, the first version's too
+
+
+def check_demo_folder(output_dir):
+    """KerasMixerError if `output_dir` is a file, or holds a file the demo writes that no earlier demo run wrote
+    (a trained model.keras, a report.json of `train`): the demo replaces only its own earlier run."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise KerasMixerError(f"--output {output_dir} is a file, not a folder")
+    clashes = [name for name in OUTPUT_FILES.values() if (output_dir / name).exists()]
+    if not clashes:
+        return
+    try:
+        earlier_demo = json.loads((output_dir / "report.json").read_text())["dataset"].startswith(DEMO_DATASET)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        earlier_demo = False
+    if not earlier_demo:
+        raise KerasMixerError(f"--output {output_dir} holds {', '.join(clashes)}, which the demo would replace and "
+                              "which no demo run wrote: choose another --output")
 def compile_for_training(model, optimizer):
     model.compile(
         optimizer=optimizer,
@@ -68,6 +94,8 @@ def run_demo(output_dir="runs/demo", epochs=30, qat_epochs=5, batch_size=64, see
     model_int8_integer.tflite (QAT, every op int8), model_int8_edgetpu.tflite (the Edge-TPU-mappable form),
     training_curves.png, confusion_matrix_int8.png and report.json. Returns the report dict."""
     output_dir = Path(output_dir)
+    check_demo_folder(output_dir)
+    files = {key: output_dir / name for key, name in OUTPUT_FILES.items()}
     keras.utils.set_random_seed(seed)
     (x_train, y_train), (x_test, y_test) = load_digits(IMAGE_SIZE, seed=seed)
     x_train, x_test = preprocess_input(x_train), preprocess_input(x_test)
@@ -78,50 +106,47 @@ def run_demo(output_dir="runs/demo", epochs=30, qat_epochs=5, batch_size=64, see
     qat = quantization_aware_finetune(model, x_train, y_train, qat_epochs, batch_size, verbose=verbose)
     qat_scores = qat.predict(x_test, verbose=0)
 
-    files = {"model": output_dir / "model.keras", "qat_model": output_dir / "model_qat.keras"}
     for key, keras_model in (("model", model), ("qat_model", qat)):
         save_model(keras_model, files[key], class_names=DIGIT_LABELS, crop_fraction=1.0, dataset="digits")
-    exports = {  # name: (model, quantization, file, integer_only: None = to_tflite's default)
-        "float32": (model, "float32", output_dir / "model_float32.tflite", None),
-        "int8 (QAT)": (qat, "int8", output_dir / "model_int8.tflite", None),
-        "int8 (PTQ)": (model, "int8", output_dir / "model_int8_ptq.tflite", None),
+    exports = {  # name: (model, quantization, integer_only: None = to_tflite's default)
+        "float32": (model, "float32", None),
+        "int8 (QAT)": (qat, "int8", None),
+        "int8 (PTQ)": (model, "int8", None),
         # every op int8 (NNAPI, DSPs): what keeping elementwise ops float costs or saves
-        "all-int8 (QAT)": (qat, "int8", output_dir / "model_int8_integer.tflite", True),
+        "all-int8 (QAT)": (qat, "int8", True),
         # same weights in the Edge-TPU-mappable graph (sigmoid GELU), post-training quantized, every op int8
-        "int8 Edge TPU": (edgetpu_model(model), "int8", output_dir / "model_int8_edgetpu.tflite", None),
+        "int8 Edge TPU": (edgetpu_model(model), "int8", None),
     }
     results = {
         "keras float": {"top1": top_k_accuracy(float_scores, y_test, 1)},
         "keras QAT": {"top1": top_k_accuracy(qat_scores, y_test, 1),
                       "agreement": float(np.mean(qat_scores.argmax(1) == float_scores.argmax(1)))},
     }
-    for name, (source, mode, path, integer_only) in exports.items():
+    for name, (source, mode, integer_only) in exports.items():
+        path = files[name]
         to_tflite(source, path, mode, representative_data=calibration, labels=DIGIT_LABELS, integer_only=integer_only)
         reference = qat_scores if source is qat else float_scores
         results[name], scores = evaluate_tflite(path, x_test, y_test, reference_scores=reference)
         results[name]["size_kb"] = path.stat().st_size / 1024
         _, edgetpu = check_edgetpu(path)
         results[name]["edgetpu"] = "rejected" if edgetpu["rejected_by"] else f"{edgetpu['edgetpu_ops']}/{edgetpu['ops']}"
-        files[name] = path
         if name == "int8 (QAT)":
-            files["confusion_matrix"] = output_dir / "confusion_matrix_int8.png"
             plot_confusion_matrix(y_test, scores.argmax(1), files["confusion_matrix"], "int8 (QAT) TFLite, digits test")
-    files["training_curves"] = output_dir / "training_curves.png"
     plot_history(history, files["training_curves"])
 
     report = {
         "machine": machine(),  # the figures depend on it; docs/results/demo.json is this file
         "command": f"keras-mixer demo --epochs {epochs} --qat-epochs {qat_epochs} --batch-size {batch_size} --seed {seed}",
-        "dataset": f"sklearn digits {IMAGE_SIZE}x{IMAGE_SIZE}: {len(x_train)} train / {len(x_test)} test",
+        "dataset": f"{DEMO_DATASET} {IMAGE_SIZE}x{IMAGE_SIZE}: {len(x_train)} train / {len(x_test)} test",
         "model": {**DIGITS_MIXER, "params": model.count_params()},
         "epochs": epochs,
         "qat_epochs": qat_epochs,
         "float_test_accuracy": results["keras float"]["top1"],
         "int8_test_accuracy": results["int8 (QAT)"]["top1"],
         "results": results,
-        "files": {key: str(path) for key, path in files.items()},
+        "files": {key: str(path) for key, path in files.items() if key != "report"},
     }
-    write_text(output_dir / "report.json", json.dumps(report, indent=2))
+    write_text(files["report"], json.dumps(report, indent=2))
     print(format_summary(report))
     return report
 

@@ -37,3 +37,30 @@ def test_demo_cli_runs_end_to_end(tmp_path):
 def test_cli_reports_bad_arguments():
     result = subprocess.run([sys.executable, "-m", "keras_mixer_cli", "nonsense"], capture_output=True, text=True)
     assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+def test_demo_replaces_only_its_own_earlier_run(tmp_path, capsys):
+    """`demo --output` onto a file, or onto a folder holding a model that `train` wrote, is one line and nothing there
+    changes; a folder of an earlier demo run is the demo's to replace (checked before any training)."""
+    import keras_mixer_cli
+
+    trained = tmp_path / "runs" / "train"
+    trained.mkdir(parents=True)
+    (trained / "model.keras").write_bytes(b"the user's model")
+    (trained / "report.json").write_text(json.dumps({"dataset": "photos", "eval_top1": 0.9}))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("the user's notes")
+    for output, message in ((trained, f"--output {trained} holds model.keras, report.json, which the demo would "
+                                      "replace and which no demo run wrote: choose another --output"),
+                            (notes, f"--output {notes} is a file, not a folder")):
+        assert keras_mixer_cli.main(["demo", "--output", str(output)]) == 2
+        assert capsys.readouterr().err.strip() == f"keras-mixer demo: error: {message}"
+    assert (trained / "model.keras").read_bytes() == b"the user's model" and notes.read_text() == "the user's notes"
+
+    from keras_mixer.demo import check_demo_folder
+
+    earlier = tmp_path / "demo"
+    earlier.mkdir()
+    (earlier / "model.keras").write_bytes(b"a demo model")
+    (earlier / "report.json").write_text(json.dumps({"dataset": "sklearn digits 32x32: 1437 train / 360 test"}))
+    check_demo_folder(earlier)  # no error: the demo runs again there
