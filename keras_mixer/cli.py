@@ -108,12 +108,11 @@ def _export(args):
     from keras_mixer.export import export_plan, read_labels, to_tflite
     from keras_mixer.weights import load_keras_model_with_info
 
-    from keras_mixer.export.tflite import require_tensorflow_backend
+    from keras_mixer.export.tflite import check_output_path, require_tensorflow_backend
 
     require_tensorflow_backend()
+    check_output_path(args.output)
     output = Path(args.output)
-    if output.suffix.lower() != ".tflite":
-        raise ExportError(f"{args.output}: export writes a TFLite flatbuffer; name the output *.tflite")
     if output.exists() and Path(args.model).exists() and output.resolve() == Path(args.model).resolve():
         raise ExportError(f"{args.output} is the model being exported: export never writes over its own input")
     model, info = load_keras_model_with_info(args.model)

@@ -13,6 +13,22 @@ from keras_mixer.errors import KerasMixerError
 LABEL_FILES = {1000: "imagenet1k_labels.tsv.gz", 21843: "imagenet21k_labels.tsv.gz"}
 
 
+# how far beyond [-1, 1] preprocessed images may reach: a bicubic or Lanczos resize before the scaling overshoots
+PREPROCESSED_BOUND = 1.5
+
+
+def pixel_scale_problem(images):
+    """What shows that `images` are not `preprocess_input`'s output ("holds uint8 pixels", "holds values in
+    [0, 255]"), or None. Calibrating on unscaled pixels would set int8 ranges ~100x too wide without a word."""
+    images = np.asarray(images)
+    if not np.issubdtype(images.dtype, np.floating):
+        return f"holds {images.dtype} pixels"
+    low, high = (float(images.min()), float(images.max())) if images.size else (0.0, 0.0)
+    if max(-low, high) > PREPROCESSED_BOUND:
+        return f"holds values in [{low:g}, {high:g}]"
+    return None
+
+
 def preprocess_input(x, data_format=None):
     """Scales pixel values in [0, 255] to [-1, 1] (`x / 127.5 - 1`): the one input every keras_mixer model takes,
     whatever normalization its checkpoint was trained on (that one is applied inside the model).

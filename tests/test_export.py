@@ -374,6 +374,11 @@ def test_quantize_model_keeps_weights_and_refuses_twice(digits):
     assert type(qat.get_layer("head")).__name__ == "QuantizedDense"
     with pytest.raises(KerasMixerError, match="already quantization-aware"):
         quantize_model(qat)
+    with pytest.raises(KerasMixerError, match="needs a functional keras.Model .*, got str"):
+        quantize_model("model.keras")  # was an AttributeError
+    unscaled = np.full((4, 32, 32, 3), 200.0, np.float32)  # float pixels never given to preprocess_input
+    with pytest.raises(KerasMixerError, match=r"calibration_data holds values in \[200, 200\]: pass preprocessed"):
+        quantize_model(digits["model"], calibration_data=unscaled)
 
 
 def test_activation_quantizer_moving_average_and_grid():
@@ -409,7 +414,7 @@ def test_int8_needs_representative_data(digits, tmp_path):
         to_tflite(digits["model"], tmp_path / "m.tflite", "int4")
 
 
-def test_integer_pixels_are_refused_as_calibration_data(digits, tmp_path):
+def test_unscaled_pixels_are_refused_as_calibration_data(digits, tmp_path):
     """Raw [0, 255] pixels would set every range ~100x too wide and export a model that answers noise."""
     import tensorflow as tf
 
@@ -417,7 +422,19 @@ def test_integer_pixels_are_refused_as_calibration_data(digits, tmp_path):
     for data in (raw, tf.data.Dataset.from_tensor_slices((raw, np.zeros(16, np.int32))).batch(4)):
         with pytest.raises(ExportError, match="representative_data holds uint8 pixels"):
             to_tflite(digits["model"], tmp_path / "m.tflite", "int8", representative_data=data)
+    with pytest.raises(ExportError, match=r"representative_data holds values in \[0, 255\]"):  # float, unscaled
+        to_tflite(digits["model"], tmp_path / "m.tflite", "int8", representative_data=raw.astype(np.float32))
     assert not (tmp_path / "m.tflite").exists()
+    # a resize before preprocess_input overshoots [-1, 1] a little: still preprocessed images
+    to_tflite(digits["model"], tmp_path / "m.tflite", "int8", representative_data=digits["x_test"][:16] * 1.2)
+
+
+def test_an_output_not_named_tflite_is_refused_and_left_as_it_was(digits, tmp_path):
+    model_file = tmp_path / "model.keras"
+    model_file.write_bytes(b"the model being exported")
+    with pytest.raises(ExportError, match="model.keras: export writes a TFLite flatbuffer; name the output"):
+        to_tflite(digits["model"], model_file, "float32")
+    assert model_file.read_bytes() == b"the model being exported"
 
 
 def cli(*args):

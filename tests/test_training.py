@@ -95,6 +95,19 @@ def test_a_run_length_the_command_line_would_refuse_is_refused_before_any_work(t
     assert not (tmp_path / "run").exists()
 
 
+def test_qat_of_a_model_that_is_quantization_aware_already_is_refused_first(tmp_path):
+    """Refused before the float model's evaluation and int8 export (minutes on a large model), naming the file."""
+    from keras_mixer.models.mlp_mixer import build_digits_mixer
+    from keras_mixer.quantization import quantize_model
+    from keras_mixer.training import quantization_aware_training
+
+    path = tmp_path / "model_qat.keras"
+    quantize_model(build_digits_mixer()).save(path)
+    with pytest.raises(TrainingError, match=f"'{path}' is quantization-aware already \\(a qat output\\): give the "
+                                            "float model"):
+        quantization_aware_training(str(path), dataset=str(tmp_path / "no_such_folder"), output_dir=tmp_path / "run")
+
+
 @pytest.mark.parametrize("decay", ["cosine", "linear"])
 def test_schedule_warms_up_linearly_then_decays_to_the_end_fraction(decay):
     recipe = get_recipe("digits", warmup_steps=10, decay=decay, end_fraction=0.1)

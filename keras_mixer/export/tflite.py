@@ -23,6 +23,7 @@ from keras_mixer.export.metadata import add_metadata
 from keras_mixer.export.plan import ExportOptions, ModelFacts, plan_export
 from keras_mixer.io_utils import atomic_path, native_stderr_quiet, write_text
 from keras_mixer.models.applications import output_activation
+from keras_mixer.preprocessing import pixel_scale_problem
 
 # The int8 range of the logits spans the calibration images' logits widened by this share of their span on each
 # side: calibrated to the exact extremes, 0.6-9 % of the digits test images had a logit clipped at +127 (their
@@ -93,6 +94,13 @@ def _mixture_of_experts_nodes(model):
     return sorted(name for name in tensors if pattern.search(name))
 
 
+def check_output_path(path):
+    """ExportError unless `path` names a `.tflite` file: a flatbuffer written as `model.keras` would replace the
+    model it was exported from, or any file the user named by mistake."""
+    if os.path.splitext(os.fspath(path))[1].lower() != ".tflite":
+        raise ExportError(f"{os.fspath(path)}: export writes a TFLite flatbuffer; name the output *.tflite")
+
+
 def calibration_array(representative_data, image_size, samples=256):
     """Preprocessed calibration images [N, H, W, C] float32 from an array, a tf.data.Dataset (of images or
     (images, labels), batched or not) or a source name (`keras_mixer.datasets.load_source`: its training split
@@ -120,12 +128,13 @@ def calibration_array(representative_data, image_size, samples=256):
 
 
 def _preprocessed(images):
-    """float32 images; integer pixels would calibrate ranges ~100x too wide without a word, so they are refused."""
+    """float32 images; pixels on the [0, 255] scale are refused (`pixel_scale_problem`)."""
     images = np.asarray(images)
-    if not np.issubdtype(images.dtype, np.floating):
-        raise ExportError(f"representative_data holds {images.dtype} pixels: pass preprocessed float images "
-                          f"(keras_mixer.preprocess_input gives [-1, 1]), or a dataset name or image folder, which "
-                          f"is preprocessed as evaluation preprocesses it")
+    problem = pixel_scale_problem(images)
+    if problem:
+        raise ExportError(f"representative_data {problem}: pass preprocessed float images (keras_mixer."
+                          f"preprocess_input gives [-1, 1]), or a dataset name or image folder, which is preprocessed "
+                          f"as evaluation preprocesses it")
     return images.astype(np.float32)
 
 
@@ -429,6 +438,7 @@ def to_tflite(
             one Mixer-L/16 block); a single block above it is a piece of its own.
     """
     require_tensorflow_backend()
+    check_output_path(path)
     plan = plan_export(ModelFacts.of(model, route), ExportOptions(
         quantization=quantization, calibrated=representative_data is not None, batch_size=batch_size,
         float_io=float_io, integer_only=integer_only, equalize=equalize, report=report is not None,

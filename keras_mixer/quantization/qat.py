@@ -13,6 +13,7 @@ import numpy as np
 
 from keras_mixer.errors import KerasMixerError
 from keras_mixer.layers.fake_quant import ActivationQuantizer
+from keras_mixer.preprocessing import pixel_scale_problem
 
 SCHEMES = ("default_8bit",)
 # Keras' plain layers and the fake-quant layers that take their place (same variables); the quantized Dense also
@@ -81,10 +82,11 @@ def quantize_model(model, scheme="default_8bit", calibration_data=None, batch_si
     """
     if scheme not in SCHEMES:
         raise KerasMixerError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+    if not isinstance(model, keras.Model) or not hasattr(model, "_operations_by_depth"):
+        raise KerasMixerError(f"quantize_model needs a functional keras.Model (as keras_mixer's builders return), got "
+                              f"{type(model).__name__}")
     if is_quantized(model):
         raise KerasMixerError(f"model {model.name!r} is already quantization-aware")
-    if not isinstance(model, keras.Model) or not hasattr(model, "_operations_by_depth"):
-        raise KerasMixerError("quantize_model needs a functional keras.Model (as keras_mixer's builders return)")
     qat, _ = _rebuild(model, quantize=True)
     missing = sorted({v.path for v in model.weights} - {v.path for v in qat.weights})
     if missing:
@@ -121,6 +123,10 @@ def calibrate(qat_model, images, batch_size=32, steps=None, verbose=1):
     inference mode (BatchNorm on its moving statistics, no dropout or stochastic depth: the activations the model
     computes when it is used) with the quantizers told to move their ranges; every other variable is put back
     bit for bit afterwards, so the QAT copy computes the float model's function from its first step."""
+    problem = pixel_scale_problem(images)
+    if problem:
+        raise KerasMixerError(f"calibration_data {problem}: pass preprocessed images (keras_mixer.preprocess_input "
+                              "gives [-1, 1])")
     images = np.asarray(images, np.float32)
     batches = range(0, len(images), batch_size)[:steps]
     quantizers = [layer for layer in qat_model._flatten_layers() if isinstance(layer, ActivationQuantizer)]

@@ -451,11 +451,15 @@ def quantization_aware_training(model, dataset=DIGITS, output_dir="runs/qat", ca
     """
     from keras_mixer.datasets import calibration_images
     from keras_mixer.export.equalize import equalize_channels
-    from keras_mixer.quantization import quantize_model
+    from keras_mixer.quantization import is_quantized, quantize_model
 
     check_run_length(*(train_options.get(name) for name in RUN_LENGTH))
     check_run_folder(Path(output_dir), "model_qat.keras", train_options.get("overwrite", False))
     float_model, info = _model_and_info(model)
+    if is_quantized(float_model):  # refused here, not after the float model's evaluation and int8 export
+        raise TrainingError(f"{model if isinstance(model, (str, os.PathLike)) else float_model.name!r} is "
+                            "quantization-aware already (a qat output): give the float model it was made from, or "
+                            "export it as it is")
     image_size = model_image_size(float_model)
     recipe = get_recipe(recipe, **_recorded_crop(info))
     eval_source = load_source(dataset, "eval", data_dir, download, image_size)
