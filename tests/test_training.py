@@ -95,6 +95,17 @@ def test_a_run_length_the_command_line_would_refuse_is_refused_before_any_work(t
     assert not (tmp_path / "run").exists()
 
 
+def test_a_misspelt_model_or_a_missing_model_file_is_refused_before_the_data_is_read(tmp_path):
+    from keras_mixer.errors import WeightsError
+    from keras_mixer.training import train
+
+    missing_data = str(tmp_path / "no_such_folder")  # read first, it would be the error named
+    with pytest.raises(KerasMixerError, match="unknown model 'mixer_s61'; did you mean mixer_s16"):
+        train("mixer_s61", dataset=missing_data, output_dir=tmp_path / "run")
+    with pytest.raises(WeightsError, match="model file '.*gone.keras' does not exist"):
+        train(str(tmp_path / "gone.keras"), dataset=missing_data, output_dir=tmp_path / "run")
+
+
 def test_qat_of_a_model_that_is_quantization_aware_already_is_refused_first(tmp_path):
     """Refused before the float model's evaluation and int8 export (minutes on a large model), naming the file."""
     from keras_mixer.models.mlp_mixer import build_digits_mixer

@@ -35,11 +35,17 @@ def list_models():
     return sorted(_BUILDERS)
 
 
+def registered_name(name):
+    """The registered name of `name` (a former name too); KerasMixerError naming the nearest names if it is none."""
+    registered = variant_name(name)
+    if registered not in _BUILDERS:
+        near = difflib.get_close_matches(str(registered), list_models(), n=3)
+        hint = f"did you mean {' or '.join(near)}? " if near else ""
+        raise KerasMixerError(f"unknown model {registered!r}; {hint}keras_mixer.list_models() lists all "
+                              f"{len(_BUILDERS)}")
+    return registered
+
+
 def create_model(name, **kwargs):
     """Builds the variant `name` (e.g. "mixer_b16"; a former name too) with the builder's keyword arguments."""
-    name = variant_name(name)
-    if name not in _BUILDERS:
-        near = difflib.get_close_matches(str(name), list_models(), n=3)
-        hint = f"did you mean {' or '.join(near)}? " if near else ""
-        raise KerasMixerError(f"unknown model {name!r}; {hint}keras_mixer.list_models() lists all {len(_BUILDERS)}")
-    return _BUILDERS[name](**kwargs)
+    return _BUILDERS[registered_name(name)](**kwargs)

@@ -17,7 +17,7 @@ from keras_mixer.datasets import check_model_classes, image_shape, model_image_s
 from keras_mixer.errors import TrainingError
 from keras_mixer.export.evaluate import top_k_accuracy
 from keras_mixer.io_utils import write_text
-from keras_mixer.models.registry import variant_name
+from keras_mixer.models.registry import registered_name, variant_name
 from keras_mixer.training.callbacks import (
     BestValidationWeights,
     InterruptBetweenSteps,
@@ -38,7 +38,8 @@ from keras_mixer.training.distribute import (
 )
 from keras_mixer.training.feed import fit_data, with_pixel_input
 from keras_mixer.training.recipe import compile_model, get_recipe, is_whole_number
-from keras_mixer.weights import load_keras_model, load_keras_model_with_info, nonfinite_variables, save_model
+from keras_mixer.weights import (load_keras_model, load_keras_model_with_info, nonfinite_variables, require_model_file,
+                                 save_model)
 
 
 def default_recipe(dataset, weights):
@@ -141,6 +142,10 @@ def train(
     """
     output_dir = Path(output_dir)
     check_run_length(epochs, steps, batch_size, checkpoint_every)
+    if isinstance(model, (str, os.PathLike)) and os.fspath(model).endswith(".keras"):
+        require_model_file(model)  # a missing file or a misspelt name is refused before any data is read
+    elif isinstance(model, str):
+        registered_name(model)
     check_run_folder(output_dir, model_filename, overwrite)
     if isinstance(dataset, (str, Path)) and Path(dataset).is_dir() and (
             Path(dataset).resolve() in (output_dir.resolve(), *output_dir.resolve().parents)):

@@ -74,12 +74,18 @@ def load_keras_weights(model, path):
         raise
 
 
-def load_keras_model(path):
-    """A whole `.keras` model, loaded in Keras' safe mode (no Lambda-layer bytecode is run); a missing or damaged
-    file raises WeightsError naming it."""
+def require_model_file(path):
+    """`path` as a string; WeightsError naming it if no such file exists."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise WeightsError(f"model file {path!r} does not exist")
+    return path
+
+
+def load_keras_model(path):
+    """A whole `.keras` model, loaded in Keras' safe mode (no Lambda-layer bytecode is run); a missing or damaged
+    file raises WeightsError naming it."""
+    path = require_model_file(path)
     if path.endswith(".tflite"):
         raise WeightsError(f"{path}: a .tflite file, not a .keras model (LiteRT runs it: keras-mixer evaluate-tflite, "
                            "predict, keras_mixer.export.evaluate_tflite)")
