@@ -95,6 +95,20 @@ def test_a_run_length_the_command_line_would_refuse_is_refused_before_any_work(t
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("name, image_size", [("mixer_s32", 32), ("sparse_mlp_small", 32), ("as_mlp_tiny", 32),
+                                              ("hire_mlp_tiny", 32), ("vip_small14", 224), ("raft_mlp_small", 32)])
+def test_every_family_builds_from_its_registry_name_with_the_recipe_regularization(name, image_size):
+    """The trainer gives every family the recipe's stochastic depth and head dropout (four families took no
+    dropout_rate: `keras-mixer train --model raft_mlp_small` was a TypeError)."""
+    from keras_mixer.training.trainer import build_model
+
+    recipe = get_recipe("scratch", drop_path_rate=0.1, dropout_rate=0.2)
+    model = build_model(name, 3, image_size, None, recipe)
+    assert model.output_shape == (None, 3) and model.get_layer("head").activation.__name__ == "linear"
+    assert model.get_layer("head_dropout").rate == 0.2
+    assert any(getattr(layer, "drop_path_rate", 0) > 0 for layer in model.layers)
+
+
 def test_a_misspelt_model_or_a_missing_model_file_is_refused_before_the_data_is_read(tmp_path):
     from keras_mixer.errors import WeightsError
     from keras_mixer.training import train

@@ -163,11 +163,14 @@ def token_head(x, grid, include_top, pooling, classes, classifier_activation, dr
     return keras.layers.Reshape((*grid, x.shape[-1]), name="token_grid")(x)
 
 
-def feature_map_head(x, stages, include_top, return_stages, pooling, classes, classifier_activation):
-    """The tail of a hierarchical (NHWC) backbone: the classifier (global average pool -> `head`), or with
-    include_top=False every stage's map, the final map, or its pooling."""
+def feature_map_head(x, stages, include_top, return_stages, pooling, classes, classifier_activation, dropout_rate=0.0):
+    """The tail of a hierarchical (NHWC) backbone: the classifier (global average pool -> dropout -> `head`), or
+    with include_top=False every stage's map, the final map, or its pooling. The dropout layer exists only at a
+    rate above 0: the graphs without it stay as they were (on torch every layer call costs host time)."""
     if include_top:
         x = keras.layers.GlobalAveragePooling2D(CHANNELS_LAST, name="avg_pool")(x)
+        if dropout_rate:
+            x = keras.layers.Dropout(dropout_rate, name="head_dropout")(x)
         return keras.layers.Dense(classes, activation=classifier_activation, name="head")(x)
     if return_stages:
         return stages

@@ -60,6 +60,7 @@ def ASMLP(
     classes=1000,
     classifier_activation="softmax",
     drop_path_rate=0.0,
+    dropout_rate=0.0,
     return_stages=False,
     checkpoint_normalization=None,
     name="as_mlp",
@@ -74,8 +75,9 @@ def ASMLP(
     `checkpoint_normalization`: the (mean, std) per RGB channel on [0, 1] pixels that checkpoint was trained on
     (default: the authors', timm's ImageNet mean / std), folded into the patch embedding: the model always takes
     `preprocess_input`'s [-1, 1].
+    `dropout_rate`: dropout on the pooled features before the head (as timm's `drop_rate`; the recipes set it).
     """
-    check_arguments(pooling, weights, include_top, classifier_activation, classes, drop_path_rate)
+    check_arguments(pooling, weights, include_top, classifier_activation, classes, drop_path_rate, dropout_rate)
     images, input_shape = image_input(input_tensor, input_shape)
     normalization = trained_normalization(weights, name, AUTHORS_NORMALIZATION, checkpoint_normalization,
                                           input_shape[-1])
@@ -99,7 +101,7 @@ def ASMLP(
             x = PatchMerging(GROUP_NORM, EPSILON, name=f"layers_{i}_downsample")(x)
     x = LayerNorm(EPSILON, axis=GROUP_NORM, name="norm")(x)
     head = dict(include_top=include_top, return_stages=return_stages, pooling=pooling, classes=classes,
-                classifier_activation=classifier_activation)
+                classifier_activation=classifier_activation, dropout_rate=dropout_rate)
     convert = folding_normalization(official_to_keras, "patch_embed_proj", normalization)
     return feature_map_model(images, input_tensor, x, stages, head, weights, convert, "AS-MLP", name)
 

@@ -78,6 +78,7 @@ def HireMLP(
     classes=1000,
     classifier_activation="softmax",
     drop_path_rate=0.0,
+    dropout_rate=0.0,
     return_stages=False,
     checkpoint_normalization=None,
     name="hire_mlp",
@@ -88,8 +89,10 @@ def HireMLP(
     of at least 32x32 works. With `include_top=False`, `return_stages=True` returns the four stage outputs
     (strides 4, 8, 16, 32). `checkpoint_normalization`: the (mean, std) per RGB channel on [0, 1] pixels that a
     checkpoint in `weights` was trained on (default: the release's / the authors', timm's ImageNet mean / std),
-    applied by an `input_normalization` step: the model always takes `preprocess_input`'s [-1, 1]."""
-    check_arguments(pooling, weights, include_top, classifier_activation, classes, drop_path_rate)
+    applied by an `input_normalization` step: the model always takes `preprocess_input`'s [-1, 1].
+    `dropout_rate`: dropout on the pooled features before the head (as timm's `drop_rate`; the recipes set it).
+    """
+    check_arguments(pooling, weights, include_top, classifier_activation, classes, drop_path_rate, dropout_rate)
     images, input_shape = image_input(input_tensor, input_shape)
     normalization = trained_normalization(weights, name, AUTHORS_NORMALIZATION, checkpoint_normalization,
                                           input_shape[-1])
@@ -109,7 +112,7 @@ def HireMLP(
             x = _conv_bn_relu(x, embed_dims[i + 1], 3, 2, 1, f"network_{2 * i + 1}")
     x = _batch_norm("norm")(x)
     head = dict(include_top=include_top, return_stages=return_stages, pooling=pooling, classes=classes,
-                classifier_activation=classifier_activation)
+                classifier_activation=classifier_activation, dropout_rate=dropout_rate)
     return feature_map_model(images, input_tensor, x, stages, head, weights, official_to_keras, "Hire-MLP", name)
 
 

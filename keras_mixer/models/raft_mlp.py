@@ -62,6 +62,7 @@ def RaftMLP(
     classes=1000,
     classifier_activation="softmax",
     drop_path_rate=0.0,
+    dropout_rate=0.0,
     return_stages=False,
     checkpoint_normalization=None,
     name="raft_mlp",
@@ -72,8 +73,10 @@ def RaftMLP(
     7 for the released models). With `include_top=False`, `return_stages=True` returns every level's map.
     `checkpoint_normalization`: the (mean, std) per RGB channel on [0, 1] pixels that a checkpoint in `weights` was
     trained on (default: the authors', ImageNet mean / std), applied by an `input_normalization` step: the model
-    always takes `preprocess_input`'s [-1, 1]."""
-    check_arguments(pooling, weights, include_top, classifier_activation, classes, drop_path_rate)
+    always takes `preprocess_input`'s [-1, 1].
+    `dropout_rate`: dropout on the pooled features before the head (as timm's `drop_rate`; the recipes set it).
+    """
+    check_arguments(pooling, weights, include_top, classifier_activation, classes, drop_path_rate, dropout_rate)
     images, input_shape = image_input(input_tensor, input_shape)
     normalization = trained_normalization(weights, name, AUTHORS_NORMALIZATION, checkpoint_normalization,
                                           input_shape[-1])
@@ -93,7 +96,7 @@ def RaftMLP(
         stages.append(x)
     x = LayerNorm(1e-5, name="norm")(x)
     head = dict(include_top=include_top, return_stages=return_stages, pooling=pooling, classes=classes,
-                classifier_activation=classifier_activation)
+                classifier_activation=classifier_activation, dropout_rate=dropout_rate)
     return feature_map_model(images, input_tensor, x, stages, head, weights, official_to_keras, "RaftMLP", name)
 
 
