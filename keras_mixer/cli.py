@@ -46,7 +46,10 @@ def _evaluate_tflite(args):
     from keras_mixer.datasets import check_model_classes, eval_batches, load_source
     from keras_mixer.errors import ExportError
     from keras_mixer.export import evaluate_tflite, load_interpreter, plot_confusion_matrix, read_metadata
+    from keras_mixer.export.evaluate import check_png_path
 
+    if args.confusion_matrix:
+        check_png_path(args.confusion_matrix)  # before the evaluation, not after it
     interpreter = load_interpreter(args.model)
     input_shape = tuple(interpreter.get_input_details()[0]["shape"][1:])
     classes = int(interpreter.get_output_details()[0]["shape"][-1])
@@ -108,10 +111,10 @@ def _export(args):
     from keras_mixer.export import export_plan, read_labels, to_tflite
     from keras_mixer.weights import load_keras_model_with_info
 
-    from keras_mixer.export.tflite import check_output_path, require_tensorflow_backend
+    from keras_mixer.export.tflite import check_output_paths, require_tensorflow_backend
 
     require_tensorflow_backend()
-    check_output_path(args.output)
+    check_output_paths(args.output, args.report)
     output = Path(args.output)
     if output.exists() and Path(args.model).exists() and output.resolve() == Path(args.model).resolve():
         raise ExportError(f"{args.output} is the model being exported: export never writes over its own input")

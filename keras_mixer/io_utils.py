@@ -36,6 +36,13 @@ def atomic_path(path):
             os.unlink(tmp)
 
 
+def require_suffix(path, suffix, what, error):
+    """`error` (an exception class) naming `path` unless it ends in `suffix`: a file the user named by mistake, a
+    model.keras given as a report's path, is never replaced by another kind of file. `what` says what is written."""
+    if os.path.splitext(os.fspath(path))[1].lower() != suffix:
+        raise error(f"{os.fspath(path)}: {what}; name the file *{suffix}")
+
+
 def write_text(path, text):
     """Atomically writes `text` to `path`."""
     with atomic_path(path) as tmp:

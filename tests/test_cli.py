@@ -142,8 +142,24 @@ def test_export_never_writes_over_its_input_nor_under_another_suffix(tmp_path, c
     before = model.read_bytes()
     code = keras_mixer_cli.main(["export", str(model), str(tmp_path / output), "--quantization", "float32"])
     err = capsys.readouterr().err
-    assert code == 2 and "name the output *.tflite" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "name the file *.tflite" in err and len(err.strip().splitlines()) == 1
     assert model.read_bytes() == before and not (tmp_path / "out").exists() and not (tmp_path / "model.bin").exists()
+
+
+@pytest.mark.parametrize("command, flag, refusal", [
+    ("export", "--report", "the quantization report is JSON; name the file *.json"),
+    ("evaluate-tflite", "--confusion-matrix", "the confusion matrix is a PNG image; name the file *.png"),
+])
+def test_a_report_or_figure_path_naming_a_model_is_refused_before_any_work(tmp_path, capsys, command, flag, refusal):
+    """Both wrote their JSON or PNG over whatever file was named (a model.keras given by mistake was replaced),
+    the confusion matrix after the whole evaluation."""
+    model = tmp_path / "m.keras"
+    build_digits_mixer().save(model)
+    before = model.read_bytes()
+    first = [str(model), str(tmp_path / "m.tflite")] if command == "export" else [str(tmp_path / "missing.tflite")]
+    code = keras_mixer_cli.main([command, *first, flag, str(model)])
+    assert code == 2 and capsys.readouterr().err.strip() == f"keras-mixer {command}: error: {model}: {refusal}"
+    assert model.read_bytes() == before
 
 
 def test_export_onto_its_own_input_through_a_link_is_refused(tmp_path, capsys):

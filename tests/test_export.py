@@ -432,7 +432,7 @@ def test_unscaled_pixels_are_refused_as_calibration_data(digits, tmp_path):
 def test_an_output_not_named_tflite_is_refused_and_left_as_it_was(digits, tmp_path):
     model_file = tmp_path / "model.keras"
     model_file.write_bytes(b"the model being exported")
-    with pytest.raises(ExportError, match="model.keras: export writes a TFLite flatbuffer; name the output"):
+    with pytest.raises(ExportError, match="model.keras: export writes a TFLite flatbuffer; name the file"):
         to_tflite(digits["model"], model_file, "float32")
     assert model_file.read_bytes() == b"the model being exported"
 

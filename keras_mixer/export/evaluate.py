@@ -6,7 +6,7 @@ import numpy as np
 
 from keras_mixer.errors import ExportError
 from keras_mixer.export.interpreter import load_interpreter, predict
-from keras_mixer.io_utils import atomic_path
+from keras_mixer.io_utils import atomic_path, require_suffix
 
 
 def top_k_accuracy(scores, labels, k):
@@ -82,8 +82,14 @@ def _saturated(interpreter, scores):
     return np.any((q <= info.min) | (q >= info.max), axis=1)
 
 
+def check_png_path(path):
+    """ExportError unless `path` names a `.png` file: a confusion matrix written as `model.keras` replaced the model."""
+    require_suffix(path, ".png", "the confusion matrix is a PNG image", ExportError)
+
+
 def plot_confusion_matrix(labels, predictions, path, title="confusion matrix"):
-    """Writes a PNG confusion matrix (rows: true class, columns: predicted)."""
+    """Writes a PNG confusion matrix (rows: true class, columns: predicted) to `path`, which ends in `.png`."""
+    check_png_path(path)
     import matplotlib
 
     matplotlib.use("Agg")

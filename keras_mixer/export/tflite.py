@@ -21,7 +21,7 @@ from keras_mixer.export.flatbuffer import (calibrate_only, join, mlir_quantize, 
                                           read_graph)
 from keras_mixer.export.metadata import add_metadata
 from keras_mixer.export.plan import ExportOptions, ModelFacts, plan_export
-from keras_mixer.io_utils import atomic_path, native_stderr_quiet, write_text
+from keras_mixer.io_utils import atomic_path, native_stderr_quiet, require_suffix, write_text
 from keras_mixer.models.applications import output_activation
 from keras_mixer.preprocessing import pixel_scale_problem
 
@@ -94,11 +94,12 @@ def _mixture_of_experts_nodes(model):
     return sorted(name for name in tensors if pattern.search(name))
 
 
-def check_output_path(path):
-    """ExportError unless `path` names a `.tflite` file: a flatbuffer written as `model.keras` would replace the
-    model it was exported from, or any file the user named by mistake."""
-    if os.path.splitext(os.fspath(path))[1].lower() != ".tflite":
-        raise ExportError(f"{os.fspath(path)}: export writes a TFLite flatbuffer; name the output *.tflite")
+def check_output_paths(path, report=None):
+    """ExportError unless `path` names a `.tflite` file and `report` (if given) a `.json` one: a flatbuffer written
+    as `model.keras` would replace the model it was exported from."""
+    require_suffix(path, ".tflite", "export writes a TFLite flatbuffer", ExportError)
+    if report is not None:
+        require_suffix(report, ".json", "the quantization report is JSON", ExportError)
 
 
 def calibration_array(representative_data, image_size, samples=256):
@@ -438,7 +439,7 @@ def to_tflite(
             one Mixer-L/16 block); a single block above it is a piece of its own.
     """
     require_tensorflow_backend()
-    check_output_path(path)
+    check_output_paths(path, report)
     plan = plan_export(ModelFacts.of(model, route), ExportOptions(
         quantization=quantization, calibrated=representative_data is not None, batch_size=batch_size,
         float_io=float_io, integer_only=integer_only, equalize=equalize, report=report is not None,
