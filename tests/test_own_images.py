@@ -384,6 +384,27 @@ def test_too_many_unreadable_images_or_an_empty_class_are_refused(tmp_path):
         load_source(str(data), "train")
 
 
+def test_images_in_formats_tensorflow_cannot_decode_are_named_not_passed_over(tmp_path):
+    """A WebP or TIFF among the JPEGs was left out of training without a word (only IMAGE_EXTENSIONS were listed):
+    each is now a skipped file with its reason, and a folder with too many of them is refused."""
+    from PIL import Image
+
+    from keras_mixer import datasets
+
+    data = tmp_path / "data"
+    make_image_folders(data, per_class=20)  # 16 train + 4 val images per class
+    Image.new("RGB", (40, 30), "red").save(data / "train" / CLASSES[0] / "phone.WEBP")
+    datasets.SKIPPED_IMAGES.clear()
+    train = load_source(str(data), "train")
+    assert train.num_examples == 3 * 16 and list(datasets.SKIPPED_IMAGES.values()) == [
+        "a .webp image: training decodes .jpg, .jpeg, .png, .gif, .bmp only; convert it"]
+    for index in range(5):
+        Image.new("RGB", (40, 30)).save(data / "train" / CLASSES[1] / f"scan{index}.tiff")
+    with pytest.raises(DataError, match=r"6 of the 54 images in .* cannot be read \(e.g. .*: a \.\w+ image: training "
+                                        r"decodes"):
+        load_source(str(data), "train")
+
+
 def test_predict_answers_for_the_good_images_beside_a_decompression_bomb(run, tmp_path):
     good = make_image_folders(tmp_path / "images", per_class=1, split_folders=False)[0]
     bomb = bomb_png(tmp_path / "bomb.png")
