@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_mixer.errors import KerasMixerError
 from keras_mixer.io_utils import atomic_path, write_text
 from keras_mixer.machine import machine
 
@@ -332,6 +333,8 @@ def run_benchmark(models, runtimes=RUNTIMES, batch_sizes=(1, 8), threads=(1, 2),
     Returns the result dict. Runtimes that fail (e.g. torch.compile without a compiler) are listed with the
     error instead of numbers."""
     output = Path(output)
+    if output.exists() and not output.is_dir():  # refused before the measurements, not after them
+        raise KerasMixerError(f"--output {output} is a file, not a folder")
     rows, failures = [], {}
     for name in models:
         for runtime in runtimes:

@@ -118,6 +118,22 @@ def test_bad_numbers_are_one_line_naming_the_flag(argv, message, capsys):
     assert exit_info.value.code == 2 and err == f"keras-mixer {argv[0]}: error: {message}\n"
 
 
+def test_benchmark_onto_a_file_is_refused_before_measuring(tmp_path, capsys, monkeypatch):
+    """It was refused only after every measurement had run (minutes to hours)."""
+    from keras_mixer import benchmark
+
+    def measure(*args):
+        raise AssertionError("measured before the output folder was checked")
+
+    monkeypatch.setattr(benchmark, "_subprocess", measure)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("the user's notes")
+    code = keras_mixer_cli.main(["benchmark", "--runtimes", "matmul_peak_int8", "--output", str(notes)])
+    assert code == 2 and capsys.readouterr().err.strip() == (f"keras-mixer benchmark: error: --output {notes} is a "
+                                                             "file, not a folder")
+    assert notes.read_text() == "the user's notes"
+
+
 def test_benchmark_refuses_an_unknown_model_with_the_nearest_name(tmp_path, capsys):
     code = keras_mixer_cli.main(["benchmark", "--models", "mixer_s3", "--output", str(tmp_path / "bench")])
     err = capsys.readouterr().err
