@@ -41,6 +41,7 @@ FULL = {"models": ["mixer_s16", "mixer_b16", "mixer_l16"], "image_size": 224, "b
 SMOKE = {"models": ["mixer_tiny"], "image_size": 32, "batch_size": 8, "steps": 50, "warmup": 5,
          "precision": "float32", "matmul": 1024, "drop_path_rate": 0.0, "torch_jit": False, "row_timeout": None}
 CLASSES = 1000
+JIT = "jit_compile"  # the row's last word, and what its backend's label adds: keras_mixer on torch with torch.compile
 
 
 def synthetic(settings, seed=0):
@@ -112,7 +113,7 @@ def keras_row(model_name, settings, feed, strategy, jit_compile="auto"):
                 callbacks = step_callbacks(logs, tensorboard=installed("tensorflow"))
                 first_step, seconds, waits = measured(fit(trainer_feed(pixels, labels, distribution), callbacks),
                                                       warmup, steps, on_torch)
-    backend = keras.backend.backend() + (" + jit_compile" if jit_compile is True else "")
+    backend = keras.backend.backend() + (f" + {JIT}" if jit_compile is True else "")
     return {"backend": backend, "feed": feed, "strategy": distribution.name, "precision": policy,
             "precision_choice": why, "images_per_second": steps * batch / seconds,
             "first_step_seconds": first_step, "peak_device_bytes": device_memory(), "host_waits_per_step": waits}
@@ -294,7 +295,7 @@ def plan(settings, smoke):
             rows.append((backend, ["keras", model, "device", "default"]))
             rows.append((backend, ["keras", model, "feed", "default"]))
             if backend == "torch" and settings["torch_jit"]:
-                rows.append((backend, ["keras", model, "device", "default", "jit_compile"]))
+                rows.append((backend, ["keras", model, "device", "default", JIT]))
             if backend == "jax":
                 rows.append((backend, ["keras", model, "feed", "data_parallel"]))
         if installed("timm") and installed("torch"):
@@ -310,7 +311,7 @@ def run_row(backend, what, settings):
     if backend:
         environment["KERAS_BACKEND"] = backend
     command = [sys.executable, __file__, "--row", json.dumps(what), "--settings", json.dumps(settings)]
-    label = (backend or what[0]) + (" + jit_compile" if what[4:] == ["jit_compile"] else "")
+    label = (backend or what[0]) + (f" + {JIT}" if what[4:] == [JIT] else "")
     try:
         result = subprocess.run(command, capture_output=True, text=True, env=environment,
                                 timeout=None if what[0] == "peak" else settings["row_timeout"])
@@ -339,7 +340,7 @@ def one_row(what, settings):
     if kind == "timm":
         return timm_row(model, settings, compiled=what[2] == "compiled")
     return keras_row(model, settings, feed=what[2], strategy=what[3],
-                     jit_compile=True if what[4:] == ["jit_compile"] else "auto")
+                     jit_compile=True if what[4:] == [JIT] else "auto")
 
 
 def accelerator_machine():
