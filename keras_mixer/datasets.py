@@ -138,6 +138,8 @@ def load_source(name, split="train", data_dir=None, download=False, image_size=3
     `image_size` only matters for digits (they are upscaled from 8x8)."""
     if isinstance(name, ImageSource):
         return name
+    if not isinstance(name, (str, os.PathLike)):
+        raise DataError(f"dataset must be 'digits', an image folder or a tfds name, got {name!r}")
     name = os.fspath(name)
     if name == DIGITS:
         return _digits(split, image_size)

@@ -118,6 +118,26 @@ def test_a_misspelt_model_or_a_missing_model_file_is_refused_before_the_data_is_
         train("mixer_s61", dataset=missing_data, output_dir=tmp_path / "run")
     with pytest.raises(WeightsError, match="model file '.*gone.keras' does not exist"):
         train(str(tmp_path / "gone.keras"), dataset=missing_data, output_dir=tmp_path / "run")
+    # each was taken without a word: 0 as the default size, a string as a size, weights with nothing to load them into
+    for options, refusal in [(dict(image_size=0), "image_size must be a whole number >= 1 .*got 0"),
+                             (dict(image_size="32"), "image_size must be .*got '32'"),
+                             (dict(image_size=(32, 0)), r"image_size must be .*got \(32, 0\)"),
+                             (dict(weights="imagenet"), "weights='imagenet' load into a registry model .*without a "
+                                                        "model, train builds the digits demo's Mixer")]:
+        with pytest.raises(TrainingError, match=refusal):
+            train(dataset=missing_data, output_dir=tmp_path / "run", **options)
+    with pytest.raises(DataError, match="dataset must be 'digits', an image folder or a tfds name, got None"):
+        train(dataset=None, output_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_folder_trained_without_a_model_is_told_to_name_one(tmp_path):
+    from image_folders import make_image_folders
+
+    make_image_folders(tmp_path / "images", per_class=5, split_folders=False)  # 3 classes
+    with pytest.raises(TrainingError, match="model has 10 outputs but .* has 3 classes; without a model train builds "
+                                            "the digits demo's Mixer: name one"):
+        train(dataset=str(tmp_path / "images"), output_dir=tmp_path / "run", steps=1, verbose=0)
 
 
 def test_qat_of_a_model_that_is_quantization_aware_already_is_refused_first(tmp_path):

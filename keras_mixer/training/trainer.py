@@ -142,10 +142,7 @@ def train(
     """
     output_dir = Path(output_dir)
     check_run_length(epochs, steps, batch_size, checkpoint_every)
-    if isinstance(model, (str, os.PathLike)) and os.fspath(model).endswith(".keras"):
-        require_model_file(model)  # a missing file or a misspelt name is refused before any data is read
-    elif isinstance(model, str):
-        registered_name(model)
+    check_model_arguments(model, weights, image_size)
     check_run_folder(output_dir, model_filename, overwrite)
     if isinstance(dataset, (str, Path)) and Path(dataset).is_dir() and (
             Path(dataset).resolve() in (output_dir.resolve(), *output_dir.resolve().parents)):
@@ -196,6 +193,7 @@ def train(
         # Everything that builds, restores, trains or evaluates runs inside the scope: a keras.distribution applies to
         # fit only while it is the current one, so a fit outside it trains on whole, unsplit batches.
         with distribution.scope():
+            demo_model = model is None  # the digits demo's Mixer, 10 classes
             model = under_global_policy(build_model(model, train_source.num_classes, image_size, weights, recipe))
             model_size = model_image_size(model)
             if model_size is not None and image_shape(model_size) != image_shape(image_size):
@@ -204,8 +202,9 @@ def train(
                                         f"{model_size}")
                 image_size = model_size  # a .keras model or a keras.Model brings its own input size
             if model.output_shape[-1] != train_source.num_classes:
+                hint = "; without a model train builds the digits demo's Mixer: name one" if demo_model else ""
                 raise TrainingError(f"model has {model.output_shape[-1]} outputs but {dataset!r} has "
-                                    f"{train_source.num_classes} classes")
+                                    f"{train_source.num_classes} classes{hint}")
             # trains on uint8 pixels scaled on the device; `model` itself (saved below) keeps its [-1, 1] input
             trainee = with_pixel_input(model)
             compile_model(trainee, recipe, total_steps, batch_size, scale_learning_rate)
@@ -303,6 +302,26 @@ def check_run_length(epochs=None, steps=None, batch_size=None, checkpoint_every=
     for name, value in zip(RUN_LENGTH, (epochs, steps, batch_size, checkpoint_every)):
         if value is not None and not (is_whole_number(value) and value >= 1):
             raise TrainingError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def check_model_arguments(model, weights=None, image_size=None):
+    """What `train` builds, checked before any data is read: a registry name that exists, or a `.keras` file that
+    does; `weights` only with a registry name (a file or a keras.Model brings its own, and they were ignored);
+    `image_size` a whole number >= 1 or a (height, width) pair of them (0 meant the default, a string was taken)."""
+    is_file = isinstance(model, (str, os.PathLike)) and os.fspath(model).endswith(".keras")
+    if is_file:
+        require_model_file(model)
+    elif isinstance(model, str):
+        registered_name(model)
+    if weights is not None and (is_file or not isinstance(model, str)):
+        brings = ("without a model, train builds the digits demo's Mixer, which has no release" if model is None
+                  else f"{model if is_file else 'a keras.Model'} brings its own")
+        raise TrainingError(f"weights={weights!r} load into a registry model (model='mixer_b16', ...); {brings}")
+    sides = image_size if isinstance(image_size, (tuple, list)) else (image_size,)
+    if image_size is not None and not (len(sides) in (1, 2) and all(
+            is_whole_number(side) and side >= 1 for side in sides)):
+        raise TrainingError(f"image_size must be a whole number >= 1 or a (height, width) pair of them, got "
+                            f"{image_size!r}")
 
 
 def check_run_folder(output_dir, model_filename="model.keras", overwrite=False):
