@@ -129,6 +129,12 @@ def test_a_misspelt_model_or_a_missing_model_file_is_refused_before_the_data_is_
     with pytest.raises(DataError, match="dataset must be 'digits', an image folder or a tfds name, got None"):
         train(dataset=None, output_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+    from keras_mixer.training import evaluate
+
+    with pytest.raises(TrainingError, match="batch_size must be an integer >= 1, got 0"):  # was TensorFlow's error
+        evaluate(str(tmp_path / "gone.keras"), batch_size=0)
+    with pytest.raises(TrainingError, match="image_size must be .*got 0"):  # 0 meant the model's size
+        evaluate(str(tmp_path / "gone.keras"), image_size=0)
 
 
 def test_a_folder_trained_without_a_model_is_told_to_name_one(tmp_path):

@@ -317,6 +317,11 @@ def check_model_arguments(model, weights=None, image_size=None):
         brings = ("without a model, train builds the digits demo's Mixer, which has no release" if model is None
                   else f"{model if is_file else 'a keras.Model'} brings its own")
         raise TrainingError(f"weights={weights!r} load into a registry model (model='mixer_b16', ...); {brings}")
+    check_image_size(image_size)
+
+
+def check_image_size(image_size):
+    """TrainingError unless `image_size` is None, a whole number >= 1 or a (height, width) pair of them."""
     sides = image_size if isinstance(image_size, (tuple, list)) else (image_size,)
     if image_size is not None and not (len(sides) in (1, 2) and all(
             is_whole_number(side) and side >= 1 for side in sides)):
@@ -444,6 +449,8 @@ def _model_and_info(model):
 def evaluate(model, dataset=DIGITS, image_size=None, batch_size=256, data_dir=None, download=False, recipe=None):
     """Top-1 / top-5 of a `.keras` file (or keras.Model) on the eval split of `dataset`, preprocessed as the model
     was evaluated in training (the crop recorded in its file), else as `recipe` or the dataset says."""
+    check_run_length(batch_size=batch_size)
+    check_image_size(image_size)
     model, info = _model_and_info(model)
     model_size = model_image_size(model)
     if image_size and model_size is not None and image_shape(image_size) != image_shape(model_size):
