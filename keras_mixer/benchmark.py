@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_mixer.errors import KerasMixerError
-from keras_mixer.io_utils import atomic_path, write_text
+from keras_mixer.io_utils import atomic_path, require_output_folder, write_text
 from keras_mixer.machine import machine
 
 # tflite_int8 is `to_tflite(..., "int8")` as phones get it; tflite_int8_integer the all-integer graph
@@ -333,8 +333,7 @@ def run_benchmark(models, runtimes=RUNTIMES, batch_sizes=(1, 8), threads=(1, 2),
     Returns the result dict. Runtimes that fail (e.g. torch.compile without a compiler) are listed with the
     error instead of numbers."""
     output = Path(output)
-    if output.exists() and not output.is_dir():  # refused before the measurements, not after them
-        raise KerasMixerError(f"--output {output} is a file, not a folder")
+    require_output_folder(output, KerasMixerError)  # before the measurements, not after them
     rows, failures = [], {}
     for name in models:
         for runtime in runtimes:

@@ -13,7 +13,7 @@ from keras_mixer.errors import KerasMixerError
 from keras_mixer.export import evaluate_tflite, plot_confusion_matrix, to_tflite, top_k_accuracy
 from keras_mixer.export.edgetpu import check_edgetpu
 from keras_mixer.export.edgetpu_model import edgetpu_model
-from keras_mixer.io_utils import write_text
+from keras_mixer.io_utils import require_output_folder, write_text
 from keras_mixer.machine import machine
 from keras_mixer.models.mlp_mixer import DIGITS_MIXER, build_digits_mixer
 from keras_mixer.preprocessing import preprocess_input
@@ -36,8 +36,7 @@ DEMO_DATASET = "sklearn digits"  # how every demo report's "dataset" begins, the
 def check_demo_folder(output_dir):
     """KerasMixerError if `output_dir` is a file, or holds a file the demo writes that no earlier demo run wrote
     (a trained model.keras, a report.json of `train`): the demo replaces only its own earlier run."""
-    if output_dir.exists() and not output_dir.is_dir():
-        raise KerasMixerError(f"--output {output_dir} is a file, not a folder")
+    require_output_folder(output_dir, KerasMixerError)
     clashes = [name for name in OUTPUT_FILES.values() if (output_dir / name).exists()]
     if not clashes:
         return

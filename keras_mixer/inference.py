@@ -110,10 +110,11 @@ def load_classifier(model, weights=None, crop_fraction=None):
         from keras_mixer.models.registry import variant_name
         from keras_mixer.weights.pretrained import list_pretrained
 
-        if weights is None and variant_name(model) in list_models():
+        variant = variant_name(model)
+        if weights is None and variant in list_models():
             # an untrained model's top classes are noise (a Mixer's zero head scores every class alike), printed
             # with ImageNet's labels as if they were predictions
-            tags = list_pretrained(variant_name(model))
+            tags = list_pretrained(variant)
             choices = f"a pretrained tag ({', '.join(tags)}) or a checkpoint file" if tags else (
                 "a checkpoint file (it has no pretrained release)")
             raise KerasMixerError(f"{model!r} without weights is untrained: give weights (--weights on the command "

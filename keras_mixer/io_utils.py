@@ -43,6 +43,13 @@ def require_suffix(path, suffix, what, error):
         raise error(f"{os.fspath(path)}: {what}; name the file *{suffix}")
 
 
+def require_output_folder(path, error, what="folder"):
+    """`error` (an exception class) naming `path` if it is a file: an `--output` folder named by mistake after a
+    file, refused before any work rather than when the first file is written into it."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise error(f"--output {os.fspath(path)} is a file, not a {what}")
+
+
 def write_text(path, text):
     """Atomically writes `text` to `path`."""
     with atomic_path(path) as tmp:

@@ -16,7 +16,7 @@ import numpy as np
 from keras_mixer.datasets import check_model_classes, image_shape, model_image_size
 from keras_mixer.errors import TrainingError
 from keras_mixer.export.evaluate import top_k_accuracy
-from keras_mixer.io_utils import write_text
+from keras_mixer.io_utils import require_output_folder, write_text
 from keras_mixer.models.registry import registered_name, variant_name
 from keras_mixer.training.callbacks import (
     BestValidationWeights,
@@ -333,8 +333,7 @@ def check_run_folder(output_dir, model_filename="model.keras", overwrite=False):
     """TrainingError if `output_dir` holds a finished run (its report.json beside the model), unless `overwrite`:
     a finished run is never continued or replaced by accident."""
     finished = (output_dir / "report.json").is_file() and (output_dir / model_filename).is_file()
-    if output_dir.exists() and not output_dir.is_dir():
-        raise TrainingError(f"--output {output_dir} is a file, not a run folder")
+    require_output_folder(output_dir, TrainingError, "run folder")
     if finished and not overwrite:
         raise TrainingError(f"{output_dir} holds a finished run ({model_filename}, report.json): choose a new "
                             "--output, or pass --overwrite to train again from scratch and replace it")
@@ -488,7 +487,7 @@ def quantization_aware_training(model, dataset=DIGITS, output_dir="runs/qat", ca
     check_run_folder(Path(output_dir), "model_qat.keras", train_options.get("overwrite", False))
     float_model, info = _model_and_info(model)
     if is_quantized(float_model):  # refused here, not after the float model's evaluation and int8 export
-        raise TrainingError(f"{model if isinstance(model, (str, os.PathLike)) else float_model.name!r} is "
+        raise TrainingError(f"{os.fspath(model) if isinstance(model, (str, os.PathLike)) else float_model.name!r} is "
                             "quantization-aware already (a qat output): give the float model it was made from, or "
                             "export it as it is")
     image_size = model_image_size(float_model)
