@@ -17,13 +17,33 @@ LABEL_FILES = {1000: "imagenet1k_labels.tsv.gz", 21843: "imagenet21k_labels.tsv.
 PREPROCESSED_BOUND = 1.5
 
 
-def pixel_scale_problem(images):
-    """What shows that `images` are not `preprocess_input`'s output ("holds uint8 pixels", "holds values in
-    [0, 255]"), or None. Calibrating on unscaled pixels would set int8 ranges ~100x too wide without a word."""
-    images = np.asarray(images)
+def preprocessed_images_problem(images, image_shape=None):
+    """What shows that `images` are not a batch of `preprocess_input`'s output for a model taking `image_shape`
+    (H, W, C; None: any side), or None: not a [N, H, W, C] array, no images, another image shape (channels
+    first?), NaN or infinite values, or pixels on another scale ("holds uint8 pixels", "holds values in [0, 255]").
+    Calibrating on any of them would set int8 ranges wrong without a word (on unscaled pixels ~100x too wide, on
+    NaN meaningless)."""
+    try:
+        array = np.asarray(images)
+    except ValueError:  # NumPy refuses to stack a ragged list
+        return "holds images of different shapes"
+    if array.dtype == object:
+        return f"is a {type(images).__name__}, not an array of images"
+    images = array
+    if images.ndim != 4:
+        return f"must be [N, H, W, C] images, got shape {images.shape}"
+    if not len(images):
+        return "holds no images"
+    if image_shape is not None and any(side not in (None, given) for side, given in zip(image_shape, images.shape[1:])):
+        expected, got = ("x".join(str(side or "?") for side in shape) for shape in (image_shape, images.shape[1:]))
+        hint = " (channels first? the models take channels last)" if images.shape[1] == image_shape[-1] else ""
+        return f"holds {got} images, the model takes {expected}{hint}"
     if not np.issubdtype(images.dtype, np.floating):
         return f"holds {images.dtype} pixels"
-    low, high = (float(images.min()), float(images.max())) if images.size else (0.0, 0.0)
+    finite = np.isfinite(images)
+    if not finite.all():
+        return f"holds {images.size - np.count_nonzero(finite):,} NaN or infinite values"
+    low, high = float(images.min()), float(images.max())
     if max(-low, high) > PREPROCESSED_BOUND:
         return f"holds values in [{low:g}, {high:g}]"
     return None

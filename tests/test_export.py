@@ -429,6 +429,41 @@ def test_unscaled_pixels_are_refused_as_calibration_data(digits, tmp_path):
     to_tflite(digits["model"], tmp_path / "m.tflite", "int8", representative_data=digits["x_test"][:16] * 1.2)
 
 
+def test_calibration_images_from_an_iterator_or_a_function_calibrate_as_the_array_does(digits, tmp_path):
+    images = digits["x_train"][:32]
+
+    def representative_dataset():  # TFLiteConverter's form: a function yielding lists of input batches
+        for start in range(0, len(images), 8):
+            yield [images[start : start + 8]]
+
+    from_array = to_tflite(digits["model"], tmp_path / "array.tflite", "int8", representative_data=images)
+    for name, data in (("iterator", iter(list(images))), ("function", representative_dataset)):
+        written = to_tflite(digits["model"], tmp_path / f"{name}.tflite", "int8", representative_data=data)
+        assert Path(written).read_bytes() == Path(from_array).read_bytes(), name
+
+
+def test_calibration_images_that_are_not_the_models_preprocessed_images_are_refused(digits, tmp_path):
+    """Each would calibrate the int8 ranges on something else than the model's inputs (or fail deep in Keras)."""
+    images = digits["x_test"][:8]
+    for data, found in (
+        (images[:0], "holds no images"),
+        (iter([]), "holds no images"),
+        (np.where(images > 0.9, np.nan, images), r"holds [\d,]+ NaN or infinite values"),
+        (np.ones((8, 64, 64, 3), np.float32), "holds 64x64x3 images, the model takes 32x32x3"),
+        (images.transpose(0, 3, 1, 2), r"holds 3x32x32 images, the model takes 32x32x3 \(channels first"),
+        (images[..., :1], "holds 32x32x1 images"),
+        ((batch for batch in (images, images[:, :16])), r"holds 16x32x3 images.* \(its element 1\)"),
+        ([images[0], images[1, :16]], "holds images of different shapes"),
+        ({"images": images}, "is a dict, not an array of images"),
+    ):
+        with pytest.raises(ExportError, match=f"representative_data {found}"):
+            to_tflite(digits["model"], tmp_path / "m.tflite", "int8", representative_data=data)
+    assert not (tmp_path / "m.tflite").exists()
+    # the QAT copy's calibration takes the same images and refuses the same things
+    with pytest.raises(KerasMixerError, match="calibration_data holds 3x32x32 images"):
+        quantize_model(digits["model"], calibration_data=images.transpose(0, 3, 1, 2))
+
+
 def test_an_output_not_named_tflite_is_refused_and_left_as_it_was(digits, tmp_path):
     model_file = tmp_path / "model.keras"
     model_file.write_bytes(b"the model being exported")

@@ -1,5 +1,6 @@
 """Keras model -> `.tflite`, with static shapes and the quantization modes phones and the Edge TPU need."""
 
+import collections.abc
 import contextlib
 import functools
 import gc
@@ -12,7 +13,6 @@ import warnings
 
 import numpy as np
 
-from keras_mixer.datasets import model_image_size
 from keras_mixer.errors import ExportError, KerasMixerError
 from keras_mixer.export import blockwise, quantization_report
 from keras_mixer.export.calibration import narrow_ranges
@@ -23,7 +23,7 @@ from keras_mixer.export.metadata import add_metadata
 from keras_mixer.export.plan import ExportOptions, ModelFacts, plan_export
 from keras_mixer.io_utils import atomic_path, native_stderr_quiet, require_suffix, write_text
 from keras_mixer.models.applications import output_activation
-from keras_mixer.preprocessing import pixel_scale_problem
+from keras_mixer.preprocessing import preprocessed_images_problem
 
 # The int8 range of the logits spans the calibration images' logits widened by this share of their span on each
 # side: calibrated to the exact extremes, 0.6-9 % of the digits test images had a logit clipped at +127 (their
@@ -31,17 +31,22 @@ from keras_mixer.preprocessing import pixel_scale_problem
 LOGIT_HEADROOM = 0.25
 
 
-def _static_batch_model(model, batch_size):
-    """The same model with a fixed batch: a dynamic batch dim adds SHAPE/GATHER/PACK ops to the graph."""
-    import keras
-
+def static_image_shape(model):
+    """The (H, W, C) every image given to `model` has; a dynamic one is refused (no static graph to convert)."""
     shape = tuple(model.input_shape[1:])
     if any(dim is None for dim in shape):
         raise ExportError(
             f"model {model.name!r} has a dynamic input shape {model.input_shape}; rebuild it with a fixed "
             "input_shape (the token count must be static anyway)"
         )
-    images = keras.Input(shape, batch_size=batch_size, name="images")
+    return shape
+
+
+def _static_batch_model(model, batch_size):
+    """The same model with a fixed batch: a dynamic batch dim adds SHAPE/GATHER/PACK ops to the graph."""
+    import keras
+
+    images = keras.Input(static_image_shape(model), batch_size=batch_size, name="images")
     return keras.Model(images, model(images, training=False), name=model.name)
 
 
@@ -102,41 +107,48 @@ def check_output_paths(path, report=None):
         require_suffix(report, ".json", "the quantization report is JSON", ExportError)
 
 
-def calibration_array(representative_data, image_size, samples=256):
-    """Preprocessed calibration images [N, H, W, C] float32 from an array, a tf.data.Dataset (of images or
-    (images, labels), batched or not) or a source name (`keras_mixer.datasets.load_source`: its training split
-    through the evaluation transform)."""
+def calibration_array(representative_data, input_shape, samples=256):
+    """Preprocessed calibration images [N, H, W, C] float32 for a model taking `input_shape` (H, W, C), from an
+    array, a tf.data.Dataset, an iterator, or a function returning one (TFLiteConverter's `representative_dataset`)
+    of images, batches or (images, labels), at most `samples` images from those; or from a source name
+    (`keras_mixer.datasets.load_source`: its training split through the evaluation transform). Anything else, or
+    images that are not preprocessed for this model, is refused (`preprocessed_images_problem`)."""
     import tensorflow as tf
 
     from keras_mixer.datasets import ImageSource, calibration_images
 
     if isinstance(representative_data, (str, os.PathLike, ImageSource)):
         print(f"reading {samples} calibration images from {representative_data}")
-        return calibration_images(representative_data, image_size, samples)
-    if isinstance(representative_data, tf.data.Dataset):
-        images, count = [], 0
-        for element in representative_data:
-            batch = _preprocessed(element[0] if isinstance(element, (tuple, list)) else element)
-            batch = batch[None] if batch.ndim == 3 else batch
-            images.append(batch)
-            count += len(batch)
-            if count >= samples:
-                break
-        if not images:
-            raise ExportError("representative_data is an empty dataset")
-        return np.concatenate(images)[:samples]
-    return _preprocessed(representative_data)
-
-
-def _preprocessed(images):
-    """float32 images; pixels on the [0, 255] scale are refused (`pixel_scale_problem`)."""
-    images = np.asarray(images)
-    problem = pixel_scale_problem(images)
+        return calibration_images(representative_data, tuple(input_shape[:2]), samples)
+    if callable(representative_data):
+        representative_data = representative_data()
+    if isinstance(representative_data, (tf.data.Dataset, collections.abc.Iterator)):
+        representative_data = _first_images(representative_data, input_shape, samples)
+    problem = preprocessed_images_problem(representative_data, input_shape)
     if problem:
         raise ExportError(f"representative_data {problem}: pass preprocessed float images (keras_mixer."
-                          f"preprocess_input gives [-1, 1]), or a dataset name or image folder, which is preprocessed "
-                          f"as evaluation preprocesses it")
-    return images.astype(np.float32)
+                          "preprocess_input gives [-1, 1]), or a dataset name or image folder, which is preprocessed "
+                          "and resized as evaluation preprocesses it")
+    return np.asarray(representative_data, np.float32)
+
+
+def _first_images(elements, input_shape, samples):
+    """The first `samples` images of an iterable of images, batches or (images, labels) pairs, as one array."""
+    batches, count = [], 0
+    for element in elements:
+        images = np.asarray(element[0] if isinstance(element, (tuple, list)) else element)
+        batch = images[None] if images.ndim == 3 else images
+        problem = preprocessed_images_problem(batch, input_shape)
+        if problem:
+            raise ExportError(f"representative_data {problem} (its element {len(batches)}): pass preprocessed float "
+                              "images (keras_mixer.preprocess_input gives [-1, 1])")
+        batches.append(batch)
+        count += len(batch)
+        if count >= samples:
+            break
+    if not batches:
+        raise ExportError("representative_data holds no images (an empty dataset or iterator)")
+    return np.concatenate(batches)[:samples]
 
 
 def _representative_dataset(samples, batch_size, limit, progress=True):
@@ -391,9 +403,10 @@ def to_tflite(
         path: output file.
         quantization: "float32"; "float16" (fp16 weights); "dynamic" (int8 weights, float activations);
             "int8" / "uint8": int8 weights and activations with integer input and output; see `integer_only`.
-        representative_data: images for calibrating activation ranges: preprocessed [N, H, W, C] floats, a
-            tf.data.Dataset of them (or of (images, labels)), or a dataset name ("digits", an image folder, a tfds
-            name) whose training images are preprocessed as for evaluation. Required for "int8"/"uint8" unless the
+        representative_data: images for calibrating activation ranges: preprocessed [N, H, W, C] floats at the
+            model's input size; a tf.data.Dataset, an iterator or a function returning one (TFLiteConverter's
+            `representative_dataset`) of them, of single images or of (images, labels); or a dataset name
+            ("digits", an image folder, a tfds name) whose training images are preprocessed as for evaluation. Required for "int8"/"uint8" unless the
             model was trained with fake-quant (QAT), which then exports all-integer from its own ranges.
         batch_size: the static batch of the exported graph (1 for phones and the Edge TPU).
         float_io: with "int8"/"uint8", keep float32 input/output (quantize/dequantize inside the model).
@@ -447,10 +460,7 @@ def to_tflite(
         route=route, piece_bytes=piece_bytes))
     calibration = None
     if plan.calibrated:
-        calibration = calibration_array(representative_data, model_image_size(model), calibration_samples)
-        if calibration.ndim != 4:
-            raise ExportError(f"representative_data must be [N, H, W, C] preprocessed images, got shape "
-                              f"{calibration.shape}")
+        calibration = calibration_array(representative_data, static_image_shape(model), calibration_samples)
     name, probabilities, note = model.name, outputs_probabilities(model), _normalization_note(model)
     static_model, equalization = _export_form(model, plan, calibration)
     del model

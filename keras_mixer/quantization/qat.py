@@ -13,7 +13,7 @@ import numpy as np
 
 from keras_mixer.errors import KerasMixerError
 from keras_mixer.layers.fake_quant import ActivationQuantizer
-from keras_mixer.preprocessing import pixel_scale_problem
+from keras_mixer.preprocessing import preprocessed_images_problem
 
 SCHEMES = ("default_8bit",)
 # Keras' plain layers and the fake-quant layers that take their place (same variables); the quantized Dense also
@@ -123,7 +123,7 @@ def calibrate(qat_model, images, batch_size=32, steps=None, verbose=1):
     inference mode (BatchNorm on its moving statistics, no dropout or stochastic depth: the activations the model
     computes when it is used) with the quantizers told to move their ranges; every other variable is put back
     bit for bit afterwards, so the QAT copy computes the float model's function from its first step."""
-    problem = pixel_scale_problem(images)
+    problem = preprocessed_images_problem(images, qat_model.input_shape[1:])
     if problem:
         raise KerasMixerError(f"calibration_data {problem}: pass preprocessed images (keras_mixer.preprocess_input "
                               "gives [-1, 1])")
