@@ -19,8 +19,9 @@ PREPROCESSED_BOUND = 1.5
 
 def preprocessed_images_problem(images, image_shape=None):
     """What shows that `images` are not a batch of `preprocess_input`'s output for a model taking `image_shape`
-    (H, W, C; None: any side), or None: not a [N, H, W, C] array, no images, another image shape (channels
-    first?), NaN or infinite values, or pixels on another scale ("holds uint8 pixels", "holds values in [0, 255]").
+    (H, W, C, or the shape of whatever else a model takes; None: any side), or None: not an [N, H, W, C] array, no
+    images, another image shape (channels first?), NaN or infinite values, or pixels on another scale ("holds uint8
+    pixels", "holds values in [0, 255]").
     Calibrating on any of them would set int8 ranges wrong without a word (on unscaled pixels ~100x too wide, on
     NaN meaningless)."""
     try:
@@ -30,8 +31,10 @@ def preprocessed_images_problem(images, image_shape=None):
     if array.dtype == object:
         return f"is a {type(images).__name__}, not an array of images"
     images = array
-    if images.ndim != 4:
-        return f"must be [N, H, W, C] images, got shape {images.shape}"
+    expected_shape = tuple(image_shape) if image_shape is not None else ("H", "W", "C")
+    if images.ndim != 1 + len(expected_shape):
+        sides = ", ".join(str(side or "?") for side in expected_shape)
+        return f"must be a batch [N, {sides}], got shape {images.shape}"
     if not len(images):
         return "holds no images"
     if image_shape is not None and any(side not in (None, given) for side, given in zip(image_shape, images.shape[1:])):

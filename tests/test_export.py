@@ -464,6 +464,24 @@ def test_calibration_images_that_are_not_the_models_preprocessed_images_are_refu
         quantize_model(digits["model"], calibration_data=images.transpose(0, 3, 1, 2))
 
 
+def test_evaluation_takes_one_hot_labels_and_refuses_what_it_would_score_wrongly(digits, exported):
+    images, labels = digits["x_test"][:16], digits["y_test"][:16]
+    report, _ = evaluate_tflite(exported["ptq"], images, labels)
+    assert evaluate_tflite(exported["ptq"], images, np.eye(10)[labels])[0]["top1"] == report["top1"]  # as Keras'
+    for wrong_images, found in (
+        ((images + 1) * 127.5, r"holds values in \[[\d.]+, 2[0-9.]+\]"),  # pixels never given to preprocess_input
+        (images.transpose(0, 3, 1, 2), r"holds 3x32x32 images, the model takes 32x32x3 \(channels first"),
+        (images[0], r"must be a batch \[N, 32, 32, 3\], got shape \(32, 32, 3\)"),
+        (np.where(images > 0.9, np.inf, images), "holds [\\d,]+ NaN or infinite values"),
+    ):
+        with pytest.raises(ExportError, match=f"the input {found}"):
+            evaluate_tflite(exported["ptq"], wrong_images, labels)
+    with pytest.raises(ExportError, match=r"labels run from \d+ to 19; the model has 10 classes \(0 to 9\)"):
+        evaluate_tflite(exported["ptq"], images, labels + 10)  # each counted as wrong before
+    with pytest.raises(ExportError, match="labels must be class indices"):
+        evaluate_tflite(exported["ptq"], images, labels + 0.5)
+
+
 def test_an_output_not_named_tflite_is_refused_and_left_as_it_was(digits, tmp_path):
     model_file = tmp_path / "model.keras"
     model_file.write_bytes(b"the model being exported")

@@ -31,7 +31,7 @@ def latency_ms(interpreter, image, runs=50, warmup=5):
 
 
 def evaluate_tflite(path, images, labels=None, reference_scores=None, num_threads=1, reference_model=None):
-    """Runs a `.tflite` model over preprocessed `images` with `labels`, or over `images` as an iterable of
+    """Runs a `.tflite` model over preprocessed `images` with `labels` (class indices or one-hot), or over `images` as an iterable of
     (images, labels) batches (e.g. `keras_mixer.datasets.eval_batches`; then `labels` is None). Returns
     (report, scores): top-1/top-5, the share of images with an integer output at its limit, `examples`, the
     agreement of its argmax with `reference_scores` or with `reference_model`'s outputs on the same images, and
@@ -54,6 +54,7 @@ def evaluate_tflite(path, images, labels=None, reference_scores=None, num_thread
         reference_scores = np.concatenate(references)
     if len(scores) != len(labels):
         raise ExportError(f"{len(scores)} predictions for {len(labels)} labels")
+    labels = class_indices(labels, scores.shape[1])
     report = {
         "top1": top_k_accuracy(scores, labels, 1),
         "top5": top_k_accuracy(scores, labels, min(5, scores.shape[1])),
@@ -65,6 +66,21 @@ def evaluate_tflite(path, images, labels=None, reference_scores=None, num_thread
     if interpreter.get_input_details()[0]["shape"][0] == 1:
         report["latency_ms_median"], report["latency_ms_p90"] = latency_ms(interpreter, first_image)
     return report, scores
+
+
+def class_indices(labels, classes):
+    """`labels` as class indices [N]: given so, or one-hot [N, classes] (as Keras' categorical losses take them).
+    Labels outside the model's classes are refused: they would count as wrong without a word."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == classes:
+        labels = np.argmax(labels, axis=1)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.number) or np.any(labels != np.round(labels)):
+        raise ExportError(f"labels must be class indices [N] or one-hot [N, {classes}], got {labels.dtype} of shape "
+                          f"{labels.shape}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+        raise ExportError(f"labels run from {labels.min():g} to {labels.max():g}; the model has {classes} classes "
+                          f"(0 to {classes - 1})")
+    return labels.astype(np.int64)
 
 
 def _saturated(interpreter, scores):

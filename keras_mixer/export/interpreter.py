@@ -7,7 +7,7 @@ import numpy as np
 
 from keras_mixer.errors import ExportError
 from keras_mixer.io_utils import native_stderr_quiet
-from keras_mixer.preprocessing import quantize_values
+from keras_mixer.preprocessing import preprocessed_images_problem, quantize_values
 
 
 def interpreter_class():
@@ -81,18 +81,12 @@ def predict(interpreter, images):
     batch = inp["shape"][0]
     if len(inp["shape"]) < 1 or min(inp["shape"]) < 1:
         raise ExportError(f"the model's input shape {tuple(inp['shape'])} is not a static batch of images")
-    images = np.asarray(images)
-    if not np.issubdtype(images.dtype, np.floating):  # raw uint8 pixels would be quantized as if preprocessed
-        raise ExportError(f"images must be preprocessed floats (keras_mixer.preprocess_input), got dtype {images.dtype}")
-    try:
-        images = images.astype(np.float32)
-    except (TypeError, ValueError) as error:
-        raise ExportError(f"images must be a numeric array [N, H, W, C] ({error})") from error
-    if images.ndim != len(inp["shape"]) or tuple(images.shape[1:]) != tuple(inp["shape"][1:]) or not len(images):
-        raise ExportError(f"images of shape {images.shape} do not fit the model input [N, "
-                          f"{', '.join(str(d) for d in inp['shape'][1:])}]")
-    if not np.all(np.isfinite(images)):  # NaN/Inf would be quantized to arbitrary integers: a silent wrong result
-        raise ExportError(f"images contain {np.count_nonzero(~np.isfinite(images))} NaN or Inf values")
+    # raw pixels would be quantized as if preprocessed, NaN to arbitrary integers: silent wrong results
+    problem = preprocessed_images_problem(images, tuple(inp["shape"][1:]))
+    if problem:
+        raise ExportError(f"the input {problem}: pass what the model takes, preprocessed (keras_mixer.preprocess_input "
+                          "gives [-1, 1])")
+    images = np.asarray(images, np.float32)
     outputs = []
     for start in range(0, len(images), batch):
         chunk = images[start : start + batch]
