@@ -122,3 +122,8 @@ def test_registry_names_and_errors():
     assert model.output_shape == (None, 7) and model.name == "mixer_s32"
     with pytest.raises(ValueError, match="unknown model 'mixer_z9'"):
         keras_mixer.create_model("mixer_z9")
+    with pytest.raises(ValueError, match="unknown model 'mixer_b16_224'; did you mean mixer_b16"):  # timm's name
+        keras_mixer.create_model("mixer_b16_224")
+    # timm's arguments are translated, where they were a TypeError naming MLPMixer's signature
+    with pytest.raises(ValueError, match="not timm's: pretrained -> weights=\"imagenet\" .*; num_classes -> classes"):
+        keras_mixer.create_model("mixer_s32", pretrained=True, num_classes=10)

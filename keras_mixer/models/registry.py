@@ -46,6 +46,19 @@ def registered_name(name):
     return registered
 
 
+# timm's create_model arguments and what the builders (keras.applications' signature) call them: a timm user's
+# `create_model("mixer_b16", pretrained=True, num_classes=10)` is told the translation, not a TypeError
+TIMM_ARGUMENTS = {"pretrained": "weights=\"imagenet\" (a pretrained tag) or a checkpoint file",
+                  "num_classes": "classes", "img_size": "input_shape=(height, width, 3)",
+                  "in_chans": "input_shape=(height, width, channels)", "drop_rate": "dropout_rate",
+                  "global_pool": "pooling"}
+
+
 def create_model(name, **kwargs):
-    """Builds the variant `name` (e.g. "mixer_b16"; a former name too) with the builder's keyword arguments."""
-    return _BUILDERS[registered_name(name)](**kwargs)
+    """Builds the variant `name` (e.g. "mixer_b16"; a former name too) with the builder's keyword arguments
+    (keras.applications', as `keras_mixer.MixerB16` takes them: `weights`, `classes`, `input_shape`, ...)."""
+    builder = _BUILDERS[registered_name(name)]
+    timm_words = [f"{key} -> {TIMM_ARGUMENTS[key]}" for key in kwargs if key in TIMM_ARGUMENTS]
+    if timm_words:
+        raise KerasMixerError(f"create_model takes keras.applications' arguments, not timm's: {'; '.join(timm_words)}")
+    return builder(**kwargs)
