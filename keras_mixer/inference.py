@@ -8,9 +8,15 @@ import os
 
 import numpy as np
 
-from keras_mixer.datasets import (FULL_CROP_FRACTION, TFDS_CROP_FRACTION, eval_transform, image_problem,
-                                  model_image_size)
+from keras_mixer.datasets import (FULL_CROP_FRACTION, IMAGE_EXTENSIONS, OTHER_IMAGE_EXTENSIONS, TFDS_CROP_FRACTION,
+                                  eval_transform, image_problem, model_image_size)
 from keras_mixer.errors import DataError, ExportError, KerasMixerError
+
+
+# images read, preprocessed and run per call of the model: memory stays bounded for a folder of any size (all of a
+# command line's files were stacked into one batch: 3 GB of pixels for 5,000 photos at 224, and the model's
+# activations for all of them at once)
+CLASSIFY_BATCH = 32
 
 
 @dataclasses.dataclass
@@ -144,22 +150,48 @@ def classify(model, images, top=5, weights=None, crop_fraction=None):
 
     Args:
         model: a keras.Model, a `.keras` or `.tflite` file, or a registry name ("mixer_b16") with `weights`.
-        images: image file paths, [H, W, 3] pixel arrays in [0, 255] (or a [N, H, W, 3] batch), or one of them.
+        images: image file paths or folders (every image file under a folder, in name order), [H, W, 3] pixel
+            arrays in [0, 255] (or a [N, H, W, 3] batch), or one of them.
         crop_fraction: override the evaluation crop (default: the model's, see `load_classifier`).
     Returns one dict per image: {"image": path or index, "top": [{"label", "index", "score"}, ...]}, scores are
-    probabilities (softmax of logits). An unreadable file gives {"image": path, "error": message} and the others
-    are still classified.
+    probabilities (softmax of logits). An unreadable file, or a folder without images, gives {"image": path,
+    "error": message} and the others are still classified. Images are read and run `CLASSIFY_BATCH` at a time, so
+    a folder of any size fits in memory.
     """
     if isinstance(top, bool) or not isinstance(top, numbers.Integral) or top < 1:
         raise KerasMixerError(f"top must be an integer >= 1, got {top!r}")
     classifier = model if isinstance(model, Classifier) else load_classifier(model, weights, crop_fraction)
     if isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim in (2, 3)):
         images = [images]
+    entries = [entry for image in images for entry in _folder_images(image)]
+    results = []
+    for start in range(0, len(entries), CLASSIFY_BATCH):
+        results += _classify_batch(classifier, entries[start : start + CLASSIFY_BATCH], start, top)
+    return results
+
+
+def _folder_images(image):
+    """(path, path) for each image file under a folder (recursively, in name order), or (folder, DataError) if it
+    has none; (None, image) for anything else (named later: a path by itself, an array by its position)."""
+    if not (isinstance(image, (str, os.PathLike)) and os.path.isdir(image)):
+        return [(None, image)]
+    extensions = IMAGE_EXTENSIONS + OTHER_IMAGE_EXTENSIONS
+    files = sorted(os.path.join(folder, name) for folder, _, names in os.walk(image) for name in names
+                   if name.lower().endswith(extensions))
+    folder = os.fspath(image)
+    return [(file, file) for file in files] or [
+        (folder, DataError(f"{folder}: a folder without image files ({', '.join(extensions)})"))]
+
+
+def _classify_batch(classifier, entries, first_position, top):
     results, batch, slots = [], [], []
-    for position, image in enumerate(images):
-        name = os.fspath(image) if isinstance(image, (str, os.PathLike)) else position
+    for position, (name, image) in enumerate(entries, first_position):
+        if name is None:
+            name = os.fspath(image) if isinstance(image, (str, os.PathLike)) else position
         try:
-            pixels = load_image(name) if isinstance(name, str) else image
+            if isinstance(image, DataError):  # a folder without images
+                raise image
+            pixels = load_image(name) if isinstance(image, (str, os.PathLike)) else image
             batch.append(preprocess_image(pixels, classifier.image_size, classifier.crop_fraction))
             slots.append(len(results))
             results.append({"image": name})

@@ -203,7 +203,7 @@ def build_parser():
 
     predict = commands.add_parser("predict", help="classify image files with a .keras, .tflite or pretrained model")
     predict.add_argument("model", help=".keras file, .tflite file, or a registry name with --weights")
-    predict.add_argument("images", nargs="+", help="image files (any format and size PIL reads)")
+    predict.add_argument("images", nargs="+", help="image files (any format and size PIL reads) or folders of them")
     predict.add_argument("--weights", help="with a registry name: pretrained tag (imagenet, ...) or checkpoint file")
     predict.add_argument("--top", type=COUNT, default=5, help="classes per image (default: 5)")
     predict.add_argument("--crop-fraction", type=FRACTION, help="override the model's evaluation crop")

@@ -4,6 +4,7 @@ digits: non-square PNG and JPEG files of mixed sizes) -> train -> qat -> export 
 process; the tfds path runs through tensorflow-datasets' own download-and-prepare code from a local server."""
 
 import contextlib
+import dataclasses
 import functools
 import http.server
 import io
@@ -222,6 +223,35 @@ def test_classify_takes_arrays_and_a_model_object():
     scores = model.predict(np.stack([preprocess_image(image, 32) for image in images]), verbose=0)
     assert [r["top"][0]["index"] for r in results] == list(np.argmax(scores, 1))
     np.testing.assert_allclose(sum(entry["score"] for entry in results[0]["top"]), 1.0, rtol=1e-5)
+
+
+def test_classify_takes_folders_and_reads_a_few_images_at_a_time(tmp_path, monkeypatch):
+    """A folder stands for every image file under it, in name order; a long list is read and run in batches of
+    CLASSIFY_BATCH (it was stacked into one batch: gigabytes for a few thousand photos), with the same results."""
+    import keras_mixer.inference as inference
+
+    make_image_folders(tmp_path / "photos", per_class=4)  # JPEGs and PNGs in train/ and val/ class folders
+    (tmp_path / "photos" / "notes.txt").write_text("not an image")
+    (tmp_path / "empty").mkdir()
+    files = sorted(str(path) for path in (tmp_path / "photos").rglob("*") if path.suffix in (".jpg", ".png"))
+    model = build_digits_mixer(classes=3)
+    head = model.get_layer("head")
+    head.kernel.assign(np.random.default_rng(0).normal(size=head.kernel.shape).astype("float32"))
+    one_batch = classify(model, files, top=2)
+    assert [result["image"] for result in one_batch] == files and all("top" in result for result in one_batch)
+    monkeypatch.setattr(inference, "CLASSIFY_BATCH", 5)
+    classifier, calls = inference.load_classifier(model), []
+    counting = dataclasses.replace(classifier, run=lambda x: calls.append(len(x)) or classifier.run(x))
+    by_folder = classify(counting, [tmp_path / "photos", tmp_path / "empty"], top=2)
+    assert [result["image"] for result in by_folder[:-1]] == files
+    assert by_folder[-1] == {"image": str(tmp_path / "empty"), "error": f"{tmp_path / 'empty'}: a folder without "
+                             "image files (.jpg, .jpeg, .png, .gif, .bmp, .webp, .tif, .tiff, .heic, .heif, .avif, "
+                             ".jp2, .jxl, .ppm, .pgm)"}
+    assert max(calls) <= 5 and sum(calls) == len(files)
+    for whole, batched in zip(one_batch, by_folder):
+        assert [entry["index"] for entry in whole["top"]] == [entry["index"] for entry in batched["top"]]
+        np.testing.assert_allclose([e["score"] for e in whole["top"]], [e["score"] for e in batched["top"]],
+                                   rtol=1e-5)
 
 
 def test_classify_refuses_arrays_on_another_pixel_scale_by_name():
