@@ -7,6 +7,7 @@ import concurrent.futures
 import dataclasses
 import io
 import os
+import reprlib
 import warnings
 
 import numpy as np
@@ -131,15 +132,29 @@ def load_digits(image_size=32, test_fraction=0.2, seed=0):
     return (x_train, y_train), (x_test, y_test)
 
 
+def check_dataset(name):
+    """DataError unless `name` is a source `load_source` reads. Arrays in memory are described, not printed whole,
+    and pointed to the model's own `fit`."""
+    if isinstance(name, (str, os.PathLike, ImageSource)):
+        return
+    arrays = [part for part in (name if isinstance(name, (tuple, list)) else [name]) if isinstance(part, np.ndarray)]
+    if arrays:
+        what = (f"a {name.dtype} array of shape {name.shape}" if isinstance(name, np.ndarray)
+                else f"a {type(name).__name__} of {len(name)} with arrays of shapes {[part.shape for part in arrays]}")
+        raise DataError(f"dataset must be 'digits', an image folder or a tfds name, got {what}: for images in memory, "
+                        "call the model's own fit (keras_mixer models are plain Keras models), or write them into an "
+                        "image folder (one sub-folder per class)")
+    raise DataError(f"dataset must be 'digits', an image folder or a tfds name, got {reprlib.repr(name)}")
+
+
 def load_source(name, split="train", data_dir=None, download=False, image_size=32):
     """One split of `name`: "digits" (offline, sklearn), a directory of class sub-folders (or "folder:PATH"), or a
     tensorflow-datasets name ("cifar10", "imagenette", "imagenet2012", ...). `split` is "train" or "eval"; for tfds
     "eval" means the dataset's validation split if it has one, else test; any tfds split string also works.
     `image_size` only matters for digits (they are upscaled from 8x8)."""
+    check_dataset(name)
     if isinstance(name, ImageSource):
         return name
-    if not isinstance(name, (str, os.PathLike)):
-        raise DataError(f"dataset must be 'digits', an image folder or a tfds name, got {name!r}")
     name = os.fspath(name)
     if name == DIGITS:
         return _digits(split, image_size)

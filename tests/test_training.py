@@ -111,7 +111,7 @@ def test_every_family_builds_from_its_registry_name_with_the_recipe_regularizati
 
 def test_a_misspelt_model_or_a_missing_model_file_is_refused_before_the_data_is_read(tmp_path):
     from keras_mixer.errors import WeightsError
-    from keras_mixer.training import train
+    from keras_mixer.training import evaluate, train
 
     missing_data = str(tmp_path / "no_such_folder")  # read first, it would be the error named
     with pytest.raises(KerasMixerError, match="unknown model 'mixer_s61'; did you mean mixer_s16"):
@@ -128,8 +128,15 @@ def test_a_misspelt_model_or_a_missing_model_file_is_refused_before_the_data_is_
             train(dataset=missing_data, output_dir=tmp_path / "run", **options)
     with pytest.raises(DataError, match="dataset must be 'digits', an image folder or a tfds name, got None"):
         train(dataset=None, output_dir=tmp_path / "run")
+    # arrays in memory, as fit takes them: an array was NumPy's "truth value ... is ambiguous", a tuple printed whole
+    images, labels = np.zeros((20, 32, 32, 3), np.uint8), np.arange(20) % 10
+    for dataset, found in [(images, r"a uint8 array of shape \(20, 32, 32, 3\)"),
+                           ((images, labels), r"a tuple of 2 with arrays of shapes \[\(20, 32, 32, 3\), \(20,\)\]")]:
+        with pytest.raises(DataError, match=f"got {found}: for images in memory, call the model's own fit"):
+            train("mixer_s16", dataset=dataset, output_dir=tmp_path / "run")
+        with pytest.raises(DataError, match=f"got {found}"):
+            evaluate(str(tmp_path / "gone.keras"), dataset=dataset)  # before the model file is looked for
     assert not (tmp_path / "run").exists()
-    from keras_mixer.training import evaluate
 
     with pytest.raises(TrainingError, match="batch_size must be an integer >= 1, got 0"):  # was TensorFlow's error
         evaluate(str(tmp_path / "gone.keras"), batch_size=0)

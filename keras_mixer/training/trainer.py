@@ -13,7 +13,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_mixer.datasets import check_model_classes, image_shape, model_image_size
+from keras_mixer.datasets import check_dataset, check_model_classes, image_shape, model_image_size
 from keras_mixer.errors import TrainingError
 from keras_mixer.export.evaluate import top_k_accuracy
 from keras_mixer.io_utils import require_output_folder, write_text
@@ -143,6 +143,7 @@ def train(
     output_dir = Path(output_dir)
     check_run_length(epochs, steps, batch_size, checkpoint_every)
     check_model_arguments(model, weights, image_size)
+    check_dataset(dataset)  # before `dataset == DIGITS`, which an array would answer elementwise
     check_run_folder(output_dir, model_filename, overwrite)
     if isinstance(dataset, (str, Path)) and Path(dataset).is_dir() and (
             Path(dataset).resolve() in (output_dir.resolve(), *output_dir.resolve().parents)):
@@ -450,6 +451,7 @@ def evaluate(model, dataset=DIGITS, image_size=None, batch_size=256, data_dir=No
     was evaluated in training (the crop recorded in its file), else as `recipe` or the dataset says."""
     check_run_length(batch_size=batch_size)
     check_image_size(image_size)
+    check_dataset(dataset)  # before the model is loaded
     model, info = _model_and_info(model)
     model_size = model_image_size(model)
     if image_size and model_size is not None and image_shape(image_size) != image_shape(model_size):
@@ -485,6 +487,7 @@ def quantization_aware_training(model, dataset=DIGITS, output_dir="runs/qat", ca
 
     check_run_length(*(train_options.get(name) for name in RUN_LENGTH))
     check_run_folder(Path(output_dir), "model_qat.keras", train_options.get("overwrite", False))
+    check_dataset(dataset)  # before the model is loaded
     float_model, info = _model_and_info(model)
     if is_quantized(float_model):  # refused here, not after the float model's evaluation and int8 export
         raise TrainingError(f"{os.fspath(model) if isinstance(model, (str, os.PathLike)) else float_model.name!r} is "
