@@ -6,6 +6,7 @@ import pytest
 
 import keras_mixer
 from keras_mixer.errors import WeightsError
+from keras_mixer.models.mlp_mixer import build_digits_mixer
 
 TINY = dict(patch_size=4, hidden_dim=8, num_blocks=2, tokens_mlp_dim=6, channels_mlp_dim=12, input_shape=(16, 16, 3))
 
@@ -45,10 +46,20 @@ def test_weights_h5_round_trip_and_weights_argument(tmp_path, images):
 
 
 def test_weights_into_wrong_shape_is_a_clear_error(tmp_path):
+    """One line naming the first variable that does not fit and both its shapes (and the model a .keras file
+    holds): Keras' own message listed every layer and printed whole arrays, pages of it on the command line."""
     path = tmp_path / "m.weights.h5"
     randomized_model().save_weights(path)
-    with pytest.raises(WeightsError, match="could not load"):
+    with pytest.raises(WeightsError, match=r"^could not load .*m.weights.h5 into 'mlp_mixer': 1 of its layers do "
+                                           r"not fit, the first head/kernel: \(\d+, 7\) in the model, \(\d+, 5\) in "
+                                           r"the file$"):
         keras_mixer.MLPMixer(**TINY, classes=7, weights=str(path))
+    path = tmp_path / "digits.keras"
+    build_digits_mixer().save(path)
+    with pytest.raises(WeightsError, match=r"^could not load .*digits.keras into 'mixer_s32': the file holds "
+                                           r"'mixer_digits'; \d+ of its layers do not fit, the first stem/kernel: "
+                                           r"\(32, 32, 3, 512\) in the model, \(4, 4, 3, 64\) in the file$"):
+        keras_mixer.MixerS32(weights=str(path))
 
 
 @pytest.mark.parametrize("weights, message", [("imagenet21k", "no pretrained weights"), ("missing.weights.h5", "not found")])

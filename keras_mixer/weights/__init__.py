@@ -5,9 +5,11 @@ each family's module holds the filter that maps other layouts (e.g. timm's) onto
 """
 
 import contextlib
+import json
 import os
 import re
 import warnings
+import zipfile
 
 import keras
 import numpy as np
@@ -66,12 +68,36 @@ def load_keras_weights(model, path):
             model.load_weights(path)
     except Exception as error:  # h5py / Keras fail anywhere on a damaged file
         model.set_weights(before)  # all or nothing: Keras may have assigned some variables already
-        raise WeightsError(f"could not load {path} into {model.name!r}: {error}") from error
+        raise WeightsError(f"could not load {path} into {model.name!r}: {_load_error_in_brief(error, path)}") from error
     try:
         _require_finite(model, path)
     except WeightsError:
         model.set_weights(before)
         raise
+
+
+def _load_error_in_brief(error, path):
+    """Keras' load error in one line: how many layers did not fit and the first variable's two shapes, with the
+    model a `.keras` file holds. Keras' own message spans pages (every layer listed, whole arrays printed)."""
+    text = str(error)
+    count = re.search(r"A total of (\d+) objects could not be loaded", text)
+    variable = re.search(r"variable\.shape=(\([^)]*\)), Received: value\.shape=(\([^)]*\))\. Target variable: "
+                         r"<Variable path=([^,>]+)", text)
+    if not (count and variable):
+        return (text.strip().splitlines() or [type(error).__name__])[0]
+    saved = _saved_model_name(path)
+    holds = f"the file holds {saved!r}; " if saved else ""
+    return (f"{holds}{count[1]} of its layers do not fit, the first {variable[3]}: {variable[1]} in the model, "
+            f"{variable[2]} in the file")
+
+
+def _saved_model_name(path):
+    """The name of the model a `.keras` file holds, or None (a `.weights.h5` file, or no readable config)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.read("config.json"))["config"]["name"]
+    except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile):
+        return None
 
 
 def require_model_file(path):
