@@ -7,8 +7,10 @@ Names registered before the rule (`as_mlp_t`, `vip_s14`, `raft_mlp_s`, `sparse_m
 scripts and saved run definitions that use them keep working; `list_models` lists the names of the rule."""
 
 import difflib
+import re
 
 from keras_mixer.errors import KerasMixerError
+from keras_mixer.weights.pretrained import list_pretrained
 
 _BUILDERS = {}
 _ALIASES = {}  # a former name -> the variant's name
@@ -39,11 +41,38 @@ def registered_name(name):
     """The registered name of `name` (a former name too); KerasMixerError naming the nearest names if it is none."""
     registered = variant_name(name)
     if registered not in _BUILDERS:
-        near = difflib.get_close_matches(str(registered), list_models(), n=3)
-        hint = f"did you mean {' or '.join(near)}? " if near else ""
+        hint = _timm_translation(str(registered))
+        if not hint:
+            lowered = [str(registered).lower()] if str(registered).lower() in _BUILDERS else []
+            near = lowered or difflib.get_close_matches(str(registered), list_models(), n=3)
+            hint = f"did you mean {' or '.join(near)}? " if near else ""
         raise KerasMixerError(f"unknown model {registered!r}; {hint}keras_mixer.list_models() lists all "
                               f"{len(_BUILDERS)}")
     return registered
+
+
+# timm names a Mixer by its resolution and its weights by a tag after a dot (`mixer_b16_224.goog_in21k_ft_in1k`);
+# its names from before tags (timm < 0.9) carried the weights in the name: their tags in timm's deprecation table
+TIMM_NAME = re.compile(r"(?P<variant>[a-z0-9_]+?)_224(?P<weights>_[a-z0-9_]+)?(?:\.(?P<tag>[a-z0-9_]+))?")
+TIMM_OLD_WEIGHTS = {"_in21k": "goog_in21k", "_miil": "miil_in21k_ft_in1k", "_miil_in21k": "miil_in21k"}
+
+
+def _timm_translation(name):
+    """For timm's name of a registered variant (with or without its weights' tag): the call that builds it here."""
+    match = TIMM_NAME.fullmatch(name.lower())
+    if not match or match["variant"] not in _BUILDERS:
+        return ""
+    variant, tag = match["variant"], match["tag"] or TIMM_OLD_WEIGHTS.get(match["weights"])
+    if match["weights"] and not tag:
+        return ""
+    if not tag:
+        return f"that is timm's name; here it is {variant!r} (224 x 224 by default). "
+    released = list_pretrained(variant)
+    if tag in released:
+        return (f"that is timm's name; here it is {variant!r} with weights={tag!r} (--weights on the command "
+                "line). ")
+    return (f"that is timm's name of {variant!r} with weights {tag!r}, which keras_mixer does not release; "
+            f"it has {', '.join(released) or 'none'}, or load a checkpoint file. ")
 
 
 # timm's create_model arguments and what the builders (keras.applications' signature) call them: a timm user's
