@@ -43,7 +43,7 @@ def _print_report(report, as_json):
 def _evaluate_tflite(args):
     import numpy as np
 
-    from keras_mixer.datasets import check_model_classes, eval_batches, load_source
+    from keras_mixer.datasets import check_model_classes, eval_batches, input_image_size, load_source
     from keras_mixer.errors import ExportError
     from keras_mixer.export import evaluate_tflite, load_interpreter, plot_confusion_matrix, read_metadata
     from keras_mixer.export.evaluate import check_png_path
@@ -57,7 +57,7 @@ def _evaluate_tflite(args):
         label_names = read_metadata(args.model)["labels"]
     except ExportError:  # a .tflite without our metadata: no names to compare
         label_names = None
-    image_size = tuple(int(d) for d in input_shape[:2])
+    image_size = input_image_size((1, *(int(d) for d in input_shape)), args.model)
     source = load_source(args.dataset, "eval", args.data_dir, args.download, image_size)
     check_model_classes(args.model, classes, label_names, source, args.dataset)
     reference = None
@@ -134,8 +134,9 @@ def _export(args):
         if source is None:
             raise ExportError(f"--quantization {args.quantization} needs calibration images: pass --calibration SRC "
                               "(the model's training data: an image folder, a tfds name or digits)")
+        image_size = model_image_size(model)
         print(f"reading {args.calibration_samples} calibration images from {source}")
-        calibration = calibration_images(source, model_image_size(model), args.calibration_samples,
+        calibration = calibration_images(source, image_size, args.calibration_samples,
                                          info.get("crop_fraction"), args.data_dir, args.download)
     if info.get("ptq_eval_top1", -1.0) > info.get("eval_top1", 1.0):
         print(f"note: the QAT run that wrote {args.model} measured its float model's post-training int8 export "

@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 
-from keras_mixer.errors import DataError
+from keras_mixer.errors import DataError, KerasMixerError
 
 DIGITS = "digits"
 # What a source is evaluated at: the share of the image's short side the centre crop keeps. tfds datasets follow
@@ -320,8 +320,24 @@ def image_shape(image_size):
 
 
 def model_image_size(model):
-    """The image size a model takes: one number for a square input, (height, width) otherwise; None if dynamic."""
-    height, width = model.input_shape[1:3]
+    """The image size a model takes from keras_mixer's sources and image files: one number for a square input,
+    (height, width) otherwise; None if dynamic. KerasMixerError if it takes anything but RGB images
+    (`input_image_size`)."""
+    return input_image_size(model.input_shape, model.name)
+
+
+def input_image_size(input_shape, model_name):
+    """`model_image_size` of an input shape [N, H, W, C]: every dataset, folder and image file reaches a model as
+    RGB (grey images are repeated over 3 channels, alpha dropped), so a model of another channel count is refused
+    here, naming the size to build it at, rather than failing inside its first layer."""
+    input_shape = tuple(None if d is None else int(d) for d in input_shape)
+    if len(input_shape) != 4 or input_shape[-1] != 3:
+        height, width = input_shape[1:3] if len(input_shape) == 4 else ("H", "W")
+        raise KerasMixerError(
+            f"{model_name} takes input {input_shape[1:]}; datasets, image folders and image files reach a model as "
+            f"RGB images: build it with input_shape=({height}, {width}, 3) (grey images are repeated over the 3 "
+            "channels), or feed it your own arrays")
+    height, width = input_shape[1:3]
     if height is None or width is None:
         return None
     return height if height == width else (height, width)

@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from keras_mixer.datasets import (FULL_CROP_FRACTION, IMAGE_EXTENSIONS, OTHER_IMAGE_EXTENSIONS, TFDS_CROP_FRACTION,
-                                  eval_transform, image_problem, model_image_size)
+                                  eval_transform, image_problem, input_image_size, model_image_size)
 from keras_mixer.errors import DataError, ExportError, KerasMixerError
 
 
@@ -104,8 +104,8 @@ def load_classifier(model, weights=None, crop_fraction=None):
             metadata = read_metadata(model)
         except ExportError:  # a .tflite from elsewhere: no class names, output kind from the values
             metadata = {"labels": None, "output": None}
-        height, width = (int(d) for d in interpreter.get_input_details()[0]["shape"][1:3])
-        size = height if height == width else (height, width)
+        size = input_image_size(interpreter.get_input_details()[0]["shape"], os.fspath(model))
+        _require_class_scores(os.fspath(model), interpreter.get_output_details()[0]["shape"])
         return Classifier(lambda x: predict(interpreter, x), size, metadata["labels"],
                           crop_fraction or FULL_CROP_FRACTION,
                           {"probability": True, "logits": False}.get(metadata["output"]))
@@ -140,9 +140,24 @@ def load_classifier(model, weights=None, crop_fraction=None):
         raise KerasMixerError(f"cannot classify with {model!r}: give a keras.Model, a .keras or .tflite file, or a "
                               "registry name")
     size = model_image_size(model)
+    _require_class_scores(model.name, model.output_shape, model.layers[-1])
     return Classifier(lambda x: np.asarray(model.predict(x, batch_size=32, verbose=0), np.float32), size,
                       info.get("class_names"), crop_fraction or info.get("crop_fraction", FULL_CROP_FRACTION),
                       outputs_probabilities(model))
+
+
+def _require_class_scores(name, output_shape, last_layer=None):
+    """KerasMixerError unless the model ends in class scores [N, classes]: a backbone (include_top=False) gives a
+    token grid or, pooled, a feature vector whose top entries would be printed as classes."""
+    import keras
+
+    pooled = isinstance(last_layer, (keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D,
+                                     keras.layers.GlobalMaxPooling1D, keras.layers.GlobalMaxPooling2D))
+    if len(output_shape) != 2 or pooled:
+        shape = tuple(None if d is None else int(d) for d in output_shape[1:])
+        what = f"pooled features ({last_layer.name})" if pooled else f"a {shape} feature map"
+        raise KerasMixerError(f"{name} outputs {what}, not class scores: it has no classification head "
+                              "(built with include_top=False?); classify with the model that ends in one")
 
 
 def classify(model, images, top=5, weights=None, crop_fraction=None):

@@ -484,3 +484,40 @@ def test_a_model_whose_input_is_not_square_trains_evaluates_predicts_and_exports
     pixels = np.random.default_rng(0).integers(0, 256, (60, 60, 3)).astype(np.float32)
     want = tf.image.resize(pixels[10:50], (32, 48)).numpy() / 127.5 - 1
     np.testing.assert_allclose(preprocess_image(pixels, (32, 48)), want, atol=1e-5)
+
+
+def test_models_the_pipelines_cannot_feed_are_refused_by_what_they_take(tmp_path):
+    """Every source and image file reaches a model as RGB: a model built for one channel failed inside its stem
+    (Keras' reshape error, a page long) in train, evaluate, predict and export's calibration. A backbone
+    (include_top=False) failed with a TypeError in predict, or, pooled, printed its largest features as classes."""
+    import keras_mixer
+    from keras_mixer.export import to_tflite
+
+    data = tmp_path / "photos"
+    make_image_folders(data, per_class=4, split_folders=False)
+    image = next(data.rglob("*.jpg"))
+    grey = keras_mixer.MLPMixer(8, 16, 1, 8, 32, input_shape=(32, 32, 1), classes=len(CLASSES))
+    grey.save(tmp_path / "grey.keras")
+    grey_tflite = to_tflite(grey, tmp_path / "grey.tflite", "float32")
+    takes = r"takes input \(32, 32, 1\); datasets, image folders and image files reach a model as RGB images: " \
+            r"build it with input_shape=\(32, 32, 3\)"
+    for command in (["train", "--model", tmp_path / "grey.keras", "--dataset", data, "--steps", 1, "--output",
+                     tmp_path / "run"],
+                    ["evaluate", tmp_path / "grey.keras", "--dataset", data],
+                    ["predict", tmp_path / "grey.keras", image],
+                    ["export", tmp_path / "grey.keras", tmp_path / "grey_int8.tflite", "--calibration", data],
+                    ["evaluate-tflite", grey_tflite, "--dataset", data],
+                    ["predict", grey_tflite, image]):
+        code, _, err = cli(*command)
+        assert code == 2 and re.search(takes, err) and len(err.splitlines()) == 1, (command, err)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "grey_int8.tflite").exists()
+
+    grid = keras_mixer.MLPMixer(8, 16, 1, 8, 32, input_shape=(32, 32, 3), include_top=False)
+    pooled = keras_mixer.MLPMixer(8, 16, 1, 8, 32, input_shape=(32, 32, 3), include_top=False, pooling="avg")
+    with pytest.raises(KerasMixerError, match=r"outputs a \(4, 4, 16\) feature map, not class scores: it has no "
+                                              r"classification head \(built with include_top=False\?\)"):
+        classify(grid, [image])
+    with pytest.raises(KerasMixerError, match=r"outputs pooled features \(avg_pool\), not class scores"):
+        classify(pooled, [image])
+    with pytest.raises(KerasMixerError, match=r"grid.tflite outputs a \(4, 4, 16\) feature map"):
+        classify(to_tflite(grid, tmp_path / "grid.tflite", "float32"), [image])
