@@ -597,8 +597,16 @@ def test_metadata_round_trip(digits, tmp_path):
     np.testing.assert_array_equal(predict(load_interpreter(path), x), predict(load_interpreter(plain), x))
     with pytest.raises(ExportError, match="no TFLite metadata"):
         read_metadata(plain)
-    with pytest.raises(ExportError, match="3 labels for a model with 10 outputs"):
-        to_tflite(digits["model"], tmp_path / "bad.tflite", "float32", labels=["a", "b", "c"])
+    # refused before converting (they were after it): a count that does not fit, a string (its characters were
+    # taken as names), a name that is not a one-line string (labels.txt would shift every name after it)
+    for labels, message in ((["a", "b", "c"], "3 labels for a model with 10 outputs"),
+                            ("labels.txt", "labels must be a list of class names, got str 'labels.txt': read a label "
+                                           "file with keras_mixer.export.read_labels"),
+                            ([*"abcdefghi", "j\nk"], r"labels must be non-empty one-line strings .*got 'j\\nk'"),
+                            (list(range(10)), "labels must be non-empty one-line strings .*got 0")):
+        with pytest.raises(ExportError, match=message):
+            to_tflite(digits["model"], tmp_path / "bad.tflite", "float32", labels=labels)
+    assert not (tmp_path / "bad.tflite").exists()
 
 
 def test_metadata_keeps_weights_stored_after_the_flatbuffer(tmp_path):

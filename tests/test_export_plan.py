@@ -92,6 +92,15 @@ def test_edgetpu_form_is_integer_only_and_experts_on_the_cpu_stay_float():
     (SMALL, {"float_layers": ["("]}, r"'\(' is not a regular expression"),
     (SMALL, {"quantization": "int4"}, "quantization must be one of"),
     (SMALL, {"calibration_method": "kl"}, "calibration_method must be one of"),
+    # each was taken: batch 0 wrote a file no interpreter runs, None a dynamic batch the calibration failed on,
+    # float_layers=-1 kept all ops but one float, calibration_samples=-5 read the whole dataset
+    (SMALL, {"batch_size": 0}, r"batch_size must be a whole number >= 1 \(the exported graph's static batch\), got 0"),
+    (SMALL, {"batch_size": None}, "batch_size must be a whole number >= 1 .*got None"),
+    (SMALL, {"batch_size": True}, "batch_size must be a whole number >= 1 .*got True"),
+    (SMALL, {"calibration_steps": 0}, "calibration_steps must be a whole number >= 1, got 0"),
+    (SMALL, {"calibration_samples": -5}, "calibration_samples must be a whole number >= 1, got -5"),
+    (SMALL, {"float_layers": -1}, "float_layers must be regular expressions or a number of ops >= 0, got -1"),
+    (SMALL, {"float_layers": [3]}, r"float_layers: 3 is not a regular expression \(a str\)"),
 ])
 def test_impossible_options_are_refused_before_any_work(facts, options, message):
     with pytest.raises(ExportError, match=message):

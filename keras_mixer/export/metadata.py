@@ -110,8 +110,7 @@ def add_metadata(path, name, description, mean=(127.5,), std=(127.5,), labels=No
     graph = model.subgraphs[0]
     image_size = tuple(int(d) for d in graph.tensors[graph.inputs[0]].shape[1:3])
     classes = int(graph.tensors[graph.outputs[0]].shape[-1])
-    if labels is not None and len(labels) != classes:
-        raise ExportError(f"{len(labels)} labels for a model with {classes} outputs")
+    check_labels(labels, classes)
     blob = build_metadata(name, description, mean, std, image_size, labels is not None, probabilities)
     model.metadata = [m for m in (model.metadata or []) if m.name != METADATA_NAME]
     buffer = tflite.BufferT()
@@ -182,6 +181,23 @@ def _floats(tab, slot):
 def _byte(tab, slot):
     offset = _field(tab, slot)
     return tab.Get(number_types.Uint8Flags, offset + tab.Pos) if offset else 0
+
+
+def check_labels(labels, classes):
+    """ExportError unless `labels` is None or a list of `classes` class names, each a non-empty one-line string
+    (labels.txt holds one per line: a name with a line break would shift every name after it)."""
+    if labels is None:
+        return
+    if isinstance(labels, (str, bytes, os.PathLike)):
+        raise ExportError(f"labels must be a list of class names, got {type(labels).__name__} "
+                          f"{os.fspath(labels)[:60]!r}: read a label file with keras_mixer.export.read_labels")
+    labels = list(labels)
+    if len(labels) != classes:
+        raise ExportError(f"{len(labels)} labels for a model with {classes} outputs")
+    bad = next((label for label in labels if not isinstance(label, str) or not label.strip()
+                or len(label.splitlines()) != 1 or "\x00" in label), None)
+    if bad is not None:
+        raise ExportError(f"labels must be non-empty one-line strings (labels.txt holds one per line), got {bad!r}")
 
 
 def read_labels(path, classes=None):

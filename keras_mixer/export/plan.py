@@ -10,6 +10,7 @@ pieces (`keras_mixer.export.blockwise`: memory bounded by a piece). "auto" takes
 """
 
 import dataclasses
+import numbers
 import os
 import re
 
@@ -74,6 +75,10 @@ class ModelFacts:
                    experts_on_cpu=form is not None and form.keeps_experts)
 
 
+def _whole_number(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 @dataclasses.dataclass(frozen=True)
 class ExportOptions:
     """What the caller asked for (`to_tflite`'s arguments that decide the plan), checked on creation."""
@@ -88,10 +93,23 @@ class ExportOptions:
     float_layers: tuple | int | None = None
     calibration_method: str = "percentile"
     calibration_steps: int = 200
+    calibration_samples: int = 256
     route: str = "auto"
     piece_bytes: int | None = None
 
     def __post_init__(self):
+        # a batch of 0 wrote a file no interpreter can run; float_layers=-1 kept all but one op float
+        for name, value, smallest in (("batch_size", self.batch_size, 1),
+                                      ("calibration_steps", self.calibration_steps, 1),
+                                      ("calibration_samples", self.calibration_samples, 1)):
+            if not _whole_number(value) or value < smallest:
+                # None made a dynamic batch that the calibration and the Edge TPU compiler cannot take
+                static = " (the exported graph's static batch)" if name == "batch_size" else ""
+                raise ExportError(f"{name} must be a whole number >= {smallest}{static}, got {value!r}")
+        if not (self.float_layers is None or _whole_number(self.float_layers) and self.float_layers >= 0
+                or isinstance(self.float_layers, (str, list, tuple))):
+            raise ExportError(f"float_layers must be regular expressions or a number of ops >= 0, got "
+                              f"{self.float_layers!r}")
         for name, value, allowed in (("quantization", self.quantization, QUANTIZATION_MODES),
                                      ("calibration_method", self.calibration_method, CALIBRATION_METHODS),
                                      ("route", self.route, ROUTES)):
@@ -102,6 +120,8 @@ class ExportOptions:
                                                            else self.float_layers))
         if isinstance(self.float_layers, tuple):
             for pattern in self.float_layers:
+                if not isinstance(pattern, str):
+                    raise ExportError(f"float_layers: {pattern!r} is not a regular expression (a str)")
                 try:
                     re.compile(pattern)
                 except re.error as error:

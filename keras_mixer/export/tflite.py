@@ -19,7 +19,7 @@ from keras_mixer.export.calibration import narrow_ranges
 from keras_mixer.export.edgetpu_model import edgetpu_form
 from keras_mixer.export.flatbuffer import (calibrate_only, join, mlir_quantize, per_tensor_kernels, quantize_settings,
                                           read_graph)
-from keras_mixer.export.metadata import add_metadata
+from keras_mixer.export.metadata import add_metadata, check_labels
 from keras_mixer.export.plan import ExportOptions, ModelFacts, plan_export
 from keras_mixer.io_utils import atomic_path, native_stderr_quiet, require_suffix, write_text
 from keras_mixer.models.applications import output_activation
@@ -412,7 +412,8 @@ def to_tflite(
         float_io: with "int8"/"uint8", keep float32 input/output (quantize/dequantize inside the model).
         calibration_steps: at most this many batches of `representative_data` are used.
         calibration_samples: how many images a dataset or a dataset name gives.
-        labels: class names, embedded as labels.txt in the TFLite metadata (read by Android tooling).
+        labels: class names, a list of one-line strings (one per output; `read_labels` reads a label file),
+            embedded as labels.txt in the TFLite metadata (read by Android tooling).
         description: model description for the metadata.
         metadata: embed TFLite metadata (input normalization (x - 127.5) / 127.5 as `preprocess_input`, RGB,
             labels; the description names a checkpoint's own normalization inside the graph); the graph is
@@ -457,7 +458,8 @@ def to_tflite(
         quantization=quantization, calibrated=representative_data is not None, batch_size=batch_size,
         float_io=float_io, integer_only=integer_only, equalize=equalize, report=report is not None,
         float_layers=float_layers, calibration_method=calibration_method, calibration_steps=calibration_steps,
-        route=route, piece_bytes=piece_bytes))
+        calibration_samples=calibration_samples, route=route, piece_bytes=piece_bytes))
+    check_labels(labels, model.output_shape[-1])  # before the conversion, not after it
     calibration = None
     if plan.calibrated:
         calibration = calibration_array(representative_data, static_image_shape(model), calibration_samples)
