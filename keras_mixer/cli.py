@@ -46,18 +46,17 @@ def _evaluate_tflite(args):
     from keras_mixer.datasets import check_model_classes, eval_batches, input_image_size, load_source
     from keras_mixer.errors import ExportError
     from keras_mixer.export import evaluate_tflite, load_interpreter, plot_confusion_matrix, read_metadata
-    from keras_mixer.export.evaluate import check_png_path
+    from keras_mixer.export.evaluate import check_png_path, check_reference_model
 
     if args.confusion_matrix:
         check_png_path(args.confusion_matrix)  # before the evaluation, not after it
     interpreter = load_interpreter(args.model)
-    input_shape = tuple(interpreter.get_input_details()[0]["shape"][1:])
     classes = int(interpreter.get_output_details()[0]["shape"][-1])
     try:
         label_names = read_metadata(args.model)["labels"]
     except ExportError:  # a .tflite without our metadata: no names to compare
         label_names = None
-    image_size = input_image_size((1, *(int(d) for d in input_shape)), args.model)
+    image_size = input_image_size(interpreter.get_input_details()[0]["shape"], args.model)
     source = load_source(args.dataset, "eval", args.data_dir, args.download, image_size)
     check_model_classes(args.model, classes, label_names, source, args.dataset)
     reference = None
@@ -65,10 +64,7 @@ def _evaluate_tflite(args):
         from keras_mixer.weights import load_keras_model
 
         reference = load_keras_model(args.reference)
-        if tuple(reference.input_shape[1:]) != input_shape or reference.output_shape[-1] != classes:
-            raise ExportError(f"--reference {args.reference} takes {tuple(reference.input_shape[1:])} and gives "
-                              f"{reference.output_shape[-1]} classes; {args.model} takes {input_shape} and gives "
-                              f"{classes}: compare a .tflite with the model it was exported from")
+        check_reference_model(reference, interpreter, f"--reference {args.reference}", args.model)
     labels = []
 
     def batches():  # keeps the labels for the confusion matrix

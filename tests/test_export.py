@@ -480,6 +480,27 @@ def test_evaluation_takes_one_hot_labels_and_refuses_what_it_would_score_wrongly
         evaluate_tflite(exported["ptq"], images, labels + 10)  # each counted as wrong before
     with pytest.raises(ExportError, match="labels must be class indices"):
         evaluate_tflite(exported["ptq"], images, labels + 0.5)
+    # an agreement with what is not this model's reference (another model's argmax, a misaligned or NaN array)
+    # was reported as a number; images without labels, as Keras' (x, y), were a NumPy unpacking error
+    other = keras_mixer.MLPMixer(8, 16, 1, 8, 32, input_shape=(32, 32, 3), classes=5)
+    with pytest.raises(ExportError, match=r"reference_model 'mlp_mixer' takes \(32, 32, 3\) and gives 5 classes; "
+                                          r".*ptq.* takes \(32, 32, 3\) and gives 10: compare a .tflite with the "
+                                          "model it was exported from"):
+        evaluate_tflite(exported["ptq"], images, labels, reference_model=other)
+    with pytest.raises(ExportError, match=r"reference_scores has shape \(8, 10\); the model's scores are \(16, 10\)"):
+        evaluate_tflite(exported["ptq"], images, labels, reference_scores=np.zeros((8, 10)))
+    with pytest.raises(ExportError, match="reference_scores holds NaN or infinite values"):
+        evaluate_tflite(exported["ptq"], images, labels, reference_scores=np.full((16, 10), np.nan))
+    with pytest.raises(ExportError, match="needs labels with an array of images"):
+        evaluate_tflite(exported["ptq"], images)
+    with pytest.raises(ExportError, match=r"an element is ndarray of shape \(16, 32, 32, 3\) \(an array of images "
+                                          r"takes its labels beside it"):
+        evaluate_tflite(exported["ptq"], (images, labels))
+    with pytest.raises(ExportError, match="num_threads must be None .*or a whole number >= 1, got 0"):
+        evaluate_tflite(exported["ptq"], images, labels, num_threads=0)  # was "not a valid .tflite model"
+    scores = evaluate_tflite(exported["ptq"], images, labels)[1]
+    assert scores.shape == (16, 10)
+    np.testing.assert_array_equal(predict(exported["ptq"], images), scores)  # the file too: was an AttributeError
 
 
 def test_an_output_not_named_tflite_is_refused_and_left_as_it_was(digits, tmp_path):

@@ -37,10 +37,21 @@ def evaluate_tflite(path, images, labels=None, reference_scores=None, num_thread
     agreement of its argmax with `reference_scores` or with `reference_model`'s outputs on the same images, and
     the latency of one `invoke` at `num_threads` (batch-1 models)."""
     interpreter = load_interpreter(path, num_threads=num_threads)
+    if reference_model is not None:
+        check_reference_model(reference_model, interpreter, f"reference_model {reference_model.name!r}", path)
+    if labels is None and isinstance(images, np.ndarray):
+        raise ExportError("evaluate_tflite needs labels with an array of images (or an iterable of (images, "
+                          "labels) batches as images)")
     batches = [(images, labels)] if labels is not None else images
     scores, all_labels, references, first_image = [], [], [], None
-    for batch_images, batch_labels in batches:
-        batch_images = np.asarray(batch_images)
+    for batch in batches:
+        if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+            shape = f" of shape {np.shape(batch)}" if hasattr(batch, "shape") else ""
+            raise ExportError(f"without labels, images must be an iterable of (images, labels) batches; an element "
+                              f"is {type(batch).__name__}{shape} (an array of images takes its labels beside it: "
+                              "evaluate_tflite(path, images, labels))")
+        batch_images = np.asarray(batch[0])
+        batch_labels = batch[1]
         scores.append(predict(interpreter, batch_images))
         all_labels.append(np.asarray(batch_labels))
         if reference_model is not None:
@@ -62,10 +73,27 @@ def evaluate_tflite(path, images, labels=None, reference_scores=None, num_thread
         "saturated_outputs": float(np.mean(_saturated(interpreter, scores))),
     }
     if reference_scores is not None:
+        reference_scores = np.asarray(reference_scores)
+        if reference_scores.shape != scores.shape or not np.all(np.isfinite(reference_scores)):
+            what = "holds NaN or infinite values" if reference_scores.shape == scores.shape else (
+                f"has shape {reference_scores.shape}")
+            raise ExportError(f"reference_scores {what}; the model's scores are {scores.shape} "
+                              "(one finite row per image)")
         report["agreement"] = float(np.mean(np.argmax(scores, 1) == np.argmax(reference_scores, 1)))
     if interpreter.get_input_details()[0]["shape"][0] == 1:
         report["latency_ms_median"], report["latency_ms_p90"] = latency_ms(interpreter, first_image)
     return report, scores
+
+
+def check_reference_model(reference_model, interpreter, what, path):
+    """ExportError unless `reference_model` takes the images the `.tflite` file at `path` takes and gives as many
+    scores: an agreement with another model's argmax would be a number without meaning."""
+    input_shape = tuple(int(d) for d in interpreter.get_input_details()[0]["shape"][1:])
+    classes = int(interpreter.get_output_details()[0]["shape"][-1])
+    takes, gives = tuple(reference_model.input_shape[1:]), reference_model.output_shape[-1]
+    if takes != input_shape or gives != classes:
+        raise ExportError(f"{what} takes {takes} and gives {gives} classes; {path} takes {input_shape} and gives "
+                          f"{classes}: compare a .tflite with the model it was exported from")
 
 
 def class_indices(labels, classes):

@@ -1,5 +1,6 @@
 """Running `.tflite` files: the LiteRT interpreter (ai-edge-litert), else tflite-runtime, else TensorFlow's."""
 
+import numbers
 import os
 from collections import Counter
 
@@ -35,6 +36,10 @@ def load_interpreter(path, num_threads=None, delegates=True, verify=True):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ExportError(f"{path}: no such .tflite file")
+    # LiteRT's own refusal read as a damaged file ("not a valid .tflite model (num_threads should >= 1)")
+    if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral)
+                                    or num_threads < 1):
+        raise ExportError(f"num_threads must be None (LiteRT's default) or a whole number >= 1, got {num_threads!r}")
     if verify:
         from keras_mixer.export.sandbox import probe
 
@@ -74,8 +79,14 @@ def dequantize(q, details):
 
 
 def predict(interpreter, images):
-    """Runs `images` (preprocessed float [N, H, W, C]) through the interpreter in its static batch size and
-    returns float outputs [N, classes] (dequantized for integer models)."""
+    """Runs `images` (preprocessed float [N, H, W, C]) through the interpreter (or the `.tflite` file it is given
+    instead, loaded with `load_interpreter`) in its static batch size and returns float outputs [N, classes]
+    (dequantized for integer models)."""
+    if isinstance(interpreter, (str, os.PathLike)):
+        interpreter = load_interpreter(interpreter)
+    elif not hasattr(interpreter, "get_input_details"):
+        raise ExportError(f"predict takes a LiteRT interpreter (load_interpreter(path)) or a .tflite path, got "
+                          f"{type(interpreter).__name__}")
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
     batch = inp["shape"][0]
