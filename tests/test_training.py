@@ -95,6 +95,19 @@ def test_a_run_length_the_command_line_would_refuse_is_refused_before_any_work(t
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("options, refusal", [
+    (dict(seed="1"), "seed must be a whole number >= 0, got '1'"),  # Keras' ValueError from set_random_seed
+    (dict(model_filename="model"), "model_filename must be a file name ending in .keras .*got 'model'$"),  # failed
+    # in Keras' save after the whole run; the next wrote Keras' legacy H5 format, the last outside the run's files
+    (dict(model_filename="model.h5"), "model_filename must be .*got 'model.h5'"),
+    (dict(model_filename="sub/model.keras"), "model_filename must be .*got 'sub/model.keras'"),
+])
+def test_a_seed_or_model_file_name_train_would_misuse_is_refused_before_any_work(tmp_path, options, refusal):
+    with pytest.raises(TrainingError, match=refusal):
+        train(dataset="digits", output_dir=tmp_path / "run", steps=1, **options)
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("name, image_size", [("mixer_s32", 32), ("sparse_mlp_small", 32), ("as_mlp_tiny", 32),
                                               ("hire_mlp_tiny", 32), ("vip_small14", 224), ("raft_mlp_small", 32)])
 def test_every_family_builds_from_its_registry_name_with_the_recipe_regularization(name, image_size):

@@ -145,6 +145,8 @@ def train(
     check_model_arguments(model, weights, image_size)
     check_dataset(dataset)  # before `dataset == DIGITS`, which an array would answer elementwise
     check_run_folder(output_dir, model_filename, overwrite)
+    if not (is_whole_number(seed) and seed >= 0):  # Keras' refusal of a string came from set_random_seed
+        raise TrainingError(f"seed must be a whole number >= 0, got {seed!r}")
     if isinstance(dataset, (str, Path)) and Path(dataset).is_dir() and (
             Path(dataset).resolve() in (output_dir.resolve(), *output_dir.resolve().parents)):
         raise TrainingError(f"--output {output_dir} is inside the dataset folder {dataset}: the run's files (its "
@@ -333,6 +335,12 @@ def check_image_size(image_size):
 def check_run_folder(output_dir, model_filename="model.keras", overwrite=False):
     """TrainingError if `output_dir` holds a finished run (its report.json beside the model), unless `overwrite`:
     a finished run is never continued or replaced by accident."""
+    # "model" failed in Keras' save after the whole run; "model.h5" wrote Keras' legacy format, "sub/model.keras" a
+    # file outside the run's own files
+    if not (isinstance(model_filename, str) and model_filename.endswith(".keras")
+            and os.path.basename(model_filename) == model_filename):
+        raise TrainingError(f"model_filename must be a file name ending in .keras (written in the run folder), got "
+                            f"{model_filename!r}")
     finished = (output_dir / "report.json").is_file() and (output_dir / model_filename).is_file()
     require_output_folder(output_dir, TrainingError, "run folder")
     if finished and not overwrite:
