@@ -3,7 +3,6 @@
 from keras_mixer import errors, layers
 from keras_mixer.models import *  # noqa: F403 (the public model API, declared once in keras_mixer.models.__all__)
 from keras_mixer.models import __all__ as _model_names
-from keras_mixer.weights import list_pretrained
 from keras_mixer.preprocessing import decode_predictions, imagenet_labels, preprocess_input
 from keras_mixer.inference import classify
 from keras_mixer.models import HireMLPModel  # noqa: F401 (deprecated name of HireMLP: importable, not exported)
@@ -15,4 +14,4 @@ from keras_mixer.training import recipe as _recipe  # noqa: F401
 __version__ = "0.1.0"
 
 __all__ = sorted([*_model_names, "classify", "decode_predictions", "errors", "imagenet_labels", "layers",
-                  "list_pretrained", "preprocess_input"])
+                  "preprocess_input"])

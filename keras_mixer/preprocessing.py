@@ -3,6 +3,7 @@
 import functools
 import gzip
 import importlib.resources
+import numbers
 
 import numpy as np
 from keras import ops
@@ -70,10 +71,11 @@ def preprocess_input(x, data_format=None):
 @functools.lru_cache(maxsize=None)
 def imagenet_labels(num_classes=1000):
     """(synset, name) pairs of the 1,000-class or 21,843-class ImageNet heads, in class-index order."""
+    shipped = " or ".join(map(str, sorted(LABEL_FILES)))
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
+        raise KerasMixerError(f"num_classes must be a whole number ({shipped}), got {num_classes!r}")
     if num_classes not in LABEL_FILES:
-        raise KerasMixerError(
-            f"no ImageNet label file for a {num_classes}-class head; shipped: {sorted(LABEL_FILES)} classes"
-        )
+        raise KerasMixerError(f"no ImageNet label file for a {num_classes}-class head; shipped: {shipped} classes")
     data = importlib.resources.files("keras_mixer") / "data" / LABEL_FILES[num_classes]
     lines = gzip.decompress(data.read_bytes()).decode("utf-8").splitlines()
     return tuple(tuple(line.split("\t", 1)) for line in lines)
@@ -86,6 +88,11 @@ def decode_predictions(preds, top=5):
     preds = np.asarray(preds)
     if preds.ndim != 2:
         raise KerasMixerError(f"decode_predictions expects a [batch, classes] array, got shape {preds.shape}")
+    # a negative top listed all classes but |top| (Keras' slicing); NaN rows were ranked as if they were scores
+    if isinstance(top, bool) or not isinstance(top, numbers.Integral) or top < 0:
+        raise KerasMixerError(f"top must be a whole number >= 0, got {top!r}")
+    if not np.issubdtype(preds.dtype, np.number) or not np.all(np.isfinite(preds)):
+        raise KerasMixerError("decode_predictions: the predictions hold NaN or infinite values (or are not numbers)")
     labels = imagenet_labels(preds.shape[1])
     results = []
     for row in preds:

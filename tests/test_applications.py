@@ -129,6 +129,24 @@ def test_decode_predictions_uses_keras_label_text():
     assert decoded[0][0] == "n01440764"  # tench's synset
 
 
+def test_lookups_refuse_what_they_would_answer_wrongly():
+    """Each gave an answer: a negative top listed all classes but |top| (Keras' slicing), NaN scores were ranked,
+    an unknown variant had "no releases" ([]), a file path failed with an AttributeError."""
+    preds = np.random.default_rng(0).random((1, 1000))
+    with pytest.raises(KerasMixerError, match="top must be a whole number >= 0, got -1"):
+        keras_mixer.decode_predictions(preds, top=-1)
+    with pytest.raises(KerasMixerError, match="the predictions hold NaN"):
+        keras_mixer.decode_predictions(np.where(preds > 0.5, np.nan, preds))
+    with pytest.raises(KerasMixerError, match=r"num_classes must be a whole number \(1000 or 21843\), got '1000'"):
+        keras_mixer.imagenet_labels("1000")
+    assert keras_mixer.list_pretrained("as_mlp_t") == [] and "gsam" in keras_mixer.list_pretrained("mixer_s32")
+    with pytest.raises(KerasMixerError, match="unknown model 'mixer_b17'; did you mean mixer_b16"):
+        keras_mixer.list_pretrained("mixer_b17")
+    with pytest.raises(KerasMixerError, match="feature_extractor takes a keras.Model, got str 'm.keras': load a "
+                                              ".keras file with keras.models.load_model first"):
+        keras_mixer.feature_extractor("m.keras")
+
+
 # --- a checkpoint's own normalization, inside the model ------------------------------------------------------------
 
 HIRE = dict(layers=(1, 1, 1, 1), embed_dims=(8, 16, 24, 32), pixel=(4, 3, 3, 2), step_stride=(2, 2, 3, 2),

@@ -28,7 +28,7 @@ from keras_mixer.models.mlp_mixer import (
     convert_checkpoint,
 )
 from keras_mixer.models.applications import feature_extractor
-from keras_mixer.models.registry import create_model, list_models
+from keras_mixer.models.registry import create_model, list_models, list_pretrained
 from keras_mixer.models.sparse_mlp import (
     SPARSE_MLP_VARIANTS,
     SparseMLP,
@@ -67,5 +67,5 @@ __all__ = [
     "SPARSE_MLP_VARIANTS", "SparseMLP", "SparseMLPBase", "SparseMLPLarge", "SparseMLPModel", "SparseMLPSmall",
     "VIP_VARIANTS", "VisionPermutator", "VisionPermutatorEdgeTPU", "VisionPermutatorLarge7", "VisionPermutatorMedium7",
     "VisionPermutatorSmall14", "VisionPermutatorSmall7", "convert_checkpoint", "create_model", "feature_extractor",
-    "list_models", "with_dispatch",
+    "list_models", "list_pretrained", "with_dispatch",
 ]

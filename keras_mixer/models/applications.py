@@ -6,6 +6,7 @@ would otherwise pool over channels and size the head by the token count without 
 """
 
 import numbers
+import os
 
 import keras
 import numpy as np
@@ -123,6 +124,10 @@ def feature_extractor(model, as_grid=True):
     Like timm's `forward_intermediates`: the hierarchical families' blocks give [batch, H, W, C] maps (NHWC); the
     Mixer's and Sparse-MLP's give [batch, tokens, C], as [batch, H/p, W/p, C] maps with `as_grid`.
     """
+    if not isinstance(model, keras.Model):
+        raise KerasMixerError(f"feature_extractor takes a keras.Model, got {type(model).__name__} {model!r}"[:200]
+                              + (": load a .keras file with keras.models.load_model first"
+                                 if isinstance(model, (str, os.PathLike)) else ""))
     blocks = [layer for layer in model.layers if type(layer).__name__ in BLOCK_LAYERS]
     if not blocks:
         raise KerasMixerError(f"model {model.name!r} has no block layers ({', '.join(BLOCK_LAYERS)})")

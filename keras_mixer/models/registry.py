@@ -10,7 +10,7 @@ import difflib
 import re
 
 from keras_mixer.errors import KerasMixerError
-from keras_mixer.weights.pretrained import list_pretrained
+from keras_mixer.weights.pretrained import list_pretrained as released_tags
 
 _BUILDERS = {}
 _ALIASES = {}  # a former name -> the variant's name
@@ -35,6 +35,13 @@ def variant_name(name):
 def list_models():
     """Names of every registered variant, sorted."""
     return sorted(_BUILDERS)
+
+
+def list_pretrained(name=None):
+    """Tags of the releases of the variant `name` (a former name too; "imagenet" where it has one), for its
+    `weights=`; without a name, every (variant, tag) pair. A name that is no variant is refused: an empty list
+    would read as "no releases"."""
+    return released_tags(registered_name(name) if name is not None else None)
 
 
 def registered_name(name):
@@ -67,7 +74,7 @@ def _timm_translation(name):
         return ""
     if not tag:
         return f"that is timm's name; here it is {variant!r} (224 x 224 by default). "
-    released = list_pretrained(variant)
+    released = released_tags(variant)
     if tag in released:
         return (f"that is timm's name; here it is {variant!r} with weights={tag!r} (--weights on the command "
                 "line). ")

@@ -18,7 +18,7 @@ from keras_mixer.errors import WeightsError
 from keras_mixer.weights.download import fetch
 from keras_mixer.weights.formats import checkpoint_format, read_checkpoint
 from keras_mixer.weights.model_file import read_model_info, save_model
-from keras_mixer.weights.pretrained import PRETRAINED, list_pretrained, resolve
+from keras_mixer.weights.pretrained import PRETRAINED, resolve
 
 KERAS_WEIGHT_SUFFIXES = (".weights.h5", ".keras")
 
@@ -251,7 +251,6 @@ __all__ = [
     "keras_kernel",
     "load_local_weights",
     "torch_state_dict_to_keras",
-    "list_pretrained",
     "load_keras_model",
     "load_keras_model_with_info",
     "load_keras_weights",
