@@ -1,6 +1,7 @@
 """Classifying images: a `.keras` model, a `.tflite` file or a pretrained registry model, on image files or arrays,
 preprocessed exactly as evaluation preprocesses them (`keras_mixer.datasets.eval_transform`)."""
 
+import collections.abc
 import dataclasses
 import io
 import numbers
@@ -97,6 +98,15 @@ def load_classifier(model, weights=None, crop_fraction=None):
     from keras_mixer.preprocessing import LABEL_FILES, imagenet_labels
     from keras_mixer.weights import load_keras_model_with_info
 
+    # a crop of 0 read one pixel, one above 1 was clipped to the image, both without a word
+    if crop_fraction is not None and (isinstance(crop_fraction, bool) or not isinstance(crop_fraction, numbers.Real)
+                                      or not 0 < crop_fraction <= 1):
+        raise KerasMixerError(f"crop_fraction must be a number > 0 and <= 1, got {crop_fraction!r}")
+    is_file = isinstance(model, (str, os.PathLike)) and os.fspath(model).endswith((".tflite", ".keras"))
+    if weights is not None and (is_file or not isinstance(model, str)):
+        brings = os.fspath(model) if is_file else "a model object"
+        raise KerasMixerError(f"weights={weights!r} load into a registry model (mixer_b16, ...); {brings} brings "
+                              "its own")
     info = {}
     if isinstance(model, (str, os.PathLike)) and os.fspath(model).endswith(".tflite"):
         interpreter = load_interpreter(model)
@@ -178,6 +188,9 @@ def classify(model, images, top=5, weights=None, crop_fraction=None):
     classifier = model if isinstance(model, Classifier) else load_classifier(model, weights, crop_fraction)
     if isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim in (2, 3)):
         images = [images]
+    if isinstance(images, (dict, str, bytes)) or not isinstance(images, collections.abc.Iterable):
+        raise KerasMixerError(f"images must be image files, folders or pixel arrays, or a list of them; got "
+                              f"{type(images).__name__}")
     entries = [entry for image in images for entry in _folder_images(image)]
     results = []
     for start in range(0, len(entries), CLASSIFY_BATCH):

@@ -271,6 +271,22 @@ def test_classify_refuses_arrays_on_another_pixel_scale_by_name():
         classify(model, dark, top=0)
 
 
+def test_classify_refuses_arguments_it_would_ignore_or_misread(tmp_path):
+    """A crop of 0 read one pixel and one above 1 was clipped, weights beside a model file were ignored, a dict's
+    keys were read as file names and None was a TypeError."""
+    model = build_digits_mixer(classes=3)
+    model.save(tmp_path / "m.keras")
+    image = np.zeros((40, 60, 3), np.uint8)
+    for fraction in (0, 1.5, "0.9"):
+        with pytest.raises(KerasMixerError, match=f"crop_fraction must be a number > 0 and <= 1, got {fraction!r}"):
+            classify(model, image, crop_fraction=fraction)
+    with pytest.raises(KerasMixerError, match="weights='imagenet' load into a registry model .*m.keras brings its own"):
+        classify(tmp_path / "m.keras", image, weights="imagenet")
+    for images in ({"a.jpg": 0}, None):
+        with pytest.raises(KerasMixerError, match="images must be image files, folders or pixel arrays, or a list"):
+            classify(model, images)
+
+
 def test_folder_without_split_folders_holds_out_ten_percent_per_class(tmp_path):
     make_image_folders(tmp_path, per_class=20, split_folders=False)
     train, held_out = load_source(str(tmp_path), "train"), load_source(str(tmp_path), "eval")
