@@ -279,3 +279,25 @@ def test_named_weights_from_the_offline_directory(tmp_path, monkeypatch):
     x = rng.uniform(-1, 1, (1, 224, 224, 3)).astype("float32")
     expected = mixer_forward(params, x, 32, 8, "tanh")
     assert np.max(np.abs(model.predict(x, verbose=0) - expected)) < 1e-4
+
+
+def test_a_release_with_another_head_builds_with_its_own_classes(tmp_path, monkeypatch):
+    """A 21k release (7 classes here, to keep the file small) without `classes` gets its own head, as timm's
+    pretrained configs give it; it was a new 1000-class head of initial weights, with a warning."""
+    import dataclasses
+
+    from keras_mixer.weights.pretrained import PRETRAINED
+
+    release = dataclasses.replace(resolve("mixer_s32", "gsam"), tag="seven", file_hash=None, classes=7)
+    monkeypatch.setitem(PRETRAINED, ("mixer_s32", "seven"), release)
+    rng = np.random.default_rng(1)
+    params = random_params(rng, 32, 3, 512, 49, 256, 2048, 8, 7)
+    np.savez(tmp_path / release.filename, **params)
+    monkeypatch.setenv("KERAS_MIXER_WEIGHTS_DIR", str(tmp_path))
+    with pytest.warns(UserWarning, match="no published hash") as warned:
+        model = keras_mixer.create_model("mixer_s32", weights="seven", classifier_activation=None)
+    assert not [w for w in warned if "class head" in str(w.message)] and model.output_shape == (None, 7)
+    x = rng.uniform(-1, 1, (1, 224, 224, 3)).astype("float32")
+    assert np.max(np.abs(model.predict(x, verbose=0) - mixer_forward(params, x, 32, 8, "tanh"))) < 1e-4
+    with pytest.warns(UserWarning, match="has a 7-class head, the model 3"):  # fine-tuning: asked for, and said
+        assert keras_mixer.create_model("mixer_s32", weights="seven", classes=3).output_shape == (None, 3)

@@ -198,6 +198,14 @@ def feature_map_model(images, input_tensor, x, stages, head, weights, convert, f
     return model
 
 
+def released_classes(variant, weights):
+    """The class count of `variant`'s release `weights` (a tag such as "imagenet21k"), else keras.applications'
+    1000: a builder without `classes` gets the head the checkpoint has, not a new one of 1000 in its place."""
+    is_file = weights is None or not isinstance(weights, str) or weights_lib.is_keras_file(weights) or (
+        weights_lib.is_checkpoint_path(weights))
+    return 1000 if is_file else weights_lib.resolve(variant, weights).classes
+
+
 def variant_builder(variant, function_name, build, config, extra_doc="", former_names=()):
     """Registers `variant` and returns its keras.applications-style builder: `build(**config, ...)` with the
     standard arguments; family-specific options (drop_path_rate, gelu, return_stages, ...) pass through."""
@@ -208,11 +216,13 @@ def variant_builder(variant, function_name, build, config, extra_doc="", former_
         input_tensor=None,
         input_shape=None,
         pooling=None,
-        classes=1000,
+        classes=None,
         classifier_activation="softmax",
         name=None,
         **options,
     ):
+        if classes is None:  # as timm's pretrained configs: a 21k release brings its 21,843-class head
+            classes = released_classes(variant, weights)
         return build(
             **config,
             include_top=include_top,
@@ -229,7 +239,8 @@ def variant_builder(variant, function_name, build, config, extra_doc="", former_
     builder.__name__ = builder.__qualname__ = function_name
     settings = ", ".join(f"{k}={v}" for k, v in config.items())
     builder.__doc__ = (
-        f"{function_name}: {build.__name__} with {settings}.\n\nkeras.applications arguments; other keyword "
-        f"arguments (e.g. drop_path_rate) as in `{build.__name__}`. {extra_doc}"
+        f"{function_name}: {build.__name__} with {settings}.\n\nkeras.applications arguments (`classes` defaults "
+        f"to the release's own head with a pretrained tag, else 1000); other keyword arguments (e.g. "
+        f"drop_path_rate) as in `{build.__name__}`. {extra_doc}"
     )
     return register_variant(variant, builder, aliases=former_names)
