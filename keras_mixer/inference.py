@@ -122,21 +122,10 @@ def load_classifier(model, weights=None, crop_fraction=None):
     if isinstance(model, (str, os.PathLike)) and os.fspath(model).endswith(".keras"):
         model, info = load_keras_model_with_info(model)
     elif isinstance(model, str):
-        from keras_mixer.models import create_model, list_models
-        from keras_mixer.models.registry import variant_name
-        from keras_mixer.weights.pretrained import list_pretrained
+        from keras_mixer.models.registry import trained_variant
 
-        variant = variant_name(model)
-        if weights is None and variant in list_models():
-            # an untrained model's top classes are noise (a Mixer's zero head scores every class alike), printed
-            # with ImageNet's labels as if they were predictions
-            tags = list_pretrained(variant)
-            choices = f"a pretrained tag ({', '.join(tags)}) or a checkpoint file" if tags else (
-                "a checkpoint file (it has no pretrained release)")
-            raise KerasMixerError(f"{model!r} without weights is untrained: give weights (--weights on the command "
-                                  f"line): {choices}")
         try:
-            model = create_model(model, weights=weights)
+            model = trained_variant(model, weights)
         except ValueError as error:
             if not isinstance(error, KerasMixerError):
                 message = f"{model!r} is not a .keras/.tflite file or a registry model ({error})"

@@ -178,7 +178,9 @@ def build_parser():
     randaugment.add_argument("--no-randaugment", action="store_true", help="switch off the recipe's RandAugment")
 
     evaluate_keras = commands.add_parser("evaluate", help="top-1/top-5 of a .keras model on a dataset's eval split")
-    evaluate_keras.add_argument("model", help=".keras file")
+    evaluate_keras.add_argument("model", help=".keras file, or a registry name with --weights")
+    evaluate_keras.add_argument("--weights", help="with a registry name: pretrained tag (imagenet, ...) or checkpoint "
+                                                  "file")
     _add_dataset_arguments(evaluate_keras)
     evaluate_keras.add_argument("--batch-size", type=COUNT, default=256)
     evaluate_keras.add_argument("--json", action="store_true", help="print one JSON object (top1, top5, examples)")

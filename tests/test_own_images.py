@@ -287,6 +287,53 @@ def test_classify_refuses_arguments_it_would_ignore_or_misread(tmp_path):
             classify(model, images)
 
 
+def test_evaluate_takes_a_registry_name_with_its_weights_as_timms_validate_takes_a_model_name(tmp_path):
+    """`keras-mixer evaluate mixer_s32 --weights CHECKPOINT --dataset D`: the checkpoint's model on D, its classes
+    checked against D's by ImageNet's synsets (tfds' imagenet2012 names its classes so). The data: 1000 class
+    folders named by synset, one 8x8 image each; the checkpoint: random weights in the official layout whose head
+    holds each image's own pooled features (a matched filter), so that the model classifies most images right, and
+    the evaluation must give the top-1 of the same weights run on the same preprocessed images (that the model
+    computes the paper's equations is tests/test_timm_parity.py's and test_weights.py's to show)."""
+    from PIL import Image
+
+    import keras_mixer
+    from keras_mixer.preprocessing import imagenet_labels
+    from mixer_reference import random_params
+
+    rng = np.random.default_rng(0)
+    synsets = [synset for synset, _ in imagenet_labels(1000)]
+    pixels = rng.integers(0, 256, (1000, 8, 8, 3), dtype=np.uint8)
+    for split in ("train", "val"):
+        for synset, image in zip(synsets, pixels):
+            (tmp_path / "data" / split / synset).mkdir(parents=True)
+            Image.fromarray(image).save(tmp_path / "data" / split / synset / "0.png")
+    params = random_params(rng, 32, 3, 512, 1, 256, 2048, 8, 1000)
+    np.savez(tmp_path / "backbone.npz", **params)
+    x = np.stack([preprocess_image(image, 32) for image in pixels])
+    backbone = keras_mixer.create_model("mixer_s32", weights=str(tmp_path / "backbone.npz"), input_shape=(32, 32, 3),
+                                        include_top=False, pooling="avg")
+    features = backbone.predict(x, verbose=0)
+    params["head/kernel"] = (features / np.linalg.norm(features, axis=1, keepdims=True)).T.astype(np.float32)
+    params["head/bias"] = np.zeros(1000, np.float32)
+    np.savez(tmp_path / "mixer_s32.npz", **params)
+    same_weights = keras_mixer.create_model("mixer_s32", weights=str(tmp_path / "mixer_s32.npz"),
+                                            input_shape=(32, 32, 3))
+    reference_top1 = np.mean(same_weights.predict(x, verbose=0).argmax(1) == np.arange(1000))
+    report = json.loads(ok("evaluate", "mixer_s32", "--weights", tmp_path / "mixer_s32.npz", "--image-size", 32,
+                           "--dataset", tmp_path / "data", "--json"))
+    print(f"evaluate: top-1 {report['top1']:.1%}, the same weights on the same images {reference_top1:.1%}")
+    assert report["examples"] == 1000 and reference_top1 > 0.5, reference_top1
+    assert abs(report["top1"] - reference_top1) <= 0.002, (report["top1"], reference_top1)  # a tie may flip
+
+    (tmp_path / "data" / "val" / synsets[0]).rename(tmp_path / "data" / "val" / "a_cat")  # sorted first, as n0...
+    (tmp_path / "data" / "train" / synsets[0]).rename(tmp_path / "data" / "train" / "a_cat")
+    code, _, err = cli("evaluate", "mixer_s32", "--weights", tmp_path / "mixer_s32.npz", "--image-size", 32,
+                       "--dataset", tmp_path / "data")
+    assert code == 2 and f"class 0 is '{synsets[0]}' in the model, 'a_cat' in the dataset" in err, err
+    code, _, err = cli("evaluate", "mixer_s32", "--dataset", tmp_path / "data")
+    assert code == 2 and "'mixer_s32' without weights is untrained: give weights (--weights" in err, err
+
+
 def test_folder_without_split_folders_holds_out_ten_percent_per_class(tmp_path):
     make_image_folders(tmp_path, per_class=20, split_folders=False)
     train, held_out = load_source(str(tmp_path), "train"), load_source(str(tmp_path), "eval")

@@ -8,6 +8,7 @@ scripts and saved run definitions that use them keep working; `list_models` list
 
 import difflib
 import re
+import warnings
 
 from keras_mixer.errors import KerasMixerError
 from keras_mixer.weights.pretrained import list_pretrained as released_tags
@@ -80,6 +81,27 @@ def _timm_translation(name):
                 "line). ")
     return (f"that is timm's name of {variant!r} with weights {tag!r}, which keras_mixer does not release; "
             f"it has {', '.join(released) or 'none'}, or load a checkpoint file. ")
+
+
+def trained_variant(name, weights, **arguments):
+    """`create_model(name, weights=weights, **arguments)` for predicting or evaluating, where only the trained
+    model will do: refused without weights (an untrained model's top classes are noise, a Mixer's zero head scores
+    every class alike) and when the checkpoint's head is not the model's (loaded around a head of initial weights,
+    with a warning, as fine-tuning wants)."""
+    variant = registered_name(name)
+    if weights is None:
+        tags = released_tags(variant)
+        choices = f"a pretrained tag ({', '.join(tags)}) or a checkpoint file" if tags else (
+            "a checkpoint file (it has no pretrained release)")
+        raise KerasMixerError(f"{name!r} without weights is untrained: give weights (--weights on the command "
+                              f"line): {choices}")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*-class head, the model")
+        try:
+            return create_model(name, weights=weights, **arguments)
+        except UserWarning as head:
+            raise KerasMixerError(f"{name} with weights {weights}: {str(head).split(': loaded')[0]}; convert the file "
+                                  "to a .keras model first (keras-mixer convert reads the head's size off it)") from None
 
 
 # timm's create_model arguments and what the builders (keras.applications' signature) call them: a timm user's

@@ -17,7 +17,7 @@ from keras_mixer.datasets import check_dataset, check_model_classes, image_shape
 from keras_mixer.errors import TrainingError
 from keras_mixer.export.evaluate import top_k_accuracy
 from keras_mixer.io_utils import require_output_folder, write_text
-from keras_mixer.models.registry import registered_name, variant_name
+from keras_mixer.models.registry import list_models, registered_name, variant_name
 from keras_mixer.training.callbacks import (
     BestValidationWeights,
     InterruptBetweenSteps,
@@ -449,18 +449,35 @@ def _recorded_crop(info):
     return {"eval_crop_fraction": info["crop_fraction"]} if info.get("crop_fraction") is not None else {}
 
 
-def _model_and_info(model):
-    """A keras.Model as it is (nothing recorded), or a `.keras` file loaded with what `train` recorded in it."""
+def _model_and_info(model, weights=None, image_size=None):
+    """A keras.Model as it is (nothing recorded); a registry name built with `weights` at `image_size` (its
+    class names ImageNet's synsets, as tfds' imagenet2012 names its classes, where its head has ImageNet's
+    classes); or a `.keras` file loaded with what `train` recorded in it."""
+    if isinstance(model, str) and variant_name(model) in list_models():
+        from keras_mixer.models.registry import trained_variant
+        from keras_mixer.preprocessing import LABEL_FILES, imagenet_labels
+
+        size = {"input_shape": (*image_shape(image_size), 3)} if image_size else {}
+        model = trained_variant(model, weights, **size)
+        classes = model.output_shape[-1]
+        return model, ({"class_names": [synset for synset, _ in imagenet_labels(classes)]}
+                       if classes in LABEL_FILES else {})
+    if weights is not None:
+        brings = model if isinstance(model, (str, os.PathLike)) else "a keras.Model"
+        raise TrainingError(f"weights={weights!r} load into a registry model (mixer_b16, ...); {brings} brings its own")
     return (model, {}) if isinstance(model, keras.Model) else load_keras_model_with_info(model)
 
 
-def evaluate(model, dataset=DIGITS, image_size=None, batch_size=256, data_dir=None, download=False, recipe=None):
-    """Top-1 / top-5 of a `.keras` file (or keras.Model) on the eval split of `dataset`, preprocessed as the model
-    was evaluated in training (the crop recorded in its file), else as `recipe` or the dataset says."""
+def evaluate(model, dataset=DIGITS, image_size=None, batch_size=256, data_dir=None, download=False, recipe=None,
+             weights=None):
+    """Top-1 / top-5 of a `.keras` file (or keras.Model, or a registry name with its `weights`: a pretrained tag
+    or a checkpoint file, as timm's validate.py takes a model name) on the eval split of `dataset`, preprocessed as
+    the model was evaluated in training (the crop recorded in its file), else as `recipe` or the dataset says
+    (tfds datasets: timm's central 87.5 %)."""
     check_run_length(batch_size=batch_size)
     check_image_size(image_size)
     check_dataset(dataset)  # before the model is loaded
-    model, info = _model_and_info(model)
+    model, info = _model_and_info(model, weights, image_size)
     model_size = model_image_size(model)
     if image_size and model_size is not None and image_shape(image_size) != image_shape(model_size):
         raise TrainingError(f"--image-size {image_size} does not match the model's input size {model_size}")
