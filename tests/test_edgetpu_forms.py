@@ -124,6 +124,9 @@ _OtherDense.__name__ = "Dense"
         keras.Input((8, 8, 3)))), "it has MaxPooling2D"),
     (lambda: keras.Model(*(lambda i: (i, _OtherDense(4)(i)))(keras.Input((8, 8, 3)))),
      r"test_edgetpu_forms.Dense \(not the Dense it rewrites\)"),
+    # a form's anonymous ops were refused one by one; a path was an AttributeError
+    (lambda: edgetpu_model(SMALL["mlp_mixer"]()), "'mlp_mixer_edgetpu' is an Edge TPU form already"),
+    (lambda: "model.keras", "edgetpu_model takes a keras.Model, got str 'model.keras': load a .keras file"),
 ])
 def test_an_unknown_model_is_refused_by_class(build, named):
     with pytest.raises(ExportError, match=named):

@@ -39,6 +39,7 @@ from keras_mixer.layers.axial_shift import AxialShift
 from keras_mixer.layers.hire_mlp import HierarchicalRearrangement
 from keras_mixer.layers.permute_mlp import WeightedPermuteMLP
 from keras_mixer.layers.mlp import gelu as gelu_fn
+from keras_mixer.models.applications import require_keras_model
 
 
 def _value(variable):
@@ -408,8 +409,11 @@ def edgetpu_model(model, gelu="sigmoid", experts_on_cpu=False):
     for it). Raises ExportError naming any layer it cannot rewrite."""
     from keras_mixer.quantization import is_quantized, strip_quantization
 
+    require_keras_model(model, "edgetpu_model", ExportError)
     if gelu not in ("sigmoid", None):
         raise ExportError(f"edgetpu_model: gelu must be 'sigmoid' or None (the model's own form), got {gelu!r}")
+    if edgetpu_form(model) is not None:  # its anonymous ops were refused one by one
+        raise ExportError(f"{model.name!r} is an Edge TPU form already (edgetpu_model's output): export it as it is")
     if is_quantized(model):  # the form is quantized post-training as a whole: a QAT model gives its float weights
         model = strip_quantization(model)
     experts = _check_rewritable(model, experts_on_cpu)

@@ -11,7 +11,6 @@ pieces (`keras_mixer.export.blockwise`: memory bounded by a piece). "auto" takes
 
 import dataclasses
 import numbers
-import os
 import re
 
 from keras_mixer.errors import ExportError
@@ -52,18 +51,13 @@ class ModelFacts:
     def of(cls, model, route="auto"):
         """The facts of a Keras model. Whether it is a chain is looked at only where a route may need it (a large
         model, or route="blocks"): it reads the model's config."""
-        import keras
-
         from keras_mixer.export import blockwise
         from keras_mixer.export.edgetpu_model import edgetpu_form
         from keras_mixer.layers.moe import MixtureOfExperts
-        from keras_mixer.models.applications import output_activation
+        from keras_mixer.models.applications import output_activation, require_keras_model
         from keras_mixer.quantization import is_quantized
 
-        if not isinstance(model, keras.Model):
-            path = isinstance(model, (str, os.PathLike))
-            hint = ": load a .keras file with keras.models.load_model first" if path else ""
-            raise ExportError(f"export takes a keras.Model, got {type(model).__name__} {model!r}"[:200] + hint)
+        require_keras_model(model, "export", ExportError)
         size = blockwise.weight_bytes([model])
         form = edgetpu_form(model)
         chain = ((size > LARGE_MODEL_BYTES or route == "blocks") and blockwise.layer_chain(model) is not None)

@@ -118,16 +118,21 @@ def folding_normalization(convert, stem, normalization):
 BLOCK_LAYERS = ("MixerBlock", "SparseMixerBlock", "ASMLPBlock", "HireBlock", "PermutatorBlock", "RaftBlock")
 
 
+def require_keras_model(model, what, error=KerasMixerError):
+    """`error` naming what `what` was given unless `model` is a keras.Model (a path: load it first)."""
+    if not isinstance(model, keras.Model):
+        path = isinstance(model, (str, os.PathLike))
+        raise error(f"{what} takes a keras.Model, got {type(model).__name__} {model!r}"[:200]
+                    + (": load a .keras file with keras.models.load_model first" if path else ""))
+
+
 def feature_extractor(model, as_grid=True):
     """A model sharing `model`'s weights that returns every block's output, in order, for any family.
 
     Like timm's `forward_intermediates`: the hierarchical families' blocks give [batch, H, W, C] maps (NHWC); the
     Mixer's and Sparse-MLP's give [batch, tokens, C], as [batch, H/p, W/p, C] maps with `as_grid`.
     """
-    if not isinstance(model, keras.Model):
-        raise KerasMixerError(f"feature_extractor takes a keras.Model, got {type(model).__name__} {model!r}"[:200]
-                              + (": load a .keras file with keras.models.load_model first"
-                                 if isinstance(model, (str, os.PathLike)) else ""))
+    require_keras_model(model, "feature_extractor")
     blocks = [layer for layer in model.layers if type(layer).__name__ in BLOCK_LAYERS]
     if not blocks:
         raise KerasMixerError(f"model {model.name!r} has no block layers ({', '.join(BLOCK_LAYERS)})")
