@@ -630,6 +630,16 @@ def test_metadata_round_trip(digits, tmp_path):
     assert not (tmp_path / "bad.tflite").exists()
 
 
+def test_metadata_names_the_color_space_the_input_has(tmp_path):
+    """A model built for one channel (trained on the user's own arrays) was exported as taking RGB images."""
+    from keras_mixer.export import read_metadata
+
+    for channels, space in ((1, "GRAYSCALE"), (4, "UNKNOWN")):
+        model = keras_mixer.MLPMixer(8, 16, 1, 8, 32, input_shape=(32, 32, channels), classes=3)
+        meta = read_metadata(to_tflite(model, tmp_path / f"{channels}.tflite", "float32"))
+        assert meta["color_space"] == space and meta["image_size"] == (32, 32), meta
+
+
 def test_metadata_keeps_weights_stored_after_the_flatbuffer(tmp_path):
     """TFLite's converter stores a model near 2 GB with its weights after the flatbuffer (buffers at offsets from the
     file's start; Mixer-H/14's float32 graph): metadata added to such a file keeps them where the offsets say (once

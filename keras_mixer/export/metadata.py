@@ -28,7 +28,8 @@ OUTPUT_KINDS = {False: ("logits", "one logit per class (softmax gives probabilit
                 True: ("probability", "one probability per class (softmax)")}
 # enum and union values of the schema
 TENSOR_AXIS_LABELS = 2
-COLOR_SPACE_RGB = 1
+# ColorSpaceType by the input's channel count (UNKNOWN for any other count): a 1-channel model's file said RGB
+COLOR_SPACES = {3: ("RGB", 1), 1: ("GRAYSCALE", 2)}
 CONTENT_IMAGE_PROPERTIES = 2
 CONTENT_FEATURE_PROPERTIES = 1
 PROCESS_UNIT_NORMALIZATION = 1
@@ -65,22 +66,23 @@ class _Writer:
         return b.EndObject()
 
 
-def build_metadata(name, description, mean, std, image_size, has_labels, probabilities=False):
+def build_metadata(name, description, mean, std, image_size, has_labels, probabilities=False, channels=3):
     """The ModelMetadata flatbuffer (bytes) for an image classifier with one input and one output."""
     w = _Writer()
     labels = None
     if has_labels:
         labels = w.table({0: ("offset", w.string(LABELS_FILE)), 1: ("offset", w.string("class names, one per line")),
                           2: ("byte", TENSOR_AXIS_LABELS)})
-    # input: an RGB image normalized as (x - mean) / std
+    # input: an image (RGB for keras_mixer's models) normalized as (x - mean) / std
+    color_space, color_space_value = COLOR_SPACES.get(channels, (f"{channels}-channel", 0))
     size = w.table({0: ("uint", image_size[1]), 1: ("uint", image_size[0])})
-    image = w.table({0: ("byte", COLOR_SPACE_RGB), 1: ("offset", size)})
+    image = w.table({0: ("byte", color_space_value), 1: ("offset", size)})
     image_content = w.table({0: ("byte", CONTENT_IMAGE_PROPERTIES), 1: ("offset", image)})
     normalization = w.table({0: ("offset", w.floats(mean)), 1: ("offset", w.floats(std))})
     unit = w.table({0: ("byte", PROCESS_UNIT_NORMALIZATION), 1: ("offset", normalization)})
-    input_meta = w.table({0: ("offset", w.string("image")),
-                          1: ("offset", w.string(f"RGB image {image_size[0]}x{image_size[1]}, pixels in [0, 255] "
-                                                 "normalized as (x - mean) / std")),
+    meaning = (f"{color_space} image {image_size[0]}x{image_size[1]}, pixels in [0, 255] normalized as "
+               "(x - mean) / std")
+    input_meta = w.table({0: ("offset", w.string("image")), 1: ("offset", w.string(meaning)),
                           3: ("offset", image_content), 4: ("offset", w.vector([unit]))})
     # output: one score per class, labelled by labels.txt
     feature = w.table({})
@@ -108,10 +110,11 @@ def add_metadata(path, name, description, mean=(127.5,), std=(127.5,), labels=No
     data = open(path, "rb").read()
     model = tflite.ModelT.InitFromPackedBuf(data, 0)
     graph = model.subgraphs[0]
-    image_size = tuple(int(d) for d in graph.tensors[graph.inputs[0]].shape[1:3])
+    image_shape = graph.tensors[graph.inputs[0]].shape
+    image_size, channels = tuple(int(d) for d in image_shape[1:3]), int(image_shape[-1])
     classes = int(graph.tensors[graph.outputs[0]].shape[-1])
     check_labels(labels, classes)
-    blob = build_metadata(name, description, mean, std, image_size, labels is not None, probabilities)
+    blob = build_metadata(name, description, mean, std, image_size, labels is not None, probabilities, channels)
     model.metadata = [m for m in (model.metadata or []) if m.name != METADATA_NAME]
     buffer = tflite.BufferT()
     buffer.data = np.frombuffer(blob, np.uint8)
@@ -246,7 +249,7 @@ def read_metadata(path):
             "description": _string(root, 1),
             "min_parser_version": _string(root, 7),
             "input": _string(tensor_in, 0),
-            "color_space": "RGB" if _byte(image, 0) == COLOR_SPACE_RGB else _byte(image, 0),
+            "color_space": {value: space for space, value in COLOR_SPACES.values()}.get(_byte(image, 0), "UNKNOWN"),
             "image_size": (size.Get(number_types.Uint32Flags, size.Offset(6) + size.Pos),
                            size.Get(number_types.Uint32Flags, size.Offset(4) + size.Pos)),
             "mean": _floats(normalization, 0),
