@@ -177,6 +177,10 @@ def test_qat_of_a_model_that_is_quantization_aware_already_is_refused_first(tmp_
     with pytest.raises(TrainingError, match=f"'{path}' is quantization-aware already \\(a qat output\\): give the "
                                             "float model"):
         quantization_aware_training(str(path), dataset=str(tmp_path / "no_such_folder"), output_dir=tmp_path / "run")
+    # a registry name was told to take --weights, which qat has not
+    with pytest.raises(TrainingError, match="qat fine-tunes a model trained on your data: give its .keras file; "
+                                            "'mixer_s32' is a registry name: train it first"):
+        quantization_aware_training("mixer_s32", output_dir=tmp_path / "run")
 
 
 @pytest.mark.parametrize("decay", ["cosine", "linear"])

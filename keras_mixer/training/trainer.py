@@ -513,6 +513,9 @@ def quantization_aware_training(model, dataset=DIGITS, output_dir="runs/qat", ca
     check_run_length(*(train_options.get(name) for name in RUN_LENGTH))
     check_run_folder(Path(output_dir), "model_qat.keras", train_options.get("overwrite", False))
     check_dataset(dataset)  # before the model is loaded
+    if isinstance(model, str) and variant_name(model) in list_models():  # its message named a --weights qat lacks
+        raise TrainingError(f"qat fine-tunes a model trained on your data: give its .keras file; {model!r} is a "
+                            f"registry name: train it first (keras-mixer train --model {model} --dataset ...)")
     float_model, info = _model_and_info(model)
     if is_quantized(float_model):  # refused here, not after the float model's evaluation and int8 export
         raise TrainingError(f"{os.fspath(model) if isinstance(model, (str, os.PathLike)) else float_model.name!r} is "
