@@ -105,6 +105,9 @@ def _export(args):
     from keras_mixer.datasets import DIGITS, calibration_images, model_image_size
     from keras_mixer.errors import ExportError
     from keras_mixer.export import export_plan, read_labels, to_tflite
+    from keras_mixer.inference import release_model_and_info
+    from keras_mixer.models import list_models
+    from keras_mixer.models.registry import variant_name
     from keras_mixer.weights import load_keras_model_with_info
 
     from keras_mixer.export.tflite import check_output_paths, require_tensorflow_backend
@@ -114,7 +117,12 @@ def _export(args):
     output = Path(args.output)
     if output.exists() and Path(args.model).exists() and output.resolve() == Path(args.model).resolve():
         raise ExportError(f"{args.output} is the model being exported: export never writes over its own input")
-    model, info = load_keras_model_with_info(args.model)
+    if variant_name(args.model) in list_models():  # a release, as predict and evaluate take it
+        model, info = release_model_and_info(args.model, args.weights)
+    elif args.weights:
+        raise ExportError(f"--weights load into a registry model (mixer_b16, ...); {args.model} brings its own")
+    else:
+        model, info = load_keras_model_with_info(args.model)
     if args.edgetpu:
         from keras_mixer.export.edgetpu_model import edgetpu_model
 

@@ -12,6 +12,7 @@ import numpy as np
 from keras_mixer.datasets import (FULL_CROP_FRACTION, IMAGE_EXTENSIONS, OTHER_IMAGE_EXTENSIONS, TFDS_CROP_FRACTION,
                                   eval_transform, image_problem, input_image_size, model_image_size)
 from keras_mixer.errors import DataError, ExportError, KerasMixerError
+from keras_mixer.preprocessing import imagenet_class_names
 
 
 # images read, preprocessed and run per call of the model: memory stays bounded for a folder of any size (all of a
@@ -86,6 +87,17 @@ def _softmax(scores):
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
+def release_model_and_info(name, weights):
+    """The registry model `name` with its `weights` (`trained_variant`: refused without them), and what `predict`
+    and `export` would read from a `.keras` file that `train` wrote: ImageNet's class names where its head has
+    ImageNet's classes, and timm's evaluation crop."""
+    from keras_mixer.models.registry import trained_variant
+
+    model = trained_variant(name, weights)
+    names = imagenet_class_names(model.output_shape[-1])
+    return model, {"crop_fraction": TFDS_CROP_FRACTION, **({"class_names": names} if names else {})}
+
+
 def load_classifier(model, weights=None, crop_fraction=None):
     """A Classifier for `model`: a keras.Model, a `.keras` file (class names and crop recorded by `train`), a
     `.tflite` file (class names and output kind from its metadata; the whole centred square, as the Android app
@@ -95,7 +107,6 @@ def load_classifier(model, weights=None, crop_fraction=None):
 
     from keras_mixer.export import load_interpreter, predict, read_metadata
     from keras_mixer.export.tflite import outputs_probabilities
-    from keras_mixer.preprocessing import LABEL_FILES, imagenet_labels
     from keras_mixer.weights import load_keras_model_with_info
 
     # a crop of 0 read one pixel, one above 1 was clipped to the image, both without a word
@@ -122,19 +133,13 @@ def load_classifier(model, weights=None, crop_fraction=None):
     if isinstance(model, (str, os.PathLike)) and os.fspath(model).endswith(".keras"):
         model, info = load_keras_model_with_info(model)
     elif isinstance(model, str):
-        from keras_mixer.models.registry import trained_variant
-
         try:
-            model = trained_variant(model, weights)
+            model, info = release_model_and_info(model, weights)
         except ValueError as error:
             if not isinstance(error, KerasMixerError):
                 message = f"{model!r} is not a .keras/.tflite file or a registry model ({error})"
                 raise KerasMixerError(message) from error
             raise
-        classes = model.output_shape[-1]
-        if classes in LABEL_FILES:
-            info["class_names"] = [name.split(",")[0] for _, name in imagenet_labels(classes)]
-        info.setdefault("crop_fraction", TFDS_CROP_FRACTION)
     if not isinstance(model, keras.Model):
         raise KerasMixerError(f"cannot classify with {model!r}: give a keras.Model, a .keras or .tflite file, or a "
                               "registry name")

@@ -81,6 +81,11 @@ def imagenet_labels(num_classes=1000):
     return tuple(tuple(line.split("\t", 1)) for line in lines)
 
 
+def imagenet_class_names(classes):
+    """Each class's first name ('tench'), for a head of ImageNet's 1000 or 21,843 classes; None for other heads."""
+    return [name.split(",")[0] for _, name in imagenet_labels(classes)] if classes in LABEL_FILES else None
+
+
 def decode_predictions(preds, top=5):
     """Like `keras.applications.imagenet_utils.decode_predictions`: for each row of `preds`, the `top` classes as
     (synset, name, score), best first. Works for the 1k and the 21,843-class ImageNet-21k heads; `name` is the

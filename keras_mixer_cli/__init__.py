@@ -104,8 +104,9 @@ def build_parser():
     evaluate.add_argument("--confusion-matrix", help="write a confusion-matrix PNG here")
 
     export = commands.add_parser("export", help="export a .keras model to .tflite (with metadata and labels)")
-    export.add_argument("model", help=".keras model (float or QAT)")
+    export.add_argument("model", help=".keras model (float or QAT), or a registry name with --weights")
     export.add_argument("output", help=".tflite file to write")
+    export.add_argument("--weights", help="with a registry name: pretrained tag (imagenet, ...) or checkpoint file")
     export.add_argument("--quantization", choices=["float32", "float16", "dynamic", "int8", "uint8"], default="int8")
     export.add_argument("--calibration", metavar="SRC",
                         help="int8/uint8: calibration images from SRC's training split, preprocessed as for "

@@ -214,6 +214,39 @@ def test_predict_with_weights_it_cannot_download_is_one_line(tmp_path, capsys, m
     assert not [str(warning.message) for warning in caught if "hash" in str(warning.message)]
 
 
+def test_export_writes_a_release_with_its_class_names(tmp_path, capsys, monkeypatch):
+    """`keras-mixer export mixer_s32 --weights imagenet out.tflite`, as predict and evaluate take a release: the
+    file computes the model built from the same checkpoint, with ImageNet's class names in its metadata (export
+    took .keras files only: 'model file mixer_s32 does not exist')."""
+    import warnings
+
+    import numpy as np
+
+    import keras_mixer
+    from keras_mixer.export import load_interpreter, predict, read_metadata
+    from keras_mixer.weights import resolve
+    from mixer_reference import random_params
+
+    monkeypatch.setenv("KERAS_MIXER_WEIGHTS_DIR", str(tmp_path))
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / resolve("mixer_s32", "gsam").filename, **random_params(rng, 32, 3, 512, 49, 256, 2048, 8, 1000))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*no published hash")
+        code = keras_mixer_cli.main(["export", "mixer_s32", "--weights", "imagenet", str(tmp_path / "s32.tflite"),
+                                     "--quantization", "float32"])
+        assert code == 0, capsys.readouterr().err
+        model = keras_mixer.MixerS32(weights="imagenet")
+    labels = read_metadata(tmp_path / "s32.tflite")["labels"]
+    assert len(labels) == 1000 and labels[:2] == ["tench", "goldfish"]
+    x = rng.uniform(-1, 1, (2, 224, 224, 3)).astype("float32")
+    want = model.predict(x, verbose=0)
+    assert want.max() > 2 * want.min()  # softmax rows that differ from a uniform 1/1000
+    np.testing.assert_allclose(predict(load_interpreter(tmp_path / "s32.tflite"), x), want, atol=1e-5)
+    code = keras_mixer_cli.main(["export", str(tmp_path / "s32.tflite"), str(tmp_path / "x.tflite"), "--weights",
+                                 "imagenet"])
+    assert code == 2 and "--weights load into a registry model" in capsys.readouterr().err
+
+
 def test_predict_with_a_registry_name_and_no_weights_is_refused_naming_the_tags(tmp_path, capsys):
     """Untrained weights would print ImageNet labels as predictions (all 0.1 %: a Mixer's head starts at zero)."""
     from PIL import Image
