@@ -5,6 +5,7 @@ with the Android app's frames (`keras_mixer.preprocessing.preprocess_frame`)."""
 
 import concurrent.futures
 import dataclasses
+import difflib
 import io
 import os
 import reprlib
@@ -144,6 +145,9 @@ def check_dataset(name):
         raise DataError(f"dataset must be 'digits', an image folder or a tfds name, got {what}: for images in memory, "
                         "call the model's own fit (keras_mixer models are plain Keras models), or write them into an "
                         "image folder (one sub-folder per class)")
+    if hasattr(name, "element_spec"):  # a tf.data.Dataset: no split, class names or position to resume from
+        raise DataError("dataset must be 'digits', an image folder or a tfds name, got a tf.data.Dataset: for your "
+                        "own pipeline, call the model's own fit (keras_mixer models are plain Keras models)")
     raise DataError(f"dataset must be 'digits', an image folder or a tfds name, got {reprlib.repr(name)}")
 
 
@@ -269,9 +273,12 @@ def _tfds(name, split, data_dir, download):
                         "(pip install -e '.[train]' in a checkout)") from error
     try:
         builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError as error:
+    except (tfds.core.registered.DatasetNotFoundError, ValueError) as error:  # ValueError: "cifar-10" fails to parse
+        near = ["imagenet2012"] if name.lower().replace("-", "") in ("imagenet", "imagenet1k", "in1k", "ilsvrc2012") else (
+            difflib.get_close_matches(name.lower(), tfds.list_builders(with_community_datasets=False), n=3))
+        hint = f"did you mean {' or '.join(near)}?" if near else "e.g. cifar10, imagenette, imagenet2012"
         raise DataError(f"unknown dataset {name!r}: not 'digits', not a folder, and not a tfds dataset "
-                        f"(e.g. cifar10, imagenette, imagenet2012)") from error
+                        f"({hint})") from None
     features = builder.info.features
     if "image" not in features or "label" not in features or not hasattr(features["label"], "num_classes"):
         raise DataError(f"tfds dataset {name!r} is not image classification (needs 'image' and a 'label' class)")

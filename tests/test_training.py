@@ -149,6 +149,10 @@ def test_a_misspelt_model_or_a_missing_model_file_is_refused_before_the_data_is_
             train("mixer_s16", dataset=dataset, output_dir=tmp_path / "run")
         with pytest.raises(DataError, match=f"got {found}"):
             evaluate(str(tmp_path / "gone.keras"), dataset=dataset)  # before the model file is looked for
+    import tensorflow as tf
+
+    with pytest.raises(DataError, match="got a tf.data.Dataset: for your own pipeline, call the model's own fit"):
+        train("mixer_s16", dataset=tf.data.Dataset.from_tensor_slices((images, labels)), output_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
     with pytest.raises(TrainingError, match="batch_size must be an integer >= 1, got 0"):  # was TensorFlow's error
@@ -340,6 +344,11 @@ def test_image_folder_source(tmp_path):
 def test_unknown_names_give_training_errors(tmp_path):
     with pytest.raises(DataError, match="unknown dataset 'not_a_dataset'"):
         load_source("not_a_dataset")
+    # "cifar-10" was tfds' 18-line parsing error; "imagenet" is tfds' imagenet2012
+    with pytest.raises(DataError, match=r"unknown dataset 'cifar-10': .*\(did you mean cifar10 or"):
+        load_source("cifar-10")
+    with pytest.raises(DataError, match=r"unknown dataset 'imagenet': .*\(did you mean imagenet2012\?\)"):
+        load_source("imagenet")
     with pytest.raises(TrainingError, match="unknown strategy 'ring'"):
         get_distribution("ring")
     with pytest.raises(KerasMixerError, match="unknown model 'mixer_x99'"):  # the registry's, as the CLI shows it
