@@ -8,6 +8,7 @@ import resource
 import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from keras_mixer.errors import KerasMixerError
@@ -276,12 +277,28 @@ def _say_skipped_images(command):
         print(f"keras-mixer {command}: skipped {len(skipped)} unreadable image files: {shown}{more}", file=sys.stderr)
 
 
+def _one_line_warnings(command, show_others):
+    """keras_mixer's own warnings (a checkpoint's head left out, a release without a published hash) as one line
+    naming the command, where Python's show the source file and the line of code that warned."""
+    package = os.path.dirname(os.path.abspath(__file__))
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if os.path.abspath(filename).startswith(package + os.sep):
+            print(f"keras-mixer {command}: warning: {message}", file=sys.stderr)
+        else:
+            show_others(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def run(args):
     """Runs the parsed command; a KerasMixerError, or a file the command cannot read or write (permissions, a
     directory in the way, a full disk), is one line on stderr naming it, and exit code 2."""
     getattr(sys.modules.get("keras_mixer.datasets"), "SKIPPED_IMAGES", {}).clear()  # this command's own
     try:
-        code = COMMANDS[args.command](args) or 0
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings(args.command, warnings.showwarning)
+            code = COMMANDS[args.command](args) or 0
         _say_skipped_images(args.command)
         return code
     except KerasMixerError as error:
