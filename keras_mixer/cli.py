@@ -108,7 +108,7 @@ def _export(args):
     from keras_mixer.export import export_plan, read_labels, to_tflite
     from keras_mixer.inference import release_model_and_info
     from keras_mixer.models import list_models
-    from keras_mixer.models.registry import variant_name
+    from keras_mixer.models.registry import refuse_weights_beside, variant_name
     from keras_mixer.weights import load_keras_model_with_info
 
     from keras_mixer.export.tflite import check_output_paths, require_tensorflow_backend
@@ -120,9 +120,8 @@ def _export(args):
         raise ExportError(f"{args.output} is the model being exported: export never writes over its own input")
     if variant_name(args.model) in list_models():  # a release, as predict and evaluate take it
         model, info = release_model_and_info(args.model, args.weights)
-    elif args.weights:
-        raise ExportError(f"--weights load into a registry model (mixer_b16, ...); {args.model} brings its own")
     else:
+        refuse_weights_beside(args.model, args.weights, ExportError, "--weights")
         model, info = load_keras_model_with_info(args.model)
     if args.edgetpu:
         from keras_mixer.export.edgetpu_model import edgetpu_model

@@ -273,9 +273,10 @@ def _tfds(name, split, data_dir, download):
                         "(pip install -e '.[train]' in a checkout)") from error
     try:
         builder = tfds.builder(name, data_dir=data_dir)
-    except (tfds.core.registered.DatasetNotFoundError, ValueError) as error:  # ValueError: "cifar-10" fails to parse
-        near = ["imagenet2012"] if name.lower().replace("-", "") in ("imagenet", "imagenet1k", "in1k", "ilsvrc2012") else (
-            difflib.get_close_matches(name.lower(), tfds.list_builders(with_community_datasets=False), n=3))
+    except (tfds.core.registered.DatasetNotFoundError, ValueError):  # ValueError: "cifar-10" fails to parse
+        imagenet = name.lower().replace("-", "") in ("imagenet", "imagenet1k", "in1k", "ilsvrc2012")
+        near = ["imagenet2012"] if imagenet else difflib.get_close_matches(
+            name.lower(), tfds.list_builders(with_community_datasets=False), n=3)
         hint = f"did you mean {' or '.join(near)}?" if near else "e.g. cifar10, imagenette, imagenet2012"
         raise DataError(f"unknown dataset {name!r}: not 'digits', not a folder, and not a tfds dataset "
                         f"({hint})") from None

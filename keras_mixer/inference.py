@@ -12,6 +12,7 @@ import numpy as np
 from keras_mixer.datasets import (FULL_CROP_FRACTION, IMAGE_EXTENSIONS, OTHER_IMAGE_EXTENSIONS, TFDS_CROP_FRACTION,
                                   eval_transform, image_problem, input_image_size, model_image_size)
 from keras_mixer.errors import DataError, ExportError, KerasMixerError
+from keras_mixer.models.registry import refuse_weights_beside
 from keras_mixer.preprocessing import imagenet_class_names
 
 
@@ -113,11 +114,8 @@ def load_classifier(model, weights=None, crop_fraction=None):
     if crop_fraction is not None and (isinstance(crop_fraction, bool) or not isinstance(crop_fraction, numbers.Real)
                                       or not 0 < crop_fraction <= 1):
         raise KerasMixerError(f"crop_fraction must be a number > 0 and <= 1, got {crop_fraction!r}")
-    is_file = isinstance(model, (str, os.PathLike)) and os.fspath(model).endswith((".tflite", ".keras"))
-    if weights is not None and (is_file or not isinstance(model, str)):
-        brings = os.fspath(model) if is_file else "a model object"
-        raise KerasMixerError(f"weights={weights!r} load into a registry model (mixer_b16, ...); {brings} brings "
-                              "its own")
+    if not isinstance(model, str) or model.endswith((".tflite", ".keras")):
+        refuse_weights_beside(model, weights)
     info = {}
     if isinstance(model, (str, os.PathLike)) and os.fspath(model).endswith(".tflite"):
         interpreter = load_interpreter(model)

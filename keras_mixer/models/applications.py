@@ -206,9 +206,9 @@ def feature_map_model(images, input_tensor, x, stages, head, weights, convert, f
 def released_classes(variant, weights):
     """The class count of `variant`'s release `weights` (a tag such as "imagenet21k"), else keras.applications'
     1000: a builder without `classes` gets the head the checkpoint has, not a new one of 1000 in its place."""
-    is_file = weights is None or not isinstance(weights, str) or weights_lib.is_keras_file(weights) or (
-        weights_lib.is_checkpoint_path(weights))
-    return 1000 if is_file else weights_lib.resolve(variant, weights).classes
+    tag = isinstance(weights, str) and not (weights_lib.is_keras_file(weights)
+                                            or weights_lib.is_checkpoint_path(weights))
+    return weights_lib.resolve(variant, weights).classes if tag else 1000
 
 
 def variant_builder(variant, function_name, build, config, extra_doc="", former_names=()):

@@ -7,6 +7,7 @@ Names registered before the rule (`as_mlp_t`, `vip_s14`, `raft_mlp_s`, `sparse_m
 scripts and saved run definitions that use them keep working; `list_models` lists the names of the rule."""
 
 import difflib
+import os
 import re
 import warnings
 
@@ -83,6 +84,15 @@ def _timm_translation(name):
             f"it has {', '.join(released) or 'none'}, or load a checkpoint file. ")
 
 
+def refuse_weights_beside(model, weights, error=KerasMixerError, given=None):
+    """`error` if `weights` come with a model that is not a registry name (a file or a model object, called so
+    by the caller): it brings its own, and they would be ignored. `given`: how the caller's user wrote them."""
+    if weights is not None:
+        brings = os.fspath(model) if isinstance(model, (str, os.PathLike)) else "a keras.Model"
+        raise error(f"{given or f'weights={weights!r}'} load into a registry model (mixer_b16, ...); {brings} brings "
+                    "its own")
+
+
 def trained_variant(name, weights, **arguments):
     """`create_model(name, weights=weights, **arguments)` for predicting or evaluating, where only the trained
     model will do: refused without weights (an untrained model's top classes are noise, a Mixer's zero head scores
@@ -100,8 +110,9 @@ def trained_variant(name, weights, **arguments):
         try:
             return create_model(name, weights=weights, **arguments)
         except UserWarning as head:
-            raise KerasMixerError(f"{name} with weights {weights}: {str(head).split(': loaded')[0]}; convert the file "
-                                  "to a .keras model first (keras-mixer convert reads the head's size off it)") from None
+            raise KerasMixerError(f"{name} with weights {weights}: {str(head).split(': loaded')[0]}; convert the "
+                                  "file to a .keras model first (keras-mixer convert reads the head's size off it)"
+                                  ) from None
 
 
 # timm's create_model arguments and what the builders (keras.applications' signature) call them: a timm user's

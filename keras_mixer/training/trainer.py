@@ -17,7 +17,7 @@ from keras_mixer.datasets import check_dataset, check_model_classes, image_shape
 from keras_mixer.errors import TrainingError
 from keras_mixer.export.evaluate import top_k_accuracy
 from keras_mixer.io_utils import require_output_folder, write_text
-from keras_mixer.models.registry import list_models, registered_name, variant_name
+from keras_mixer.models.registry import list_models, refuse_weights_beside, registered_name, variant_name
 from keras_mixer.training.callbacks import (
     BestValidationWeights,
     InterruptBetweenSteps,
@@ -462,9 +462,7 @@ def _model_and_info(model, weights=None, image_size=None):
         classes = model.output_shape[-1]
         return model, ({"class_names": [synset for synset, _ in imagenet_labels(classes)]}
                        if classes in LABEL_FILES else {})
-    if weights is not None:
-        brings = model if isinstance(model, (str, os.PathLike)) else "a keras.Model"
-        raise TrainingError(f"weights={weights!r} load into a registry model (mixer_b16, ...); {brings} brings its own")
+    refuse_weights_beside(model, weights, TrainingError)
     return (model, {}) if isinstance(model, keras.Model) else load_keras_model_with_info(model)
 
 
