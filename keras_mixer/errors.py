@@ -1,4 +1,8 @@
-"""The exceptions keras_mixer raises for bad input. Each subclasses ValueError, so generic handlers still work."""
+"""The exceptions keras_mixer raises for bad input (each subclasses ValueError, so generic handlers still work), and
+the two tests of a number that its checks share."""
+
+import math
+import numbers
 
 
 class KerasMixerError(ValueError):
@@ -19,3 +23,13 @@ class TrainingError(KerasMixerError):
 
 class DataError(KerasMixerError):
     """A dataset or an image cannot be found or read: unknown name, empty folder, missing download, bad file."""
+
+
+def is_whole_number(value):
+    """An int, NumPy's included, never a bool: Python counts True as 1, which no one means as a count or a size."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_number(value):
+    """A finite int or float, NumPy's included, never a bool: a flag given where a rate or a fraction belongs."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)

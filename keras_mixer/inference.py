@@ -4,14 +4,13 @@ preprocessed exactly as evaluation preprocesses them (`keras_mixer.datasets.eval
 import collections.abc
 import dataclasses
 import io
-import numbers
 import os
 
 import numpy as np
 
 from keras_mixer.datasets import (FULL_CROP_FRACTION, IMAGE_EXTENSIONS, OTHER_IMAGE_EXTENSIONS, TFDS_CROP_FRACTION,
                                   eval_transform, image_problem, input_image_size, model_image_size)
-from keras_mixer.errors import DataError, ExportError, KerasMixerError
+from keras_mixer.errors import DataError, ExportError, KerasMixerError, is_number, is_whole_number
 from keras_mixer.models.registry import refuse_weights_beside
 from keras_mixer.preprocessing import imagenet_class_names
 
@@ -111,8 +110,7 @@ def load_classifier(model, weights=None, crop_fraction=None):
     from keras_mixer.weights import load_keras_model_with_info
 
     # a crop of 0 read one pixel, one above 1 was clipped to the image, both without a word
-    if crop_fraction is not None and (isinstance(crop_fraction, bool) or not isinstance(crop_fraction, numbers.Real)
-                                      or not 0 < crop_fraction <= 1):
+    if crop_fraction is not None and not (is_number(crop_fraction) and 0 < crop_fraction <= 1):
         raise KerasMixerError(f"crop_fraction must be a number > 0 and <= 1, got {crop_fraction!r}")
     if not isinstance(model, str) or model.endswith((".tflite", ".keras")):
         refuse_weights_beside(model, weights)
@@ -175,7 +173,7 @@ def classify(model, images, top=5, weights=None, crop_fraction=None):
     "error": message} and the others are still classified. Images are read and run `CLASSIFY_BATCH` at a time, so
     a folder of any size fits in memory.
     """
-    if isinstance(top, bool) or not isinstance(top, numbers.Integral) or top < 1:
+    if not is_whole_number(top) or top < 1:
         raise KerasMixerError(f"top must be an integer >= 1, got {top!r}")
     classifier = model if isinstance(model, Classifier) else load_classifier(model, weights, crop_fraction)
     if isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim in (2, 3)):

@@ -3,12 +3,11 @@
 import functools
 import gzip
 import importlib.resources
-import numbers
 
 import numpy as np
 from keras import ops
 
-from keras_mixer.errors import KerasMixerError
+from keras_mixer.errors import KerasMixerError, is_whole_number
 
 # head size -> shipped label file (synset \t lemmas), derived by scripts/make_labels.py
 LABEL_FILES = {1000: "imagenet1k_labels.tsv.gz", 21843: "imagenet21k_labels.tsv.gz"}
@@ -72,7 +71,7 @@ def preprocess_input(x, data_format=None):
 def imagenet_labels(num_classes=1000):
     """(synset, name) pairs of the 1,000-class or 21,843-class ImageNet heads, in class-index order."""
     shipped = " or ".join(map(str, sorted(LABEL_FILES)))
-    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
+    if not is_whole_number(num_classes):
         raise KerasMixerError(f"num_classes must be a whole number ({shipped}), got {num_classes!r}")
     if num_classes not in LABEL_FILES:
         raise KerasMixerError(f"no ImageNet label file for a {num_classes}-class head; shipped: {shipped} classes")
@@ -94,7 +93,7 @@ def decode_predictions(preds, top=5):
     if preds.ndim != 2:
         raise KerasMixerError(f"decode_predictions expects a [batch, classes] array, got shape {preds.shape}")
     # a negative top listed all classes but |top| (Keras' slicing); NaN rows were ranked as if they were scores
-    if isinstance(top, bool) or not isinstance(top, numbers.Integral) or top < 0:
+    if not is_whole_number(top) or top < 0:
         raise KerasMixerError(f"top must be a whole number >= 0, got {top!r}")
     if not np.issubdtype(preds.dtype, np.number) or not np.all(np.isfinite(preds)):
         raise KerasMixerError("decode_predictions: the predictions hold NaN or infinite values (or are not numbers)")

@@ -122,6 +122,28 @@ def test_a_tflite_file_given_as_a_keras_model_is_named_as_such(tmp_path):
         load_keras_model(path)
 
 
+@pytest.mark.parametrize("crop_fraction, kept", [(0.875, True), (1, True), (True, False), (0, False),
+                                                  (float("nan"), False)])
+def test_a_models_stored_crop_fraction_must_be_a_fraction(tmp_path, crop_fraction, kept):
+    """The evaluation crop stored in a `.keras` file (keras_mixer.json): JSON's `true` read as a crop of 1 (Python
+    counts True as 1), so a damaged file evaluated at another crop than it was trained for."""
+    import json
+    import zipfile
+
+    from keras_mixer.weights import read_model_info
+    from keras_mixer.weights.model_file import INFO_ENTRY
+
+    path = tmp_path / "m.keras"
+    tiny(classes=5).save(path)
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr(INFO_ENTRY, json.dumps({"crop_fraction": crop_fraction}))
+    if kept:
+        assert read_model_info(path) == {"crop_fraction": crop_fraction}
+    else:
+        with pytest.raises(WeightsError, match=f"m.keras: malformed {INFO_ENTRY}"):
+            read_model_info(path)
+
+
 class Payload:
     def __reduce__(self):
         return (os.system, ("echo pwned > /dev/null",))

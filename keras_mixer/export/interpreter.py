@@ -1,12 +1,11 @@
 """Running `.tflite` files: the LiteRT interpreter (ai-edge-litert), else tflite-runtime, else TensorFlow's."""
 
-import numbers
 import os
 from collections import Counter
 
 import numpy as np
 
-from keras_mixer.errors import ExportError
+from keras_mixer.errors import ExportError, is_whole_number
 from keras_mixer.io_utils import native_stderr_quiet
 from keras_mixer.preprocessing import preprocessed_images_problem, quantize_values
 
@@ -37,8 +36,7 @@ def load_interpreter(path, num_threads=None, delegates=True, verify=True):
     if not os.path.isfile(path):
         raise ExportError(f"{path}: no such .tflite file")
     # LiteRT's own refusal read as a damaged file ("not a valid .tflite model (num_threads should >= 1)")
-    if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral)
-                                    or num_threads < 1):
+    if num_threads is not None and not (is_whole_number(num_threads) and num_threads >= 1):
         raise ExportError(f"num_threads must be None (LiteRT's default) or a whole number >= 1, got {num_threads!r}")
     if verify:
         from keras_mixer.export.sandbox import probe

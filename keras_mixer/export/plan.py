@@ -10,10 +10,9 @@ pieces (`keras_mixer.export.blockwise`: memory bounded by a piece). "auto" takes
 """
 
 import dataclasses
-import numbers
 import re
 
-from keras_mixer.errors import ExportError
+from keras_mixer.errors import ExportError, is_whole_number
 from keras_mixer.export.calibration import CALIBRATION_METHODS
 
 QUANTIZATION_MODES = ("float32", "float16", "dynamic", "int8", "uint8")
@@ -69,10 +68,6 @@ class ModelFacts:
                    experts_on_cpu=form is not None and form.keeps_experts)
 
 
-def _whole_number(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 @dataclasses.dataclass(frozen=True)
 class ExportOptions:
     """What the caller asked for (`to_tflite`'s arguments that decide the plan), checked on creation."""
@@ -96,11 +91,11 @@ class ExportOptions:
         for name, value, smallest in (("batch_size", self.batch_size, 1),
                                       ("calibration_steps", self.calibration_steps, 1),
                                       ("calibration_samples", self.calibration_samples, 1)):
-            if not _whole_number(value) or value < smallest:
+            if not is_whole_number(value) or value < smallest:
                 # None made a dynamic batch that the calibration and the Edge TPU compiler cannot take
                 static = " (the exported graph's static batch)" if name == "batch_size" else ""
                 raise ExportError(f"{name} must be a whole number >= {smallest}{static}, got {value!r}")
-        if not (self.float_layers is None or _whole_number(self.float_layers) and self.float_layers >= 0
+        if not (self.float_layers is None or is_whole_number(self.float_layers) and self.float_layers >= 0
                 or isinstance(self.float_layers, (str, list, tuple))):
             raise ExportError(f"float_layers must be regular expressions or a number of ops >= 0, got "
                               f"{self.float_layers!r}")

@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from keras_mixer.errors import ExportError, KerasMixerError
+from keras_mixer.errors import ExportError, KerasMixerError, is_whole_number
 from keras_mixer.export import blockwise, quantization_report
 from keras_mixer.export.calibration import narrow_ranges
 from keras_mixer.export.edgetpu_model import edgetpu_form
@@ -320,7 +320,7 @@ def _float_layers_kept(rows, float_layers, name, quantization, equalization, cal
     import json
 
     kept = []
-    if isinstance(float_layers, int) and not isinstance(float_layers, bool):
+    if is_whole_number(float_layers):
         kept = [row["tensor"] for row in rows[:float_layers]]
     elif float_layers:
         for pattern in float_layers:

@@ -5,14 +5,13 @@ global setting is given `data_format="channels_last"` (a channels-first setting,
 would otherwise pool over channels and size the head by the token count without an error).
 """
 
-import numbers
 import os
 
 import keras
 import numpy as np
 
 from keras_mixer import weights as weights_lib
-from keras_mixer.errors import KerasMixerError
+from keras_mixer.errors import KerasMixerError, is_number, is_whole_number
 from keras_mixer.layers.input_normalization import INCEPTION, InputNormalization, check_normalization, fold_into_stem
 from keras_mixer.models.registry import register_variant
 
@@ -62,10 +61,10 @@ def check_arguments(pooling, weights=None, include_top=True, classifier_activati
             raise KerasMixerError(
                 "Only None and 'softmax' activations are allowed for classifier_activation when loading weights "
                 f"with include_top=True (as in keras.applications); got {classifier_activation!r}")
-    if include_top and (isinstance(classes, bool) or not isinstance(classes, numbers.Integral) or classes < 1):
+    if include_top and not (is_whole_number(classes) and classes >= 1):
         raise KerasMixerError(f"classes must be a whole number >= 1 (the head's size), got {classes!r}")
     for name, rate in (("drop_path_rate", drop_path_rate), ("dropout_rate", dropout_rate)):
-        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
+        if not (is_number(rate) and 0 <= rate < 1):
             raise KerasMixerError(f"{name} must be a number in [0, 1), got {rate!r}")
 
 

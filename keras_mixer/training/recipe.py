@@ -4,12 +4,11 @@ and the presets with the published Mixer hyper-parameters."""
 
 import dataclasses
 import math
-import numbers
 
 import keras
 from keras import ops
 
-from keras_mixer.errors import TrainingError
+from keras_mixer.errors import TrainingError, is_number, is_whole_number
 from keras_mixer.models.applications import output_activation
 
 
@@ -55,38 +54,30 @@ class Recipe:
         return dataclasses.replace(self, **changes)
 
 
-def _real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def is_whole_number(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 # What each field takes (RandAugment's pair is checked where the pipeline builds it): a value outside would train
 # something else without a word, as a negative warmup or a decay that rises. The command line's flags for these
 # fields take the same ranges (tests/test_cli.py).
 ALLOWED = {
     "optimizer": ("'adamw' or 'sgd'", lambda value: value in ("adamw", "sgd")),
-    "learning_rate": ("a number > 0", lambda value: _real(value) and value > 0),
+    "learning_rate": ("a number > 0", lambda value: is_number(value) and value > 0),
     "batch_size": ("an integer >= 1", lambda value: is_whole_number(value) and value >= 1),
-    "weight_decay": ("a number >= 0", lambda value: _real(value) and value >= 0),
-    "momentum": ("a number >= 0 and < 1", lambda value: _real(value) and 0 <= value < 1),
+    "weight_decay": ("a number >= 0", lambda value: is_number(value) and value >= 0),
+    "momentum": ("a number >= 0 and < 1", lambda value: is_number(value) and 0 <= value < 1),
     "warmup_steps": ("an integer >= 0", lambda value: is_whole_number(value) and value >= 0),
     "decay": ("'cosine' or 'linear'", lambda value: value in ("cosine", "linear")),
-    "end_fraction": ("a number >= 0 and <= 1", lambda value: _real(value) and 0 <= value <= 1),
-    "clip_global_norm": ("a number >= 0 (0: no clipping)", lambda value: _real(value) and value >= 0),
+    "end_fraction": ("a number >= 0 and <= 1", lambda value: is_number(value) and 0 <= value <= 1),
+    "clip_global_norm": ("a number >= 0 (0: no clipping)", lambda value: is_number(value) and value >= 0),
     "accumulation_steps": ("an integer >= 1", lambda value: is_whole_number(value) and value >= 1),
     "loss": ("'softmax' or 'sigmoid'", lambda value: value in ("softmax", "sigmoid")),
-    "label_smoothing": ("a number >= 0 and < 1", lambda value: _real(value) and 0 <= value < 1),
-    "mixup_alpha": ("a number >= 0", lambda value: _real(value) and value >= 0),
-    "cutmix_alpha": ("a number >= 0", lambda value: _real(value) and value >= 0),
+    "label_smoothing": ("a number >= 0 and < 1", lambda value: is_number(value) and 0 <= value < 1),
+    "mixup_alpha": ("a number >= 0", lambda value: is_number(value) and value >= 0),
+    "cutmix_alpha": ("a number >= 0", lambda value: is_number(value) and value >= 0),
     "inception_crop": ("True or False", lambda value: isinstance(value, bool)),
     "random_flip": ("True or False", lambda value: isinstance(value, bool)),
-    "eval_crop_fraction": ("None or a number > 0 and <= 1", lambda value: value is None or (_real(value) and
+    "eval_crop_fraction": ("None or a number > 0 and <= 1", lambda value: value is None or (is_number(value) and
                                                                                              0 < value <= 1)),
-    "drop_path_rate": ("a number >= 0 and < 1", lambda value: _real(value) and 0 <= value < 1),
-    "dropout_rate": ("a number >= 0 and < 1", lambda value: _real(value) and 0 <= value < 1),
+    "drop_path_rate": ("a number >= 0 and < 1", lambda value: is_number(value) and 0 <= value < 1),
+    "dropout_rate": ("a number >= 0 and < 1", lambda value: is_number(value) and 0 <= value < 1),
 }
 
 

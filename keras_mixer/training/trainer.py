@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 from keras_mixer.datasets import check_dataset, check_model_classes, image_shape, model_image_size
-from keras_mixer.errors import TrainingError
+from keras_mixer.errors import TrainingError, is_whole_number
 from keras_mixer.export.evaluate import top_k_accuracy
 from keras_mixer.io_utils import require_output_folder, write_text
 from keras_mixer.models.registry import list_models, refuse_weights_beside, registered_name, variant_name
@@ -37,7 +37,7 @@ from keras_mixer.training.distribute import (
     under_global_policy,
 )
 from keras_mixer.training.feed import fit_data, with_pixel_input
-from keras_mixer.training.recipe import compile_model, get_recipe, is_whole_number
+from keras_mixer.training.recipe import compile_model, get_recipe
 from keras_mixer.weights import (load_keras_model, load_keras_model_with_info, nonfinite_variables, require_model_file,
                                  save_model)
 

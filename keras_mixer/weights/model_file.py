@@ -6,7 +6,7 @@ import json
 import os
 import zipfile
 
-from keras_mixer.errors import WeightsError
+from keras_mixer.errors import WeightsError, is_number
 from keras_mixer.io_utils import atomic_path
 
 INFO_ENTRY = "keras_mixer.json"
@@ -48,6 +48,6 @@ def read_model_info(path):
     fraction = info.get("crop_fraction") if isinstance(info, dict) else None
     if not isinstance(info, dict) or (names is not None and not (
             isinstance(names, list) and all(isinstance(name, str) for name in names))) or (
-            fraction is not None and not (isinstance(fraction, (int, float)) and 0 < fraction <= 1)):
+            fraction is not None and not (is_number(fraction) and 0 < fraction <= 1)):
         raise WeightsError(f"{path}: malformed {INFO_ENTRY}: {str(info)[:200]}")
     return {key: info[key] for key in INFO_KEYS if key in info}
