@@ -183,7 +183,9 @@ def _predict(args):
             if "top" in result:
                 best = ", ".join(f"{entry['label']} {entry['score']:.1%}" for entry in result["top"])
                 print(f"{result['image']}: {best}")
-    return 1 if any("error" in result for result in results) else 0
+    # as for any bad input, exit 2 when no image could be classified; 1 when some were and the others are named
+    failed = sum("error" in result for result in results)
+    return 2 if failed == len(results) else 1 if failed else 0
 
 
 def _qat(args):

@@ -186,6 +186,10 @@ def test_predict_names_an_unreadable_file_and_classifies_the_others(run, tmp_pat
     code, out, err = cli("predict", run / "model_int8.tflite", broken, good, "--json")
     assert code == 1 and str(broken) in err and len(err.strip().splitlines()) == 1
     assert [result["image"] for result in json.loads(out)] == [str(good)]
+    code, out, err = cli("predict", run / "model_int8.tflite", broken, tmp_path / "IMG_0042.jpg")  # nothing classified
+    assert (code, out) == (2, "") and err.strip().splitlines() == [
+        f"keras-mixer predict: error: {broken}: not an image (no format Pillow knows)",
+        f"keras-mixer predict: error: {tmp_path / 'IMG_0042.jpg'}: cannot read the file (No such file or directory)"]
 
 
 def test_int8_export_without_calibration_is_refused(run, tmp_path):
