@@ -227,7 +227,8 @@ def _evaluate(args):
     from keras_mixer.training import evaluate
 
     report = evaluate(args.model, args.dataset, image_size=args.image_size, batch_size=args.batch_size,
-                      data_dir=args.data_dir, download=args.download, weights=args.weights)
+                      data_dir=args.data_dir, download=args.download, weights=args.weights,
+                      crop_fraction=args.crop_fraction)
     _say_undecodable(args.command, report["examples"], report["files"])
     if args.json:
         _print_report({"model": report["model"], "dataset": str(report["dataset"]), "examples": report["examples"],

@@ -3,9 +3,11 @@ subcommand's `--help` answer without importing keras_mixer (and so TensorFlow). 
 `keras_mixer.cli` (`run`), which imports nothing from here: the dependency goes one way."""
 
 import argparse
+import difflib
 import importlib.util
 import math
 import os
+import re
 import sys
 
 
@@ -51,6 +53,15 @@ POSITIVE = _number(float, 0, low_open=True)
 RECIPE_OPTIONS = (("learning_rate", POSITIVE), ("weight_decay", NON_NEGATIVE),
                   ("warmup_steps", INDEX), ("label_smoothing", RATE), ("mixup_alpha", NON_NEGATIVE),
                   ("cutmix_alpha", NON_NEGATIVE), ("drop_path_rate", RATE), ("dropout_rate", RATE))
+
+# timm's train.py / validate.py flags a timm user types from habit -> ours (an unknown flag says which to use)
+TIMM_FLAGS = {"--lr": "--learning-rate", "--drop-path": "--drop-path-rate", "--drop": "--dropout-rate",
+              "--smoothing": "--label-smoothing", "--mixup": "--mixup-alpha", "--cutmix": "--cutmix-alpha",
+              "--img-size": "--image-size", "-b": "--batch-size", "--pretrained": "--weights imagenet",
+              "--checkpoint": "--weights FILE", "--initial-checkpoint": "--weights FILE", "--crop-pct": "--crop-fraction",
+              "--aa": "--randaugment NUM_OPS MAGNITUDE", "--amp": "--precision mixed_bfloat16",
+              "--warmup-epochs": "--warmup-steps",
+              "--resume": "a run resumes by itself (the same command, the same --output)"}
 
 DATASET_HELP = ("digits (offline), an image folder (one sub-folder per class, optionally inside train/ and val/) "
                 "or a tfds name (cifar10, imagenette, imagenet2012, ...)")
@@ -184,6 +195,9 @@ def build_parser():
                                                   "file")
     _add_dataset_arguments(evaluate_keras)
     evaluate_keras.add_argument("--batch-size", type=COUNT, default=256)
+    evaluate_keras.add_argument("--crop-fraction", type=FRACTION,
+                                help="evaluation crop (default: the one the .keras file recorded, else the dataset's: "
+                                     "1.0 for folders and digits, 0.875 for tfds)")
     evaluate_keras.add_argument("--json", action="store_true", help="print one JSON object (top1, top5, examples)")
 
     qat = commands.add_parser("qat", help="quantization-aware fine-tuning of a trained .keras model on your data "
@@ -229,11 +243,31 @@ def build_parser():
     edgetpu = commands.add_parser("edgetpu-check", help="which ops of a .tflite the Coral Edge TPU would map")
     edgetpu.add_argument("model", help=".tflite file")
     edgetpu.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.command_parsers = commands.choices
     return parser
 
 
+def _refuse_unrecognized(command_parser, extra):
+    """One line naming what the command does not take, with its flag where the user typed timm's or a near miss:
+    argparse's own line named neither the command (`keras-mixer: error: unrecognized arguments: --lr 0.1`)."""
+    flags = set(re.findall(r"(?<![\w-])--?[a-z][\w-]*", command_parser.format_help()))
+    hints = []
+    for token in (token.split("=")[0] for token in extra if token.startswith("-")):
+        ours = TIMM_FLAGS.get(token, "")
+        if ours.split(" ")[0] in flags:
+            hints.append(f"timm's {token} is {ours} here")
+        elif ours and not ours.startswith("-") and "--overwrite" in flags:  # train and qat resume
+            hints.append(f"timm's {token}: {ours}")
+        elif close := difflib.get_close_matches(token, sorted(flags), n=1, cutoff=0.75):
+            hints.append(f"did you mean {close[0]}?")
+    command_parser.error(f"unrecognized arguments: {' '.join(extra)}" + (f" ({'; '.join(hints)})" if hints else ""))
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        _refuse_unrecognized(parser.command_parsers[args.command], extra)
     # the recipe fields given as flags, as `train(**overrides)` takes them (the commands need not know the flags)
     args.recipe_overrides = {field: getattr(args, field) for field, _ in RECIPE_OPTIONS
                              if getattr(args, field, None) is not None}

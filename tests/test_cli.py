@@ -118,6 +118,59 @@ def test_bad_numbers_are_one_line_naming_the_flag(argv, message, capsys):
     assert exit_info.value.code == 2 and err == f"keras-mixer {argv[0]}: error: {message}\n"
 
 
+UNRECOGNIZED = [
+    (["train", "--lr", "0.1"], "--lr 0.1 (timm's --lr is --learning-rate here)"),
+    (["train", "--pretrained", "-b", "64"], "--pretrained -b 64 (timm's --pretrained is --weights imagenet here; "
+                                            "timm's -b is --batch-size here)"),
+    (["evaluate", "m.keras", "--crop-pct=0.9"], "--crop-pct=0.9 (timm's --crop-pct is --crop-fraction here)"),
+    (["qat", "m.keras", "--resume", "r"], "--resume r (timm's --resume: a run resumes by itself (the same command, "
+                                          "the same --output))"),
+    (["train", "--learnin-rate", "0.1"], "--learnin-rate 0.1 (did you mean --learning-rate?)"),
+    (["demo", "--resume"], "--resume"),  # the demo does not resume: no hint
+    (["export", "a.keras", "b.tflite", "c.tflite"], "c.tflite"),
+]
+
+
+@pytest.mark.parametrize("argv, unrecognized", UNRECOGNIZED, ids=[" ".join(argv) for argv, _ in UNRECOGNIZED])
+def test_an_unknown_flag_is_one_line_naming_the_command_and_the_flag_meant(argv, unrecognized, capsys):
+    """argparse's line named neither the command (`keras-mixer: error: unrecognized arguments: --lr 0.1`) nor our
+    flag for the timm flag typed from habit or the near miss."""
+    with pytest.raises(SystemExit) as exit_info:
+        keras_mixer_cli.main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err == f"keras-mixer {argv[0]}: error: unrecognized arguments: {unrecognized}\n"
+
+
+def test_evaluate_crop_fraction_reaches_the_evaluation(monkeypatch, tmp_path):
+    """`evaluate --crop-fraction` (timm validate.py's --crop-pct) overrides the crop the file recorded."""
+    from keras_mixer.errors import TrainingError
+    from keras_mixer.training import evaluate, trainer
+    from keras_mixer.weights import save_model
+
+    crops = []
+
+    def pipeline(source, image_size, batch_size, recipe, training):
+        crops.append(recipe.eval_crop_fraction)
+        raise KeyboardInterrupt  # stop before evaluating: what matters is what the pipeline was given
+
+    monkeypatch.setattr(trainer, "make_pipeline", pipeline)
+    model = build_digits_mixer()
+    recorded = save_model(model, tmp_path / "m.keras", crop_fraction=0.875)
+    for source, crop_fraction in ((model, None), (recorded, None), (recorded, 0.5)):
+        with pytest.raises(KeyboardInterrupt):
+            evaluate(source, "digits", crop_fraction=crop_fraction)
+    assert crops == [None, 0.875, 0.5]  # None: digits' own (no crop)
+    with pytest.raises(TrainingError, match="crop_fraction must be None or a number > 0 and <= 1, got True"):
+        evaluate(model, "digits", crop_fraction=True)
+    seen = []
+    import keras_mixer.training
+
+    monkeypatch.setattr(keras_mixer.training, "evaluate", lambda *args, **kwargs: seen.append(kwargs) or 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        keras_mixer_cli.main(["evaluate", "m.keras", "--crop-fraction", "0.9"])
+    assert seen[0]["crop_fraction"] == 0.9
+
+
 def test_benchmark_onto_a_file_is_refused_before_measuring(tmp_path, capsys, monkeypatch):
     """It was refused only after every measurement had run (minutes to hours)."""
     from keras_mixer import benchmark

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 from keras_mixer.datasets import check_dataset, check_model_classes, image_shape, model_image_size
-from keras_mixer.errors import TrainingError, is_whole_number
+from keras_mixer.errors import TrainingError, is_number, is_whole_number
 from keras_mixer.export.evaluate import top_k_accuracy
 from keras_mixer.io_utils import require_output_folder, write_text
 from keras_mixer.models.registry import list_models, refuse_weights_beside, registered_name, variant_name
@@ -467,12 +467,14 @@ def _model_and_info(model, weights=None, image_size=None):
 
 
 def evaluate(model, dataset=DIGITS, image_size=None, batch_size=256, data_dir=None, download=False, recipe=None,
-             weights=None):
+             weights=None, crop_fraction=None):
     """Top-1 / top-5 of a `.keras` file (or keras.Model, or a registry name with its `weights`: a pretrained tag
     or a checkpoint file, as timm's validate.py takes a model name) on the eval split of `dataset`, preprocessed as
     the model was evaluated in training (the crop recorded in its file), else as `recipe` or the dataset says
-    (tfds datasets: timm's central 87.5 %)."""
+    (tfds datasets: timm's central 87.5 %); `crop_fraction` (timm's --crop-pct) overrides the crop."""
     check_run_length(batch_size=batch_size)
+    if crop_fraction is not None and not (is_number(crop_fraction) and 0 < crop_fraction <= 1):
+        raise TrainingError(f"crop_fraction must be None or a number > 0 and <= 1, got {crop_fraction!r}")
     check_image_size(image_size)
     check_dataset(dataset)  # before the model is loaded
     model, info = _model_and_info(model, weights, image_size)
@@ -482,7 +484,8 @@ def evaluate(model, dataset=DIGITS, image_size=None, batch_size=256, data_dir=No
     image_size = image_size or model_size
     source = load_source(dataset, "eval", data_dir, download, image_size)
     check_model_classes(model.name, model.output_shape[-1], info.get("class_names"), source, dataset)
-    recipe = get_recipe(recipe or default_recipe(dataset, None), **_recorded_crop(info))
+    crop = {"eval_crop_fraction": crop_fraction} if crop_fraction is not None else _recorded_crop(info)
+    recipe = get_recipe(recipe or default_recipe(dataset, None), **crop)
     result = evaluate_model(model, make_pipeline(source, image_size, batch_size, recipe, training=False))
     return {"model": model.name, "dataset": dataset, "examples": result.pop("eval_examples"),
             "files": source.num_examples, **result}
