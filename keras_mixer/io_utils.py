@@ -36,6 +36,15 @@ def atomic_path(path):
             os.unlink(tmp)
 
 
+def folder_given_as_model(path, suffixes=(".keras", ".tflite")):
+    """What to say of a folder given where a model file belongs (a run's folder: `train --output runs/float` writes
+    runs/float/model.keras): the model files inside it, to give instead."""
+    inside = sorted(name for name in os.listdir(path) if name.endswith(suffixes))
+    held = f"; give one of its files: {', '.join(os.path.join(path, name) for name in inside)}" if inside else \
+        f", and holds no {' or '.join(suffixes)} file"
+    return f"{path} is a folder, not a model file{held}"
+
+
 def require_suffix(path, suffix, what, error):
     """`error` (an exception class) naming `path` unless it ends in `suffix`: a file the user named by mistake, a
     model.keras given as a report's path, is never replaced by another kind of file. `what` says what is written."""

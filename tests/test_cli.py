@@ -141,6 +141,25 @@ def test_an_unknown_flag_is_one_line_naming_the_command_and_the_flag_meant(argv,
     assert exit_info.value.code == 2 and err == f"keras-mixer {argv[0]}: error: unrecognized arguments: {unrecognized}\n"
 
 
+@pytest.mark.parametrize("argv", [["evaluate", "{run}"], ["qat", "{run}"], ["export", "{run}", "m.tflite"],
+                                  ["predict", "{run}", "cat.jpg"], ["train", "--model", "{run}"],
+                                  ["evaluate-tflite", "{run}"]], ids=lambda argv: argv[0])
+def test_a_run_folder_given_as_the_model_names_the_models_inside(argv, tmp_path, capsys):
+    """`train --output runs/float` writes runs/float/model.keras; the folder given as the model was 'does not
+    exist', 'unknown model' or 'no such .tflite file' (it exists)."""
+    run = tmp_path / "runs" / "float"
+    run.mkdir(parents=True)
+    (run / "model.keras").write_bytes(b"")
+    (run / "model_int8.tflite").write_bytes(b"")
+    (run / "report.json").write_text("{}")
+    code = keras_mixer_cli.main([part.format(run=run) for part in argv])
+    err = capsys.readouterr().err
+    files = f"{run / 'model_int8.tflite'}" if argv[0] == "evaluate-tflite" else \
+        f"{run / 'model.keras'}, {run / 'model_int8.tflite'}"
+    assert code == 2 and err == f"keras-mixer {argv[0]}: error: {run} is a folder, not a model file; give one of its " \
+                                f"files: {files}\n"
+
+
 def test_evaluate_crop_fraction_reaches_the_evaluation(monkeypatch, tmp_path):
     """`evaluate --crop-fraction` (timm validate.py's --crop-pct) overrides the crop the file recorded."""
     from keras_mixer.errors import TrainingError

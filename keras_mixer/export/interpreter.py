@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 
 from keras_mixer.errors import ExportError, is_whole_number
-from keras_mixer.io_utils import native_stderr_quiet
+from keras_mixer.io_utils import folder_given_as_model, native_stderr_quiet
 from keras_mixer.preprocessing import preprocessed_images_problem, quantize_values
 
 
@@ -33,6 +33,8 @@ def load_interpreter(path, num_threads=None, delegates=True, verify=True):
     process down with it.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ExportError(folder_given_as_model(path, (".tflite",)))
     if not os.path.isfile(path):
         raise ExportError(f"{path}: no such .tflite file")
     # LiteRT's own refusal read as a damaged file ("not a valid .tflite model (num_threads should >= 1)")

@@ -12,6 +12,7 @@ import re
 import warnings
 
 from keras_mixer.errors import KerasMixerError
+from keras_mixer.io_utils import folder_given_as_model
 from keras_mixer.weights.pretrained import list_pretrained as released_tags
 
 _BUILDERS = {}
@@ -49,6 +50,8 @@ def list_pretrained(name=None):
 def registered_name(name):
     """The registered name of `name` (a former name too); KerasMixerError naming the nearest names if it is none."""
     registered = variant_name(name)
+    if registered not in _BUILDERS and os.path.isdir(str(registered)):
+        raise KerasMixerError(folder_given_as_model(str(registered)))
     if registered not in _BUILDERS:
         hint = _timm_translation(str(registered))
         if not hint:

@@ -17,7 +17,7 @@ import numpy as np
 from keras_mixer.errors import WeightsError
 from keras_mixer.weights.download import fetch
 from keras_mixer.weights.formats import checkpoint_format, read_checkpoint
-from keras_mixer.weights.model_file import read_model_info, save_model
+from keras_mixer.weights.model_file import read_model_info, require_model_file, save_model
 from keras_mixer.weights.pretrained import PRETRAINED, resolve
 
 KERAS_WEIGHT_SUFFIXES = (".weights.h5", ".keras")
@@ -98,14 +98,6 @@ def _saved_model_name(path):
             return json.loads(archive.read("config.json"))["config"]["name"]
     except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile):
         return None
-
-
-def require_model_file(path):
-    """`path` as a string; WeightsError naming it if no such file exists."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise WeightsError(f"model file {path!r} does not exist")
-    return path
 
 
 def load_keras_model(path):

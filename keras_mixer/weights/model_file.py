@@ -7,7 +7,7 @@ import os
 import zipfile
 
 from keras_mixer.errors import WeightsError, is_number
-from keras_mixer.io_utils import atomic_path
+from keras_mixer.io_utils import atomic_path, folder_given_as_model
 
 INFO_ENTRY = "keras_mixer.json"
 INFO_KEYS = ("class_names", "crop_fraction", "dataset", "eval_top1", "float_eval_top1", "ptq_eval_top1")
@@ -33,10 +33,20 @@ def save_model(model, path, **info):
     return os.fspath(path)
 
 
+def require_model_file(path):
+    """`path` as a string; WeightsError naming it if no such file exists, and the models inside where it is a folder
+    (a run's: `train --output runs/float` writes runs/float/model.keras)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise WeightsError(folder_given_as_model(path))
+    if not os.path.isfile(path):
+        raise WeightsError(f"model file {path!r} does not exist")
+    return path
+
+
 def read_model_info(path):
     """The info `save_model` stored in a `.keras` file ({} for any other `.keras` file)."""
-    if not os.path.isfile(path):
-        raise WeightsError(f"model file {os.fspath(path)!r} does not exist")
+    require_model_file(path)
     try:
         with zipfile.ZipFile(path) as archive:
             if INFO_ENTRY not in archive.namelist():
