@@ -187,6 +187,31 @@ def test_qat_of_a_model_that_is_quantization_aware_already_is_refused_first(tmp_
         quantization_aware_training("mixer_s32", output_dir=tmp_path / "run")
 
 
+def test_qat_into_the_float_models_own_run_folder_is_refused_first(tmp_path, monkeypatch):
+    """`qat runs/float/model.keras --output runs/float` was refused once the QAT model was built, after the float
+    model's evaluation and int8 export; so is a folder recorded for another dataset. Nothing in it changes."""
+    import re
+
+    from keras_mixer.models.mlp_mixer import build_digits_mixer
+    from keras_mixer.training import quantization_aware_training, trainer
+    from keras_mixer.weights import save_model
+
+    monkeypatch.setattr(trainer, "evaluate_model", lambda *args: pytest.fail("evaluated before the refusal"))
+    run = tmp_path / "float"
+    model = build_digits_mixer()
+    save_model(model, run / "model.keras")
+    for record, refusal in (({"params": model.count_params(), "dataset": "digits"},
+                             "the training run of the float model 'mixer_digits'; its QAT run needs a folder of its "
+                             "own"),
+                            ({"params": 1, "dataset": "photos/"}, "dataset: \"photos/\" there, \"digits\" now")):
+        (run / "run.json").write_text(json.dumps(record))
+        before = sorted((path.name, path.stat().st_mtime_ns) for path in run.iterdir())
+        with pytest.raises(TrainingError, match=re.escape(f"{run} belongs to another run ({refusal}): choose a new "
+                                                          "--output, or pass --overwrite")):
+            quantization_aware_training(str(run / "model.keras"), dataset="digits", output_dir=run)
+        assert sorted((path.name, path.stat().st_mtime_ns) for path in run.iterdir()) == before
+
+
 @pytest.mark.parametrize("decay", ["cosine", "linear"])
 def test_schedule_warms_up_linearly_then_decays_to_the_end_fraction(decay):
     recipe = get_recipe("digits", warmup_steps=10, decay=decay, end_fraction=0.1)

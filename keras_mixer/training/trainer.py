@@ -522,6 +522,7 @@ def quantization_aware_training(model, dataset=DIGITS, output_dir="runs/qat", ca
         raise TrainingError(f"{os.fspath(model) if isinstance(model, (str, os.PathLike)) else float_model.name!r} is "
                             "quantization-aware already (a qat output): give the float model it was made from, or "
                             "export it as it is")
+    _refuse_another_runs_folder(Path(output_dir), float_model, dataset, train_options.get("overwrite", False))
     image_size = model_image_size(float_model)
     recipe = get_recipe(recipe, **_recorded_crop(info))
     eval_source = load_source(dataset, "eval", data_dir, download, image_size)
@@ -544,6 +545,25 @@ def quantization_aware_training(model, dataset=DIGITS, output_dir="runs/qat", ca
     report.update({**baselines, "float_eval_top5": float_report["eval_top5"]})
     write_text(Path(output_dir) / "report.json", json.dumps(report, indent=2, default=str))
     return qat_model, report
+
+
+def _refuse_another_runs_folder(output_dir, float_model, dataset, overwrite):
+    """What `claim_run_folder` refuses once the QAT model is built, refused before the float model's evaluation and
+    int8 export (minutes on a large model): a folder recorded for another dataset, or for a run of the float model
+    itself (`qat runs/float/model.keras --output runs/float`), whose parameter count no QAT copy has (its fake-quant
+    ranges are variables)."""
+    path = output_dir / RUN_FILE
+    if overwrite or not path.is_file():
+        return
+    previous = json.loads(path.read_text(encoding="utf-8"))
+    if previous.get("params") == float_model.count_params():
+        other = f"the training run of the float model {float_model.name!r}; its QAT run needs a folder of its own"
+    elif previous.get("dataset") != str(dataset):
+        other = f"dataset: {_brief(previous.get('dataset'))} there, {_brief(str(dataset))} now"
+    else:
+        return
+    raise TrainingError(f"{output_dir} belongs to another run ({other}): choose a new --output, or pass --overwrite "
+                        "to replace that run")
 
 
 def int8_top1(model, calibration, eval_source, recipe):
