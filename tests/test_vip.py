@@ -5,6 +5,7 @@ import pytest
 import keras_mixer
 from digits_helpers import digits_family_tests
 from families import VIP as SMALL
+from keras_mixer.errors import KerasMixerError
 from keras_mixer.layers import WeightedPermuteMLP
 from vip_reference import weighted_permute_mlp
 
@@ -32,6 +33,15 @@ def test_weighted_permute_mlp_matches_reference(grid, channels, segment_dim):
 def test_grid_must_fit_segment_dim():
     with pytest.raises(ValueError, match="8x8 grid with 16 channels does not fit segment_dim 4"):
         WeightedPermuteMLP(4).build((None, 8, 8, 16))
+
+
+@pytest.mark.parametrize("size", [100, 112])
+def test_an_input_size_the_config_does_not_fix_is_refused_naming_the_size_it_takes(size):
+    """A size the patch divides (112) as well as one it does not (100): the stage's refusal named a 16x16 or 14x14
+    grid and segment_dim 32, not the input size to give."""
+    with pytest.raises(KerasMixerError, match=f"Input size {size}x{size}: this Vision Permutator takes 224x224 "
+                                              r"\(patch_size 7 x segment_dim 32, its first stage's grid\)"):
+        keras_mixer.create_model("vip_small7", input_shape=(size, size, 3), classes=10)
 
 
 def test_registry_and_features():

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from keras_mixer import weights as weights_lib
+from keras_mixer.errors import KerasMixerError
 from keras_mixer.layers import LayerNorm, PermutatorBlock
 from keras_mixer.layers.input_normalization import IMAGENET_DEFAULT
 from keras_mixer.models.applications import (
@@ -85,6 +86,13 @@ def VisionPermutator(
     """
     check_arguments(pooling, weights, include_top, classifier_activation, classes, drop_path_rate, dropout_rate)
     images, input_shape = image_input(input_tensor, input_shape)
+    # the permute MLPs mix along height and width with weights as wide as the grid, so the config fixes the input
+    # size; the stage's own refusal named a grid and segment_dim, not the input size to give
+    side = patch_size * segment_dim[0]
+    if all(isinstance(length, int) for length in input_shape[:2]) and tuple(input_shape[:2]) != (side, side):
+        raise KerasMixerError(f"Input size {input_shape[0]}x{input_shape[1]}: this Vision Permutator takes "
+                              f"{side}x{side} (patch_size {patch_size} x segment_dim {segment_dim[0]}, its first "
+                              "stage's grid); for another size, scale every stage's segment_dim with it")
     normalization = trained_normalization(weights, name, AUTHORS_NORMALIZATION, checkpoint_normalization,
                                           input_shape[-1])
     x = keras.layers.Conv2D(embed_dims[0], patch_size, strides=patch_size, data_format=CHANNELS_LAST,
