@@ -4,6 +4,7 @@ subcommand's `--help` answer without importing keras_mixer (and so TensorFlow). 
 
 import argparse
 import difflib
+import importlib.metadata
 import importlib.util
 import math
 import os
@@ -81,8 +82,18 @@ def _add_dataset_arguments(parser, image_size=True, flag="--dataset", default="d
         parser.add_argument("--image-size", type=IMAGE_SIZE, help="input size (default: 32 for digits, else 224)")
 
 
+def _installed_version():
+    """The installed distribution's version (pyproject.toml takes it from keras_mixer.__version__), read without
+    importing keras_mixer, which imports TensorFlow."""
+    try:
+        return importlib.metadata.version("keras-mixer")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed: run from a source tree)"
+
+
 def build_parser():
     parser = _Parser(prog="keras-mixer", description="MLP-Mixer models for Keras 3.")
+    parser.add_argument("--version", action="version", version=f"keras-mixer {_installed_version()}")
     parser.add_argument("--verbose", action="store_true", help="keep TensorFlow's own log lines")
     commands = parser.add_subparsers(dest="command", required=True)
 

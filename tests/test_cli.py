@@ -23,17 +23,27 @@ NATIVE_LOG_LINE = re.compile(r"^(I|W|E)\d{4} |absl::InitializeLog|oneDNN|cpu_fea
 
 def test_help_of_every_command_imports_neither_keras_nor_tensorflow():
     script = ("import contextlib, io, sys, keras_mixer_cli\n"
-              f"for argv in [['--help']] + [[c, '--help'] for c in {SUBCOMMANDS!r}]:\n"
+              f"for argv in [['--help'], ['--version']] + [[c, '--help'] for c in {SUBCOMMANDS!r}]:\n"
               "    with contextlib.redirect_stdout(io.StringIO()) as out:\n"
               "        try:\n"
               "            keras_mixer_cli.main(argv)\n"
               "        except SystemExit as done:\n"
               "            assert done.code == 0, argv\n"
-              "    assert 'usage: keras-mixer' in out.getvalue(), argv\n"
+              "    assert out.getvalue().startswith('keras-mixer ' if argv == ['--version'] else 'usage: keras-mixer')\n"
               "print(sorted(m for m in ('keras', 'tensorflow', 'keras_mixer') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"
+
+
+def test_version_is_the_packages_own(capsys):
+    """`keras-mixer --version` reads the installed distribution, whose version pyproject.toml takes from
+    keras_mixer.__version__ (one place to write it)."""
+    import keras_mixer
+
+    with pytest.raises(SystemExit) as exit_info:
+        keras_mixer_cli.main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out == f"keras-mixer {keras_mixer.__version__}\n"
 
 
 def test_a_command_prints_no_tensorflow_log_lines(tmp_path):
