@@ -115,6 +115,13 @@ def _export(args):
 
     require_tensorflow_backend()
     check_output_paths(args.output, args.report)
+    float_layers = args.float_layers
+    if float_layers and len(float_layers) == 1 and float_layers[0].isdigit():
+        float_layers = int(float_layers[0])  # the N worst ops of the report
+    elif float_layers and any(pattern.isdigit() for pattern in float_layers):
+        # as a pattern, "3" keeps float every op whose name holds a 3 (MixerBlock_3, Dense_3, ...)
+        raise ExportError(f"--float-layers {' '.join(float_layers)}: give a number (the N worst ops) or patterns, not "
+                          "both; a pattern of digits alone matches every op name holding them")
     output = Path(args.output)
     if output.exists() and Path(args.model).exists() and output.resolve() == Path(args.model).resolve():
         raise ExportError(f"{args.output} is the model being exported: export never writes over its own input")
@@ -147,9 +154,6 @@ def _export(args):
               f"better on validation ({info['ptq_eval_top1']:.2%} vs this model's {info['eval_top1']:.2%}): "
               "exporting the float model may give the better int8 file", file=sys.stderr)
     labels = read_labels(args.labels, classes=model.output_shape[-1]) if args.labels else info.get("class_names")
-    float_layers = args.float_layers
-    if float_layers and len(float_layers) == 1 and float_layers[0].isdigit():
-        float_layers = int(float_layers[0])
     options = dict(batch_size=args.batch_size, float_io=args.float_io, integer_only=args.integer_only or None,
                    equalize=not args.no_equalize, float_layers=float_layers,
                    calibration_method=args.calibration_method, route=args.route)

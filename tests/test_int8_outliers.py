@@ -174,3 +174,7 @@ def test_export_cli_report_and_its_one_line_errors(tmp_path):
     assert "SQNR dB" in out and "equalized 3 normalization -> linear pairs" in out
     code, _, err = cli(*common, "--float-layers", "no_such_op")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "'no_such_op' matches no quantized op" in err
+    # a number among patterns was taken as a pattern: "3" kept float every op whose name holds a 3
+    code, _, err = cli(*common, "--float-layers", "3", "head")
+    assert code == 2 and err == ("keras-mixer export: error: --float-layers 3 head: give a number (the N worst ops) or "
+                                 "patterns, not both; a pattern of digits alone matches every op name holding them\n")
