@@ -135,6 +135,9 @@ def test_a_misspelt_model_or_a_missing_model_file_is_refused_before_the_data_is_
     for options, refusal in [(dict(image_size=0), "image_size must be a whole number >= 1 .*got 0"),
                              (dict(image_size="32"), "image_size must be .*got '32'"),
                              (dict(image_size=(32, 0)), r"image_size must be .*got \(32, 0\)"),
+                             (dict(image_size=(32,)), r"image_size must be .*got \(32,\)"),  # failed to unpack
+                             (dict(recipe={"learning_rate": 1.0}), "recipe must be a preset name .* or a Recipe, got "
+                                                                   "dict: give fields as keyword arguments"),
                              (dict(weights="imagenet"), "weights='imagenet' load into a registry model .*without a "
                                                         "model, train builds the digits demo's Mixer")]:
         with pytest.raises(TrainingError, match=refusal):

@@ -125,6 +125,9 @@ def get_recipe(recipe, **overrides):
         if recipe not in PRESETS:
             raise TrainingError(f"unknown recipe {recipe!r}; presets: {', '.join(PRESETS)}")
         recipe = PRESETS[recipe]
+    elif not isinstance(recipe, Recipe):  # a dict of fields was an AttributeError ('dict' has no 'replace')
+        raise TrainingError(f"recipe must be a preset name ({', '.join(PRESETS)}) or a Recipe, got "
+                            f"{type(recipe).__name__}: give fields as keyword arguments (learning_rate=1e-3, ...)")
     unset = sorted(key for key, value in overrides.items() if value is None and key not in NULLABLE_FIELDS)
     if unset:
         raise TrainingError(f"recipe field {unset[0]}=None: give it a value (None switches off only "

@@ -325,8 +325,9 @@ def check_model_arguments(model, weights=None, image_size=None):
 
 def check_image_size(image_size):
     """TrainingError unless `image_size` is None, a whole number >= 1 or a (height, width) pair of them."""
-    sides = image_size if isinstance(image_size, (tuple, list)) else (image_size,)
-    if image_size is not None and not (len(sides) in (1, 2) and all(
+    square = not isinstance(image_size, (tuple, list))  # (224,) failed to unpack where the size was read
+    sides = (image_size,) if square else image_size
+    if image_size is not None and not ((square or len(sides) == 2) and all(
             is_whole_number(side) and side >= 1 for side in sides)):
         raise TrainingError(f"image_size must be a whole number >= 1 or a (height, width) pair of them, got "
                             f"{image_size!r}")
