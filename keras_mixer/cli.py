@@ -44,22 +44,14 @@ def _print_report(report, as_json):
 def _evaluate_tflite(args):
     import numpy as np
 
-    from keras_mixer.datasets import check_model_classes, eval_batches, input_image_size, load_source
-    from keras_mixer.errors import ExportError
-    from keras_mixer.export import evaluate_tflite, load_interpreter, plot_confusion_matrix, read_metadata
-    from keras_mixer.export.evaluate import check_png_path, check_reference_model
+    from keras_mixer.export import evaluate_tflite, load_interpreter, plot_confusion_matrix
+    from keras_mixer.export.evaluate import check_png_path, check_reference_model, dataset_eval_batches
 
     if args.confusion_matrix:
         check_png_path(args.confusion_matrix)  # before the evaluation, not after it
     interpreter = load_interpreter(args.model)
-    classes = int(interpreter.get_output_details()[0]["shape"][-1])
-    try:
-        label_names = read_metadata(args.model)["labels"]
-    except ExportError:  # a .tflite without our metadata: no names to compare
-        label_names = None
-    image_size = input_image_size(interpreter.get_input_details()[0]["shape"], args.model)
-    source = load_source(args.dataset, "eval", args.data_dir, args.download, image_size)
-    check_model_classes(args.model, classes, label_names, source, args.dataset)
+    source, dataset_batches = dataset_eval_batches(args.model, interpreter, args.dataset, args.data_dir, args.download,
+                                                   args.crop_fraction)
     reference = None
     if args.reference:
         from keras_mixer.weights import load_keras_model
@@ -69,7 +61,7 @@ def _evaluate_tflite(args):
     labels = []
 
     def batches():  # keeps the labels for the confusion matrix
-        for images, batch_labels in eval_batches(source, image_size, 64, args.crop_fraction):
+        for images, batch_labels in dataset_batches:
             labels.append(np.asarray(batch_labels))
             yield images, batch_labels
 

@@ -22,7 +22,7 @@ from image_folders import CLASSES, make_image_folders
 from keras_mixer_cli import main
 from keras_mixer.datasets import calibration_images, load_source
 from keras_mixer.errors import DataError, KerasMixerError
-from keras_mixer.export import read_metadata
+from keras_mixer.export import evaluate_tflite, read_metadata
 from keras_mixer.inference import classify, preprocess_image
 from keras_mixer.models.mlp_mixer import build_digits_mixer
 from keras_mixer.preprocessing import preprocess_frame
@@ -77,6 +77,21 @@ def test_int8_file_keeps_the_float_models_top1(run):
     assert int8["top1"] >= float_report["top1"] - 0.01
     assert {"top1", "top5", "examples", "agreement", "latency_ms_median"} <= set(int8)
     assert int8["saturated_outputs"] == 0.0
+    # in Python, the folder named as the images, as to_tflite's representative_data takes it (a name was iterated
+    # as a string of characters, each refused); its scores are the command's own, image for image
+    from keras_mixer.datasets import eval_batches, load_source
+
+    report, scores = evaluate_tflite(run / "model_int8.tflite", run / "textures")
+    source = load_source(run / "textures", "eval", None, False, 32)
+    _, expected = evaluate_tflite(run / "model_int8.tflite", eval_batches(source, 32, 64))
+    assert report["top1"] == int8["top1"] and report["examples"] == 60
+    np.testing.assert_array_equal(scores, expected)
+    with pytest.raises(KerasMixerError, match="has 3 outputs, digits has 10 classes"):
+        evaluate_tflite(run / "model_int8.tflite", "digits")
+    with pytest.raises(KerasMixerError, match="labels come with the dataset .*: give them with arrays only"):
+        evaluate_tflite(run / "model_int8.tflite", run / "textures", labels=np.zeros(60))
+    with pytest.raises(KerasMixerError, match="crop_fraction applies to a dataset named as images"):
+        evaluate_tflite(run / "model_int8.tflite", *next(iter(eval_batches(source, 32, 64))), crop_fraction=0.5)
 
 
 def test_qat_reports_float_post_training_and_qat_accuracy_and_keeps_its_best(run):

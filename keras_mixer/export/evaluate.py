@@ -1,5 +1,6 @@
 """Evaluating exported models: accuracy, agreement with a reference, latency, confusion matrix."""
 
+import os
 import time
 
 import numpy as np
@@ -30,15 +31,24 @@ def latency_ms(interpreter, image, runs=50, warmup=5):
     return float(np.median(times)), float(np.percentile(times, 90))
 
 
-def evaluate_tflite(path, images, labels=None, reference_scores=None, num_threads=1, reference_model=None):
-    """Runs a `.tflite` model over preprocessed `images` with `labels` (class indices or one-hot), or over `images` as an iterable of
-    (images, labels) batches (e.g. `keras_mixer.datasets.eval_batches`; then `labels` is None). Returns
-    (report, scores): top-1/top-5, the share of images with an integer output at its limit, `examples`, the
-    agreement of its argmax with `reference_scores` or with `reference_model`'s outputs on the same images, and
-    the latency of one `invoke` at `num_threads` (batch-1 models)."""
+def evaluate_tflite(path, images, labels=None, reference_scores=None, num_threads=1, reference_model=None,
+                    crop_fraction=None):
+    """Runs a `.tflite` model over preprocessed `images` with `labels` (class indices or one-hot), over `images` as
+    an iterable of (images, labels) batches (e.g. `keras_mixer.datasets.eval_batches`; then `labels` is None), or
+    over the eval split of a dataset named as `images` ("digits", an image folder, a prepared tfds name: as
+    `to_tflite`'s representative_data takes one; `dataset_eval_batches`). Returns (report, scores): top-1/top-5,
+    the share of images with an integer output at its limit, `examples`, the agreement of its argmax with
+    `reference_scores` or with `reference_model`'s outputs on the same images, and the latency of one `invoke` at
+    `num_threads` (batch-1 models)."""
     interpreter = load_interpreter(path, num_threads=num_threads)
     if reference_model is not None:
         check_reference_model(reference_model, interpreter, f"reference_model {reference_model.name!r}", path)
+    if isinstance(images, (str, os.PathLike)):  # iterated, a name was a string of characters, each refused
+        if labels is not None:
+            raise ExportError(f"labels come with the dataset {os.fspath(images)!r}: give them with arrays only")
+        _, images = dataset_eval_batches(path, interpreter, os.fspath(images), crop_fraction=crop_fraction)
+    elif crop_fraction is not None:
+        raise ExportError("crop_fraction applies to a dataset named as images; arrays are evaluated as given")
     if labels is None and isinstance(images, np.ndarray):
         raise ExportError("evaluate_tflite needs labels with an array of images (or an iterable of (images, "
                           "labels) batches as images)")
@@ -83,6 +93,25 @@ def evaluate_tflite(path, images, labels=None, reference_scores=None, num_thread
     if interpreter.get_input_details()[0]["shape"][0] == 1:
         report["latency_ms_median"], report["latency_ms_p90"] = latency_ms(interpreter, first_image)
     return report, scores
+
+
+def dataset_eval_batches(path, interpreter, dataset, data_dir=None, download=False, crop_fraction=None):
+    """(source, batches): the eval split of `dataset` (a name or an image folder) as (images, labels) batches for
+    the `.tflite` model at `path`, at its input size and preprocessed as evaluation preprocesses (the dataset's
+    crop unless given), after its classes are checked against the model's outputs and the class names its
+    metadata holds."""
+    from keras_mixer.datasets import check_model_classes, eval_batches, input_image_size, load_source
+    from keras_mixer.export.metadata import read_metadata
+
+    classes = int(interpreter.get_output_details()[0]["shape"][-1])
+    try:
+        label_names = read_metadata(path)["labels"]
+    except ExportError:  # a .tflite without our metadata: no names to compare
+        label_names = None
+    image_size = input_image_size(interpreter.get_input_details()[0]["shape"], path)
+    source = load_source(dataset, "eval", data_dir, download, image_size)
+    check_model_classes(path, classes, label_names, source, dataset)
+    return source, eval_batches(source, image_size, 64, crop_fraction)
 
 
 def check_reference_model(reference_model, interpreter, what, path):
