@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from keras_mixer.errors import DataError, KerasMixerError
+from keras_mixer.errors import DataError, KerasMixerError, is_number
 
 DIGITS = "digits"
 # What a source is evaluated at: the share of the image's short side the centre crop keeps. tfds datasets follow
@@ -131,6 +131,13 @@ def load_digits(image_size=32, test_fraction=0.2, seed=0):
         images, labels, test_size=test_fraction, stratify=labels, random_state=seed
     )
     return (x_train, y_train), (x_test, y_test)
+
+
+def check_crop_fraction(crop_fraction, error=KerasMixerError):
+    """`error` unless `crop_fraction` is None (the default crop) or a number in (0, 1]: a crop of 0 read one pixel,
+    one above 1 was clipped to the image, both without a word."""
+    if crop_fraction is not None and not (is_number(crop_fraction) and 0 < crop_fraction <= 1):
+        raise error(f"crop_fraction must be a number > 0 and <= 1, got {crop_fraction!r}")
 
 
 def check_dataset(name):

@@ -9,8 +9,9 @@ import os
 import numpy as np
 
 from keras_mixer.datasets import (FULL_CROP_FRACTION, IMAGE_EXTENSIONS, OTHER_IMAGE_EXTENSIONS, TFDS_CROP_FRACTION,
-                                  eval_transform, image_problem, input_image_size, model_image_size)
-from keras_mixer.errors import DataError, ExportError, KerasMixerError, is_number, is_whole_number
+                                  check_crop_fraction, eval_transform, image_problem, input_image_size,
+                                  model_image_size)
+from keras_mixer.errors import DataError, ExportError, KerasMixerError, is_whole_number
 from keras_mixer.models.registry import refuse_weights_beside
 from keras_mixer.preprocessing import imagenet_class_names
 
@@ -109,9 +110,7 @@ def load_classifier(model, weights=None, crop_fraction=None):
     from keras_mixer.export.tflite import outputs_probabilities
     from keras_mixer.weights import load_keras_model_with_info
 
-    # a crop of 0 read one pixel, one above 1 was clipped to the image, both without a word
-    if crop_fraction is not None and not (is_number(crop_fraction) and 0 < crop_fraction <= 1):
-        raise KerasMixerError(f"crop_fraction must be a number > 0 and <= 1, got {crop_fraction!r}")
+    check_crop_fraction(crop_fraction)
     if not isinstance(model, str) or model.endswith((".tflite", ".keras")):
         refuse_weights_beside(model, weights)
     info = {}

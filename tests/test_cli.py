@@ -29,7 +29,8 @@ def test_help_of_every_command_imports_neither_keras_nor_tensorflow():
               "            keras_mixer_cli.main(argv)\n"
               "        except SystemExit as done:\n"
               "            assert done.code == 0, argv\n"
-              "    assert out.getvalue().startswith('keras-mixer ' if argv == ['--version'] else 'usage: keras-mixer')\n"
+              "    expected = 'keras-mixer ' if argv == ['--version'] else 'usage: keras-mixer'\n"
+              "    assert out.getvalue().startswith(expected), argv\n"
               "print(sorted(m for m in ('keras', 'tensorflow', 'keras_mixer') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -148,7 +149,8 @@ def test_an_unknown_flag_is_one_line_naming_the_command_and_the_flag_meant(argv,
     with pytest.raises(SystemExit) as exit_info:
         keras_mixer_cli.main(argv)
     err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and err == f"keras-mixer {argv[0]}: error: unrecognized arguments: {unrecognized}\n"
+    assert exit_info.value.code == 2
+    assert err == f"keras-mixer {argv[0]}: error: unrecognized arguments: {unrecognized}\n"
 
 
 @pytest.mark.parametrize("argv", [["evaluate", "{run}"], ["qat", "{run}"], ["export", "{run}", "m.tflite"],
@@ -189,7 +191,7 @@ def test_evaluate_crop_fraction_reaches_the_evaluation(monkeypatch, tmp_path):
         with pytest.raises(KeyboardInterrupt):
             evaluate(source, "digits", crop_fraction=crop_fraction)
     assert crops == [None, 0.875, 0.5]  # None: digits' own (no crop)
-    with pytest.raises(TrainingError, match="crop_fraction must be None or a number > 0 and <= 1, got True"):
+    with pytest.raises(TrainingError, match="crop_fraction must be a number > 0 and <= 1, got True"):
         evaluate(model, "digits", crop_fraction=True)
     seen = []
     import keras_mixer.training

@@ -90,6 +90,8 @@ def test_int8_file_keeps_the_float_models_top1(run):
         evaluate_tflite(run / "model_int8.tflite", "digits")
     with pytest.raises(KerasMixerError, match="labels come with the dataset .*: give them with arrays only"):
         evaluate_tflite(run / "model_int8.tflite", run / "textures", labels=np.zeros(60))
+    with pytest.raises(KerasMixerError, match="crop_fraction must be a number > 0 and <= 1, got 0"):
+        evaluate_tflite(run / "model_int8.tflite", run / "textures", crop_fraction=0)
     with pytest.raises(KerasMixerError, match="crop_fraction applies to a dataset named as images"):
         evaluate_tflite(run / "model_int8.tflite", *next(iter(eval_batches(source, 32, 64))), crop_fraction=0.5)
 

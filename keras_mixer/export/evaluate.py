@@ -40,6 +40,9 @@ def evaluate_tflite(path, images, labels=None, reference_scores=None, num_thread
     the share of images with an integer output at its limit, `examples`, the agreement of its argmax with
     `reference_scores` or with `reference_model`'s outputs on the same images, and the latency of one `invoke` at
     `num_threads` (batch-1 models)."""
+    from keras_mixer.datasets import check_crop_fraction
+
+    check_crop_fraction(crop_fraction, ExportError)
     interpreter = load_interpreter(path, num_threads=num_threads)
     if reference_model is not None:
         check_reference_model(reference_model, interpreter, f"reference_model {reference_model.name!r}", path)

@@ -50,9 +50,9 @@ def list_pretrained(name=None):
 def registered_name(name):
     """The registered name of `name` (a former name too); KerasMixerError naming the nearest names if it is none."""
     registered = variant_name(name)
-    if registered not in _BUILDERS and os.path.isdir(str(registered)):
-        raise KerasMixerError(folder_given_as_model(str(registered)))
     if registered not in _BUILDERS:
+        if os.path.isdir(str(registered)):  # a run's folder, given where its model.keras belongs
+            raise KerasMixerError(folder_given_as_model(str(registered)))
         hint = _timm_translation(str(registered))
         if not hint:
             lowered = [str(registered).lower()] if str(registered).lower() in _BUILDERS else []

@@ -13,8 +13,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_mixer.datasets import check_dataset, check_model_classes, image_shape, model_image_size
-from keras_mixer.errors import TrainingError, is_number, is_whole_number
+from keras_mixer.datasets import (check_crop_fraction, check_dataset, check_model_classes, image_shape,
+                                  model_image_size)
+from keras_mixer.errors import TrainingError, is_whole_number
 from keras_mixer.export.evaluate import top_k_accuracy
 from keras_mixer.io_utils import require_output_folder, write_text
 from keras_mixer.models.registry import list_models, refuse_weights_beside, registered_name, variant_name
@@ -474,8 +475,7 @@ def evaluate(model, dataset=DIGITS, image_size=None, batch_size=256, data_dir=No
     the model was evaluated in training (the crop recorded in its file), else as `recipe` or the dataset says
     (tfds datasets: timm's central 87.5 %); `crop_fraction` (timm's --crop-pct) overrides the crop."""
     check_run_length(batch_size=batch_size)
-    if crop_fraction is not None and not (is_number(crop_fraction) and 0 < crop_fraction <= 1):
-        raise TrainingError(f"crop_fraction must be None or a number > 0 and <= 1, got {crop_fraction!r}")
+    check_crop_fraction(crop_fraction, TrainingError)
     check_image_size(image_size)
     check_dataset(dataset)  # before the model is loaded
     model, info = _model_and_info(model, weights, image_size)
