@@ -147,6 +147,20 @@ def test_lookups_refuse_what_they_would_answer_wrongly():
         keras_mixer.feature_extractor("m.keras")
 
 
+def test_list_models_chooses_as_timms_does():
+    """timm's `list_models("*b16*")`, `pretrained=True` and `exclude_filters` were a TypeError here."""
+    assert keras_mixer.list_models("*b16*") == keras_mixer.list_models("*B16*") == ["mixer_b16"]
+    assert keras_mixer.list_models(["mixer_s*", "vip_*"], exclude_filters=["*32", "*7"]) == [
+        "mixer_s16", "mixer_s8", "vip_edgetpu", "vip_small14"]
+    with_releases = [name for name in keras_mixer.list_models() if keras_mixer.list_pretrained(name)]
+    assert keras_mixer.list_models(pretrained=True) == with_releases
+    assert "hire_mlp_tiny" in with_releases and "as_mlp_tiny" not in with_releases
+    assert keras_mixer.list_models("mixer") == []  # fnmatch's rules, as timm's: no wildcard, no partial match
+    with pytest.raises(KerasMixerError, match="list_models' filter must be a wildcard pattern like '\\*b16\\*' "
+                                              "or a list of them, got True"):
+        keras_mixer.list_models(True)
+
+
 # --- a checkpoint's own normalization, inside the model ------------------------------------------------------------
 
 HIRE = dict(layers=(1, 1, 1, 1), embed_dims=(8, 16, 24, 32), pixel=(4, 3, 3, 2), step_stride=(2, 2, 3, 2),

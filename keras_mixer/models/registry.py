@@ -7,6 +7,7 @@ Names registered before the rule (`as_mlp_t`, `vip_s14`, `raft_mlp_s`, `sparse_m
 scripts and saved run definitions that use them keep working; `list_models` lists the names of the rule."""
 
 import difflib
+import fnmatch
 import os
 import re
 import warnings
@@ -35,9 +36,29 @@ def variant_name(name):
     return _ALIASES.get(name, name)
 
 
-def list_models():
-    """Names of every registered variant, sorted."""
-    return sorted(_BUILDERS)
+def list_models(filter="", pretrained=False, exclude_filters=""):  # noqa: A002 (timm's argument names)
+    """Names of the registered variants, sorted, chosen as timm's `list_models` chooses: `filter` is a wildcard
+    pattern (`"*b16*"`, fnmatch's rules, case-insensitive) or a list of them, and keeps the names any of them matches;
+    `exclude_filters` drops the names its patterns match; `pretrained=True` keeps the variants that have a release
+    (`list_pretrained(name)` gives their tags)."""
+    names = sorted(_BUILDERS)
+    if filter:
+        names = [name for name in names if _matches_any(name, filter, "filter")]
+    if exclude_filters:
+        names = [name for name in names if not _matches_any(name, exclude_filters, "exclude_filters")]
+    if pretrained:
+        released = {variant for variant, _ in released_tags()}
+        names = [name for name in names if name in released]
+    return names
+
+
+def _matches_any(name, patterns, argument):
+    """Whether `name` matches one of `patterns` (a wildcard string or a list of them)."""
+    patterns = [patterns] if isinstance(patterns, str) else patterns
+    if not isinstance(patterns, (list, tuple)) or not all(isinstance(one, str) for one in patterns):
+        raise KerasMixerError(f"list_models' {argument} must be a wildcard pattern like '*b16*' or a list of them, "
+                              f"got {patterns!r}")
+    return any(fnmatch.fnmatchcase(name, pattern.lower()) for pattern in patterns)
 
 
 def list_pretrained(name=None):
