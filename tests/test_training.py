@@ -788,13 +788,12 @@ def test_a_backup_of_another_model_is_refused_not_half_loaded(tmp_path):
         return model
 
     first = small(3)
-    backup = ResumableBackup(str(tmp_path / "backup"), steps_per_epoch=1)
-    backup.set_model(first)
-    first.fit(np.ones((2, 4)), np.ones((2, 2)), epochs=1, verbose=0, callbacks=[backup])
+    first.fit(np.ones((2, 4)), np.ones((2, 2)), epochs=1, verbose=0,
+              callbacks=[ResumableBackup(str(tmp_path / "backup"))])
     assert (tmp_path / "backup").exists()
-    assert ResumableBackup(str(tmp_path / "backup"), 1).restore(small(3)) == 1  # the same model resumes
+    assert ResumableBackup(str(tmp_path / "backup")).restore(small(3)) == 1  # the same model resumes
     with pytest.raises(TrainingError, match="backup in .*backup was written by a different model"):
-        ResumableBackup(str(tmp_path / "backup"), 1).restore(small(5))
+        ResumableBackup(str(tmp_path / "backup")).restore(small(5))
 
 
 @pytest.mark.parametrize("loss", ["softmax", "sigmoid"])

@@ -135,51 +135,47 @@ class BestValidationWeights(keras.callbacks.Callback):
         self.model.set_weights(self.best_weights)
 
 
-class ResumableBackup(keras.callbacks.BackupAndRestore):
-    """`keras.callbacks.BackupAndRestore` for step-based runs, exact after a kill at any moment.
+class ResumableBackup(keras.callbacks.Callback):
+    """Backs up a step-based run at the end of each fit "epoch" (one checkpoint interval of optimizer steps over a
+    repeated data stream), exact after a kill at any moment: `restore(model)` before `fit` loads the last backup
+    and returns the step it reached, from which the caller resumes the data stream and `fit`'s `initial_epoch`.
 
-    Each fit "epoch" is one checkpoint interval of `steps_per_epoch` optimizer steps over a repeated data stream.
-    Keras' callback writes the weights file in place and the epoch to a separate JSON file, so a kill between or
-    during the two writes leaves them disagreeing or corrupt. Here the weights (model + optimizer state, including
-    `iterations`) are written to a temporary file and renamed, and the step to resume from is read back from the
-    restored `optimizer.iterations` itself, so there is one source of truth. `restore(model)` loads the backup
-    before `fit` and returns the step, so the data stream can be resumed at that batch too. It saves per interval
-    only: the batch-end hook it inherits does nothing then, so it is `async_safe`.
-    """
+    The files are those of `keras.callbacks.BackupAndRestore` (`latest.weights.h5`, `training_metadata.json`), so
+    backups of runs interrupted under earlier versions resume. Keras' callback writes the weights file in place and
+    the epoch to a separate JSON file, so a kill between or during the two writes leaves them disagreeing or
+    corrupt. Here the weights (model + optimizer state, including `iterations`) are written to a temporary file and
+    renamed, and the step is read back from the restored `optimizer.iterations` itself: one source of truth. The
+    JSON file records the model's architecture, so that another model's run is not resumed from this backup. It
+    has no batch-end hook, so it is `async_safe` (see the module's docstring)."""
 
     async_safe = True
 
-    def __init__(self, backup_dir, steps_per_epoch, seed=0):
-        super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False)
-        self.steps_per_epoch = steps_per_epoch
+    def __init__(self, backup_dir, seed=0):
+        super().__init__()
+        self.backup_dir = backup_dir
+        self.weights_path = os.path.join(backup_dir, "latest.weights.h5")
+        self.metadata_path = os.path.join(backup_dir, "training_metadata.json")
         self.seed = seed
-        self._restored = False
 
     def restore(self, model):
         """Loads the latest backup into `model` (compiled) if there is one; returns the optimizer step reached."""
-        self.set_model(model)
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        if os.path.exists(self._weights_path):
+        if os.path.exists(self.weights_path):
             recorded = {}
-            if os.path.exists(self._training_metadata_path):
-                recorded = json.loads(Path(self._training_metadata_path).read_text())
+            if os.path.exists(self.metadata_path):
+                recorded = json.loads(Path(self.metadata_path).read_text())
             if recorded.get("architecture", architecture_fingerprint(model)) != architecture_fingerprint(model):
                 raise TrainingError(f"the backup in {self.backup_dir} was written by a different model (another "
                                     f"architecture or a float/QAT mismatch): give this run its own output folder, "
                                     f"or delete that backup to start over")
             try:
-                model.load_weights(self._weights_path)
+                model.load_weights(self.weights_path)
             except ValueError as error:  # e.g. a backup written before fingerprints were recorded
-                raise TrainingError(f"cannot resume from {self._weights_path}: it does not fit this model "
+                raise TrainingError(f"cannot resume from {self.weights_path}: it does not fit this model "
                                     f"({str(error).splitlines()[0]}); give this run its own output folder, or "
                                     f"delete that backup to start over") from error
-        self._restored = True
         return optimizer_step(model)
-
-    def on_train_begin(self, logs=None):
-        step = self.restore(self.model) if not self._restored else optimizer_step(self.model)
-        self.model._initial_epoch = step // self.steps_per_epoch  # read by fit after on_train_begin (Keras 3)
 
     def on_epoch_begin(self, epoch, logs=None):
         """Re-seeds the model's random layers (dropout, stochastic depth) from (seed, interval): Keras does not
@@ -190,53 +186,50 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
             value = (self.seed * 1_000_003 + index * 7_919 + epoch * 104_729) % 2**31
             state.assign(keras.ops.cast([value, 0], state.dtype))
 
-    def _save_model(self):
+    def on_epoch_end(self, epoch, logs=None):
         if nonfinite_variables(self.model):  # a diverged run keeps its last good backup
             return
         os.makedirs(self.backup_dir, exist_ok=True)
-        with atomic_path(self._weights_path) as tmp:
+        with atomic_path(self.weights_path) as tmp:
             self.model.save_weights(tmp)
-        step = optimizer_step(self.model)
-        # informational only: the step is restored from the weights file
-        write_text(self._training_metadata_path, json.dumps(
-            {"epoch": self._current_epoch, "step": step, "architecture": architecture_fingerprint(self.model)}))
+        # informational but for the architecture: the step is restored from the weights file
+        write_text(self.metadata_path, json.dumps({"epoch": epoch + 1, "step": optimizer_step(self.model),
+                                                   "architecture": architecture_fingerprint(self.model)}))
 
 
 class ResumableCSVLogger(keras.callbacks.CSVLogger):
-    """`keras.callbacks.CSVLogger` that appends across restarts without duplicates or gaps: when a resumed run
-    begins its first epoch, rows for that epoch and later (written before the kill, but after the last backup)
-    and any torn last line are dropped, so the file holds exactly one row per completed epoch."""
+    """`keras.callbacks.CSVLogger` appending across restarts without duplicates or gaps: before a run resumed at
+    `first_epoch` opens the file, the rows of that epoch and later (written before the kill, but after the last
+    backup) and a torn last line are dropped, so the file holds exactly one row per completed epoch."""
 
-    def __init__(self, filename, separator=","):
+    def __init__(self, filename, first_epoch=0, separator=","):
         super().__init__(filename, separator=separator, append=True)
-        self._pruned = False
+        self.metrics_path, self.first_epoch, self.separator = filename, first_epoch, separator
 
-    def on_epoch_begin(self, epoch, logs=None):
-        if not self._pruned:
-            self._pruned = True
-            self._drop_rows_from(epoch)
+    def on_train_begin(self, logs=None):
+        drop_rows_from(self.metrics_path, self.first_epoch, self.separator)
+        super().on_train_begin(logs)
 
-    def _drop_rows_from(self, first_epoch):
-        if not os.path.exists(self.filename):
-            return
-        with open(self.filename, newline="", encoding="utf-8") as file:
-            text = file.read()
-        lines = text.splitlines(keepends=True)
-        if lines and not lines[-1].endswith("\n"):
-            lines.pop()  # torn by the kill
-        rows = list(csv.reader(io.StringIO("".join(lines)), delimiter=self.sep))
-        if not rows:
-            return
-        header, body = rows[0], rows[1:]
-        kept = [row for row in body if len(row) == len(header) and row[0].isdigit() and int(row[0]) < first_epoch]
-        if len(kept) == len(body) and "".join(lines) == text:
-            return
-        self.csv_file.close()
-        out = io.StringIO()
-        csv.writer(out, delimiter=self.sep, lineterminator="\n").writerows([header] + kept)
-        write_text(self.filename, out.getvalue())
-        self.csv_file = open(self.filename, "a", encoding="utf-8")
-        self.append_header = False
+
+def drop_rows_from(csv_path, first_epoch, separator=","):
+    """Rewrites the metrics CSV without its rows of `first_epoch` and later and without a torn last line."""
+    if not os.path.exists(csv_path):
+        return
+    with open(csv_path, newline="", encoding="utf-8") as file:
+        text = file.read()
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines.pop()  # torn by the kill
+    rows = list(csv.reader(io.StringIO("".join(lines)), delimiter=separator))
+    if not rows:
+        return
+    header, body = rows[0], rows[1:]
+    kept = [row for row in body if len(row) == len(header) and row[0].isdigit() and int(row[0]) < first_epoch]
+    if len(kept) == len(body) and "".join(lines) == text:
+        return
+    out = io.StringIO()
+    csv.writer(out, delimiter=separator, lineterminator="\n").writerows([header] + kept)
+    write_text(csv_path, out.getvalue())
 
 
 def read_history(csv_path):

@@ -73,14 +73,16 @@ def build_model(model, classes, image_size, weights, recipe):
     )
 
 
-def step_callbacks(output_dir, is_chief=True, tensorboard=True):
-    """What watches every step of a run: the NaN stop, and on the chief the metrics CSV and (TensorFlow writes
-    them) TensorBoard logs in `output_dir`. None of them makes the host wait for a step (training/callbacks.py);
+def step_callbacks(output_dir, is_chief=True, tensorboard=True, first_epoch=0):
+    """What watches every step of a run: the NaN stop, and on the chief the metrics CSV (a run resumed at interval
+    `first_epoch` writes that interval's row and the later ones again) and (TensorFlow writes them) TensorBoard
+    logs in `output_dir`. None of them makes the host wait for a step (training/callbacks.py);
     benchmarks/train_gpu.py times the trainer's feed with them."""
     if not is_chief:
         return [StopOnNonFiniteLoss()]
     logs = [IntervalTensorBoard(str(Path(output_dir) / "tensorboard"))] if tensorboard else []
-    return [StopOnNonFiniteLoss(), ResumableCSVLogger(str(Path(output_dir) / "metrics.csv")), *logs]
+    return [StopOnNonFiniteLoss(), ResumableCSVLogger(str(Path(output_dir) / "metrics.csv"), first_epoch),
+            *logs]
 
 
 def train(
@@ -222,13 +224,14 @@ def train(
             # workers other than the chief keep their own backup (Keras' multi-worker convention)
             backup_dir = (output_dir / "backup" if distribution.is_chief
                           else output_dir / f"backup_worker{distribution.worker_index}")
-            backup = ResumableBackup(str(backup_dir), interval, seed)
+            backup = ResumableBackup(str(backup_dir), seed)
             start_step = backup.restore(trainee)
 
             train_data = make_pipeline(train_source, image_size, batch_size, recipe, training=True, seed=seed,
                                        deterministic=deterministic, skip_batches=start_step, pixels=True)
             eval_data = make_pipeline(eval_source, image_size, batch_size, recipe, training=False, pixels=True)
-            callbacks = [*step_callbacks(output_dir, distribution.is_chief), backup]
+            first_interval = start_step // interval
+            callbacks = [*step_callbacks(output_dir, distribution.is_chief, first_epoch=first_interval), backup]
             if verbose == "auto":
                 verbose = 1 if sys.stdout.isatty() else 2  # one line per interval in logs, a live bar on a terminal
             def feed(data, repeat=False):
@@ -242,7 +245,7 @@ def train(
             if start_step < total_steps:
                 with InterruptBetweenSteps() as interrupt:
                     trainee.fit(feed(train_data), epochs=intervals, steps_per_epoch=interval,
-                                initial_epoch=start_step // interval, validation_data=feed(eval_data, repeat=True),
+                                initial_epoch=first_interval, validation_data=feed(eval_data, repeat=True),
                                 callbacks=[*callbacks, interrupt], verbose=verbose,
                                 # an image folder's size is not known to tf.data
                                 validation_steps=math.ceil(eval_source.num_examples / batch_size),
