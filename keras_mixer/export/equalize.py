@@ -18,6 +18,7 @@ import numpy as np
 from keras import ops
 
 from keras_mixer.errors import ExportError
+from keras_mixer.layers.nesting import nested_layers
 
 # Measured on digits and image-folder Mixers given outlier channels (factors up to 100): 0.5 brings the default
 # int8 and Edge TPU exports back to their outlier-free logit SQNR; see docs/export.md for the sweep.
@@ -91,7 +92,7 @@ def _head_pairs(model):
 def equalization_pairs(model):
     """([(norm layer, [linear layers it feeds])], {norm path: why it is not equalized}) for a keras_mixer model."""
     pairs, skipped = [], {}
-    for layer in model._flatten_layers(include_self=False):
+    for layer in nested_layers(model, include_self=False):
         if hasattr(layer, "channel_equalization"):
             for norm_name, target in layer.channel_equalization().items():
                 norm = _attribute(layer, norm_name)
@@ -101,7 +102,7 @@ def equalization_pairs(model):
                     pairs.append((norm, [_attribute(layer, path) for path in target]))
     pairs += _head_pairs(model)
     paired = {norm.path for norm, _ in pairs}
-    for layer in model._flatten_layers(include_self=False):
+    for layer in nested_layers(model, include_self=False):
         if type(layer).__name__ in _NORMS and layer.path not in paired and layer.path not in skipped:
             skipped[layer.path] = NO_LINEAR_CONSUMER
     return pairs, skipped

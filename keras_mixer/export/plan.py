@@ -53,6 +53,7 @@ class ModelFacts:
         from keras_mixer.export import blockwise
         from keras_mixer.export.edgetpu_model import edgetpu_form
         from keras_mixer.layers.moe import MixtureOfExperts
+        from keras_mixer.layers.nesting import nested_layers
         from keras_mixer.models.applications import output_activation, require_keras_model
         from keras_mixer.quantization import is_quantized
 
@@ -62,7 +63,7 @@ class ModelFacts:
         chain = ((size > LARGE_MODEL_BYTES or route == "blocks") and blockwise.layer_chain(model) is not None)
         return cls(name=model.name, weight_bytes=size, chain=chain, fake_quant=is_quantized(model),
                    probabilities=output_activation(model) == "softmax",
-                   experts=any(isinstance(layer, MixtureOfExperts) for layer in model._flatten_layers()),
+                   experts=any(isinstance(layer, MixtureOfExperts) for layer in nested_layers(model)),
                    edgetpu_form=form is not None,
                    edgetpu_integer_only=form is not None and form.integer_only,
                    experts_on_cpu=form is not None and form.keeps_experts)

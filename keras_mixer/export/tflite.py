@@ -22,6 +22,7 @@ from keras_mixer.export.flatbuffer import (calibrate_only, join, mlir_quantize, 
 from keras_mixer.export.metadata import add_metadata, check_labels
 from keras_mixer.export.plan import ExportOptions, ModelFacts, plan_export
 from keras_mixer.io_utils import atomic_path, native_stderr_quiet, require_suffix, write_text
+from keras_mixer.layers.nesting import nested_layers
 from keras_mixer.models.applications import output_activation
 from keras_mixer.preprocessing import preprocessed_images_problem
 
@@ -89,7 +90,7 @@ def _mixture_of_experts_nodes(model):
     with Keras on 83 % of argmaxes; with these nodes float (the rest int8) on 99 %."""
     from keras_mixer.layers.moe import MixtureOfExperts
 
-    names = [layer.name for layer in model._flatten_layers() if isinstance(layer, MixtureOfExperts)]
+    names = [layer.name for layer in nested_layers(model) if isinstance(layer, MixtureOfExperts)]
     if not names:
         return []
     with contextlib.redirect_stdout(io.StringIO()):

@@ -13,6 +13,7 @@ import numpy as np
 
 from keras_mixer.errors import KerasMixerError
 from keras_mixer.layers.fake_quant import ActivationQuantizer
+from keras_mixer.layers.nesting import nested_layers
 from keras_mixer.preprocessing import preprocessed_images_problem
 
 SCHEMES = ("default_8bit",)
@@ -22,7 +23,7 @@ QUANTIZED_FORMS = {"Dense": ("QuantizedDense", {"quantize_input": True}), "Conv2
 
 
 def is_quantized(model):
-    return any(isinstance(layer, ActivationQuantizer) for layer in model._flatten_layers())
+    return any(isinstance(layer, ActivationQuantizer) for layer in nested_layers(model))
 
 
 def _quantized_layer_config(layer_config, quantize=True):
@@ -50,12 +51,12 @@ def float_layers(model):
     a mixture of experts) are passed over, with everything inside them."""
     found = []
     for layer in model.layers:
-        exempt = {id(inner) for outer in layer._flatten_layers(include_self=True)
-                  if getattr(outer, "float_in_int8_export", False) for inner in outer._flatten_layers()}
-        for inner in layer._flatten_layers(include_self=True):
+        exempt = {id(inner) for outer in nested_layers(layer)
+                  if getattr(outer, "float_in_int8_export", False) for inner in nested_layers(outer)}
+        for inner in nested_layers(layer):
             if (isinstance(inner, (keras.layers.Dense, keras.layers.Conv2D, keras.layers.Conv1D))
                     and id(inner) not in exempt
-                    and not any(isinstance(quantizer, ActivationQuantizer) for quantizer in inner._flatten_layers())):
+                    and not any(isinstance(quantizer, ActivationQuantizer) for quantizer in nested_layers(inner))):
                 found.append((inner.path, type(layer).__name__))
     return found
 
@@ -111,7 +112,7 @@ def strip_quantization(qat_model):
         raise KerasMixerError(f"model {qat_model.name!r} has no fake-quant layers to strip")
     stripped, unset = _rebuild(qat_model, quantize=False)
     if is_quantized(stripped):
-        kept = [layer.path for layer in stripped._flatten_layers() if isinstance(layer, ActivationQuantizer)]
+        kept = [layer.path for layer in nested_layers(stripped) if isinstance(layer, ActivationQuantizer)]
         raise KerasMixerError(f"strip_quantization could not remove the fake-quant layers {kept[:5]}")
     if unset:
         raise KerasMixerError(f"strip_quantization left {unset[:5]} uninitialized: a layer type it does not know?")
@@ -129,7 +130,7 @@ def calibrate(qat_model, images, batch_size=32, steps=None, verbose=1):
                               "gives [-1, 1])")
     images = np.asarray(images, np.float32)
     batches = range(0, len(images), batch_size)[:steps]
-    quantizers = [layer for layer in qat_model._flatten_layers() if isinstance(layer, ActivationQuantizer)]
+    quantizers = [layer for layer in nested_layers(qat_model) if isinstance(layer, ActivationQuantizer)]
     ranges = {id(variable) for quantizer in quantizers for variable in quantizer.variables}
     kept = [(variable, keras.ops.convert_to_numpy(variable)) for variable in qat_model.variables
             if id(variable) not in ranges]
