@@ -177,3 +177,30 @@ def test_drop_path_rejects_bad_rate():
 def test_mixer_block_needs_static_tokens():
     with pytest.raises(ValueError, match="static token count"):
         layers.MixerBlock(4, 8).build((None, None, 6))
+
+
+def test_nested_layers_reaches_every_layer_inside_a_block_once_parents_first():
+    """`nested_layers` is keras_mixer's one reader of Keras' private `Layer._flatten_layers` (QAT, channel
+    equalization and the export find layers inside blocks through it): checked against a walk over the layers'
+    own attributes, so a Keras release that changes it fails here by name."""
+    from keras_mixer.layers.nesting import nested_layers
+
+    def children(layer):
+        return [value for value in vars(layer).values() if isinstance(value, keras.layers.Layer) and value is not layer]
+
+    def by_attributes(layer):
+        return [layer] + [inner for child in children(layer) for inner in by_attributes(child)]
+
+    block = layers.MixerBlock(4, 12, quantize=True)
+    model = keras.Sequential([keras.Input((5, 6)), block, keras.layers.Dense(3)])
+    walked = nested_layers(block)
+    expected = by_attributes(block)
+    assert len(expected) > 10 and walked[0] is block
+    assert len({id(layer) for layer in walked}) == len(walked)
+    assert {id(layer) for layer in walked} == set(map(id, expected))
+    position = {id(layer): index for index, layer in enumerate(walked)}
+    assert all(position[id(parent)] < position[id(child)] for parent in expected for child in children(parent))
+    in_model = [id(layer) for layer in nested_layers(model)]
+    assert in_model[0] == id(model) and id(model.layers[-1]) in in_model
+    assert set(position) < set(in_model) and len(set(in_model)) == len(in_model)
+    assert id(model) not in [id(layer) for layer in nested_layers(model, include_self=False)]

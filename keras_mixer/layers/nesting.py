@@ -2,7 +2,8 @@
 
 
 def nested_layers(layer, include_self=True):
-    """`layer` (unless `include_self=False`) and every layer inside it at any depth, each once, parents first.
+    """`layer` (unless `include_self=False`) and every layer inside it at any depth, each once, each before the
+    layers inside it.
 
     Keras 3 has no public walk of nested layers (`Model.layers` lists one level, and only of models); its own,
     `Layer._flatten_layers`, is the one private Keras API keras_mixer reads, and only here, so that a Keras release
