@@ -30,6 +30,36 @@ def _convert(args):
     print(f"\nwrote {args.output}: {model.name}, {model.count_params():,} params, input {model.input_shape[1:]}")
 
 
+def _models(args):
+    """The registry's variants that match the patterns, one line per release (timm's list_models and pretrained
+    configs on one screen)."""
+    from keras_mixer.models import list_models, list_pretrained
+    from keras_mixer.weights.pretrained import resolve
+
+    names = list_models(args.patterns, pretrained=args.pretrained)
+    if not names:
+        literal = next((pattern for pattern in args.patterns if not set(pattern) & set("*?[")), None)
+        hint = f" (a name without wildcards matches itself only: try '*{literal}*')" if literal else ""
+        raise KerasMixerError(f"no model{' with a release' if args.pretrained else ''} matches "
+                              f"{' '.join(args.patterns)}{hint}; keras-mixer models lists all {len(list_models())}")
+    rows = [("model", "--weights", "classes", "top-1")]
+    for name in names:
+        tags = [tag for tag in list_pretrained(name) if tag != "imagenet"]
+        default = resolve(name, "imagenet").tag if "imagenet" in list_pretrained(name) else None
+        for index, tag in enumerate(tags or [None]):
+            release = resolve(name, tag) if tag else None
+            shown = "-" if release is None else f"{tag} (imagenet)" if tag == default else tag
+            top1 = f"{release.top1:.1f} %" if release is not None and release.top1 else ""
+            rows.append((name if index == 0 else "", shown, f"{release.classes:,}" if release else "", top1))
+    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) if column < 2 else cell.rjust(width)
+                        for column, (cell, width) in enumerate(zip(row, widths))).rstrip())
+    print(f"\n{len(names)} model{'s' if len(names) > 1 else ''}. A release: keras-mixer predict NAME --weights TAG "
+          "IMAGE (train, evaluate and export take it too).\n'-': no release here; --weights takes a checkpoint file "
+          "(the authors' or your own). Sizes and GMACs: docs/models.md")
+
+
 def _print_report(report, as_json):
     """One JSON object on stdout (--json), else `key: value` lines."""
     import json
@@ -315,5 +345,6 @@ def run(args):
 
 
 COMMANDS = {"demo": _demo, "convert": _convert, "evaluate-tflite": _evaluate_tflite, "export": _export,
+            "models": _models,
             "train": _train, "evaluate": _evaluate, "qat": _qat, "predict": _predict, "benchmark": _benchmark,
             "edgetpu-check": _edgetpu_check}

@@ -168,7 +168,7 @@ def build_parser():
                              "expressions searched in the report's op names")
 
     train = commands.add_parser("train", help="train or fine-tune with a recipe; resumes an interrupted run")
-    train.add_argument("--model", help="registry name (see keras_mixer.list_models()) or a .keras file "
+    train.add_argument("--model", help="registry name (keras-mixer models lists them) or a .keras file "
                                        "(default on digits: the demo's small Mixer)")
     train.add_argument("--weights", help="pretrained tag (imagenet, ...) or checkpoint file for --model")
     _add_dataset_arguments(train)
@@ -251,6 +251,12 @@ def build_parser():
     bench.add_argument("--threads", nargs="+", type=COUNT, default=[1, 2])
     bench.add_argument("--runs", type=COUNT, default=50, help="timed runs per measurement, after 5 warm-up runs")
     bench.add_argument("--output", default="runs/benchmark")
+
+    models = commands.add_parser("models", help="the model variants and their pretrained releases (as timm's "
+                                                "list_models)")
+    models.add_argument("patterns", nargs="*", help="wildcard patterns, any of which a name matches ('*b16*', "
+                                                   "'hire_mlp_*'; default: every model)")
+    models.add_argument("--pretrained", action="store_true", help="only the models with a release")
 
     edgetpu = commands.add_parser("edgetpu-check", help="which ops of a .tflite the Coral Edge TPU would map")
     edgetpu.add_argument("model", help=".tflite file")

@@ -14,8 +14,8 @@ from keras_mixer.benchmark import RUNTIMES
 from keras_mixer.export import to_tflite
 from keras_mixer.models.mlp_mixer import build_digits_mixer
 
-SUBCOMMANDS = ("demo", "convert", "evaluate-tflite", "export", "train", "evaluate", "qat", "predict", "benchmark",
-               "edgetpu-check")
+SUBCOMMANDS = ("demo", "convert", "evaluate-tflite", "export", "models", "train", "evaluate", "qat", "predict",
+               "benchmark", "edgetpu-check")
 # what TensorFlow / LiteRT / absl print from C++ at start-up and during conversion
 NATIVE_LOG_LINE = re.compile(r"^(I|W|E)\d{4} |absl::InitializeLog|oneDNN|cpu_feature_guard|^INFO: |fully_quantize",
                              re.MULTILINE)
@@ -387,3 +387,33 @@ def test_randaugment_and_no_randaugment_together_are_one_line(capsys):
         keras_mixer_cli.main(["train", "--randaugment", "2", "9", "--no-randaugment"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1 and "--no-randaugment" in err
+
+
+def test_models_lists_each_release_of_the_matching_variants(capsys):
+    """`keras-mixer models` is timm's list_models and pretrained configs on the command line: a line per release
+    (the one `imagenet` names marked), '-' for a variant without one; a pattern that matches nothing is one line."""
+    import keras_mixer
+    from keras_mixer.weights.pretrained import resolve
+
+    assert keras_mixer_cli.main(["models", "*b16*", "vip_small*"]) == 0
+    out = capsys.readouterr().out
+    table, footer = out.split("\n\n")
+    releases = {}
+    for line in table.splitlines()[1:]:  # below the header: a model's name opens its first line
+        cells = line.split()
+        if not line.startswith(" "):
+            model = cells.pop(0)
+        releases.setdefault(model, []).append(cells[0])
+    assert list(releases) == ["mixer_b16", "vip_small14", "vip_small7"] and footer.startswith("3 models.")
+    assert releases["mixer_b16"] == [tag for tag in keras_mixer.list_pretrained("mixer_b16") if tag != "imagenet"]
+    assert releases["vip_small14"] == releases["vip_small7"] == ["-"]
+    default = resolve("mixer_b16", "imagenet")
+    assert re.search(rf"\n +{default.tag} \(imagenet\) +1,000 +{default.top1:.1f} %\n", table)
+    assert re.search(r"\nmixer_b16 +goog_in21k +21,843\n", table)
+
+    assert keras_mixer_cli.main(["models", "--pretrained", "vip_*"]) == 2
+    assert capsys.readouterr().err == ("keras-mixer models: error: no model with a release matches vip_*; keras-mixer "
+                                       "models lists all 30\n")
+    assert keras_mixer_cli.main(["models", "mixer"]) == 2
+    assert "no model matches mixer (a name without wildcards matches itself only: try '*mixer*')" in (
+        capsys.readouterr().err)
