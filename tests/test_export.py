@@ -161,6 +161,30 @@ def test_other_modes_agree_with_keras(digits, tmp_path, mode, input_dtype):
     assert agreement >= 0.98
 
 
+@pytest.mark.parametrize("mode, weight_type", [("float32", "FLOAT32"), ("float16", "FLOAT16"), ("dynamic", "INT8")])
+def test_a_qat_models_float_and_dynamic_exports_are_of_its_fine_tuned_float_graph(digits, tmp_path, mode,
+                                                                                    weight_type):
+    """The converter quantized a QAT model's float16 and dynamic exports from its fake-quant ops (the two files were
+    the same: int8 kernels and activations, QUANTIZE ops, in a file labelled float16) and kept them in its float32
+    export as uint8 QUANTIZE/DEQUANTIZE pairs: every one is now the fine-tuned float graph, its kernels in the type
+    asked for, and computes as `strip_quantization(qat)` does."""
+    from keras_mixer.export.flatbuffer import read_graph
+    from keras_mixer.quantization import strip_quantization
+
+    path = to_tflite(digits["qat"], tmp_path / f"{mode}.tflite", mode)
+    graph = read_graph(path)
+    assert "QUANTIZE" not in {op.op for op in graph}  # no activation is quantized
+    types = {tensor.dtype for op in graph for tensor in op.inputs + op.outputs}
+    assert types <= {"FLOAT32", "INT32", weight_type} and weight_type in types
+    assert all(op.inputs[0].dtype == weight_type and op.inputs[0].constant is not None
+               for op in graph if op.op == "DEQUANTIZE")  # only constants: float16 kernels made float32
+    float_graph = strip_quantization(digits["qat"]).predict(digits["x_test"], verbose=0)
+    scores = predict(load_interpreter(path), digits["x_test"])
+    assert np.mean(scores.argmax(1) == float_graph.argmax(1)) >= 0.99
+    tolerance = {"float32": 1e-5, "float16": 1e-2, "dynamic": 5e-2}[mode]  # of the largest logit
+    assert np.abs(scores - float_graph).max() < tolerance * np.abs(float_graph).max()
+
+
 @pytest.mark.parametrize("mode", ["float32", "int8"])
 def test_the_traced_function_converts_as_tensorflows_keras_route_does(digits, tmp_path, mode):
     """The exporter converts the model's traced inference function and its variables, not TensorFlow's

@@ -125,8 +125,8 @@ class ExportOptions:
 class ExportPlan:
     """Every decision of one export. `integer`: int8/uint8 activations; `calibrated`: their ranges come from
     representative data (else from the model's fake-quant ranges); `strip_fake_quant`: a QAT model exported as its
-    fine-tuned float graph calibrated like a post-training export, its kernels quantized per tensor as QAT trained
-    them; `logit_range`: the logits get an int8 range with headroom over the calibration logits; `float_ops` and
+    fine-tuned float graph (an int8 export calibrated like a post-training export, the int8 kernels quantized per
+    tensor as QAT trained them); `logit_range`: the logits get an int8 range with headroom over the calibration logits; `float_ops` and
     `experts_float`: what a calibrated int8 export keeps float32; `io_type`: the file's input and output type."""
 
     model: str
@@ -173,7 +173,8 @@ class ExportPlan:
         if self.integer:
             rows.append(("kept float32", ", ".join(float_kept) or "nothing"))
         if self.strip_fake_quant:
-            rows.append(("QAT model", "exported as its fine-tuned float graph, kernels per tensor"))
+            kernels = "" if self.quantization in ("float32", "float16") else ", int8 kernels per tensor"
+            rows.append(("QAT model", f"exported as its fine-tuned float graph (fake-quant removed){kernels}"))
         if self.report_rows:
             rows.append(("per-op errors", "measured on the calibration images"))
         return [f"{name if not i else '':<13} {part}"
@@ -217,8 +218,10 @@ def plan_export(facts, options):
             f"quantization={quantization!r} needs representative_data (a few hundred training images, or a dataset "
             "name) to calibrate activation ranges, or a QAT model from keras_mixer.quantization.quantize_model")
     calibrated = integer and options.calibrated
-    # a QAT model keeps its fake-quant ranges without data or with integer_only
-    fake_quant_ranges = facts.fake_quant and not (calibrated and not integer_only)
+    # a QAT model's int8 export keeps its fake-quant ranges without data or with integer_only; a float or
+    # dynamic-range export is of its fine-tuned float graph (kept, the converter quantized float16 and dynamic
+    # exports from the fake-quant ops: int8 weights and activations in a file labelled float16)
+    fake_quant_ranges = facts.fake_quant and integer and not (calibrated and not integer_only)
     report_rows = options.report or bool(options.float_layers)
     if report_rows and (not calibrated or fake_quant_ranges):
         raise ExportError("report and float_layers apply to a calibrated int8 export: pass int8/uint8 quantization "
