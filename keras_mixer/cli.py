@@ -128,6 +128,7 @@ def _export(args):
     from keras_mixer.datasets import DIGITS, calibration_images, model_image_size
     from keras_mixer.errors import ExportError
     from keras_mixer.export import export_plan, read_labels, to_tflite
+    from keras_mixer.export.plan import ExportOptions
     from keras_mixer.inference import release_model_and_info
     from keras_mixer.models import list_models
     from keras_mixer.models.registry import refuse_weights_beside, variant_name
@@ -144,6 +145,14 @@ def _export(args):
         # as a pattern, "3" keeps float every op whose name holds a 3 (MixerBlock_3, Dense_3, ...)
         raise ExportError(f"--float-layers {' '.join(float_layers)}: give a number (the N worst ops) or patterns, not "
                           "both; a pattern of digits alone matches every op name holding them")
+    int8_flags = [flag for flag, given in (
+        ("--calibration", args.calibration), ("--calibration-samples", args.calibration_samples),
+        ("--calibration-method", args.calibration_method), ("--no-equalize", args.no_equalize),
+        ("--integer-only", args.integer_only), ("--report", args.report), ("--float-layers", args.float_layers))
+        if given]
+    if int8_flags and args.quantization not in ("int8", "uint8"):  # they would change nothing, without a word
+        raise ExportError(f"{', '.join(int8_flags)}: for int8/uint8 exports; --quantization {args.quantization} "
+                          "keeps float activations, with no ranges to calibrate")
     output = Path(args.output)
     if output.exists() and Path(args.model).exists() and output.resolve() == Path(args.model).resolve():
         raise ExportError(f"{args.output} is the model being exported: export never writes over its own input")
@@ -168,8 +177,9 @@ def _export(args):
             raise ExportError(f"--quantization {args.quantization} needs calibration images: pass --calibration SRC "
                               "(the model's training data: an image folder, a tfds name or digits)")
         image_size = model_image_size(model)
-        print(f"reading {args.calibration_samples} calibration images from {source}")
-        calibration = calibration_images(source, image_size, args.calibration_samples,
+        samples = args.calibration_samples or ExportOptions.calibration_samples
+        print(f"reading {samples} calibration images from {source}")
+        calibration = calibration_images(source, image_size, samples,
                                          info.get("crop_fraction"), args.data_dir, args.download)
     if info.get("ptq_eval_top1", -1.0) > info.get("eval_top1", 1.0):
         print(f"note: the QAT run that wrote {args.model} measured its float model's post-training int8 export "
@@ -178,7 +188,7 @@ def _export(args):
     labels = read_labels(args.labels, classes=model.output_shape[-1]) if args.labels else info.get("class_names")
     options = dict(batch_size=args.batch_size, float_io=args.float_io, integer_only=args.integer_only or None,
                    equalize=not args.no_equalize, float_layers=float_layers,
-                   calibration_method=args.calibration_method, route=args.route)
+                   calibration_method=args.calibration_method or ExportOptions.calibration_method, route=args.route)
     if args.verbose:
         plan = export_plan(model, quantization=args.quantization, calibrated=calibration is not None,
                            report=args.report is not None, **options)

@@ -134,7 +134,7 @@ def build_parser():
     export.add_argument("--calibration", metavar="SRC",
                         help="int8/uint8: calibration images from SRC's training split, preprocessed as for "
                              "evaluation (" + DATASET_HELP + ")")
-    export.add_argument("--calibration-samples", type=COUNT, default=256, help="calibration images (default: 256)")
+    export.add_argument("--calibration-samples", type=COUNT, help="int8/uint8: calibration images (default: 256)")
     export.add_argument("--data-dir", help="tfds data directory for --calibration")
     export.add_argument("--download", action="store_true", help="let tfds download --calibration's dataset")
     export.add_argument("--labels", help="text file with one class name per line, embedded in the metadata "
@@ -151,7 +151,7 @@ def build_parser():
     export.add_argument("--no-equalize", action="store_true",
                         help="int8/uint8: export the weights as they are, without first moving outlier channels of "
                              "normalized activations into the next layer's weights (same float function)")
-    export.add_argument("--calibration-method", choices=["percentile", "mse", "minmax"], default="percentile",
+    export.add_argument("--calibration-method", choices=["percentile", "mse", "minmax"],
                         help="int8/uint8: each activation's range from 99.99 %% of its values on the calibration "
                              "images (default), the range of least int8 error, or its extremes (min/max)")
     export.add_argument("--route", choices=["auto", "whole", "saved_model", "blocks"], default="auto",

@@ -417,3 +417,19 @@ def test_models_lists_each_release_of_the_matching_variants(capsys):
     assert keras_mixer_cli.main(["models", "mixer"]) == 2
     assert "no model matches mixer (a name without wildcards matches itself only: try '*mixer*')" in (
         capsys.readouterr().err)
+
+
+def test_int8_flags_on_a_float_export_are_one_line(tmp_path, capsys):
+    """`--calibration`, `--no-equalize`, `--integer-only`, ... with `--quantization float16` changed nothing, without
+    a word (the file was float16, its activations float): one line naming them, nothing written."""
+    model = tmp_path / "m.keras"
+    build_digits_mixer().save(model)
+    code = keras_mixer_cli.main(["export", str(model), str(tmp_path / "m.tflite"), "--quantization", "float16",
+                                 "--calibration", "digits", "--no-equalize", "--integer-only"])
+    assert code == 2 and capsys.readouterr().err == (
+        "keras-mixer export: error: --calibration, --no-equalize, --integer-only: for int8/uint8 exports; "
+        "--quantization float16 keeps float activations, with no ranges to calibrate\n")
+    assert not (tmp_path / "m.tflite").exists()
+    assert keras_mixer_cli.main(["export", str(model), str(tmp_path / "m.tflite"), "--quantization", "dynamic",
+                                 "--calibration-method", "mse"]) == 2
+    assert "--calibration-method: for int8/uint8 exports" in capsys.readouterr().err

@@ -88,6 +88,9 @@ def test_edgetpu_form_is_integer_only_and_experts_on_the_cpu_stay_float():
 @pytest.mark.parametrize("facts, options, message", [
     (SMALL, {"quantization": "int8"}, "needs representative_data"),
     (SMALL, {"quantization": "dynamic", "report": True}, "report and float_layers apply"),
+    # a float16 file with float activations was written where the caller asked for an all-integer one
+    (SMALL, {"quantization": "float16", "integer_only": True},
+     "integer_only applies to int8/uint8 exports; quantization='float16' keeps float activations"),
     (SMALL, {"calibrated": True, "integer_only": True, "float_layers": ("block",)}, "float_layers keeps ops"),
     (SMALL, {"float_layers": ["("]}, r"'\(' is not a regular expression"),
     (SMALL, {"quantization": "int4"}, "quantization must be one of"),

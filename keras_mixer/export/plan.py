@@ -210,6 +210,9 @@ def plan_export(facts, options):
     quantization = options.quantization
     integer = quantization in ("int8", "uint8")
     integer_only = options.integer_only
+    if integer_only and not integer:  # the caller expects an all-integer file: say it is not one
+        raise ExportError(f"integer_only applies to int8/uint8 exports; quantization={quantization!r} keeps float "
+                          "activations")
     if integer_only is None:
         integer_only = quantization == "uint8" or facts.edgetpu_integer_only
     integer_only = bool(integer_only)
