@@ -181,7 +181,7 @@ def _export(args):
         print(f"reading {samples} calibration images from {source}")
         calibration = calibration_images(source, image_size, samples,
                                          info.get("crop_fraction"), args.data_dir, args.download)
-    if info.get("ptq_eval_top1", -1.0) > info.get("eval_top1", 1.0):
+    if calibration is not None and info.get("ptq_eval_top1", -1.0) > info.get("eval_top1", 1.0):
         print(f"note: the QAT run that wrote {args.model} measured its float model's post-training int8 export "
               f"better on validation ({info['ptq_eval_top1']:.2%} vs this model's {info['eval_top1']:.2%}): "
               "exporting the float model may give the better int8 file", file=sys.stderr)

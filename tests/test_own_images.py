@@ -137,6 +137,8 @@ def test_export_says_when_the_qat_run_found_post_training_int8_better(run, tmp_p
     code, _, err = cli("export", tmp_path / "worse.keras", tmp_path / "worse.tflite", "--quantization", "int8",
                        "--calibration", run / "textures", "--calibration-samples", 16)
     assert code == 0 and "better on validation (90.00% vs this model's 50.00%)" in err, err
+    code, _, err = cli("export", tmp_path / "worse.keras", tmp_path / "worse.tflite", "--quantization", "float16")
+    assert code == 0 and "better" not in err, err  # the note is of int8 files
     code, _, err = cli("export", qat_file, tmp_path / "fine.tflite", "--quantization", "int8", "--calibration",
                        run / "textures", "--calibration-samples", 16)
     assert code == 0 and ("better on validation" in err) == (info["ptq_eval_top1"] > info["eval_top1"])
