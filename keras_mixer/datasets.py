@@ -337,8 +337,30 @@ def image_shape(image_size):
 def model_image_size(model):
     """The image size a model takes from keras_mixer's sources and image files: one number for a square input,
     (height, width) otherwise; None if dynamic. KerasMixerError if it takes anything but RGB images
-    (`input_image_size`)."""
+    (`input_image_size`) or rescales its input itself (`refuse_input_rescaling`)."""
+    refuse_input_rescaling(model)
     return input_image_size(model.input_shape, model.name)
+
+
+def refuse_input_rescaling(model, error=KerasMixerError):
+    """`error` if `model` passes its input through a `keras.layers.Rescaling` or `Normalization` first (a Keras
+    habit: raw pixels in). keras_mixer feeds every model `preprocess_input`'s [-1, 1] (datasets, image files,
+    calibration images) and writes that into a .tflite's metadata: such a model would have its input rescaled twice
+    and still train, calibrate and export, wrongly and without a word."""
+    import keras
+
+    inputs = {id(tensor) for tensor in model.inputs}
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.Rescaling, keras.layers.Normalization)):
+            try:
+                consumed = keras.tree.flatten(layer.input)
+            except (AttributeError, ValueError):  # a layer called more than once has no single input
+                continue
+            if any(id(tensor) in inputs for tensor in consumed):
+                raise error(f"{model.name} rescales its input itself (its {type(layer).__name__} layer "
+                            f"{layer.name!r}), but keras_mixer feeds a model preprocess_input's [-1, 1] (datasets, "
+                            "image files, calibration images) and writes that into a .tflite's metadata: give the "
+                            "model without it, taking [-1, 1] (the keras_mixer model inside does)")
 
 
 def input_image_size(input_shape, model_name):

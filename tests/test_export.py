@@ -185,6 +185,31 @@ def test_a_qat_models_float_and_dynamic_exports_are_of_its_fine_tuned_float_grap
     assert np.abs(scores - float_graph).max() < tolerance * np.abs(float_graph).max()
 
 
+def test_a_model_that_rescales_its_input_itself_is_refused_where_it_would_be_rescaled_twice(tmp_path):
+    """A Keras habit: raw pixels in, a `Rescaling` or `Normalization` first. keras_mixer feeds a model [-1, 1] and
+    writes that into the .tflite's metadata: such a model exported with `mean 127.5, std 127.5` in its metadata,
+    calibrated on [-1, 1] arrays (its own 0..255 pixels were refused), was classified and trained on input rescaled
+    twice, without a word."""
+    from keras_mixer.models.mlp_mixer import build_digits_mixer
+    from keras_mixer.training import train
+
+    base = build_digits_mixer()
+    pixels = keras.Input(base.input_shape[1:])
+    wrapped = keras.Model(pixels, base(keras.layers.Rescaling(1 / 127.5, offset=-1.0)(pixels)), name="wrapped")
+    normalized = keras.Sequential([keras.Input(base.input_shape[1:]),
+                                   keras.layers.Normalization(mean=127.5, variance=127.5**2), base], name="normalized")
+    for model, layer in ((wrapped, "Rescaling"), (normalized, "Normalization")):
+        refusal = f"{model.name} rescales its input itself \\(its {layer} layer .*give the model without it"
+        with pytest.raises(ExportError, match=refusal):
+            to_tflite(model, tmp_path / "x.tflite", "int8", representative_data=np.zeros((8, 32, 32, 3), "float32"))
+        with pytest.raises(KerasMixerError, match=refusal):
+            keras_mixer.classify(model, [np.zeros((8, 8, 3), np.uint8)])
+        with pytest.raises(KerasMixerError, match=refusal):
+            train(model, dataset="digits", output_dir=tmp_path / "run", steps=1)
+    assert not (tmp_path / "x.tflite").exists() and not (tmp_path / "run").exists()
+    assert to_tflite(base, tmp_path / "base.tflite", "float32")  # the model inside takes [-1, 1]
+
+
 @pytest.mark.parametrize("mode", ["float32", "int8"])
 def test_the_traced_function_converts_as_tensorflows_keras_route_does(digits, tmp_path, mode):
     """The exporter converts the model's traced inference function and its variables, not TensorFlow's

@@ -50,6 +50,7 @@ class ModelFacts:
     def of(cls, model, route="auto"):
         """The facts of a Keras model. Whether it is a chain is looked at only where a route may need it (a large
         model, or route="blocks"): it reads the model's config."""
+        from keras_mixer.datasets import refuse_input_rescaling
         from keras_mixer.export import blockwise
         from keras_mixer.export.edgetpu_model import edgetpu_form
         from keras_mixer.layers.moe import MixtureOfExperts
@@ -58,6 +59,7 @@ class ModelFacts:
         from keras_mixer.quantization import is_quantized
 
         require_keras_model(model, "export", ExportError)
+        refuse_input_rescaling(model, ExportError)
         size = blockwise.weight_bytes([model])
         form = edgetpu_form(model)
         chain = ((size > LARGE_MODEL_BYTES or route == "blocks") and blockwise.layer_chain(model) is not None)
