@@ -44,8 +44,9 @@ def _models(args):
                               f"{' '.join(args.patterns)}{hint}; keras-mixer models lists all {len(list_models())}")
     rows = [("model", "--weights", "classes", "top-1")]
     for name in names:
-        tags = [tag for tag in list_pretrained(name) if tag != "imagenet"]
-        default = resolve(name, "imagenet").tag if "imagenet" in list_pretrained(name) else None
+        released = list_pretrained(name)
+        default = resolve(name, "imagenet").tag if "imagenet" in released else None
+        tags = [tag for tag in released if tag != "imagenet"]
         for index, tag in enumerate(tags or [None]):
             release = resolve(name, tag) if tag else None
             shown = "-" if release is None else f"{tag} (imagenet)" if tag == default else tag

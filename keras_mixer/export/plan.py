@@ -128,8 +128,9 @@ class ExportPlan:
     """Every decision of one export. `integer`: int8/uint8 activations; `calibrated`: their ranges come from
     representative data (else from the model's fake-quant ranges); `strip_fake_quant`: a QAT model exported as its
     fine-tuned float graph (an int8 export calibrated like a post-training export, the int8 kernels quantized per
-    tensor as QAT trained them); `logit_range`: the logits get an int8 range with headroom over the calibration logits; `float_ops` and
-    `experts_float`: what a calibrated int8 export keeps float32; `io_type`: the file's input and output type."""
+    tensor as QAT trained them); `logit_range`: the logits get an int8 range with headroom over the calibration
+    logits; `float_ops` and `experts_float`: what a calibrated int8 export keeps float32; `io_type`: the file's
+    input and output type."""
 
     model: str
     quantization: str
@@ -224,8 +225,8 @@ def plan_export(facts, options):
             "name) to calibrate activation ranges, or a QAT model from keras_mixer.quantization.quantize_model")
     calibrated = integer and options.calibrated
     # a QAT model's int8 export keeps its fake-quant ranges without data or with integer_only; a float or
-    # dynamic-range export is of its fine-tuned float graph (kept, the converter quantized float16 and dynamic
-    # exports from the fake-quant ops: int8 weights and activations in a file labelled float16)
+    # dynamic-range export is of its fine-tuned float graph: with the fake-quant ops kept, the converter quantized
+    # float16 and dynamic exports from them (int8 weights and activations in a file labelled float16)
     fake_quant_ranges = facts.fake_quant and integer and not (calibrated and not integer_only)
     report_rows = options.report or bool(options.float_layers)
     if report_rows and (not calibrated or fake_quant_ranges):
