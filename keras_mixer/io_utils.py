@@ -45,18 +45,41 @@ def folder_given_as_model(path, suffixes=(".keras", ".tflite")):
     return f"{path} is a folder, not a model file{held}"
 
 
-def require_suffix(path, suffix, what, error):
-    """`error` (an exception class) naming `path` unless it ends in `suffix`: a file the user named by mistake, a
-    model.keras given as a report's path, is never replaced by another kind of file. `what` says what is written."""
+def output_problem(path, folder=False):
+    """Why `path` cannot be written, as the words that follow it (None when it can): a folder where the file
+    belongs or a file where the folder does, a file among the folders above it, or the nearest folder above it
+    without write permission. Checked before the work that ends in writing it (a conversion, an evaluation, a
+    training run), not only when the file is finally written."""
+    path = Path(os.path.abspath(path))
+    if path.exists() and path.is_dir() != folder:
+        return "is a file, not a folder" if folder else "is a folder, not a file"
+    above = path if path.is_dir() else path.parent
+    while not above.exists():  # the folders that writing creates; the root exists
+        above = above.parent
+    if not above.is_dir():
+        return f"cannot be written: {above} is a file, not a folder"
+    if not os.access(above, os.W_OK | os.X_OK):
+        return f"cannot be written: no permission to write in {above}"
+    return None
+
+
+def require_output_file(path, suffix, what, error):
+    """`error` (an exception class) naming `path` unless it ends in `suffix` and can be written: a file the user
+    named by mistake, a model.keras given as a report's path, is never replaced by another kind of file, and a
+    path that cannot be written is refused before the work. `what` says what is written."""
     if os.path.splitext(os.fspath(path))[1].lower() != suffix:
         raise error(f"{os.fspath(path)}: {what}; name the file *{suffix}")
+    if problem := output_problem(path):
+        raise error(f"{os.fspath(path)} {problem}")
 
 
 def require_output_folder(path, error, what="folder"):
-    """`error` (an exception class) naming `path` if it is a file: an `--output` folder named by mistake after a
-    file, refused before any work rather than when the first file is written into it."""
-    if os.path.exists(path) and not os.path.isdir(path):
+    """`error` (an exception class) naming `path` if it cannot be a folder to write in: an `--output` folder named
+    by mistake after a file, refused before any work rather than when the first file is written into it."""
+    if os.path.isfile(path):
         raise error(f"--output {os.fspath(path)} is a file, not a {what}")
+    if problem := output_problem(path, folder=True):
+        raise error(f"--output {os.fspath(path)} {problem}")
 
 
 def write_text(path, text):

@@ -230,9 +230,50 @@ def test_unwritable_outputs_are_one_line(tmp_path, capsys):
     build_digits_mixer().save(model)
     (tmp_path / "folder.tflite").mkdir()
     code = keras_mixer_cli.main(["export", str(model), str(tmp_path / "folder.tflite"), "--quantization", "float32"])
-    err = capsys.readouterr().err
-    assert code == 2 and err.startswith("keras-mixer export: error: ") and "folder.tflite" in err
-    assert len(err.strip().splitlines()) == 1
+    assert code == 2 and capsys.readouterr().err == (f"keras-mixer export: error: {tmp_path / 'folder.tflite'} is a "
+                                                     "folder, not a file\n")
+
+
+@pytest.mark.parametrize("argv, output", [
+    (["convert", "{tmp}/ckpt.npz", "{out}.keras"], "{out}.keras"),
+    (["export", "{tmp}/m.keras", "{out}.tflite", "--quantization", "float32"], "{out}.tflite"),
+    (["export", "{tmp}/m.keras", "{tmp}/m.tflite", "--calibration", "digits", "--report", "{out}.json"], "{out}.json"),
+    (["evaluate-tflite", "{tmp}/m.tflite", "--confusion-matrix", "{out}.png"], "{out}.png"),
+    (["train", "--steps", "1", "--output", "{out}"], "--output {out}"),
+    (["demo", "--output", "{out}"], "--output {out}"),
+    (["benchmark", "--runtimes", "matmul_peak_int8", "--output", "{out}"], "--output {out}"),
+], ids=lambda value: value[0] if isinstance(value, list) else None)
+def test_an_output_under_a_file_is_refused_before_any_work(argv, output, tmp_path, capsys, monkeypatch):
+    """A file among the folders of an output path was found only when the output was written: after a checkpoint's
+    conversion, an export, an evaluation (`cannot write it (File exists)`), or as `Not a directory` in training."""
+    from keras_mixer import benchmark
+    from keras_mixer.export import tflite
+
+    def work(*args, **kwargs):
+        raise AssertionError("the work ran before its output path was checked")
+
+    build_digits_mixer().save(tmp_path / "m.keras")
+    if argv[0] == "evaluate-tflite":
+        to_tflite(build_digits_mixer(), tmp_path / "m.tflite", "float32")
+    monkeypatch.setattr(tflite, "_converter", work)
+    monkeypatch.setattr(benchmark, "_subprocess", work)
+    (tmp_path / "ckpt.npz").write_bytes(b"not read before the output is checked")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("the user's notes")
+    fill = dict(tmp=tmp_path, out=notes / "out")
+    code = keras_mixer_cli.main([part.format(**fill) for part in argv])
+    assert code == 2 and capsys.readouterr().err == (f"keras-mixer {argv[0]}: error: {output.format(**fill)} cannot be "
+                                                     f"written: {notes} is a file, not a folder\n")
+    assert notes.read_text() == "the user's notes"
+
+
+def test_an_output_in_a_folder_without_write_permission_is_named(tmp_path, monkeypatch):
+    from keras_mixer.io_utils import output_problem
+
+    assert output_problem(tmp_path / "new" / "m.tflite") is None and output_problem(tmp_path, folder=True) is None
+    monkeypatch.setattr("os.access", lambda path, mode: os.fspath(path) != str(tmp_path))  # root may write anywhere
+    assert output_problem(tmp_path / "new" / "m.tflite") == f"cannot be written: no permission to write in {tmp_path}"
+    assert output_problem(tmp_path / "run", folder=True) == f"cannot be written: no permission to write in {tmp_path}"
 
 
 @pytest.mark.parametrize("output", ["m.keras", "out/x.keras", "model.bin"])

@@ -7,7 +7,7 @@ import numpy as np
 
 from keras_mixer.errors import ExportError
 from keras_mixer.export.interpreter import load_interpreter, predict
-from keras_mixer.io_utils import atomic_path, require_suffix
+from keras_mixer.io_utils import atomic_path, require_output_file
 
 
 def top_k_accuracy(scores, labels, k):
@@ -160,7 +160,7 @@ def _saturated(interpreter, scores):
 
 def check_png_path(path):
     """ExportError unless `path` names a `.png` file: a confusion matrix written as `model.keras` replaced the model."""
-    require_suffix(path, ".png", "the confusion matrix is a PNG image", ExportError)
+    require_output_file(path, ".png", "the confusion matrix is a PNG image", ExportError)
 
 
 def plot_confusion_matrix(labels, predictions, path, title="confusion matrix"):

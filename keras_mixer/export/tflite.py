@@ -21,7 +21,7 @@ from keras_mixer.export.flatbuffer import (calibrate_only, join, mlir_quantize, 
                                           read_graph)
 from keras_mixer.export.metadata import add_metadata, check_labels
 from keras_mixer.export.plan import ExportOptions, ModelFacts, plan_export
-from keras_mixer.io_utils import atomic_path, native_stderr_quiet, require_suffix, write_text
+from keras_mixer.io_utils import atomic_path, native_stderr_quiet, require_output_file, write_text
 from keras_mixer.layers.nesting import nested_layers
 from keras_mixer.models.applications import output_activation
 from keras_mixer.preprocessing import preprocessed_images_problem
@@ -103,9 +103,9 @@ def _mixture_of_experts_nodes(model):
 def check_output_paths(path, report=None):
     """ExportError unless `path` names a `.tflite` file and `report` (if given) a `.json` one: a flatbuffer written
     as `model.keras` would replace the model it was exported from."""
-    require_suffix(path, ".tflite", "export writes a TFLite flatbuffer", ExportError)
+    require_output_file(path, ".tflite", "export writes a TFLite flatbuffer", ExportError)
     if report is not None:
-        require_suffix(report, ".json", "the quantization report is JSON", ExportError)
+        require_output_file(report, ".json", "the quantization report is JSON", ExportError)
 
 
 def calibration_array(representative_data, input_shape, samples=256):

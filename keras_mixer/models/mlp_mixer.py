@@ -347,7 +347,7 @@ def build_digits_mixer(image_size=32, classes=10, **kwargs):
 def convert_checkpoint(source, destination, gelu=None):
     """Converts an official `.npz` or timm `.pth`/`.safetensors` Mixer checkpoint to a Keras `.keras` model or
     `.weights.h5` file (written atomically). The architecture is read off the checkpoint's shapes."""
-    from keras_mixer.io_utils import atomic_path
+    from keras_mixer.io_utils import atomic_path, output_problem
 
     destination = str(destination)
     if weights_lib.is_keras_file(source):
@@ -358,6 +358,8 @@ def convert_checkpoint(source, destination, gelu=None):
                            f"this is not one of them")
     if not weights_lib.is_keras_file(destination):
         raise WeightsError(f"{destination}: the output must end in .keras or .weights.h5")
+    if problem := output_problem(destination):  # before reading and converting a checkpoint of up to 2 GB
+        raise WeightsError(f"{destination} {problem}")
     params, trained_gelu, source = read_mixer_checkpoint(str(source), variant=None)
     config, input_shape, classes = infer_config(params, source)
     model = MLPMixer(
