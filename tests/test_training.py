@@ -559,8 +559,14 @@ def test_train_defaults_to_auto_precision_and_says_what_it_chose(tmp_path, capsy
     _, report = train(output_dir=tmp_path, steps=2, checkpoint_every=2, verbose=0)
     assert report["precision"] == "float32" and report["precision_choice"].startswith("auto: no GPU or TPU")
     assert accelerator()[0] == "cpu"
-    assert "precision float32 (auto: no GPU or TPU" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "precision float32 (auto: no GPU or TPU" in out
     assert json.loads((tmp_path / "report.json").read_text())["precision_choice"] == report["precision_choice"]
+    # the digits recipe's 40 warmup steps, shortened to half this 2-step run: the schedule followed is recorded
+    assert report["recipe"]["warmup_steps"] == 40
+    assert report["learning_rate_schedule"] == {"decay": "cosine", "peak": pytest.approx(2e-3), "warmup_steps": 1,
+                                                "total_steps": 2, "end_fraction": 0.0}
+    assert "learning rate 0.002 at batch 64 (the recipe's 0.002 at 64), warmup 1 of 2 steps, cosine decay" in out
 
 
 def test_training_feeds_uint8_pixels_and_saves_the_float_input_model(tmp_path):

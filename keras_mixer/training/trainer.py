@@ -38,7 +38,7 @@ from keras_mixer.training.distribute import (
     under_global_policy,
 )
 from keras_mixer.training.feed import fit_data, with_pixel_input
-from keras_mixer.training.recipe import compile_model, get_recipe
+from keras_mixer.training.recipe import compile_model, get_recipe, make_schedule, peak_learning_rate
 from keras_mixer.weights import (load_keras_model, load_keras_model_with_info, nonfinite_variables, require_model_file,
                                  save_model)
 
@@ -214,6 +214,14 @@ def train(
             # trains on uint8 pixels scaled on the device; `model` itself (saved below) keeps its [-1, 1] input
             trainee = with_pixel_input(model)
             compile_model(trainee, recipe, total_steps, batch_size, scale_learning_rate)
+            # the schedule the optimizer follows: the recipe's rate scaled to this batch, its warmup shortened to half
+            # a short run (the recipe in report.json keeps the values asked for)
+            schedule = {"decay": recipe.decay, **make_schedule(
+                recipe, total_steps, peak_learning_rate(recipe, batch_size, scale_learning_rate)).get_config()}
+            if distribution.is_chief:
+                print(f"learning rate {schedule['peak']:.3g} at batch {batch_size} (the recipe's "
+                      f"{recipe.learning_rate:g} at {recipe.batch_size}{'' if scale_learning_rate else ', unscaled'}), "
+                      f"warmup {schedule['warmup_steps']} of {total_steps} steps, {recipe.decay} decay", flush=True)
             if distribution.is_chief:
                 folder_lock.enter_context(run_folder_lock(output_dir))
                 check_run_folder(output_dir, model_filename, overwrite)  # a run that finished while this one built
@@ -272,6 +280,7 @@ def train(
             "precision": policy,
             "precision_choice": why,
             "global_batch": batch_size,
+            "learning_rate_schedule": schedule,
             "steps": optimizer_step(trainee),
             "resumed_from_step": start_step,
             "images_per_second": trained * batch_size / seconds if trained else None,
