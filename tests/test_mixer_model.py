@@ -127,6 +127,8 @@ def test_registry_names_and_errors():
                           ("mixer_b16_224.goog_in21k_ft_in1k",
                            "here it is 'mixer_b16' with weights='goog_in21k_ft_in1k'"),
                           ("mixer_b16_224_miil", "here it is 'mixer_b16' with weights='miil_in21k_ft_in1k'"),
+                          ("hf-hub:timm/mixer_b16_224.goog_in21k_ft_in1k",
+                           "here it is 'mixer_b16' with weights='goog_in21k_ft_in1k'"),
                           ("mixer_b16_224.miil_in21k", "weights 'miil_in21k', which keras_mixer does not release; it "
                                                        "has goog_in21k")]:
         with pytest.raises(ValueError, match=refusal):

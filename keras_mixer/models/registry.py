@@ -92,7 +92,8 @@ TIMM_OLD_WEIGHTS = {"_in21k": "goog_in21k", "_miil": "miil_in21k_ft_in1k", "_mii
 
 def _timm_translation(name):
     """For timm's name of a registered variant (with or without its weights' tag): the call that builds it here."""
-    match = TIMM_NAME.fullmatch(name.lower())
+    # timm.create_model also takes a Hugging Face Hub id, `hf-hub:timm/<name>`
+    match = TIMM_NAME.fullmatch(re.sub(r"^hf[-_]hub:timm/", "", name.lower()))
     if not match or match["variant"] not in _BUILDERS:
         return ""
     variant, tag = match["variant"], match["tag"] or TIMM_OLD_WEIGHTS.get(match["weights"])
