@@ -3,8 +3,10 @@ preprocessed exactly as evaluation preprocesses them (`keras_mixer.datasets.eval
 
 import collections.abc
 import dataclasses
+import glob
 import io
 import os
+import re
 
 import numpy as np
 
@@ -164,13 +166,14 @@ def classify(model, images, top=5, weights=None, crop_fraction=None):
 
     Args:
         model: a keras.Model, a `.keras` or `.tflite` file, or a registry name ("mixer_b16") with `weights`.
-        images: image file paths or folders (every image file under a folder, in name order), [H, W, 3] pixel
-            arrays in [0, 255] (or a [N, H, W, 3] batch), or one of them.
+        images: image file paths, wildcard patterns ("photos/*.jpg", "photos/**/*.png") or folders (every image
+            file under a folder, in name order), [H, W, 3] pixel arrays in [0, 255] (or a [N, H, W, 3] batch), or
+            one of them.
         crop_fraction: override the evaluation crop (default: the model's, see `load_classifier`).
     Returns one dict per image: {"image": path or index, "top": [{"label", "index", "score"}, ...]}, scores are
-    probabilities (softmax of logits). An unreadable file, or a folder without images, gives {"image": path,
-    "error": message} and the others are still classified. Images are read and run `CLASSIFY_BATCH` at a time, so
-    a folder of any size fits in memory.
+    probabilities (softmax of logits). An unreadable file, a folder without images, a pattern that matches no
+    file or a URL gives {"image": path, "error": message} and the others are still classified. Images are read and
+    run `CLASSIFY_BATCH` at a time, so a folder of any size fits in memory.
     """
     if not is_whole_number(top) or top < 1:
         raise KerasMixerError(f"top must be an integer >= 1, got {top!r}")
@@ -180,24 +183,34 @@ def classify(model, images, top=5, weights=None, crop_fraction=None):
     if isinstance(images, (dict, str, bytes)) or not isinstance(images, collections.abc.Iterable):
         raise KerasMixerError(f"images must be image files, folders or pixel arrays, or a list of them; got "
                               f"{type(images).__name__}")
-    entries = [entry for image in images for entry in _folder_images(image)]
+    entries = [entry for image in images for entry in _expanded(image)]
     results = []
     for start in range(0, len(entries), CLASSIFY_BATCH):
         results += _classify_batch(classifier, entries[start : start + CLASSIFY_BATCH], start, top)
     return results
 
 
-def _folder_images(image):
-    """(path, path) for each image file under a folder (recursively, in name order), or (folder, DataError) if it
-    has none; (None, image) for anything else (named later: a path by itself, an array by its position)."""
-    if not (isinstance(image, (str, os.PathLike)) and os.path.isdir(image)):
+def _expanded(image):
+    """(path, path) for each image file under a folder (recursively, in name order) or matched by a wildcard pattern
+    that no file is named (`"photos/*.jpg"`: quoted, or from a shell that leaves patterns to the program, as
+    Windows' does), or (what, DataError) for a folder without images, a pattern that matches none or a URL;
+    (None, image) for anything else (named later: a path by itself, an array by its position)."""
+    if not isinstance(image, (str, os.PathLike)):
+        return [(None, image)]
+    path = os.fspath(image)
+    if re.match(r"(https?|ftp)://", path):
+        return [(path, DataError(f"{path}: a URL; classify reads image files: download it first (keras.utils."
+                                 "get_file, curl -O)"))]
+    if not os.path.exists(path) and set(path) & set("*?["):
+        matched = sorted(file for file in glob.glob(path, recursive=True) if os.path.isfile(file))
+        return [(file, file) for file in matched] or [(path, DataError(f"{path}: matches no file"))]
+    if not os.path.isdir(path):
         return [(None, image)]
     extensions = IMAGE_EXTENSIONS + OTHER_IMAGE_EXTENSIONS
-    files = sorted(os.path.join(folder, name) for folder, _, names in os.walk(image) for name in names
+    files = sorted(os.path.join(folder, name) for folder, _, names in os.walk(path) for name in names
                    if name.lower().endswith(extensions))
-    folder = os.fspath(image)
     return [(file, file) for file in files] or [
-        (folder, DataError(f"{folder}: a folder without image files ({', '.join(extensions)})"))]
+        (path, DataError(f"{path}: a folder without image files ({', '.join(extensions)})"))]
 
 
 def _classify_batch(classifier, entries, first_position, top):
@@ -206,7 +219,7 @@ def _classify_batch(classifier, entries, first_position, top):
         if name is None:
             name = os.fspath(image) if isinstance(image, (str, os.PathLike)) else position
         try:
-            if isinstance(image, DataError):  # a folder without images
+            if isinstance(image, DataError):  # a folder without images, a pattern matching none, a URL
                 raise image
             pixels = load_image(name) if isinstance(image, (str, os.PathLike)) else image
             batch.append(preprocess_image(pixels, classifier.image_size, classifier.crop_fraction))

@@ -277,6 +277,27 @@ def test_classify_takes_folders_and_reads_a_few_images_at_a_time(tmp_path, monke
                                    rtol=1e-5)
 
 
+def test_classify_expands_the_wildcard_patterns_a_shell_left_and_names_urls(tmp_path, capsys):
+    """A quoted pattern (or one from a shell that leaves patterns to the program, as Windows' does) was a file "not
+    found"; a URL was `cannot read the file (No such file or directory)`."""
+    import keras_mixer_cli
+
+    make_image_folders(tmp_path / "photos", per_class=3)
+    model = build_digits_mixer(classes=3)
+    model.save(tmp_path / "m.keras")
+    jpegs = sorted(str(path) for path in (tmp_path / "photos").rglob("*.jpg"))
+    pattern, none, url = str(tmp_path / "photos" / "**" / "*.jpg"), str(tmp_path / "*.gif"), "https://x.org/cat.jpg"
+    results = classify(model, [pattern, none, url], top=1)
+    assert [result["image"] for result in results] == [*jpegs, none, url] and len(jpegs) > 2
+    assert results[-2]["error"] == f"{none}: matches no file"
+    assert results[-1]["error"] == (f"{url}: a URL; classify reads image files: download it first "
+                                    "(keras.utils.get_file, curl -O)")
+    code = keras_mixer_cli.main(["predict", str(tmp_path / "m.keras"), pattern, url])
+    out, err = capsys.readouterr()
+    assert code == 1 and len(out.splitlines()) == len(jpegs) and err.strip().endswith("download it first "
+                                                                                      "(keras.utils.get_file, curl -O)")
+
+
 def test_classify_refuses_arrays_on_another_pixel_scale_by_name():
     """Each would be classified without a word, and wrongly: preprocessed already, scaled to [0, 1], 16-bit."""
     model = build_digits_mixer(classes=3)
