@@ -280,6 +280,10 @@ def _benchmark(args):
 
     from keras_mixer.models import list_models
 
+    for flag, names in (("--runtimes", args.runtimes or []), ("--models", args.models)):
+        if any("," in name for name in names):  # one name "a,b" would be refused as unknown
+            raise KerasMixerError(f"{flag} {' '.join(names)}: separate the names with spaces "
+                                  f"({flag} {' '.join(part for name in names for part in name.split(',') if part)})")
     runtimes = args.runtimes or list(RUNTIMES)
     unknown = sorted(set(runtimes) - set(RUNTIMES))
     if unknown:

@@ -218,6 +218,14 @@ def test_benchmark_onto_a_file_is_refused_before_measuring(tmp_path, capsys, mon
     assert notes.read_text() == "the user's notes"
 
 
+@pytest.mark.parametrize("flag, names", [("--runtimes", "tflite_int8,keras_tf"), ("--models", "mixer_s16,mixer_b16")])
+def test_benchmark_names_joined_by_commas_are_answered_with_spaces(flag, names, tmp_path, capsys):
+    code = keras_mixer_cli.main(["benchmark", flag, names, "--output", str(tmp_path / "bench")])
+    assert code == 2 and capsys.readouterr().err == (f"keras-mixer benchmark: error: {flag} {names}: separate the "
+                                                     f"names with spaces ({flag} {names.replace(',', ' ')})\n")
+    assert not (tmp_path / "bench").exists()
+
+
 def test_benchmark_refuses_an_unknown_model_with_the_nearest_name(tmp_path, capsys):
     code = keras_mixer_cli.main(["benchmark", "--models", "mixer_s3", "--output", str(tmp_path / "bench")])
     err = capsys.readouterr().err
