@@ -379,6 +379,12 @@ def test_unknown_names_give_training_errors(tmp_path):
         load_source("imagenet")
     with pytest.raises(TrainingError, match="unknown strategy 'ring'"):
         get_distribution("ring")
+    # JAX's data_parallel on TensorFlow was "unknown", as a misspelling was without its spelling
+    with pytest.raises(TrainingError, match=r"on the tensorflow backend \(one of auto, default, mirrored, multi_worker, "
+                                            r"tpu\); 'data_parallel' is a jax strategy: run with KERAS_BACKEND=jax"):
+        get_distribution("data_parallel")
+    with pytest.raises(TrainingError, match=r"unknown strategy 'mirored' .*; did you mean 'mirrored'\?"):
+        get_distribution("mirored")
     with pytest.raises(KerasMixerError, match="unknown model 'mixer_x99'"):  # the registry's, as the CLI shows it
         train("mixer_x99", output_dir=tmp_path)
     with pytest.raises(TrainingError, match="20585"):

@@ -3,6 +3,7 @@ JAX, and the matching mixed-precision policy."""
 
 import contextlib
 import dataclasses
+import difflib
 import json
 import os
 
@@ -65,12 +66,25 @@ def get_distribution(name="auto", tpu=None):
     return Distribution("default", 1, contextlib.nullcontext)
 
 
+def _unknown_strategy(name, backend):
+    """The TrainingError for a strategy `backend` does not have: the other backend's names it (each backend
+    distributes with its own API), a near miss gets its spelling."""
+    strategies = {"tensorflow": TF_STRATEGIES, "jax": JAX_STRATEGIES}
+    other = "jax" if backend == "tensorflow" else "tensorflow"
+    known = ("auto",) + strategies[backend]
+    if name in strategies[other]:
+        hint = f"; {name!r} is a {other} strategy: run with KERAS_BACKEND={other}"
+    else:
+        near = difflib.get_close_matches(str(name), known, n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+    return TrainingError(f"unknown strategy {name!r} on the {backend} backend (one of {', '.join(known)}){hint}")
+
+
 def _tensorflow_distribution(name, tpu):
     import tensorflow as tf
 
     if name not in TF_STRATEGIES + ("auto",):
-        raise TrainingError(f"unknown strategy {name!r} on the tensorflow backend; use one of "
-                            f"{', '.join(('auto',) + TF_STRATEGIES)}")
+        raise _unknown_strategy(name, "tensorflow")
     num_workers, worker_index = _tf_config()
     if name == "auto":
         if tpu is not None:
@@ -112,8 +126,7 @@ def _tpu_strategy(tpu):
 
 def _jax_distribution(name):
     if name not in JAX_STRATEGIES + ("auto",):
-        raise TrainingError(f"unknown strategy {name!r} on the jax backend; use one of "
-                            f"{', '.join(('auto',) + JAX_STRATEGIES)}")
+        raise _unknown_strategy(name, "jax")
     devices = keras.distribution.list_devices()
     if name == "auto":
         name = "data_parallel" if len(devices) > 1 else "default"
