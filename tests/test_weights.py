@@ -156,6 +156,18 @@ def test_pth_with_code_objects_is_refused(tmp_path):
         tiny(classes=5, weights=str(path))
 
 
+def test_a_whole_pickled_model_is_refused_in_one_line_naming_its_class(tmp_path):
+    """`torch.save(model)` instead of its state_dict: torch's refusal was a page with terminal escapes, advising
+    weights_only=False."""
+    path = tmp_path / "whole.pth"
+    torch.save(torch.nn.Linear(2, 2), path)
+    with pytest.raises(WeightsError) as refused:
+        tiny(classes=5, weights=str(path))
+    assert str(refused.value) == (f"{path}: holds a pickled torch.nn.modules.linear.Linear, not only tensors; refusing "
+                                  "to unpickle it (it could run code): save the weights alone, "
+                                  "torch.save(model.state_dict(), path) or safetensors")
+
+
 def test_unknown_suffix_and_missing_file(tmp_path):
     with pytest.raises(WeightsError, match=r"no pretrained weights .*w\.txt' for mixer_s32.*must end in \.npz"):
         keras_mixer.MixerS32(weights=str(tmp_path / "w.txt"))

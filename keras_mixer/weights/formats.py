@@ -9,6 +9,7 @@ None of them executes code from the file: `.npz` is read with `allow_pickle=Fals
 import argparse
 import os
 import pickle
+import re
 import zipfile
 
 import numpy as np
@@ -66,9 +67,15 @@ def read_torch(path):
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise WeightsError(f"{path}: refusing to unpickle anything but tensors (weights_only=True): {error}") from error
+        # torch's message is a page (with terminal escapes) advising weights_only=False: one line, naming the class
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        what = f"a pickled {found.group(1)}" if found else "pickled Python objects"
+        raise WeightsError(f"{path}: holds {what}, not only tensors; refusing to unpickle it (it could run code): "
+                           "save the weights alone, torch.save(model.state_dict(), path) or safetensors") from error
     except Exception as error:  # torch's zip / pickle readers fail in many ways on a damaged file
-        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: {error})") from error
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: {first_line})") \
+            from error
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
