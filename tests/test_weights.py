@@ -1,6 +1,7 @@
 """Checkpoint reading errors, head/resolution adaptation, released-weights registry and downloads."""
 
 import hashlib
+import json
 import os
 
 import keras
@@ -249,6 +250,29 @@ def test_a_checkpoints_normalization_folds_into_the_stem(normalization):
                                                                 normalization)
     np.testing.assert_allclose(mixer_forward(folded, pixels / 127.5 - 1, 4, 2, "exact"),
                                mixer_forward(params, (pixels / 255 - mean) / std, 4, 2, "exact"), atol=1e-4)
+
+
+def test_a_checkpoint_takes_the_normalization_of_the_timm_config_beside_it(tmp_path, npz):
+    """A Hugging Face Hub snapshot of a timm model holds config.json beside the weights: its `pretrained_cfg` says
+    which pixels the checkpoint was trained on (a MIIL Mixer: [0, 1]; ImageNet's mean/std here). Read by path
+    alone, such a file was taken for [-1, 1]: a silently different model."""
+    params = tiny_params()
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3)).astype("float64")
+    mean, std = (np.asarray(v) for v in IMAGENET_DEFAULT)
+    (tmp_path / "hub").mkdir()
+    in_hub = npz(params, "hub/model.npz")
+    (tmp_path / "hub" / "config.json").write_text(json.dumps({"architecture": "mixer_tiny", "pretrained_cfg": {
+        "mean": list(mean), "std": list(std), "crop_pct": 0.875}}))
+    trained_on = mixer_forward(params, (pixels / 255 - mean) / std, 4, 2, "tanh")
+    np.testing.assert_allclose(logits(tiny(classes=5, weights=in_hub), pixels / 127.5 - 1), trained_on, atol=1e-4)
+    alone = npz(params, "alone.npz")  # no config.json: the official layout's [-1, 1]
+    assert np.abs(logits(tiny(classes=5, weights=alone), pixels / 127.5 - 1) - trained_on).max() > 1e-2
+    (tmp_path / "hub" / "config.json").write_text("{not json")
+    with pytest.raises(WeightsError, match=r"config.json: beside .*model.npz but not readable JSON"):
+        tiny(classes=5, weights=in_hub)
+    (tmp_path / "hub" / "config.json").write_text(json.dumps({"model_type": "bert"}))  # another library's
+    np.testing.assert_allclose(logits(tiny(classes=5, weights=in_hub), pixels / 127.5 - 1),
+                               mixer_forward(params, pixels / 127.5 - 1, 4, 2, "tanh"), atol=1e-4)
 
 
 # --- released weights and downloads -----------------------------------------------------------------------------

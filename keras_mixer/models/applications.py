@@ -71,8 +71,9 @@ def check_arguments(pooling, weights=None, include_top=True, classifier_activati
 def trained_normalization(weights, variant, authors, override=None, channels=3):
     """The (mean, std) the checkpoint in `weights` was trained on, or None when that is `preprocess_input`'s
     [-1, 1] (nothing to do). `override` (the builders' `checkpoint_normalization`) wins; otherwise a released tag's
-    recorded normalization, or for a checkpoint file in the authors' layout the authors' own (`authors`). Keras files
-    hold our weights, which already take `preprocess_input`."""
+    recorded normalization, for a checkpoint file the one timm's config.json beside it records (a Hugging Face Hub
+    snapshot: `weights_lib.hub_normalization`), else the authors' own (`authors`). Keras files hold our weights,
+    which already take `preprocess_input`."""
     if weights is None or weights_lib.is_keras_file(weights):
         if override is not None:
             raise KerasMixerError(
@@ -82,7 +83,13 @@ def trained_normalization(weights, variant, authors, override=None, channels=3):
     if override is not None:
         normalization, what = override, "checkpoint_normalization"
     elif weights_lib.is_checkpoint_path(weights):
-        normalization, what = authors, f"the normalization {weights!r} was trained on"
+        recorded = weights_lib.hub_normalization(weights)
+        normalization = authors if recorded is None else recorded
+        what = (f"the normalization {weights!r} was trained on" if recorded is None else
+                f"the normalization the config.json beside {os.fspath(weights)!r} records")
+        if recorded is not None:
+            print(f"{os.fspath(weights)}: trained on mean {recorded[0]}, std {recorded[1]} (its config.json); the "
+                  "model maps preprocess_input's [-1, 1] onto that")
     else:
         normalization = weights_lib.resolve(variant, weights).normalization
         what = f"the normalization {weights!r} was trained on"

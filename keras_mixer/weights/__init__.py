@@ -16,7 +16,7 @@ import numpy as np
 
 from keras_mixer.errors import WeightsError
 from keras_mixer.weights.download import fetch
-from keras_mixer.weights.formats import checkpoint_format, read_checkpoint
+from keras_mixer.weights.formats import checkpoint_format, hub_normalization, read_checkpoint
 from keras_mixer.weights.model_file import read_model_info, require_model_file, save_model
 from keras_mixer.weights.pretrained import PRETRAINED, resolve
 

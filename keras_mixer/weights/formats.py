@@ -107,3 +107,28 @@ def read_checkpoint(path):
     if fmt is None:
         raise WeightsError(f"{path}: unknown checkpoint format; expected one of .npz, .pth, .bin, .safetensors")
     return readers[fmt](path)
+
+
+HUB_CONFIG = "config.json"
+
+
+def hub_normalization(path):
+    """((mean, ...), (std, ...)) that timm's `config.json` beside a checkpoint file records for it (the layout of
+    a Hugging Face Hub snapshot, `timm/<model>.<tag>`: `pretrained_cfg.mean` / `.std`), or None without one. A MIIL
+    Mixer is trained on [0, 1] pixels, a Google one on [-1, 1]: the file alone does not say which. A config.json
+    that is not JSON is refused; one without timm's `pretrained_cfg` (another library's) is not ours to read."""
+    import json
+
+    config_path = os.path.join(os.path.dirname(os.fspath(path)), HUB_CONFIG)
+    if not os.path.isfile(config_path):
+        return None
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise WeightsError(f"{config_path}: beside {path} but not readable JSON ({type(error).__name__}): it would "
+                           "say which pixel normalization the checkpoint was trained on; fix or move it") from error
+    pretrained = config.get("pretrained_cfg") if isinstance(config, dict) else None
+    if not isinstance(pretrained, dict) or "mean" not in pretrained or "std" not in pretrained:
+        return None
+    return pretrained["mean"], pretrained["std"]
