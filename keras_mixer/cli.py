@@ -26,7 +26,11 @@ def _demo(args):
 def _convert(args):
     from keras_mixer.models.mlp_mixer import convert_checkpoint
 
-    model = convert_checkpoint(args.input, args.output, gelu=args.gelu)
+    if (args.mean is None) != (args.std is None):
+        raise KerasMixerError("--mean and --std: give both (the normalization the checkpoint was trained on), or "
+                              "neither")
+    normalization = (tuple(args.mean), tuple(args.std)) if args.mean else None
+    model = convert_checkpoint(args.input, args.output, gelu=args.gelu, checkpoint_normalization=normalization)
     print(f"\nwrote {args.output}: {model.name}, {model.count_params():,} params, input {model.input_shape[1:]}")
 
 

@@ -86,6 +86,38 @@ def test_convert_cli_writes_an_equivalent_keras_model(tmp_path):
     assert main(["convert", str(tmp_path / "tiny.npz"), str(tmp_path / "tiny.txt")]) == 2
 
 
+def test_convert_folds_the_normalization_of_a_miil_style_checkpoint(tmp_path, capsys):
+    """A checkpoint trained on [0, 1] pixels (timm's MIIL Mixer): from a Hub snapshot's config.json, or from
+    --mean/--std, the converted model fed preprocess_input's [-1, 1] gives timm's logits on [0, 1] pixels."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from keras_mixer_cli import main
+
+    reference = timm_mixer(img_size=32, patch_size=8, num_blocks=2, embed_dim=16, num_classes=5)
+    (tmp_path / "hub").mkdir()
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, tmp_path / "hub" / "model.safetensors")
+    pixels = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3)).astype("float32")
+    trained_on = timm_logits(reference, pixels / 255)  # MIIL's mean 0, std 1
+    (tmp_path / "hub" / "config.json").write_text(json.dumps({"architecture": "mixer_b16_224", "pretrained_cfg": {
+        "tag": "miil_in21k_ft_in1k", "mean": [0, 0, 0], "std": [1, 1, 1]}}))
+    assert main(["convert", str(tmp_path / "hub" / "model.safetensors"), str(tmp_path / "hub.keras")]) == 0
+    assert "trained on mean [0, 0, 0], std [1, 1, 1] (its config.json)" in capsys.readouterr().out
+    (tmp_path / "hub" / "config.json").unlink()
+    assert main(["convert", str(tmp_path / "hub" / "model.safetensors"), str(tmp_path / "flags.keras"),
+                 "--mean", "0", "0", "0", "--std", "1", "1", "1"]) == 0
+    assert main(["convert", str(tmp_path / "hub" / "model.safetensors"), str(tmp_path / "plain.keras")]) == 0
+    for name in ("hub", "flags"):
+        model = keras.models.load_model(tmp_path / f"{name}.keras")
+        assert np.max(np.abs(model.predict(pixels / 127.5 - 1, verbose=0) - trained_on)) <= TOLERANCE, name
+    plain = keras.models.load_model(tmp_path / "plain.keras")  # taken for [-1, 1]: another function
+    assert np.max(np.abs(plain.predict(pixels / 127.5 - 1, verbose=0) - trained_on)) > 100 * TOLERANCE
+    assert main(["convert", str(tmp_path / "hub" / "model.safetensors"), str(tmp_path / "x.keras"),
+                 "--mean", "0", "0", "0"]) == 2
+    assert "--mean and --std: give both" in capsys.readouterr().err and not (tmp_path / "x.keras").exists()
+
+
 def test_our_weights_exported_to_timm_give_our_logits():
     from keras_mixer.models.mlp_mixer import official_to_timm
 

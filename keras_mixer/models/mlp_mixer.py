@@ -344,9 +344,11 @@ def build_digits_mixer(image_size=32, classes=10, **kwargs):
                     classifier_activation=None, name="mixer_digits", **kwargs)
 
 
-def convert_checkpoint(source, destination, gelu=None):
+def convert_checkpoint(source, destination, gelu=None, checkpoint_normalization=None):
     """Converts an official `.npz` or timm `.pth`/`.safetensors` Mixer checkpoint to a Keras `.keras` model or
-    `.weights.h5` file (written atomically). The architecture is read off the checkpoint's shapes."""
+    `.weights.h5` file (written atomically). The architecture is read off the checkpoint's shapes; the
+    normalization it was trained on (`checkpoint_normalization`, else timm's config.json beside it, else [-1, 1])
+    is folded into the stem, so the model takes `preprocess_input`'s [-1, 1]."""
     from keras_mixer.io_utils import atomic_path, output_problem
 
     destination = str(destination)
@@ -360,7 +362,8 @@ def convert_checkpoint(source, destination, gelu=None):
         raise WeightsError(f"{destination}: the output must end in .keras or .weights.h5")
     if problem := output_problem(destination):  # before reading and converting a checkpoint of up to 2 GB
         raise WeightsError(f"{destination} {problem}")
-    params, trained_gelu, source = read_mixer_checkpoint(str(source), variant=None)
+    params, trained_gelu, source = read_mixer_checkpoint(str(source), variant=None,
+                                                         checkpoint_normalization=checkpoint_normalization)
     config, input_shape, classes = infer_config(params, source)
     model = MLPMixer(
         **config, input_shape=input_shape, include_top=classes is not None, classes=classes or 1000,
