@@ -36,13 +36,14 @@ def atomic_path(path):
             os.unlink(tmp)
 
 
-def folder_given_as_model(path, suffixes=(".keras", ".tflite")):
-    """What to say of a folder given where a model file belongs (a run's folder: `train --output runs/float` writes
-    runs/float/model.keras): the model files inside it, to give instead."""
+def folder_given_as_model(path, suffixes=(".keras", ".tflite"), what="model file"):
+    """What to say of a folder given where a model (or weights) file belongs (a run's folder: `train --output
+    runs/float` writes runs/float/model.keras; a Hugging Face Hub snapshot holds model.safetensors): the files of
+    that kind inside it, to give instead."""
     inside = sorted(name for name in os.listdir(path) if name.endswith(suffixes))
     held = f"; give one of its files: {', '.join(os.path.join(path, name) for name in inside)}" if inside else \
         f", and holds no {' or '.join(suffixes)} file"
-    return f"{path} is a folder, not a model file{held}"
+    return f"{path} is a folder, not a {what}{held}"
 
 
 def output_problem(path, folder=False):

@@ -275,6 +275,27 @@ def test_a_checkpoint_takes_the_normalization_of_the_timm_config_beside_it(tmp_p
                                mixer_forward(params, pixels / 127.5 - 1, 4, 2, "tanh"), atol=1e-4)
 
 
+def test_a_snapshot_folder_given_as_weights_names_the_checkpoint_inside(tmp_path, npz, monkeypatch):
+    """A Hugging Face Hub snapshot's folder given where its checkpoint file belongs was "no pretrained weights
+    'snap'" (weights=) and "not one of them" (convert)."""
+    from keras_mixer.models.mlp_mixer import convert_checkpoint
+
+    (tmp_path / "snap").mkdir()
+    npz(tiny_params(), "snap/model.npz")
+    (tmp_path / "snap" / "README.md").write_text("model card")
+    inside = f"{tmp_path / 'snap'} is a folder, not a {{}}; give one of its files: {tmp_path / 'snap' / 'model.npz'}"
+    with pytest.raises(WeightsError) as refused:
+        tiny(classes=5, weights=str(tmp_path / "snap"))
+    assert str(refused.value) == inside.format("weights file")
+    with pytest.raises(WeightsError) as refused:
+        convert_checkpoint(str(tmp_path / "snap"), tmp_path / "m.keras")
+    assert str(refused.value) == inside.format("checkpoint file") and not (tmp_path / "m.keras").exists()
+    # a release's tag stays the release where a folder of that name is at hand (an "imagenet/" of data)
+    (tmp_path / "imagenet").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert resolve("mixer_s32", "imagenet") == resolve("mixer_s32", resolve("mixer_s32", "imagenet").tag)
+
+
 # --- released weights and downloads -----------------------------------------------------------------------------
 
 def test_registry_tags_and_alias():

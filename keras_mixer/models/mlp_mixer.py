@@ -5,6 +5,7 @@ Layer and variable names follow the official Flax release (`stem`, `MixerBlock_{
 """
 
 import math
+import os
 import re
 
 import numpy as np
@@ -349,12 +350,14 @@ def convert_checkpoint(source, destination, gelu=None, checkpoint_normalization=
     `.weights.h5` file (written atomically). The architecture is read off the checkpoint's shapes; the
     normalization it was trained on (`checkpoint_normalization`, else timm's config.json beside it, else [-1, 1])
     is folded into the stem, so the model takes `preprocess_input`'s [-1, 1]."""
-    from keras_mixer.io_utils import atomic_path, output_problem
+    from keras_mixer.io_utils import atomic_path, folder_given_as_model, output_problem
 
     destination = str(destination)
     if weights_lib.is_keras_file(source):
         raise WeightsError(f"{source}: already a Keras file; convert reads official .npz and timm .pth/.bin/"
                            ".safetensors Mixer checkpoints (load a .keras with keras.models.load_model)")
+    if os.path.isdir(source):
+        raise WeightsError(folder_given_as_model(source, weights_lib.CHECKPOINT_SUFFIXES, "checkpoint file"))
     if not weights_lib.is_checkpoint_path(source):
         raise WeightsError(f"{source}: convert reads official .npz and timm .pth/.bin/.safetensors Mixer checkpoints; "
                            f"this is not one of them")

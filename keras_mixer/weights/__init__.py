@@ -16,12 +16,10 @@ import numpy as np
 
 from keras_mixer.errors import WeightsError
 from keras_mixer.weights.download import fetch
-from keras_mixer.weights.formats import checkpoint_format, hub_normalization, read_checkpoint
+from keras_mixer.weights.formats import (CHECKPOINT_SUFFIXES, KERAS_WEIGHT_SUFFIXES, checkpoint_format,
+                                        hub_normalization, read_checkpoint)
 from keras_mixer.weights.model_file import read_model_info, require_model_file, save_model
 from keras_mixer.weights.pretrained import PRETRAINED, resolve
-
-KERAS_WEIGHT_SUFFIXES = (".weights.h5", ".keras")
-
 
 def is_keras_file(weights):
     return os.fspath(weights).endswith(KERAS_WEIGHT_SUFFIXES)

@@ -19,6 +19,9 @@ from keras_mixer.errors import WeightsError
 NPZ_SUFFIXES = (".npz",)
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 SAFETENSORS_SUFFIXES = (".safetensors",)
+CHECKPOINT_SUFFIXES = NPZ_SUFFIXES + TORCH_SUFFIXES + SAFETENSORS_SUFFIXES
+KERAS_WEIGHT_SUFFIXES = (".weights.h5", ".keras")
+WEIGHT_FILE_SUFFIXES = CHECKPOINT_SUFFIXES + KERAS_WEIGHT_SUFFIXES
 
 
 def checkpoint_format(path):

@@ -6,9 +6,12 @@ none, so those files are fetched unverified (a warning says so).
 """
 
 import dataclasses
+import os
 
 from keras_mixer.errors import WeightsError
+from keras_mixer.io_utils import folder_given_as_model
 from keras_mixer.layers.input_normalization import INCEPTION
+from keras_mixer.weights.formats import WEIGHT_FILE_SUFFIXES
 
 @dataclasses.dataclass(frozen=True)
 class PretrainedWeights:
@@ -55,15 +58,18 @@ def list_pretrained(variant=None):
 
 def resolve(variant, tag):
     """The release for `tag` of `variant`, following the 'imagenet' alias."""
+    key = (variant, IMAGENET_ALIAS.get(variant) if tag == "imagenet" else tag)
+    if key in PRETRAINED:  # a release's tag, even where a folder of that name is at hand (an "imagenet/" of data)
+        return PRETRAINED[key]
+    if isinstance(tag, (str, os.PathLike)) and os.path.isdir(tag):
+        # a Hugging Face Hub snapshot's folder, say: the checkpoint file inside it is the weights
+        raise WeightsError(folder_given_as_model(os.fspath(tag), WEIGHT_FILE_SUFFIXES, "weights file"))
     if variant is None:
         raise WeightsError(
             f"weights={tag!r} names a pretrained release, but this model's config matches no released variant; "
             "pass a local checkpoint path instead"
         )
-    key = (variant, IMAGENET_ALIAS.get(variant) if tag == "imagenet" else tag)
-    if key not in PRETRAINED:
-        raise WeightsError(
-            f"no pretrained weights {tag!r} for {variant}; available: {', '.join(list_pretrained(variant)) or 'none'}; "
-            "a local file must end in .npz, .pth, .bin, .safetensors, .weights.h5 or .keras"
-        )
-    return PRETRAINED[key]
+    raise WeightsError(
+        f"no pretrained weights {tag!r} for {variant}; available: {', '.join(list_pretrained(variant)) or 'none'}; "
+        "a local file must end in .npz, .pth, .bin, .safetensors, .weights.h5 or .keras"
+    )
