@@ -80,20 +80,20 @@ def trained_normalization(weights, variant, authors, override=None, channels=3):
                 f"checkpoint_normalization describes a checkpoint (a released tag or an authors' file); with "
                 f"weights={weights!r} there is none (a .keras file keeps its own InputNormalization step)")
         return None
+    recorded = None
     if override is not None:
         normalization, what = override, "checkpoint_normalization"
+    elif weights_lib.is_checkpoint_path(weights) and (recorded := weights_lib.hub_normalization(weights)):
+        normalization, what = recorded, f"the normalization the config.json beside {os.fspath(weights)!r} records"
     elif weights_lib.is_checkpoint_path(weights):
-        recorded = weights_lib.hub_normalization(weights)
-        normalization = authors if recorded is None else recorded
-        what = (f"the normalization {weights!r} was trained on" if recorded is None else
-                f"the normalization the config.json beside {os.fspath(weights)!r} records")
-        if recorded is not None:
-            print(f"{os.fspath(weights)}: trained on mean {recorded[0]}, std {recorded[1]} (its config.json); the "
-                  "model maps preprocess_input's [-1, 1] onto that")
+        normalization, what = authors, f"the normalization {weights!r} was trained on"
     else:
         normalization = weights_lib.resolve(variant, weights).normalization
         what = f"the normalization {weights!r} was trained on"
     normalization = check_normalization(normalization, channels, what)
+    if recorded:
+        print(f"{os.fspath(weights)}: trained on mean {recorded[0]}, std {recorded[1]} (its config.json); the model "
+              "maps preprocess_input's [-1, 1] onto that")
     return None if np.allclose(normalization, INCEPTION) else normalization
 
 
