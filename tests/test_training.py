@@ -635,12 +635,19 @@ def test_the_feeder_thread_places_batches_ahead_in_order_within_its_depth_raises
     assert not feeders()
 
 
-def test_mixed_bfloat16_trains_a_loaded_model_and_saves_float32(tmp_path):
+@pytest.fixture(scope="module")
+def float_run(tmp_path_factory):
+    """A digits model trained two steps in float32 (a run folder), for the tests that fine-tune a loaded model."""
+    output = tmp_path_factory.mktemp("float")
+    train(output_dir=output, steps=2, checkpoint_every=2, verbose=0)
+    return output
+
+
+def test_mixed_bfloat16_trains_a_loaded_model_and_saves_float32(tmp_path, float_run):
     """A `.keras` file trained in float32 fine-tunes under mixed_bfloat16 (its layers recorded float32 while their
     sub-layers take the global policy: a block once failed at its residual sum), the run saves a float32 model, and
     the caller's policy is back afterwards."""
-    train(output_dir=tmp_path / "float", steps=2, checkpoint_every=2, verbose=0)
-    model, report = train(str(tmp_path / "float" / "model.keras"), output_dir=tmp_path / "bf16", steps=4,
+    model, report = train(str(float_run / "model.keras"), output_dir=tmp_path / "bf16", steps=4,
                           checkpoint_every=2, precision="mixed_bfloat16", verbose=0)
     assert keras.config.dtype_policy().name == "float32"
     assert report["precision"] == "mixed_bfloat16" and report["steps"] == 4
@@ -651,14 +658,13 @@ def test_mixed_bfloat16_trains_a_loaded_model_and_saves_float32(tmp_path):
     np.testing.assert_array_equal(saved.get_weights()[0], model.get_weights()[0])
 
 
-def test_qat_trains_under_mixed_bfloat16(tmp_path):
+def test_qat_trains_under_mixed_bfloat16(tmp_path, float_run):
     """QAT of a float32 `.keras` under mixed_bfloat16 (the `auto` choice on a GPU): the fake-quant layers decide their
     int8 levels in float32 and hand on bfloat16; the QAT model is saved as float32 and loads back."""
     from keras_mixer.quantization.qat import is_quantized
     from keras_mixer.training import quantization_aware_training
 
-    train(output_dir=tmp_path / "float", steps=2, checkpoint_every=2, verbose=0)
-    _, report = quantization_aware_training(str(tmp_path / "float" / "model.keras"), output_dir=tmp_path / "qat",
+    _, report = quantization_aware_training(str(float_run / "model.keras"), output_dir=tmp_path / "qat",
                                             steps=2, checkpoint_every=2, calibration_samples=32,
                                             precision="mixed_bfloat16", verbose=0)
     assert report["precision"] == "mixed_bfloat16" and report["steps"] == 2
