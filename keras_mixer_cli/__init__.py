@@ -115,11 +115,11 @@ def build_parser():
     convert.add_argument(
         "--gelu", choices=["tanh", "exact"], help="GELU form (default: tanh for official .npz, exact for timm files)"
     )
-    for flag, kind, example in (("--mean", _number(float), "0.5 0.5 0.5"), ("--std", POSITIVE, "0.5 0.5 0.5")):
+    for flag, kind in (("--mean", _number(float)), ("--std", POSITIVE)):
         convert.add_argument(flag, nargs=3, type=kind, metavar=("R", "G", "B"),
                              help=f"the pixel {flag[2:]} (pixels / 255, timm's convention) the checkpoint was trained "
-                                  f"on, folded into the model (default: what timm's config.json beside it records, "
-                                  f"else [-1, 1]: {example})")
+                                  "on, folded into the model (default: what timm's config.json beside it records, "
+                                  "else [-1, 1]: 0.5 0.5 0.5)")
 
     evaluate = commands.add_parser("evaluate-tflite", help="top-1/top-5, agreement and latency of a .tflite model")
     evaluate.add_argument("model", help=".tflite file")
