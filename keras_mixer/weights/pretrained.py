@@ -71,5 +71,5 @@ def resolve(variant, tag):
         )
     raise WeightsError(
         f"no pretrained weights {tag!r} for {variant}; available: {', '.join(list_pretrained(variant)) or 'none'}; "
-        "a local file must end in .npz, .pth, .bin, .safetensors, .weights.h5 or .keras"
+        f"a local file must end in {', '.join(WEIGHT_FILE_SUFFIXES[:-1])} or {WEIGHT_FILE_SUFFIXES[-1]}"
     )
