@@ -6,6 +6,7 @@ with the Android app's frames (`keras_mixer.preprocessing.preprocess_frame`)."""
 import concurrent.futures
 import dataclasses
 import difflib
+import functools
 import io
 import os
 import reprlib
@@ -33,6 +34,10 @@ AUTOTUNE = -1  # tf.data.AUTOTUNE, without importing TensorFlow at module import
 MAX_IMAGE_PIXELS = 89_478_485
 # a folder whose unreadable share is above this is refused rather than trained or evaluated on what is left
 MAX_SKIPPED_SHARE = 0.1
+# the EXIF tag of a photo's orientation: phones store the sensor's rows and this tag, which viewers follow. Training
+# and prediction follow it too, as the Android app turns camera frames upright: a folder of phone photos trained
+# as stored would be sideways to the frames the app feeds
+EXIF_ORIENTATION = 0x0112
 # {path: why} of every image file this process skipped; the command line says them once at the end
 SKIPPED_IMAGES = {}
 
@@ -53,13 +58,20 @@ def image_problem(file):
     """Why `file` (a path or the bytes of one) is not an image worth decoding, or None: empty, not an image, over
     MAX_IMAGE_PIXELS, or damaged after its header (its pixel data decoded, a JPEG at 1/8 scale: all of its
     compressed data read, 5-10x faster than a full decode). Needs Pillow (without it: None)."""
+    return inspect_image(file)[0]
+
+
+def inspect_image(file):
+    """(`image_problem`'s answer, the EXIF orientation 1-8) of `file` from one opening of it; orientation 1 (as
+    stored) where the file has no tag, is not an image, or Pillow is missing."""
     try:
         from PIL import Image
     except ImportError:
-        return None
+        return None, 1
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data": its orientation reads as stored
             with Image.open(io.BytesIO(file) if isinstance(file, bytes) else file) as image:
                 width, height = image.size
                 if width * height <= MAX_IMAGE_PIXELS:
@@ -67,17 +79,32 @@ def image_problem(file):
                     try:
                         image.load()
                     except (OSError, ValueError, SyntaxError) as error:
-                        return f"damaged after its header ({error})"
+                        return f"damaged after its header ({error})", 1
+                orientation = image.getexif().get(EXIF_ORIENTATION, 1)
     except Image.DecompressionBombError:
-        return f"its header declares more than {2 * MAX_IMAGE_PIXELS:,} pixels (a decompression bomb?)"
+        return f"its header declares more than {2 * MAX_IMAGE_PIXELS:,} pixels (a decompression bomb?)", 1
     except Image.UnidentifiedImageError:
         empty = file == b"" if isinstance(file, bytes) else os.path.getsize(file) == 0
-        return "an empty file" if empty else "not an image (no format Pillow knows)"
+        return ("an empty file" if empty else "not an image (no format Pillow knows)"), 1
     except (OSError, ValueError, SyntaxError) as error:
-        return f"a damaged image header ({type(error).__name__})"
+        return f"a damaged image header ({type(error).__name__})", 1
     if width * height > MAX_IMAGE_PIXELS:
-        return f"{width}x{height} pixels, above the {MAX_IMAGE_PIXELS:,}-pixel limit for one image"
-    return None
+        return f"{width}x{height} pixels, above the {MAX_IMAGE_PIXELS:,}-pixel limit for one image", 1
+    return None, int(orientation) if orientation in range(1, 9) else 1
+
+
+def upright(image, orientation):
+    """[H, W, C] pixels as stored -> as a photo viewer (and PIL's `ImageOps.exif_transpose`) shows them, for the
+    EXIF orientation 1-8; a tensor or a NumPy array (an int or a scalar tensor `orientation`)."""
+    tf = _tf()
+
+    def transpose(x):
+        return tf.transpose(x, (1, 0, 2))
+
+    turns = [lambda x: x, tf.image.flip_left_right, lambda x: tf.image.rot90(x, 2), tf.image.flip_up_down,
+             transpose, lambda x: tf.image.rot90(x, 3), lambda x: tf.image.rot90(transpose(x), 2),
+             lambda x: tf.image.rot90(x, 1)]
+    return tf.switch_case(tf.cast(orientation, tf.int32) - 1, [functools.partial(turn, image) for turn in turns])
 
 
 def _format_problem(path):
@@ -90,15 +117,20 @@ def _format_problem(path):
 
 def _readable(files, root):
     """`files` ((path, label) pairs) without those whose header is unreadable, which are recorded in
-    SKIPPED_IMAGES as {path: why}; DataError when more than MAX_SKIPPED_SHARE of them are."""
+    SKIPPED_IMAGES as {path: why}, as (path, label, EXIF orientation) triples; DataError when more than
+    MAX_SKIPPED_SHARE of them are."""
+    def inspect(path):
+        problem = _format_problem(path)
+        return (problem, 1) if problem else inspect_image(path)
+
     with concurrent.futures.ThreadPoolExecutor(16) as pool:  # headers only: the time is in opening files
-        problems = list(pool.map(lambda path: _format_problem(path) or image_problem(path), [p for p, _ in files]))
-    skipped = tuple((path, why) for (path, _), why in zip(files, problems) if why)
+        found = list(pool.map(inspect, [path for path, _ in files]))
+    skipped = tuple((path, why) for (path, _), (why, _) in zip(files, found) if why)
     if len(skipped) > MAX_SKIPPED_SHARE * len(files):
         raise DataError(f"{len(skipped)} of the {len(files)} images in {root} cannot be read (e.g. {skipped[0][0]}: "
                         f"{skipped[0][1]}): more than {MAX_SKIPPED_SHARE:.0%}; fix or remove them")
     SKIPPED_IMAGES.update(skipped)
-    return [pair for pair, why in zip(files, problems) if not why]
+    return [(path, label, orientation) for (path, label), (why, orientation) in zip(files, found) if not why]
 
 
 def _tf():
@@ -254,20 +286,20 @@ def _folder(path, split):
     if not files:
         raise DataError(f"image folder {root!r} has no {split} images")
     files = _readable(files, root)
-    unreadable = sorted(set(range(len(names))) - {label for _, label in files})
+    unreadable = sorted(set(range(len(names))) - {label for _, label, _ in files})
     if unreadable and split == "train":
         raise DataError(f"class {names[unreadable[0]]!r} of {root} has no readable images")
     # a fixed shuffled order (seed 0), so that any prefix (e.g. the calibration images) mixes the classes
     files = [files[i] for i in np.random.RandomState(0).permutation(len(files))]
     tf = _tf()
-    paths = tf.constant([file for file, _ in files])
-    labels = tf.constant([label for _, label in files], tf.int32)
+    paths, labels, orientations = (tf.constant(column) for column in zip(*files))
 
-    def decode(file, label):
+    def decode(file, label, orientation):
         image = tf.io.decode_image(tf.io.read_file(file), channels=3, expand_animations=False)
-        return tf.ensure_shape(image, (None, None, 3)), label
+        return tf.ensure_shape(upright(image, orientation), (None, None, 3)), label
 
-    dataset = tf.data.Dataset.from_tensor_slices((paths, labels)).map(decode, num_parallel_calls=AUTOTUNE)
+    dataset = tf.data.Dataset.from_tensor_slices((paths, labels, orientations)).map(decode,
+                                                                                    num_parallel_calls=AUTOTUNE)
     dataset = dataset.ignore_errors(log_warning=True)
     return ImageSource(dataset, len(files), len(names), names, in_memory=False)
 

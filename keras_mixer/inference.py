@@ -11,8 +11,8 @@ import re
 import numpy as np
 
 from keras_mixer.datasets import (FULL_CROP_FRACTION, IMAGE_EXTENSIONS, OTHER_IMAGE_EXTENSIONS, TFDS_CROP_FRACTION,
-                                  check_crop_fraction, eval_transform, image_problem, input_image_size,
-                                  model_image_size)
+                                  check_crop_fraction, eval_transform, inspect_image, input_image_size,
+                                  model_image_size, upright)
 from keras_mixer.errors import DataError, ExportError, KerasMixerError, is_whole_number
 from keras_mixer.models.registry import refuse_weights_beside
 from keras_mixer.preprocessing import imagenet_class_names
@@ -38,7 +38,8 @@ class Classifier:
 def load_image(path):
     """An image file as [H, W, 3] uint8 RGB: TensorFlow's decoder for what training reads from folders (JPEG, PNG,
     GIF, BMP), so a file is classified from the same pixels it was trained on; PIL for anything else it reads
-    (WebP, TIFF, ...). Any mode (grey, palette, RGBA: alpha dropped) becomes RGB. DataError names the file."""
+    (WebP, TIFF, ...). Any mode (grey, palette, RGBA: alpha dropped) becomes RGB, turned upright by its EXIF
+    orientation as training reads it (a phone's photo as its viewer shows it). DataError names the file."""
     import tensorflow as tf
 
     try:
@@ -46,20 +47,20 @@ def load_image(path):
             data = f.read()
     except OSError as error:
         raise DataError(f"{path}: cannot read the file ({error.strerror or error})") from error
-    problem = image_problem(data)  # before decoding: a decompression bomb would need gigabytes
+    problem, orientation = inspect_image(data)  # before decoding: a decompression bomb would need gigabytes
     if problem:
         raise DataError(f"{path}: {problem}")
     try:
-        return tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
+        return upright(tf.io.decode_image(data, channels=3, expand_animations=False), orientation).numpy()
     except (tf.errors.InvalidArgumentError, ValueError):
         pass
     try:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image, ImageOps, UnidentifiedImageError
     except ImportError as error:
         raise DataError(f"{path}: not a JPEG, PNG, GIF or BMP image (other formats need Pillow)") from error
     try:
         with Image.open(io.BytesIO(data)) as image:
-            return np.asarray(image.convert("RGB"))
+            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise DataError(f"{path}: not an image file TensorFlow or PIL can read ({type(error).__name__})") from error
 

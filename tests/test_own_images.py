@@ -389,6 +389,52 @@ def test_folder_without_split_folders_holds_out_ten_percent_per_class(tmp_path):
         load_source(str(tmp_path / CLASSES[0]), "train")
 
 
+def phone_photo(path, pixels, orientation, **options):
+    """`pixels` saved as a phone stores its sensor's rows, with the EXIF tag that tells viewers how to turn them."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path.parent.mkdir(exist_ok=True)
+    Image.fromarray(pixels).save(path, exif=exif, **options)
+    return path
+
+
+def viewed(path):
+    """The pixels of `path` as a photo viewer shows them: PIL's `ImageOps.exif_transpose`."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as image:
+        return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+
+
+def test_photos_are_read_upright_by_their_exif_orientation_in_training_and_prediction(tmp_path):
+    """A phone stores its sensor's rows and an orientation tag; the Android app turns camera frames upright, so a
+    folder of phone photos read as stored trained a model on pictures sideways to the frames it will see. Each of
+    the eight orientations is read as PIL's `exif_transpose` (what viewers do) turns it, by training's folder
+    reader and by `predict`."""
+    from keras_mixer.inference import load_image
+
+    pixels = np.random.RandomState(0).randint(0, 256, (6, 10, 3), dtype=np.uint8)  # not square: a turn shows
+    upright = {}
+    for orientation in range(1, 9):
+        for folder in ("a", "b"):
+            path = phone_photo(tmp_path / folder / f"{orientation}.png", pixels, orientation)
+        upright[orientation] = viewed(path)
+        np.testing.assert_array_equal(load_image(path), upright[orientation])
+    assert [upright[o].shape for o in (1, 5)] == [(6, 10, 3), (10, 6, 3)]
+    read = [image.numpy() for split in ("train", "eval") for image, _ in load_source(str(tmp_path), split).dataset]
+    assert len(read) == 16
+    found = [next((o for o, want in upright.items() if np.array_equal(image, want)), None) for image in read]
+    assert sorted(found) == sorted(list(range(1, 9)) * 2)  # as stored, all 16 were orientation 1
+
+    # a phone's JPEG: TensorFlow decodes it, turned as PIL turns it (within the two JPEG decoders' rounding)
+    path = phone_photo(tmp_path / "phone.jpg", np.repeat(np.repeat(pixels, 8, 0), 8, 1), 6, quality=95)
+    read, want = load_image(path), viewed(path)
+    assert read.shape == want.shape == (80, 48, 3)
+    assert np.abs(read.astype(np.float32) - want).mean() < 2
+
+
 # --- tensorflow-datasets: download_and_prepare through tfds' own download manager, from 127.0.0.1 ----------------
 
 
