@@ -228,17 +228,30 @@ def _digits(split, image_size):
     return ImageSource(dataset, len(labels), 10, [str(digit) for digit in range(10)], in_memory=True)
 
 
+def _hidden(name):
+    """Not the user's photos: hidden files and folders (`.thumbnails/`; `._IMG_0042.jpg`, the AppleDouble file macOS
+    writes beside every photo copied onto a USB stick or a network share, which is not an image) and `__MACOSX/`,
+    where a zip made on a Mac keeps those."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def image_files(folder):
+    """Every image file under `folder` (IMAGE_EXTENSIONS and OTHER_IMAGE_EXTENSIONS, at any depth), in name order,
+    without hidden files and folders (`_hidden`)."""
+    files = []
+    for root, folders, names in os.walk(folder):
+        folders[:] = [name for name in folders if not _hidden(name)]
+        files += [os.path.join(root, name) for name in names
+                  if not _hidden(name) and name.lower().endswith(IMAGE_EXTENSIONS + OTHER_IMAGE_EXTENSIONS)]
+    return sorted(files)
+
+
 def _class_files(path):
     """{class name: sorted image paths} of the sub-folders of `path` that hold images (at any depth below)."""
     classes = {}
     for entry in sorted(os.scandir(path), key=lambda e: e.name):
-        if not entry.is_dir() or entry.name.startswith("."):
-            continue
-        files = sorted(
-            os.path.join(root, file) for root, _, names in os.walk(entry.path) for file in names
-            if file.lower().endswith(IMAGE_EXTENSIONS + OTHER_IMAGE_EXTENSIONS)
-        )
-        classes[entry.name] = files
+        if entry.is_dir() and not _hidden(entry.name):
+            classes[entry.name] = image_files(entry.path)
     empty = [name for name, files in classes.items() if not files]
     if empty and len(empty) < len(classes):
         raise DataError(f"class folder {os.path.join(path, empty[0])} has no images ({', '.join(IMAGE_EXTENSIONS)});"

@@ -11,7 +11,7 @@ import re
 import numpy as np
 
 from keras_mixer.datasets import (FULL_CROP_FRACTION, IMAGE_EXTENSIONS, OTHER_IMAGE_EXTENSIONS, TFDS_CROP_FRACTION,
-                                  check_crop_fraction, eval_transform, inspect_image, input_image_size,
+                                  check_crop_fraction, eval_transform, image_files, inspect_image, input_image_size,
                                   model_image_size, upright)
 from keras_mixer.errors import DataError, ExportError, KerasMixerError, is_whole_number
 from keras_mixer.models.registry import refuse_weights_beside
@@ -207,11 +207,8 @@ def _expanded(image):
         return [(file, file) for file in matched] or [(path, DataError(f"{path}: matches no file"))]
     if not os.path.isdir(path):
         return [(None, image)]
-    extensions = IMAGE_EXTENSIONS + OTHER_IMAGE_EXTENSIONS
-    files = sorted(os.path.join(folder, name) for folder, _, names in os.walk(path) for name in names
-                   if name.lower().endswith(extensions))
-    return [(file, file) for file in files] or [
-        (path, DataError(f"{path}: a folder without image files ({', '.join(extensions)})"))]
+    return [(file, file) for file in image_files(path)] or [(path, DataError(
+        f"{path}: a folder without image files ({', '.join(IMAGE_EXTENSIONS + OTHER_IMAGE_EXTENSIONS)})"))]
 
 
 def _classify_batch(classifier, entries, first_position, top):

@@ -9,6 +9,7 @@ import functools
 import http.server
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -20,7 +21,7 @@ import pytest
 
 from image_folders import CLASSES, make_image_folders
 from keras_mixer_cli import main
-from keras_mixer.datasets import calibration_images, load_source
+from keras_mixer.datasets import SKIPPED_IMAGES, calibration_images, load_source
 from keras_mixer.errors import DataError, KerasMixerError
 from keras_mixer.export import evaluate_tflite, read_metadata
 from keras_mixer.inference import classify, preprocess_image
@@ -551,6 +552,30 @@ def test_unreadable_images_are_counted_and_named(tmp_path):
                      rf"{victim.name} \(damaged after its header)", last), last
     assert last.endswith("; and 1 more")  # the first three named in the line
     assert json.loads((tmp_path / "run" / "report.json").read_text())["train_examples"] == 3 * 16 - 1
+
+
+def test_a_folder_copied_from_a_mac_is_read_without_its_hidden_files(tmp_path):
+    """macOS writes an AppleDouble file (`._IMG_0042.jpg`, not an image) beside each photo copied onto a USB stick
+    or a share, and a zip made on a Mac carries them in `__MACOSX/`: they were half the folder's "images", refused
+    as unreadable (more than 10 %), and `__MACOSX` a class."""
+    from keras_mixer.inference import classify
+
+    data = tmp_path / "data"
+    make_image_folders(data, per_class=10, split_folders=False)
+    apple_double = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(4000)
+    for photo in list(data.rglob("*.jpg")) + list(data.rglob("*.png")):
+        (photo.parent / f"._{photo.name}").write_bytes(apple_double)
+        (data / "__MACOSX" / photo.parent.name).mkdir(parents=True, exist_ok=True)
+        (data / "__MACOSX" / photo.parent.name / f"._{photo.name}").write_bytes(apple_double)
+    (data / CLASSES[0] / ".thumbnails").mkdir()
+    (data / CLASSES[0] / ".thumbnails" / "000.jpg").write_bytes(apple_double)
+    SKIPPED_IMAGES.clear()
+    train = load_source(str(data), "train")
+    assert (train.class_names, train.num_examples, SKIPPED_IMAGES) == (list(CLASSES), 27, {})
+    results = classify(build_digits_mixer(classes=3), [data / CLASSES[1]])
+    assert [os.path.basename(result["image"]) for result in results] == [f"{i:03d}.{'jpg' if i % 2 else 'png'}"
+                                                                          for i in range(10)]
+    assert not any("error" in result for result in results)
 
 
 def test_too_many_unreadable_images_or_an_empty_class_are_refused(tmp_path):
