@@ -27,7 +27,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 # photo formats TensorFlow does not decode: a folder's files in them are left out and named, never passed over
 # without a word (a folder of 60 % JPEGs and 40 % WebPs trained on the JPEGs alone)
 OTHER_IMAGE_EXTENSIONS = (".webp", ".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".jxl", ".ppm", ".pgm")
-EVAL_SPLIT_FOLDERS = ("val", "validation", "test")
+# the eval split beside train/, first found first: valid/ is how Roboflow and many Kaggle datasets name it
+EVAL_SPLIT_FOLDERS = ("val", "validation", "valid", "test")
 AUTOTUNE = -1  # tf.data.AUTOTUNE, without importing TensorFlow at module import
 # PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS, ~89.5 M): a larger header is refused before decoding,
 # which would need gigabytes for one image
@@ -261,7 +262,7 @@ def _class_files(path):
 
 def _folder(path, split):
     """`path/<class>/*.jpg` (any of IMAGE_EXTENSIONS, any size). If `path` has a train/ sub-folder, it is the
-    training split and val/ (or validation/, test/) the eval split; otherwise a fixed 10 % of each class (at least
+    training split and val/ (or validation/, valid/, test/) the eval split; otherwise a fixed 10 % of each class (at least
     one image, chosen with seed 0) is the eval split. Images keep their own size and aspect ratio: the transforms
     crop and resize them. Files whose header is unreadable (empty, not an image, over MAX_IMAGE_PIXELS) are left out
     and recorded (SKIPPED_IMAGES); a class left with none, or a split with more than MAX_SKIPPED_SHARE of

@@ -554,6 +554,17 @@ def test_unreadable_images_are_counted_and_named(tmp_path):
     assert json.loads((tmp_path / "run" / "report.json").read_text())["train_examples"] == 3 * 16 - 1
 
 
+def test_the_eval_split_beside_train_is_val_validation_valid_or_test_and_its_absence_is_named(tmp_path):
+    make_image_folders(tmp_path, per_class=10)  # 8 train + 2 val images per class
+    for name in ("validation", "valid", "test"):
+        (tmp_path / ("val" if name == "validation" else previous)).rename(tmp_path / name)
+        previous = name
+        assert load_source(str(tmp_path), "eval").num_examples == 6, name
+    (tmp_path / "test").rename(tmp_path / "holdout")
+    with pytest.raises(DataError, match=r"has train/ but no val/, validation/, valid/, test/"):
+        load_source(str(tmp_path), "eval")
+
+
 def test_a_folder_copied_from_a_mac_is_read_without_its_hidden_files(tmp_path):
     """macOS writes an AppleDouble file (`._IMG_0042.jpg`, not an image) beside each photo copied onto a USB stick
     or a share, and a zip made on a Mac carries them in `__MACOSX/`: they were half the folder's "images", refused
