@@ -248,11 +248,17 @@ def image_files(folder):
 
 
 def _class_files(path):
-    """{class name: sorted image paths} of the sub-folders of `path` that hold images (at any depth below)."""
-    classes = {}
+    """{class name: sorted image paths} of the sub-folders of `path` that hold images (at any depth below); a
+    warning names image files beside them, which belong to no class."""
+    classes, loose = {}, []
     for entry in sorted(os.scandir(path), key=lambda e: e.name):
         if entry.is_dir() and not _hidden(entry.name):
             classes[entry.name] = image_files(entry.path)
+        elif not _hidden(entry.name) and entry.name.lower().endswith(IMAGE_EXTENSIONS + OTHER_IMAGE_EXTENSIONS):
+            loose.append(entry.path)
+    if loose and classes:  # photos saved into the dataset's folder, to be sorted later: not trained on, said so
+        warnings.warn(f"{path}: {len(loose)} image files lie beside the class folders, in none of them (e.g. "
+                      f"{loose[0]}): they are not read; move each into its class's folder")
     empty = [name for name, files in classes.items() if not files]
     if empty and len(empty) < len(classes):
         raise DataError(f"class folder {os.path.join(path, empty[0])} has no images ({', '.join(IMAGE_EXTENSIONS)});"
@@ -262,9 +268,9 @@ def _class_files(path):
 
 def _folder(path, split):
     """`path/<class>/*.jpg` (any of IMAGE_EXTENSIONS, any size). If `path` has a train/ sub-folder, it is the
-    training split and val/ (or validation/, valid/, test/) the eval split; otherwise a fixed 10 % of each class (at least
-    one image, chosen with seed 0) is the eval split. Images keep their own size and aspect ratio: the transforms
-    crop and resize them. Files whose header is unreadable (empty, not an image, over MAX_IMAGE_PIXELS) are left out
+    training split and val/ (or validation/, valid/, test/) the eval split; otherwise a fixed 10 % of each class
+    (at least one image, chosen with seed 0) is the eval split. Images keep their own size and aspect ratio: the
+    transforms crop and resize them. Files whose header is unreadable (empty, not an image, over MAX_IMAGE_PIXELS) are left out
     and recorded (SKIPPED_IMAGES); a class left with none, or a split with more than MAX_SKIPPED_SHARE of
     them, is a DataError. Files damaged past their header are found by decoding them first (`image_problem`); one
     TensorFlow still fails to decode is dropped then (evaluations count the images they used)."""

@@ -589,6 +589,15 @@ def test_a_folder_copied_from_a_mac_is_read_without_its_hidden_files(tmp_path):
     assert not any("error" in result for result in results)
 
 
+def test_images_beside_the_class_folders_are_named_not_passed_over(tmp_path):
+    make_image_folders(tmp_path, per_class=10, split_folders=False)
+    for name in ("new_1.jpg", "new_2.png"):
+        shutil.copy(next((tmp_path / CLASSES[0]).glob("*" + name[-4:])), tmp_path / name)
+    with pytest.warns(UserWarning, match=r"2 image files lie beside the class folders, in none of them \(e.g\. "
+                                         r".*new_1.jpg\): they are not read; move each into its class's folder"):
+        assert load_source(str(tmp_path), "train").num_examples == 27
+
+
 def test_too_many_unreadable_images_or_an_empty_class_are_refused(tmp_path):
     data = tmp_path / "data"
     make_image_folders(data, per_class=10, split_folders=False)
