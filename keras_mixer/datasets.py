@@ -257,8 +257,9 @@ def _class_files(path):
         elif not _hidden(entry.name) and entry.name.lower().endswith(IMAGE_EXTENSIONS + OTHER_IMAGE_EXTENSIONS):
             loose.append(entry.path)
     if loose and classes:  # photos saved into the dataset's folder, to be sorted later: not trained on, said so
-        warnings.warn(f"{path}: {len(loose)} image files lie beside the class folders, in none of them (e.g. "
-                      f"{loose[0]}): they are not read; move each into its class's folder")
+        more = f" (and {len(loose) - 1} more)" if len(loose) > 1 else ""
+        warnings.warn(f"{path}: image files beside the class folders, in none of them, are not read: "
+                      f"{loose[0]}{more}; move each into its class's folder")
     empty = [name for name, files in classes.items() if not files]
     if empty and len(empty) < len(classes):
         raise DataError(f"class folder {os.path.join(path, empty[0])} has no images ({', '.join(IMAGE_EXTENSIONS)});"
