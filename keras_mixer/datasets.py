@@ -271,9 +271,9 @@ def _folder(path, split):
     """`path/<class>/*.jpg` (any of IMAGE_EXTENSIONS, any size). If `path` has a train/ sub-folder, it is the
     training split and val/ (or validation/, valid/, test/) the eval split; otherwise a fixed 10 % of each class
     (at least one image, chosen with seed 0) is the eval split. Images keep their own size and aspect ratio: the
-    transforms crop and resize them. Files whose header is unreadable (empty, not an image, over MAX_IMAGE_PIXELS) are left out
-    and recorded (SKIPPED_IMAGES); a class left with none, or a split with more than MAX_SKIPPED_SHARE of
-    them, is a DataError. Files damaged past their header are found by decoding them first (`image_problem`); one
+    transforms crop and resize them, turned upright by their EXIF orientation (`upright`). Files whose header is
+    unreadable (empty, not an image, over MAX_IMAGE_PIXELS) are left out and recorded (SKIPPED_IMAGES); a class
+    left with none, or a split with more than MAX_SKIPPED_SHARE of them, is a DataError. Files damaged past their header are found by decoding them first (`image_problem`); one
     TensorFlow still fails to decode is dropped then (evaluations count the images they used)."""
     if not os.path.isdir(path):
         raise DataError(f"image folder {path!r} does not exist")
