@@ -273,8 +273,9 @@ def _folder(path, split):
     (at least one image, chosen with seed 0) is the eval split. Images keep their own size and aspect ratio: the
     transforms crop and resize them, turned upright by their EXIF orientation (`upright`). Files whose header is
     unreadable (empty, not an image, over MAX_IMAGE_PIXELS) are left out and recorded (SKIPPED_IMAGES); a class
-    left with none, or a split with more than MAX_SKIPPED_SHARE of them, is a DataError. Files damaged past their header are found by decoding them first (`image_problem`); one
-    TensorFlow still fails to decode is dropped then (evaluations count the images they used)."""
+    left with none, or a split with more than MAX_SKIPPED_SHARE of them, is a DataError. Files damaged past their
+    header are found by decoding them first (`image_problem`); one TensorFlow still fails to decode is dropped then
+    (evaluations count the images they used)."""
     if not os.path.isdir(path):
         raise DataError(f"image folder {path!r} does not exist")
     root = path
