@@ -285,7 +285,7 @@ def tensorflow_sees_gpu():
 
 
 def plan(settings, smoke):
-    """(KERAS_BACKEND or None, what to run) of every row, each in its own process."""
+    """(KERAS_BACKEND or None, what to run) of every row (`processes` says which process runs it)."""
     backends = [b for b in ("jax", "torch") if installed(b)]
     if installed("tensorflow") and (smoke or tensorflow_sees_gpu()):
         backends.append("tensorflow")
@@ -305,29 +305,50 @@ def plan(settings, smoke):
     return rows
 
 
-def run_row(backend, what, settings):
+def processes(rows, smoke):
+    """The (KERAS_BACKEND or None, rows) of each process: one row each on an accelerator (a fresh device: a row's
+    peak memory, a crash or a timeout stay its own); with --smoke one process per backend, the rows that need none
+    (the matmul peak, timm) in the first: start-up was most of a tiny row's time (the smoke test took 80 s in ten
+    processes, 45 s in four)."""
+    if not smoke:
+        return [(backend, [what]) for backend, what in rows]
+    groups = {}
+    for backend, what in rows:
+        groups.setdefault(backend, []).append(what)
+    backendless = groups.pop(None, [])
+    if not groups:
+        return [(None, backendless)]
+    first, *others = groups.items()
+    return [(first[0], backendless + first[1]), *others]
+
+
+def run_rows(backend, whats, settings):
+    """The rows `whats`, in order, from one process with KERAS_BACKEND `backend`; a row that process did not
+    finish is recorded with its error."""
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
                    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     if backend:
         environment["KERAS_BACKEND"] = backend
-    command = [sys.executable, __file__, "--row", json.dumps(what), "--settings", json.dumps(settings)]
-    label = (backend or what[0]) + (f" + {JIT}" if what[4:] == [JIT] else "")
+    command = [sys.executable, __file__, "--rows", json.dumps(whats), "--settings", json.dumps(settings)]
     try:
         result = subprocess.run(command, capture_output=True, text=True, env=environment,
-                                timeout=None if what[0] == "peak" else settings["row_timeout"])
-    except subprocess.TimeoutExpired:
-        return {"backend": label, "feed": what[2], "model": what[1],
-                "error": f"not done within {settings['row_timeout']} s (start-up and the first step's compilation "
-                         f"included)"}
-    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    if result.returncode or not lines:
+                                timeout=None if whats == [["peak"]] else settings["row_timeout"])
+        lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
         errors = [line for line in result.stderr.splitlines() if "Error" in line or "error" in line]
-        tail = (errors or result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
-        if what[0] == "peak":
-            raise SystemExit(f"the matmul peak could not be measured: {tail}")
-        return {"backend": label, "feed": what[2], "model": what[1], "error": tail[:300]}
-    row = json.loads(lines[-1])
-    return row if what[0] == "peak" else {"model": what[1], **row}
+        error = (errors or result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1][:300]
+    except subprocess.TimeoutExpired:
+        lines, error = [], (f"not done within {settings['row_timeout']} s (start-up and the first step's "
+                            "compilation included)")
+    rows = []
+    for index, what in enumerate(whats):
+        if index < len(lines):
+            rows.append(lines[index] if what[0] == "peak" else {"model": what[1], **lines[index]})
+        elif what[0] == "peak":
+            raise SystemExit(f"the matmul peak could not be measured: {error}")
+        else:
+            label = (backend or what[0]) + (f" + {JIT}" if what[4:] == [JIT] else "")
+            rows.append({"backend": label, "feed": what[2], "model": what[1], "error": error})
+    return rows
 
 
 def one_row(what, settings):
@@ -372,7 +393,7 @@ def main(argv=None):
     parser.add_argument("--row-timeout", type=int, help="seconds a row may take, start-up and compilation included; "
                         "a row past it is recorded as not done (default: no limit)")
     parser.add_argument("--output", help="write the rows, the machine and the command to this JSON file")
-    parser.add_argument("--row", help=argparse.SUPPRESS)
+    parser.add_argument("--rows", help=argparse.SUPPRESS)
     parser.add_argument("--settings", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     settings = dict(SMOKE if args.smoke else FULL)
@@ -380,18 +401,20 @@ def main(argv=None):
                      ("batch_size", args.batch_size), ("steps", args.steps),
                      ("drop_path_rate", args.drop_path_rate), ("torch_jit", args.torch_jit),
                      ("row_timeout", args.row_timeout)) if value})
-    if args.row:
-        print(json.dumps(one_row(json.loads(args.row), json.loads(args.settings))))
+    if args.rows:
+        for what in json.loads(args.rows):
+            print(json.dumps(one_row(what, json.loads(args.settings))), flush=True)
         return 0
     # this process reads model sizes and the machine through Keras: any installed backend will do (a GPU machine may
     # have no TensorFlow, Keras' default); each row picks its own
     os.environ.setdefault("KERAS_BACKEND", next(b for b in ("tensorflow", "jax", "torch") if installed(b)))
     from keras_mixer.benchmark import mixer_gmacs
 
-    # each measurement in its own process: a fresh device, and TensorFlow and torch never share one
-    peak = run_row(None, ["peak"], settings)["matmul_flops"]
-    rows = [run_row(backend, what, settings) for backend, what in plan(settings, args.smoke)
-            if not args.backends or (backend or "timm") in args.backends]
+    planned = [(None, ["peak"])] + [(backend, what) for backend, what in plan(settings, args.smoke)
+                                    if not args.backends or (backend or "timm") in args.backends]
+    peak, *rows = [row for backend, whats in processes(planned, args.smoke)
+                   for row in run_rows(backend, whats, settings)]
+    peak = peak["matmul_flops"]
     for row in rows:
         if "images_per_second" in row and settings["image_size"] == 224:  # mixer_gmacs counts a 224x224 image
             row["mfu"] = row["images_per_second"] * 6e9 * mixer_gmacs(row["model"]) / peak
