@@ -237,11 +237,15 @@ def _hidden(name):
 
 
 def image_files(folder):
-    """Every image file under `folder` (IMAGE_EXTENSIONS and OTHER_IMAGE_EXTENSIONS, at any depth), in name order,
-    without hidden files and folders (`_hidden`)."""
-    files = []
-    for root, folders, names in os.walk(folder):
-        folders[:] = [name for name in folders if not _hidden(name)]
+    """Every image file under `folder` (IMAGE_EXTENSIONS and OTHER_IMAGE_EXTENSIONS, at any depth, through linked
+    folders too: photos kept elsewhere and linked in, as torchvision's ImageFolder reads them), in name order,
+    without hidden files and folders (`_hidden`); a folder reached twice (a link to a folder above it) is read
+    once."""
+    files, seen = [], {os.path.realpath(folder)}
+    for root, folders, names in os.walk(folder, followlinks=True):
+        real = {name: os.path.realpath(os.path.join(root, name)) for name in folders}
+        folders[:] = [name for name in folders if not _hidden(name) and real[name] not in seen]
+        seen.update(real[name] for name in folders)
         files += [os.path.join(root, name) for name in names
                   if not _hidden(name) and name.lower().endswith(IMAGE_EXTENSIONS + OTHER_IMAGE_EXTENSIONS)]
     return sorted(files)

@@ -589,6 +589,23 @@ def test_a_folder_copied_from_a_mac_is_read_without_its_hidden_files(tmp_path):
     assert not any("error" in result for result in results)
 
 
+def test_photos_in_linked_folders_are_read_once(tmp_path):
+    """A class folder whose photos live elsewhere, linked in, was read as empty (os.walk does not follow links);
+    a link to a folder above it is not followed round again."""
+    from keras_mixer.inference import classify
+
+    make_image_folders(tmp_path / "elsewhere", per_class=10, split_folders=False)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "cats").mkdir()
+    (data / "cats" / "2023").symlink_to(tmp_path / "elsewhere" / CLASSES[0], target_is_directory=True)
+    (data / "cats" / "loop").symlink_to(data / "cats", target_is_directory=True)
+    (data / "dogs").symlink_to(tmp_path / "elsewhere" / CLASSES[1], target_is_directory=True)
+    train, held_out = load_source(str(data), "train"), load_source(str(data), "eval")
+    assert (train.class_names, train.num_examples + held_out.num_examples) == (["cats", "dogs"], 20)
+    assert len(classify(build_digits_mixer(classes=2), [data / "cats"])) == 10
+
+
 def test_images_beside_the_class_folders_are_named_not_passed_over(tmp_path):
     make_image_folders(tmp_path, per_class=10, split_folders=False)
     for name in ("new_1.jpg", "new_2.png"):
