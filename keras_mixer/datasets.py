@@ -284,6 +284,11 @@ def _folder(path, split):
         raise DataError(f"image folder {path!r} does not exist")
     root = path
     if os.path.isdir(os.path.join(path, "train")):
+        others = sorted(entry.name for entry in os.scandir(path) if entry.is_dir() and not _hidden(entry.name)
+                        and entry.name not in ("train", *EVAL_SPLIT_FOLDERS))
+        if others:  # a class folder left beside the splits, or a split under another name: not read, said so
+            warnings.warn(f"{path}: folders beside train/ and its eval split are not read: "
+                          f"{', '.join(name + '/' for name in others[:5])}{' ...' if len(others) > 5 else ''}")
         subsets = ["train"] if split == "train" else [
             s for s in EVAL_SPLIT_FOLDERS if os.path.isdir(os.path.join(path, s))]
         if not subsets:

@@ -606,13 +606,19 @@ def test_photos_in_linked_folders_are_read_once(tmp_path):
     assert len(classify(build_digits_mixer(classes=2), [data / "cats"])) == 10
 
 
-def test_images_beside_the_class_folders_are_named_not_passed_over(tmp_path):
+def test_images_or_folders_beside_the_class_folders_or_splits_are_named_not_passed_over(tmp_path):
     make_image_folders(tmp_path, per_class=10, split_folders=False)
     for name in ("new_1.jpg", "new_2.png"):
         shutil.copy(next((tmp_path / CLASSES[0]).glob("*" + name[-4:])), tmp_path / name)
     with pytest.warns(UserWarning, match=r"image files beside the class folders, in none of them, are not read: "
                                          r".*new_1.jpg \(and 1 more\); move each into its class's folder"):
         assert load_source(str(tmp_path), "train").num_examples == 27
+    split = tmp_path / "split"
+    make_image_folders(split, per_class=5)
+    shutil.copytree(split / "train" / CLASSES[0], split / "more_checkerboards")
+    with pytest.warns(UserWarning, match=r"split: folders beside train/ and its eval split are not read: "
+                                         r"more_checkerboards/$"):
+        assert load_source(str(split), "train").num_examples == 12
 
 
 def test_too_many_unreadable_images_or_an_empty_class_are_refused(tmp_path):
