@@ -4,6 +4,7 @@ holds the recipe fields given as flags)."""
 
 import difflib
 import os
+import re
 import resource
 import shlex
 import sys
@@ -338,9 +339,45 @@ def _one_line_warnings(command, show_others):
     return show
 
 
+# the backends' out-of-memory errors, by class name: TensorFlow's ResourceExhaustedError, torch's OutOfMemoryError (on a
+# GPU; on a CPU a RuntimeError from its DefaultCPUAllocator); JAX's is a JaxRuntimeError whose message starts
+# RESOURCE_EXHAUSTED. Named, not imported: a command imports only its own backend
+OUT_OF_MEMORY_ERRORS = ("ResourceExhaustedError", "OutOfMemoryError")
+OUT_OF_MEMORY_MESSAGE = re.compile(r"^RESOURCE_EXHAUSTED|DefaultCPUAllocator: can't allocate memory")
+# the line of a backend's message that says what did not fit
+OUT_OF_MEMORY_LINE = re.compile(r"OOM when allocating tensor with shape\[[\d,]*\][^\n]*?(?= by allocator|$)|"
+                                r"(CUDA )?[Oo]ut of memory[^\n]*|can't allocate memory: [^\n]*? bytes", re.M)
+
+
+def _out_of_memory(error):
+    """What ran out of memory, in one line, when `error` is a backend's out-of-memory error or Python's
+    MemoryError; None for any other error."""
+    if isinstance(error, MemoryError):
+        return f"the host's memory ({str(error) or 'an allocation failed'})"
+    message = str(error)
+    if type(error).__name__ not in OUT_OF_MEMORY_ERRORS and not OUT_OF_MEMORY_MESSAGE.search(message):
+        return None
+    found = OUT_OF_MEMORY_LINE.search(message)
+    return (found.group(0) if found else message.strip().splitlines()[0]).strip()[:240]
+
+
+def _less_memory(args):
+    """What the command's flags can do about running out of memory."""
+    if args.command == "export":
+        return "; --route blocks converts a piece at a time" if args.route != "blocks" else ""
+    if args.command not in ("demo", "train", "qat", "evaluate"):
+        return ""
+    hint = f"; a smaller --batch-size (now {args.batch_size}) needs less" if args.batch_size else \
+        "; a smaller --batch-size needs less"
+    if args.command in ("train", "qat") and os.path.isdir(args.output):  # its run folder records this batch
+        hint += f": run again with it and --overwrite ({args.output} holds this run's settings)"
+    return hint
+
+
 def run(args):
-    """Runs the parsed command; a KerasMixerError, or a file the command cannot read or write (permissions, a
-    directory in the way, a full disk), is one line on stderr naming it, and exit code 2."""
+    """Runs the parsed command; a KerasMixerError, a file the command cannot read or write (permissions, a
+    directory in the way, a full disk) or an out-of-memory error (a batch too large for the device) is one line on
+    stderr naming it, and exit code 2."""
     getattr(sys.modules.get("keras_mixer.datasets"), "SKIPPED_IMAGES", {}).clear()  # this command's own
     try:
         with warnings.catch_warnings():
@@ -354,6 +391,12 @@ def run(args):
     except OSError as error:
         where = error.filename if error.filename is not None else "a file"
         print(f"keras-mixer {args.command}: error: {where}: {error.strerror or error}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        what = _out_of_memory(error)
+        if what is None:
+            raise
+        print(f"keras-mixer {args.command}: error: out of memory: {what}{_less_memory(args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: one line saying what was kept, not a traceback
         kept = (f"; the last backup in {args.output} is kept: the same command resumes"

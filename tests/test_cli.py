@@ -418,6 +418,61 @@ def test_train_output_that_is_a_file_is_one_line(tmp_path, capsys):
     assert output.read_text() == "the user's file"
 
 
+def real_out_of_memory_errors():
+    """(error, what the line names) of each backend running out of memory, raised by asking it for terabytes."""
+    import jax.numpy as jnp
+    import numpy as np
+    import tensorflow as tf
+    import torch
+
+    found = []
+    for allocate, what in ((lambda: tf.zeros([2 ** 38]), "OOM when allocating tensor with shape[274877906944] and "
+                            "type float on /job:localhost/replica:0/task:0/device:CPU:0"),
+                           (lambda: torch.empty(2 ** 45), "can't allocate memory: you tried to allocate "
+                            "140737488355328 bytes"),
+                           (lambda: jnp.zeros(2 ** 40).block_until_ready(),
+                            "Out of memory allocating 4398046511104 bytes."),
+                           (lambda: np.empty(2 ** 55, np.uint8), "the host's memory (Unable to allocate")):
+        try:
+            allocate()
+        except Exception as error:  # each backend's own type
+            found.append((error, what))
+    assert len(found) == 4
+    return found
+
+
+def test_running_out_of_memory_is_one_line_saying_what_did_not_fit_and_which_flag_needs_less(
+        tmp_path, capsys, monkeypatch):
+    """A batch too large for the device was TensorFlow's, torch's or JAX's traceback (40 frames, for
+    `train --batch-size 100000`); `train`'s run folder then records that batch, so the line says how to run again."""
+    import keras_mixer.cli
+
+    def raising(error, made=None):
+        def command(args):
+            if made:
+                os.makedirs(getattr(args, made))  # as train makes its run folder before the first step
+            raise error
+        return command
+
+    for index, (error, what) in enumerate(real_out_of_memory_errors()):
+        monkeypatch.setitem(keras_mixer.cli.COMMANDS, "train", raising(error, made="output"))
+        output = tmp_path / f"run{index}"
+        assert keras_mixer_cli.main(["train", "--dataset", "digits", "--batch-size", "100000",
+                                     "--output", str(output)]) == 2
+        line = capsys.readouterr().err
+        assert line.startswith(f"keras-mixer train: error: out of memory: {what}"), line
+        assert line.endswith(f"; a smaller --batch-size (now 100000) needs less: run again with it and --overwrite "
+                             f"({output} holds this run's settings)\n") and line.count("\n") == 1, line
+    error, what = real_out_of_memory_errors()[0]
+    monkeypatch.setitem(keras_mixer.cli.COMMANDS, "export", raising(error))
+    assert keras_mixer_cli.main(["export", "m.keras", str(tmp_path / "m.tflite")]) == 2
+    assert capsys.readouterr().err == (f"keras-mixer export: error: out of memory: {what}; --route blocks converts "
+                                       "a piece at a time\n")
+    monkeypatch.setitem(keras_mixer.cli.COMMANDS, "export", raising(RuntimeError("bug")))
+    with pytest.raises(RuntimeError, match="bug"):  # any other error stays itself
+        keras_mixer_cli.main(["export", "m.keras", str(tmp_path / "m.tflite")])
+
+
 @pytest.mark.parametrize("flags, expected", [([], (2, 15)), (["--randaugment", "1", "5"], (1, 5)),
                                              (["--no-randaugment"], None)],
                          ids=["recipe", "randaugment_1_5", "no_randaugment"])
