@@ -55,16 +55,12 @@ class ImageSource:
     crop_fraction: float = FULL_CROP_FRACTION  # the evaluation crop this source is measured with
 
 
-def image_problem(file):
-    """Why `file` (a path or the bytes of one) is not an image worth decoding, or None: empty, not an image, over
-    MAX_IMAGE_PIXELS, or damaged after its header (its pixel data decoded, a JPEG at 1/8 scale: all of its
-    compressed data read, 5-10x faster than a full decode). Needs Pillow (without it: None)."""
-    return inspect_image(file)[0]
-
-
 def inspect_image(file):
-    """(`image_problem`'s answer, the EXIF orientation 1-8) of `file` from one opening of it; orientation 1 (as
-    stored) where the file has no tag, is not an image, or Pillow is missing."""
+    """(why `file` (a path or the bytes of one) is not an image worth decoding, or None; its EXIF orientation 1-8),
+    from one opening of it. Not worth decoding: empty, not an image, over MAX_IMAGE_PIXELS, or damaged after its
+    header (its pixel data decoded, a JPEG at 1/8 scale: all of its compressed data read, 5-10x faster than a full
+    decode). Orientation 1 (as stored) where the file has no tag or is not an image. Needs Pillow (without it:
+    (None, 1))."""
     try:
         from PIL import Image
     except ImportError:
@@ -236,18 +232,22 @@ def _hidden(name):
     return name.startswith(".") or name == "__MACOSX"
 
 
+def _image_name(name):
+    """A file name a folder's images are found by: an image extension TensorFlow decodes or one named as
+    unreadable (OTHER_IMAGE_EXTENSIONS), and not hidden."""
+    return not _hidden(name) and name.lower().endswith(IMAGE_EXTENSIONS + OTHER_IMAGE_EXTENSIONS)
+
+
 def image_files(folder):
-    """Every image file under `folder` (IMAGE_EXTENSIONS and OTHER_IMAGE_EXTENSIONS, at any depth, through linked
-    folders too: photos kept elsewhere and linked in, as torchvision's ImageFolder reads them), in name order,
-    without hidden files and folders (`_hidden`); a folder reached twice (a link to a folder above it) is read
-    once."""
+    """Every image file (`_image_name`) under `folder`, at any depth, through linked folders too (photos kept
+    elsewhere and linked in, as torchvision's ImageFolder reads them), in name order, without hidden folders; a
+    folder reached twice (a link to a folder above it) is read once."""
     files, seen = [], {os.path.realpath(folder)}
     for root, folders, names in os.walk(folder, followlinks=True):
         real = {name: os.path.realpath(os.path.join(root, name)) for name in folders}
         folders[:] = [name for name in folders if not _hidden(name) and real[name] not in seen]
         seen.update(real[name] for name in folders)
-        files += [os.path.join(root, name) for name in names
-                  if not _hidden(name) and name.lower().endswith(IMAGE_EXTENSIONS + OTHER_IMAGE_EXTENSIONS)]
+        files += [os.path.join(root, name) for name in names if _image_name(name)]
     return sorted(files)
 
 
@@ -258,7 +258,7 @@ def _class_files(path):
     for entry in sorted(os.scandir(path), key=lambda e: e.name):
         if entry.is_dir() and not _hidden(entry.name):
             classes[entry.name] = image_files(entry.path)
-        elif not _hidden(entry.name) and entry.name.lower().endswith(IMAGE_EXTENSIONS + OTHER_IMAGE_EXTENSIONS):
+        elif _image_name(entry.name):
             loose.append(entry.path)
     if loose and classes:  # photos saved into the dataset's folder, to be sorted later: not trained on, said so
         more = f" (and {len(loose) - 1} more)" if len(loose) > 1 else ""
@@ -278,7 +278,7 @@ def _folder(path, split):
     transforms crop and resize them, turned upright by their EXIF orientation (`upright`). Files whose header is
     unreadable (empty, not an image, over MAX_IMAGE_PIXELS) are left out and recorded (SKIPPED_IMAGES); a class
     left with none, or a split with more than MAX_SKIPPED_SHARE of them, is a DataError. Files damaged past their
-    header are found by decoding them first (`image_problem`); one TensorFlow still fails to decode is dropped then
+    header are found by decoding them first (`inspect_image`); one TensorFlow still fails to decode is dropped then
     (evaluations count the images they used)."""
     if not os.path.isdir(path):
         raise DataError(f"image folder {path!r} does not exist")
