@@ -21,6 +21,7 @@ from keras_mixer.weights.formats import (CHECKPOINT_SUFFIXES, KERAS_WEIGHT_SUFFI
 from keras_mixer.weights.model_file import read_model_info, require_model_file, save_model
 from keras_mixer.weights.pretrained import PRETRAINED, resolve
 
+
 def is_keras_file(weights):
     return os.fspath(weights).endswith(KERAS_WEIGHT_SUFFIXES)
 

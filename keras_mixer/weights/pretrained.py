@@ -13,6 +13,7 @@ from keras_mixer.io_utils import folder_given_as_model
 from keras_mixer.layers.input_normalization import INCEPTION
 from keras_mixer.weights.formats import WEIGHT_FILE_SUFFIXES
 
+
 @dataclasses.dataclass(frozen=True)
 class PretrainedWeights:
     variant: str
