@@ -454,7 +454,8 @@ def test_running_out_of_memory_is_one_line_saying_what_did_not_fit_and_which_fla
             raise error
         return command
 
-    for index, (error, what) in enumerate(real_out_of_memory_errors()):
+    errors = real_out_of_memory_errors()
+    for index, (error, what) in enumerate(errors):
         monkeypatch.setitem(keras_mixer.cli.COMMANDS, "train", raising(error, made="output"))
         output = tmp_path / f"run{index}"
         assert keras_mixer_cli.main(["train", "--dataset", "digits", "--batch-size", "100000",
@@ -463,7 +464,7 @@ def test_running_out_of_memory_is_one_line_saying_what_did_not_fit_and_which_fla
         assert line.startswith(f"keras-mixer train: error: out of memory: {what}"), line
         assert line.endswith(f"; a smaller --batch-size (now 100000) needs less: run again with it and --overwrite "
                              f"({output} holds this run's settings)\n") and line.count("\n") == 1, line
-    error, what = real_out_of_memory_errors()[0]
+    error, what = errors[0]
     monkeypatch.setitem(keras_mixer.cli.COMMANDS, "export", raising(error))
     assert keras_mixer_cli.main(["export", "m.keras", str(tmp_path / "m.tflite")]) == 2
     assert capsys.readouterr().err == (f"keras-mixer export: error: out of memory: {what}; --route blocks converts "
