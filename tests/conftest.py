@@ -3,6 +3,15 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+# Each xdist worker gets its share of the cores for TensorFlow's and torch's op thread pools (read at their import,
+# inherited by the subprocesses a test starts): two workers of two threads each on 2 cores made ~8 % more work of
+# the same tests (a digits fit + QAT + int8 export in two processes side by side: 47-48 s against 52 s, four
+# alternating runs each), in the threads' contention for the cores.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    threads = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", threads)
+    os.environ.setdefault("OMP_NUM_THREADS", threads)
+
 # timm imports torchvision, whose native ops crash the process when loaded after TensorFlow (seen with
 # tensorflow-cpu 2.21 + torchvision 0.29.1); loading the reference first avoids it. keras_mixer itself only ever
 # imports torch (to read .pth files), which is safe in either order.
