@@ -1,23 +1,15 @@
 import json
-import os
 import subprocess
 import sys
 
 
-def test_demo_cli_runs_end_to_end(tmp_path):
+def test_demo_cli_runs_end_to_end(demo_run):
     """The README's command 1 as it stands (30 float epochs, 5 QAT), held to the README's table: every model and file
     above 93 % top-1 on the 360 test scans, every export agreeing with its Keras model on 98 %, the Edge TPU form
-    mapped op for op."""
-    out = tmp_path / "demo"
-    result = subprocess.run(
-        [sys.executable, "-m", "keras_mixer_cli", "demo", "--output", str(out)],
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "int8 (QAT)" in result.stdout
+    mapped op for op. (The run is conftest's `demo_run`, shared with test_export.)"""
+    out, result = demo_run
+    assert result["returncode"] == 0, result["stderr"][-2000:]
+    assert "int8 (QAT)" in result["stdout"]
     report = json.loads((out / "report.json").read_text())
     rows = report["results"]
     assert all(row["top1"] >= 0.93 for row in rows.values()), rows  # the README: 95.6-96.1 %; chance is 10 %
