@@ -9,6 +9,7 @@ Interrupt it at any time and run the same command again: it resumes from runs/<n
 
 import argparse
 
+from keras_mixer.errors import KerasMixerError
 from keras_mixer.export import to_tflite
 from keras_mixer.training import train
 
@@ -23,13 +24,16 @@ parser.add_argument("--strategy", default="auto")
 args = parser.parse_args()
 
 output = f"runs/{args.model}_{args.dataset}"
-model, report = train(
-    args.model, weights=args.weights or None, dataset=args.dataset, image_size=args.image_size,
-    steps=args.steps, batch_size=args.batch_size, checkpoint_every=min(500, args.steps), recipe="finetune",
-    strategy=args.strategy, download=True, output_dir=output,
-)
-print(f"eval top-1 {report['eval_top1']:.2%} after {report['steps']} steps")
+try:
+    model, report = train(
+        args.model, weights=args.weights or None, dataset=args.dataset, image_size=args.image_size,
+        steps=args.steps, batch_size=args.batch_size, checkpoint_every=min(500, args.steps), recipe="finetune",
+        strategy=args.strategy, download=True, output_dir=output,
+    )
+    print(f"eval top-1 {report['eval_top1']:.2%} after {report['steps']} steps")
 
-# int8 export calibrated on 256 training images, preprocessed exactly as evaluation preprocesses them
-to_tflite(model, f"{output}/model_int8.tflite", "int8", representative_data=args.dataset,
-          labels=report.get("class_names"))
+    # int8 export calibrated on 256 training images, preprocessed exactly as evaluation preprocesses them
+    to_tflite(model, f"{output}/model_int8.tflite", "int8", representative_data=args.dataset,
+              labels=report.get("class_names"))
+except KerasMixerError as error:  # a mistyped model, dataset or file: one line naming it, not a traceback
+    parser.exit(2, f"{parser.prog}: error: {error}\n")

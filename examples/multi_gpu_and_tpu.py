@@ -20,6 +20,7 @@ the TensorFlow path works, each machine would get TF_CONFIG like (index 0 on the
 
 import argparse
 
+from keras_mixer.errors import KerasMixerError
 from keras_mixer.training import connect_hosts, train
 
 parser = argparse.ArgumentParser()
@@ -34,9 +35,11 @@ parser.add_argument("--host-index", type=int, default=0)
 parser.add_argument("--epochs", type=int, default=100)
 args = parser.parse_args()
 
-if args.coordinator:
-    connect_hosts(args.coordinator, args.num_hosts, args.host_index)
-
-train(args.model, dataset=args.dataset, recipe="scratch", epochs=args.epochs, batch_size=1024,
-      strategy=args.strategy, precision=args.precision, tpu=args.tpu, download=True,
-      output_dir=f"runs/{args.model}_{args.dataset}")
+try:
+    if args.coordinator:
+        connect_hosts(args.coordinator, args.num_hosts, args.host_index)
+    train(args.model, dataset=args.dataset, recipe="scratch", epochs=args.epochs, batch_size=1024,
+          strategy=args.strategy, precision=args.precision, tpu=args.tpu, download=True,
+          output_dir=f"runs/{args.model}_{args.dataset}")
+except KerasMixerError as error:  # a mistyped flag, no TPU, a dataset offline: one line naming it, not a traceback
+    parser.exit(2, f"{parser.prog}: error: {error}\n")

@@ -12,10 +12,12 @@ import keras
 
 import keras_mixer
 from keras_mixer.datasets import load_digits
+from keras_mixer.errors import KerasMixerError
 from keras_mixer.export import evaluate_tflite, to_tflite
 from keras_mixer.export.edgetpu import check_edgetpu, format_report
 from keras_mixer.export.edgetpu_model import edgetpu_model
 from keras_mixer.quantization import quantize_model
+from keras_mixer.weights import load_keras_model
 
 
 def main():
@@ -24,10 +26,12 @@ def main():
     parser.add_argument("--output", default="runs/export")
     parser.add_argument("--qat-epochs", type=int, default=5)
     args = parser.parse_args()
+    try:
+        model = load_keras_model(args.model)  # a missing or damaged file: one line naming it, not a traceback
+    except KerasMixerError as error:
+        parser.exit(2, f"{parser.prog}: error: --model {error}\n")
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-
-    model = keras.models.load_model(args.model)
     size = model.input_shape[1]
     (x_train, y_train), (x_test, y_test) = load_digits(size)
     x_train, x_test = keras_mixer.preprocess_input(x_train), keras_mixer.preprocess_input(x_test)

@@ -418,6 +418,22 @@ def test_train_output_that_is_a_file_is_one_line(tmp_path, capsys):
     assert output.read_text() == "the user's file"
 
 
+@pytest.mark.parametrize("example, flags, message", [
+    ("qat_and_export.py", ["--model", "missing.keras"], "--model model file 'missing.keras' does not exist"),
+    ("finetune.py", ["--model", "mixer_zz", "--weights", "", "--dataset", "digits"], "unknown model 'mixer_zz'"),
+])
+def test_the_examples_answer_a_mistyped_flag_in_one_line(example, flags, message, tmp_path):
+    """The examples are command lines too: a file that is not there or a name that is not known is one line naming
+    it (exit 2), and no output folder is made."""
+    script = os.path.join(os.path.dirname(__file__), "..", "examples", example)
+    result = subprocess.run([sys.executable, script, *flags], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    lines = [line for line in result.stderr.splitlines() if not NATIVE_LOG_LINE.search(line)]
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"{example}: error: {message}"), \
+        result.stderr
+    assert not list(tmp_path.iterdir())
+
+
 def real_out_of_memory_errors():
     """(error, what the line names) of each backend running out of memory, raised by asking it for terabytes."""
     import jax.numpy as jnp

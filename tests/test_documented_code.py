@@ -61,13 +61,14 @@ OFFLINE = [
 # example's own flags that make it small and offline where its defaults need a download.
 EXAMPLE_MARKS = {
     # offline, tfds retries its download for about 3.5 minutes before failing: slow
-    "--weights imagenet --dataset cifar10": ("slow-download", "DataError: tfds could not download",
+    "--weights imagenet --dataset cifar10": ("slow-download", "finetune.py: error: tfds could not download",
                                              " --weights '' --model mixer_s16 --image-size 32 --batch-size 8"),
-    "--strategy mirrored": ("slow-download", "DataError: tfds could not download", " --dataset digits --epochs 1"),
-    "--strategy data_parallel\n": ("slow-download", "DataError: tfds could not download",
+    "--strategy mirrored": ("slow-download", "multi_gpu_and_tpu.py: error: tfds could not download",
+                            " --dataset digits --epochs 1"),
+    "--strategy data_parallel\n": ("slow-download", "multi_gpu_and_tpu.py: error: tfds could not download",
                                    " --dataset digits --epochs 1"),
     "--weights '' --dataset digits": ("slow", None, ""),  # train + int8 export: the CLI tests cover both by default
-    "--strategy tpu": ("device", "TrainingError: no TPU found", ""),
+    "--strategy tpu": ("device", "multi_gpu_and_tpu.py: error: no TPU found", ""),
     "--coordinator": ("hosts", "waiting for all hosts to join the coordinator", ""),
 }
 MARK = re.compile(r'<!--\s*docs-test:\s*([\w-]+)(?:\s+expect="([^"]*)")?\s*-->\s*$')
