@@ -446,7 +446,7 @@ def real_out_of_memory_errors():
                             "type float on /job:localhost/replica:0/task:0/device:CPU:0"),
                            (lambda: torch.empty(2 ** 45), "can't allocate memory: you tried to allocate "
                             "140737488355328 bytes"),
-                           (lambda: jnp.zeros(2 ** 40).block_until_ready(),
+                           (lambda: jnp.zeros(2 ** 40, jnp.float32).block_until_ready(),
                             "Out of memory allocating 4398046511104 bytes."),
                            (lambda: np.empty(2 ** 55, np.uint8), "the host's memory (Unable to allocate")):
         try:
