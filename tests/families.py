@@ -13,6 +13,7 @@ A fresh Mixer's head is zero-initialized, so every logit is 0 and a graph that d
 import dataclasses
 import typing
 
+import keras
 import numpy as np
 
 import keras_mixer
@@ -169,6 +170,14 @@ FAMILIES = {family.name: family for family in [
 SMALL = {family.name: family.small for family in FAMILIES.values()}
 TINY = {family.name: family.tiny for family in FAMILIES.values()}
 EDGETPU_MAPPABLE = [family.name for family in FAMILIES.values() if family.maps_to_edgetpu]
+
+
+def outputs(model, x):
+    """The model's inference outputs (a list of them for several) as NumPy: called, not `predict`, which traces a new
+    function for each model it meets (on 360 digits images, 1.6 s of which 1.3 s tracing for a digits Mixer, 5.4 s of
+    which 4.6 s for a Hire-MLP). For thousands of images through a wide model `predict`'s graph wins (Mixer-S/32 on
+    1000 images: 2.8 s, eager 10 s)."""
+    return keras.tree.map_structure(keras.ops.convert_to_numpy, model(x, training=False))
 
 
 def with_nonzero_weights(model, seed=1):

@@ -12,7 +12,7 @@ import keras_mixer
 from keras_mixer.errors import KerasMixerError
 from hire_mlp_reference import random_state_dict as hire_state_dict
 from reference_ops import authors_normalize, random_pixels
-from families import SMALL, with_nonzero_weights
+from families import SMALL, outputs, with_nonzero_weights
 
 # builder: (features of the last stage, a custom input size the family takes)
 FAMILIES = {
@@ -96,7 +96,7 @@ def test_channels_first_setting_builds_the_same_model(family):
         model = SMALL[family]()
         assert [tuple(v.shape) for v in model.weights] == [tuple(v.shape) for v in reference.weights]
         model.set_weights(reference.get_weights())
-        np.testing.assert_array_equal(model.predict(x, verbose=0), reference.predict(x, verbose=0))
+        np.testing.assert_array_equal(outputs(model, x), outputs(reference, x))
         features = keras_mixer.MixerS32(include_top=False, pooling="avg")
         assert list(features.outputs[0].shape) == [None, 512]
     finally:
@@ -184,7 +184,7 @@ def test_normalization_step_survives_saving(authors_hire_mlp, tmp_path):
     x = keras_mixer.preprocess_input(random_pixels((2, 32, 32, 3)))
     model.save(tmp_path / "hire.keras")
     reloaded = keras.models.load_model(tmp_path / "hire.keras")
-    np.testing.assert_array_equal(reloaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    np.testing.assert_array_equal(outputs(reloaded, x), outputs(model, x))
 
 
 def test_normalization_step_in_the_edgetpu_form_and_the_tflite_metadata(authors_hire_mlp, tmp_path):
@@ -193,7 +193,7 @@ def test_normalization_step_in_the_edgetpu_form_and_the_tflite_metadata(authors_
 
     model, _ = authors_hire_mlp
     x = keras_mixer.preprocess_input(random_pixels((2, 32, 32, 3)))
-    expected = model.predict(x, verbose=0)
+    expected = outputs(model, x)
     np.testing.assert_allclose(edgetpu_model(model, gelu=None).predict(x, batch_size=1, verbose=0), expected,
                                atol=1e-4)
     path = to_tflite(model, tmp_path / "hire.tflite", quantization="float32")
@@ -208,8 +208,8 @@ def test_checkpoint_normalization_override_and_refusals(authors_hire_mlp):
                                    weights=path, checkpoint_normalization=((0, 0, 0), (1, 1, 1)))
     unit = keras_mixer.HireMLP(**HIRE, input_shape=(32, 32, 3), classes=10, classifier_activation=None)
     unit.set_weights(zero_one.get_weights())  # no normalization step: fed the [0, 1] pixels directly
-    np.testing.assert_allclose(zero_one.predict(keras_mixer.preprocess_input(pixels), verbose=0),
-                               unit.predict(authors_normalize(pixels, (0, 0, 0), (1, 1, 1)), verbose=0), atol=1e-5)
+    np.testing.assert_allclose(outputs(zero_one, keras_mixer.preprocess_input(pixels)),
+                               outputs(unit, authors_normalize(pixels, (0, 0, 0), (1, 1, 1))), atol=1e-5)
     with pytest.raises(ValueError, match="checkpoint_normalization describes a checkpoint"):
         keras_mixer.HireMLP(**HIRE, input_shape=(32, 32, 3), checkpoint_normalization=((0, 0, 0), (1, 1, 1)))
     with pytest.raises(ValueError, match="3 means and 3 stds"):

@@ -17,7 +17,7 @@ from keras_mixer.export.edgetpu import check_edgetpu
 from keras_mixer.export.flatbuffer import read_graph
 from keras_mixer.export.edgetpu_model import edgetpu_model
 from outliers import sqnr_db
-from families import EDGETPU_MAPPABLE, SMALL, with_nonzero_weights
+from families import EDGETPU_MAPPABLE, SMALL, outputs, with_nonzero_weights
 
 def images(model, count, seed=0):
     return np.random.default_rng(seed).uniform(-1, 1, (count, *model.input_shape[1:])).astype("float32")
@@ -26,9 +26,8 @@ def images(model, count, seed=0):
 def assert_same_function(model, **options):
     x = images(model, 2)
     form = edgetpu_model(model, gelu=None, **options)
-    # called, not `predict`: each predict traces a new function, seconds of a 224 model's test
-    got = np.concatenate([keras.ops.convert_to_numpy(form(x[i : i + 1], training=False)) for i in range(len(x))])
-    want = keras.ops.convert_to_numpy(model(x, training=False))
+    got = np.concatenate([outputs(form, x[i : i + 1]) for i in range(len(x))])  # the form's static batch of 1
+    want = outputs(model, x)
     assert np.abs(want).max() > 0.05  # not vacuous: the outputs vary
     np.testing.assert_allclose(got, want, atol=1e-4)
 
@@ -97,7 +96,7 @@ def test_integer_only_export_has_no_float_tensor(family, tmp_path):
     path = to_tflite(model, tmp_path / "all_int8.tflite", "int8", representative_data=x, integer_only=True)
     assert not float_ops(path)
     # run on data: its outputs are the model's within int8 noise (a constant output would be ~0 dB)
-    assert sqnr_db(model.predict(x, verbose=0), predict(load_interpreter(path), x)) >= 15
+    assert sqnr_db(outputs(model, x), predict(load_interpreter(path), x)) >= 15
 
 
 def test_integer_only_sparse_mlp_is_refused_not_left_float(tmp_path):
@@ -153,7 +152,7 @@ def test_token_grid_and_pooled_backbones():
     stages = keras_mixer.ASMLP(8, (1, 1, 1, 1), input_shape=(32, 32, 3), include_top=False, return_stages=True)
     form = edgetpu_model(stages, gelu=None)
     x = images(stages, 1)
-    for got, want in zip(form.predict(x, verbose=0), stages.predict(x, verbose=0)):
+    for got, want in zip(outputs(form, x), outputs(stages, x)):
         np.testing.assert_allclose(got, want, atol=1e-4)
 
 

@@ -17,7 +17,7 @@ from keras_mixer.export.flatbuffer import PRIVATE_TENSORFLOW_NAMES
 from keras_mixer.export.plan import XNNPACK_FLOAT_OPS
 from keras_mixer.layers import ActivationQuantizer
 from keras_mixer.quantization import quantize_model
-from families import SMALL, with_nonzero_weights
+from families import SMALL, outputs, with_nonzero_weights
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def accuracy(scores, labels):
 
 
 def test_int8_accuracy_within_one_and_a_half_points_of_float(digits, exported):
-    float_acc = accuracy(digits["model"].predict(digits["x_test"], verbose=0), digits["y_test"])
+    float_acc = accuracy(outputs(digits["model"], digits["x_test"]), digits["y_test"])
     report, _ = evaluate_tflite(exported["qat"], digits["x_test"], digits["y_test"])
     print(f"float {float_acc:.2%}  int8 (QAT) {report['top1']:.2%}")
     assert float_acc > 0.85
@@ -61,7 +61,7 @@ def test_int8_accuracy_within_one_and_a_half_points_of_float(digits, exported):
 
 
 def test_qat_model_agrees_with_its_int8_export(digits, exported):
-    qat_scores = digits["qat"].predict(digits["x_test"], verbose=0)
+    qat_scores = outputs(digits["qat"], digits["x_test"])
     report, _ = evaluate_tflite(exported["qat"], digits["x_test"], digits["y_test"], reference_scores=qat_scores)
     print(f"argmax agreement QAT Keras vs int8 TFLite: {report['agreement']:.2%}")
     assert report["agreement"] >= 0.98
@@ -81,7 +81,7 @@ def test_integer_only_files_classify_digits(digits, exported, source):
     """The all-int8 files run on data: within 2 points of their Keras model's top-1 and an absolute floor (a file with
     a constant output, which the dtype checks above would pass, scores ~10 %)."""
     model = digits["qat" if source == "qat" else "model"]
-    keras_top1 = accuracy(model.predict(digits["x_test"], verbose=0), digits["y_test"])
+    keras_top1 = accuracy(outputs(model, digits["x_test"]), digits["y_test"])
     report, _ = evaluate_tflite(exported[f"{source}_integer"], digits["x_test"], digits["y_test"])
     print(f"{source}: Keras {keras_top1:.2%}, all-int8 file {report['top1']:.2%}")
     assert report["top1"] >= max(keras_top1 - 0.02, 0.9)
@@ -158,7 +158,7 @@ def test_other_modes_agree_with_keras(digits, tmp_path, mode, input_dtype):
     interpreter = load_interpreter(path)
     assert interpreter.get_input_details()[0]["dtype"] == input_dtype
     scores = predict(interpreter, digits["x_test"])
-    agreement = np.mean(scores.argmax(1) == digits["model"].predict(digits["x_test"], verbose=0).argmax(1))
+    agreement = np.mean(scores.argmax(1) == outputs(digits["model"], digits["x_test"]).argmax(1))
     assert agreement >= 0.98
 
 
@@ -179,7 +179,7 @@ def test_a_qat_models_float_and_dynamic_exports_are_of_its_fine_tuned_float_grap
     assert types <= {"FLOAT32", "INT32", weight_type} and weight_type in types
     assert all(op.inputs[0].dtype == weight_type and op.inputs[0].constant is not None
                for op in graph if op.op == "DEQUANTIZE")  # only constants: float16 kernels made float32
-    float_graph = strip_quantization(digits["qat"]).predict(digits["x_test"], verbose=0)
+    float_graph = outputs(strip_quantization(digits["qat"]), digits["x_test"])
     scores = predict(load_interpreter(path), digits["x_test"])
     assert np.mean(scores.argmax(1) == float_graph.argmax(1)) >= 0.99
     tolerance = {"float32": 1e-5, "float16": 1e-2, "dynamic": 5e-2}[mode]  # of the largest logit
@@ -301,7 +301,7 @@ def test_large_model_converted_block_by_block_is_the_whole_conversion(digits, tm
     want, got = predict(whole_interpreter, images), predict(blocks_interpreter, images)
     assert np.abs(want - got).max() <= scale * 1.01
     assert np.mean(np.round(want / scale) == np.round(got / blocks_scale)) > 0.8  # the same int8 logit
-    assert np.mean(got.argmax(1) == digits["model"].predict(images, verbose=0).argmax(1)) >= 0.98
+    assert np.mean(got.argmax(1) == outputs(digits["model"], images).argmax(1)) >= 0.98
     whole_report, blocks_report = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("whole", "blocks"))
     # the same quantized ops; only the logits' op is named otherwise (the converter names a graph output after the
     # signature, "StatefulPartitionedCall_1:0", or a fused node, "stem/add")
@@ -362,7 +362,7 @@ def test_every_family_converts_block_by_block_into_the_whole_conversion(family, 
     scale, _ = load_interpreter(whole).get_output_details()[0]["quantization"]
     # the pieces calibrate on activations Keras computes, the whole graph on TFLite's: ranges differ in the last
     # bits, and outputs by some int8 steps here and there, but not on average
-    reference = model.predict(tests, verbose=0)
+    reference = outputs(model, tests)
     assert np.abs(got - reference).mean() <= 1.1 * np.abs(want - reference).mean() + 0.05 * scale
 
 
@@ -404,14 +404,14 @@ def test_static_batch_of_n(digits, tmp_path):
     assert list(interpreter.get_input_details()[0]["shape"]) == [4, 32, 32, 3]
     assert "SHAPE" not in op_counts(path) and "GATHER" not in op_counts(path)
     np.testing.assert_allclose(predict(interpreter, digits["x_test"][:6]),
-                               digits["model"].predict(digits["x_test"][:6], verbose=0), atol=1e-4)
+                               outputs(digits["model"], digits["x_test"][:6]), atol=1e-4)
 
 
 def test_qat_model_saves_and_loads(digits, tmp_path):
     digits["qat"].save(tmp_path / "qat.keras")
     restored = keras.models.load_model(tmp_path / "qat.keras")
     x = digits["x_test"][:16]
-    np.testing.assert_array_equal(restored.predict(x, verbose=0), digits["qat"].predict(x, verbose=0))
+    np.testing.assert_array_equal(outputs(restored, x), outputs(digits["qat"], x))
     paths = [v.path for v in restored.weights]
     assert len(paths) == len(set(paths)) and "stem/input_quant/range_max" in paths
 
@@ -612,7 +612,7 @@ def test_edgetpu_form_is_the_same_function(digits):
     model = digits["model"]
     x = digits["x_test"][:8]
     same = edgetpu_model(model, gelu=None)
-    np.testing.assert_allclose(same.predict(x, batch_size=1, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(same.predict(x, batch_size=1, verbose=0), outputs(model, x), atol=1e-5)
 
 
 def test_edgetpu_form_maps_fully_and_keeps_accuracy(digits, tmp_path):
@@ -621,7 +621,7 @@ def test_edgetpu_form_maps_fully_and_keeps_accuracy(digits, tmp_path):
     rows, summary = check_edgetpu(path)
     assert summary["cpu_ops"] == 0 and summary["edgetpu_ops"] == len(rows), summary
     assert not {"GELU", "BATCH_MATMUL", "DEQUANTIZE"} & {r.op for r in rows}
-    float_acc = accuracy(model.predict(digits["x_test"], verbose=0), digits["y_test"])
+    float_acc = accuracy(outputs(model, digits["x_test"]), digits["y_test"])
     report, _ = evaluate_tflite(path, digits["x_test"], digits["y_test"])
     print(f"float {float_acc:.2%}  int8 Edge TPU form (sigmoid GELU, PTQ) {report['top1']:.2%}")
     assert report["top1"] >= float_acc - 0.02
@@ -732,7 +732,7 @@ def test_metadata_keeps_weights_stored_after_the_flatbuffer(tmp_path):
     # unexplained, recorded in the session notes; the check here is the one the layout itself decides
     want = predict(load_interpreter(plain, delegates=False), x)
     assert np.abs(want).max() > 0.1
-    np.testing.assert_allclose(want, model.predict(x, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(want, outputs(model, x), atol=1e-5)
     np.testing.assert_array_equal(predict(load_interpreter(described, delegates=False), x), want)
 
 

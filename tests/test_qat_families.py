@@ -13,7 +13,7 @@ from keras_mixer.export.edgetpu_model import edgetpu_model
 from keras_mixer.export.interpreter import load_interpreter, predict
 from keras_mixer.quantization import quantize_model
 from keras_mixer.quantization.qat import float_layers, is_quantized
-from families import SMALL, with_nonzero_weights
+from families import SMALL, outputs, with_nonzero_weights
 
 
 @pytest.mark.parametrize("family", SMALL)
@@ -26,10 +26,10 @@ def test_qat_copy_deviates_from_float_as_its_int8_export_does(family, tmp_path):
     rng = np.random.default_rng(0)
     calibration = rng.uniform(-1, 1, (32, *model.input_shape[1:])).astype("float32")
     images = rng.uniform(-1, 1, (16, *model.input_shape[1:])).astype("float32")
-    reference = model.predict(images, verbose=0)
+    reference = outputs(model, images)
     qat = quantize_model(model, calibration_data=calibration)
     assert not float_layers(qat)
-    simulated = qat.predict(images, verbose=0)
+    simulated = outputs(qat, images)
     exported = predict(load_interpreter(to_tflite(model, tmp_path / "int8.tflite", "int8",
                                                   representative_data=calibration, metadata=False)), images)
     ratio = np.abs(simulated - reference).mean() / np.abs(exported - reference).mean()
@@ -38,7 +38,7 @@ def test_qat_copy_deviates_from_float_as_its_int8_export_does(family, tmp_path):
     qat.save(tmp_path / "qat.keras")
     loaded = keras.models.load_model(tmp_path / "qat.keras")  # plain Keras, safe mode
     assert is_quantized(loaded)
-    np.testing.assert_allclose(loaded.predict(images, verbose=0), simulated, atol=1e-5)
+    np.testing.assert_allclose(outputs(loaded, images), simulated, atol=1e-5)
     # and it exports: its own int8 file, and the Edge TPU form of its float weights
     for name, graph in (("qat_int8", loaded), ("qat_edgetpu", edgetpu_model(loaded, experts_on_cpu=True))):
         path = to_tflite(graph, tmp_path / f"{name}.tflite", "int8", representative_data=calibration, metadata=False)

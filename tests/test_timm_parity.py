@@ -6,6 +6,7 @@ import pytest
 import safetensors.torch
 import torch
 
+from families import outputs
 import keras_mixer
 from timm_reference import timm_logits, timm_mixer, to_official_npz_layout
 
@@ -17,7 +18,7 @@ def images(size, batch=2, seed=0):
 
 
 def assert_parity(ours, reference, x):
-    delta = np.max(np.abs(ours.predict(x, verbose=0) - timm_logits(reference, x)))
+    delta = np.max(np.abs(outputs(ours, x) - timm_logits(reference, x)))
     print(f"max |delta| = {delta:.2e}")
     assert delta <= TOLERANCE
 
@@ -110,9 +111,9 @@ def test_convert_folds_the_normalization_of_a_miil_style_checkpoint(tmp_path, ca
     assert main(["convert", str(tmp_path / "hub" / "model.safetensors"), str(tmp_path / "plain.keras")]) == 0
     for name in ("hub", "flags"):
         model = keras.models.load_model(tmp_path / f"{name}.keras")
-        assert np.max(np.abs(model.predict(pixels / 127.5 - 1, verbose=0) - trained_on)) <= TOLERANCE, name
+        assert np.max(np.abs(outputs(model, pixels / 127.5 - 1) - trained_on)) <= TOLERANCE, name
     plain = keras.models.load_model(tmp_path / "plain.keras")  # taken for [-1, 1]: another function
-    assert np.max(np.abs(plain.predict(pixels / 127.5 - 1, verbose=0) - trained_on)) > 100 * TOLERANCE
+    assert np.max(np.abs(outputs(plain, pixels / 127.5 - 1) - trained_on)) > 100 * TOLERANCE
     assert main(["convert", str(tmp_path / "hub" / "model.safetensors"), str(tmp_path / "x.keras"),
                  "--mean", "0", "0", "0"]) == 2
     assert "--mean and --std: give both" in capsys.readouterr().err and not (tmp_path / "x.keras").exists()
