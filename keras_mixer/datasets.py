@@ -312,8 +312,12 @@ def _folder(path, split):
             chosen = order[:held_out] if split != "train" else order[held_out:]
             files += [(paths[i], index) for i in sorted(chosen)]
     if len(names) < 2:
+        # one class's folder given for the dataset, or photos not yet sorted: the images it holds are named
+        loose = sum(1 for entry in os.scandir(root) if entry.is_file() and _image_name(entry.name))
+        lying = (f": its {loose} images lie directly in it, and a dataset keeps each class's images in a sub-folder "
+                 f"named after the class") if loose else ""
         raise DataError(f"image folder {root!r} needs at least two class sub-folders with images "
-                        f"({', '.join(IMAGE_EXTENSIONS)}); found {names or 'none'}")
+                        f"({', '.join(IMAGE_EXTENSIONS)}); found {names or 'none'}{lying}")
     if not files:
         raise DataError(f"image folder {root!r} has no {split} images")
     files = _readable(files, root)
