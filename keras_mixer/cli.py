@@ -136,8 +136,7 @@ def _export(args):
     from keras_mixer.export import export_plan, read_labels, to_tflite
     from keras_mixer.export.plan import ExportOptions
     from keras_mixer.inference import release_model_and_info
-    from keras_mixer.models import list_models
-    from keras_mixer.models.registry import refuse_weights_beside, variant_name
+    from keras_mixer.models.registry import names_a_file, refuse_weights_beside
     from keras_mixer.weights import load_keras_model_with_info
 
     from keras_mixer.export.tflite import check_output_paths, require_tensorflow_backend
@@ -162,7 +161,7 @@ def _export(args):
     output = Path(args.output)
     if output.exists() and Path(args.model).exists() and output.resolve() == Path(args.model).resolve():
         raise ExportError(f"{args.output} is the model being exported: export never writes over its own input")
-    if variant_name(args.model) in list_models():  # a release, as predict and evaluate take it
+    if not names_a_file(args.model):  # a release, as predict and evaluate take it
         model, info = release_model_and_info(args.model, args.weights)
     else:
         refuse_weights_beside(args.model, args.weights, ExportError, "--weights")

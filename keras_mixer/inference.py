@@ -14,7 +14,7 @@ from keras_mixer.datasets import (FULL_CROP_FRACTION, IMAGE_EXTENSIONS, OTHER_IM
                                   check_crop_fraction, eval_transform, image_files, inspect_image, input_image_size,
                                   model_image_size, upright)
 from keras_mixer.errors import DataError, ExportError, KerasMixerError, is_whole_number
-from keras_mixer.models.registry import refuse_weights_beside
+from keras_mixer.models.registry import names_a_file, refuse_weights_beside
 from keras_mixer.preprocessing import imagenet_class_names
 
 
@@ -128,7 +128,7 @@ def load_classifier(model, weights=None, crop_fraction=None):
         return Classifier(lambda x: predict(interpreter, x), size, metadata["labels"],
                           crop_fraction or FULL_CROP_FRACTION,
                           {"probability": True, "logits": False}.get(metadata["output"]))
-    if isinstance(model, (str, os.PathLike)) and os.fspath(model).endswith(".keras"):
+    if isinstance(model, (str, os.PathLike)) and names_a_file(model):
         model, info = load_keras_model_with_info(model)
     elif isinstance(model, str):
         try:

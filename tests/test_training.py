@@ -795,6 +795,31 @@ def test_cli_reports_bad_names(capsys, tmp_path):
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command, message", [
+    (["train", "--model", "{tflite}"], "model_int8.tflite: a .tflite file, not a .keras model"),  # was: unknown model
+    (["train", "--model", "{checkpoint}"], "ck.npz: a checkpoint, not a .keras model: give the model's registry "
+                                           "name with this file as its weights (--weights "),  # was: unknown model
+    (["evaluate", "mixer_s61"], "unknown model 'mixer_s61'; did you mean mixer_s16"),  # was: no such model file
+    (["export", "mixer_s61", "{out}"], "unknown model 'mixer_s61'; did you mean mixer_s16"),  # the same
+    (["predict", "{checkpoint}", "{image}"], "ck.npz: a checkpoint, not a .keras model"),
+    (["qat", "mixer_s61"], "model file 'mixer_s61' does not exist"),  # qat takes files only
+    (["evaluate", "hf-hub:timm/mixer_b16_224.goog_in21k_ft_in1k"], "that is timm's name; here it is 'mixer_b16'"),
+])
+def test_a_model_is_a_file_or_a_registry_name_alike_in_every_command(command, message, tmp_path, capsys):
+    """A model given with a file suffix, a folder part or as an existing file is read as a file, anything else as a
+    registry name, in every command: each then names what is wrong with it, a typo its nearest names."""
+    (tmp_path / "model_int8.tflite").write_bytes(b"")
+    (tmp_path / "ck.npz").write_bytes(b"")
+    names = {"tflite": tmp_path / "model_int8.tflite", "checkpoint": tmp_path / "ck.npz", "out": tmp_path / "o.tflite",
+             "image": tmp_path / "ck.npz"}
+    arguments = [argument.format(**names) for argument in command]
+    if command[0] in ("train", "qat"):
+        arguments += ["--output", str(tmp_path / "run")]
+    assert main(arguments) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "o.tflite").exists()
+
+
 def test_a_backup_of_another_model_is_refused_not_half_loaded(tmp_path):
     """`qat` pointed at the float run's folder met the float backup: a typed error naming the folder, not
     Keras' 45-object loading failure (or, worse, a resume from the wrong weights)."""

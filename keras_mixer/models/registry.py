@@ -14,6 +14,7 @@ import warnings
 
 from keras_mixer.errors import KerasMixerError
 from keras_mixer.io_utils import folder_given_as_model
+from keras_mixer.weights.formats import WEIGHT_FILE_SUFFIXES
 from keras_mixer.weights.pretrained import list_pretrained as released_tags
 
 _BUILDERS = {}
@@ -34,6 +35,19 @@ def register_variant(name, builder, aliases=()):
 def variant_name(name):
     """The registered name of `name`, which may be a former name (an alias); unknown names are returned as given."""
     return _ALIASES.get(name, name)
+
+
+def names_a_file(model):
+    """Whether `model` (a name given for a model) means a file, not a registry variant: a registered name or timm's
+    Hugging Face Hub id (`hf-hub:timm/...`) never does (a run folder named after its model is no model); otherwise a
+    name with a folder part, a model or weights file's suffix, or that exists on disk. Every command reads a model
+    so: a file then says what is wrong with it (a .tflite, a checkpoint, missing) and a name that is no variant the
+    variants it is near, or timm's name for one."""
+    text = os.fspath(model)
+    if variant_name(text) in _BUILDERS or re.match(r"hf[-_]hub:", text, re.IGNORECASE):
+        return False
+    return os.path.dirname(text) != "" or text.lower().endswith((".tflite", ".h5", *WEIGHT_FILE_SUFFIXES)) \
+        or os.path.exists(text)
 
 
 def list_models(filter="", pretrained=False, exclude_filters=""):  # noqa: A002 (timm's argument names)

@@ -18,7 +18,8 @@ from keras_mixer.datasets import (check_crop_fraction, check_dataset, check_mode
 from keras_mixer.errors import TrainingError, is_whole_number
 from keras_mixer.export.evaluate import top_k_accuracy
 from keras_mixer.io_utils import require_output_folder, write_text
-from keras_mixer.models.registry import list_models, refuse_weights_beside, registered_name, variant_name
+from keras_mixer.models.registry import (list_models, names_a_file, refuse_weights_beside, registered_name,
+                                         variant_name)
 from keras_mixer.training.callbacks import (
     BestValidationWeights,
     InterruptBetweenSteps,
@@ -64,7 +65,7 @@ def build_model(model, classes, image_size, weights, recipe):
         from keras_mixer.models.mlp_mixer import build_digits_mixer
 
         return build_digits_mixer(drop_path_rate=recipe.drop_path_rate, dropout_rate=recipe.dropout_rate)
-    if str(model).endswith(".keras"):
+    if names_a_file(model):
         return load_keras_model(model)
     # an unknown name or a bad argument is the registry's / the builder's KerasMixerError, named there
     return create_model(
@@ -324,7 +325,7 @@ def check_model_arguments(model, weights=None, image_size=None):
     """What `train` builds, checked before any data is read: a registry name that exists, or a `.keras` file that
     does; `weights` only with a registry name (a file or a keras.Model brings its own, and they were ignored);
     `image_size` a whole number >= 1 or a (height, width) pair of them (0 meant the default, a string was taken)."""
-    is_file = isinstance(model, (str, os.PathLike)) and os.fspath(model).endswith(".keras")
+    is_file = isinstance(model, (str, os.PathLike)) and names_a_file(model)
     if is_file:
         require_model_file(model)
     elif isinstance(model, str):
@@ -467,7 +468,7 @@ def _model_and_info(model, weights=None, image_size=None):
     """A keras.Model as it is (nothing recorded); a registry name built with `weights` at `image_size` (its
     class names ImageNet's synsets, as tfds' imagenet2012 names its classes, where its head has ImageNet's
     classes); or a `.keras` file loaded with what `train` recorded in it."""
-    if isinstance(model, str) and variant_name(model) in list_models():
+    if isinstance(model, str) and not names_a_file(model):
         from keras_mixer.models.registry import trained_variant
         from keras_mixer.preprocessing import LABEL_FILES, imagenet_labels
 
@@ -530,6 +531,8 @@ def quantization_aware_training(model, dataset=DIGITS, output_dir="runs/qat", ca
     if isinstance(model, str) and variant_name(model) in list_models():  # its message named a --weights qat lacks
         raise TrainingError(f"qat fine-tunes a model trained on your data: give its .keras file; {model!r} is a "
                             f"registry name: train it first (keras-mixer train --model {model} --dataset ...)")
+    if isinstance(model, (str, os.PathLike)):  # a file, whatever its name: never a registry variant here
+        require_model_file(model)
     float_model, info = _model_and_info(model)
     if is_quantized(float_model):  # refused here, not after the float model's evaluation and int8 export
         raise TrainingError(f"{os.fspath(model) if isinstance(model, (str, os.PathLike)) else float_model.name!r} is "

@@ -106,6 +106,9 @@ def load_keras_model(path):
     if path.endswith(".tflite"):
         raise WeightsError(f"{path}: a .tflite file, not a .keras model (LiteRT runs it: keras-mixer evaluate-tflite, "
                            "predict, keras_mixer.export.evaluate_tflite)")
+    if path.lower().endswith(CHECKPOINT_SUFFIXES):
+        raise WeightsError(f"{path}: a checkpoint, not a .keras model: give the model's registry name with this file "
+                           f"as its weights (--weights {path})")
     try:
         with _complete_load(path):
             model = keras.models.load_model(path, safe_mode=True)
