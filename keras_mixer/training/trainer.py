@@ -322,8 +322,8 @@ def check_run_length(epochs=None, steps=None, batch_size=None, checkpoint_every=
 
 
 def check_model_arguments(model, weights=None, image_size=None):
-    """What `train` builds, checked before any data is read: a registry name that exists, or a `.keras` file that
-    does; `weights` only with a registry name (a file or a keras.Model brings its own, and they were ignored);
+    """What `train` builds, checked before any data is read: a registry name that exists, or a file that does
+    (`names_a_file`: a path or a file suffix; a .tflite or a checkpoint is named when loaded); `weights` only with a registry name (a file or a keras.Model brings its own, and they were ignored);
     `image_size` a whole number >= 1 or a (height, width) pair of them (0 meant the default, a string was taken)."""
     is_file = isinstance(model, (str, os.PathLike)) and names_a_file(model)
     if is_file:
